@@ -1,0 +1,105 @@
+"""The size catalogue: parameter counts, Hydra configs, bad size names, bad input shapes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from ofa_lightning.model import CATALOGUE, OFAConfig, OFAModel
+from ofa_lightning.model.config import REFERENCE_PARAM_COUNTS
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+RESNET_PART = {"tiny": 8_543_296, "medium": 27_535_424, "base": 27_535_424, "large": 43_179_072, "huge": 43_179_072}
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_param_count_within_half_percent_of_modelscope(name):
+    with torch.device("meta"):
+        counts = OFAModel.from_name(name).num_parameters()
+    ref = REFERENCE_PARAM_COUNTS[name]
+    assert abs(counts["total"] - ref) / ref <= 0.005
+    assert counts["resnet"] == RESNET_PART[name]
+
+
+def test_unknown_size_lists_known_ones():
+    with pytest.raises(ValueError, match="tiny, medium, base, large, huge"):
+        OFAConfig.from_name("gigantic")
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_hydra_model_config_selects_size_and_allows_overrides(name):
+    with initialize_config_dir(str(CONF / "model"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=["+dropout=0.0"])
+    built = OFAConfig.from_dict(dict(cfg))
+    assert built.d_model == CATALOGUE[name].d_model and built.dropout == 0.0
+
+
+def test_unknown_config_field_is_refused():
+    with pytest.raises(ValueError, match="unknown OFAConfig fields"):
+        OFAConfig.from_dict({"size": "tiny", "d_modle": 3})
+
+
+def test_ofa_info_sizes_json():
+    out = subprocess.run([sys.executable, "-m", "ofa_lightning.cli.info", "sizes", "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert set(rows) == set(CATALOGUE)
+    assert rows["base"]["params_total"] == 182_238_536
+    assert rows["huge"]["settings"]["encoder_layers"] == 24 and rows["huge"]["params_resnet"] == 43_179_072
+
+
+def tiny_model(**kw) -> OFAModel:
+    cfg = OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=1, vocab_size=300, dropout=0.0, **kw)
+    return OFAModel(cfg).eval()
+
+
+def test_image_larger_than_position_grid_is_refused():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="42×42 patches"):
+        model.encode(torch.tensor([[0, 5, 2]]), torch.zeros(1, 3, 688, 64))
+
+
+def test_interpolated_positions_allow_large_images():
+    model = tiny_model(interpolate_position=True, orig_patch_image_size=64)
+    out = model.encode(torch.tensor([[0, 5, 2]]), torch.zeros(1, 3, 704, 32))
+    assert out.hidden.shape == (1, 44 * 2 + 3, 256) and torch.isfinite(out.hidden).all()
+
+
+def test_overlong_text_refused_or_truncated():
+    ids = torch.full((1, 1030), 5)
+    with pytest.raises(ValueError, match="max_source_positions=1024"):
+        tiny_model().encode(ids)
+    out = tiny_model(overlong_text="truncate").encode(ids)
+    assert out.hidden.shape[1] == 1024
+
+
+def test_patch_sampling_keeps_k_patches():
+    model = tiny_model()
+    out = model.encode(torch.tensor([[0, 5, 2], [0, 6, 2]]), torch.randn(2, 3, 64, 64), sample_patch_num=7)
+    assert out.hidden.shape == (2, 7 + 3, 256)
+
+
+def test_drop_path_and_frozen_bn_options():
+    from timm.layers import DropPath
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    cfg = OFAConfig.from_name("tiny", encoder_drop_path_rate=0.2, resnet_drop_path_rate=0.1, freeze_resnet_bn=True)
+    model = OFAModel(cfg)
+    rates = [getattr(layer.drop_path, "drop_prob", 0.0) for layer in model.encoder.layers]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)  # linear ramp over layers
+    assert model.encoder.embed_images.layer3[0].drop_path is None  # first block of a stage never drops
+    assert isinstance(model.encoder.embed_images.layer3[-1].drop_path, DropPath)
+    assert isinstance(model.encoder.embed_images.bn1, FrozenBatchNorm2d)
+
+
+def test_embeddings_are_tied():
+    model = tiny_model()
+    assert model.encoder.embed_tokens is model.decoder.embed_tokens
+    enc = model.encode(torch.tensor([[0, 5, 2]]))
+    hidden = model.decode_hidden(torch.tensor([[0, 7]]), enc)
+    assert torch.allclose(model.decode(torch.tensor([[0, 7]]), enc), hidden @ model.embed_tokens.weight.T, atol=1e-5)
