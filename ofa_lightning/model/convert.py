@@ -217,3 +217,11 @@ def from_fairseq_checkpoint(path: str | Path, config: OFAConfig | None = None, u
     """OFA fairseq ``.pt`` (or a HF/ModelScope ``pytorch_model.bin``) → our model + report."""
     checkpoint = load_checkpoint_file(path, trust_checkpoint)
     return from_state_dict(fairseq_state_dict(checkpoint, use_ema), config, strict=strict)
+
+
+def load_converted(path: str | Path) -> OFAModel:
+    """Load what ``ofa-convert`` wrote (weights_only=True: plain tensors and builtins only)."""
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    model = OFAModel(OFAConfig(**data["model_config"]))
+    model.load_state_dict(data["state_dict"])
+    return model
