@@ -1,0 +1,76 @@
+"""DDP-safe evaluation metrics for OFA tasks (all states are tensors; Java-free by default).
+
+=============  ===================================  ==========================================
+registry name  class                                task
+=============  ===================================  ==========================================
+``cider``      :class:`CIDErD`                      captioning (CIDEr-D, pycocoevalcap-equal)
+``bleu``       :class:`BLEU`                        captioning (BLEU-1..4)
+``rouge_l``    :class:`ROUGEL`                      captioning (ROUGE-L, beta 1.2)
+``vqa_acc``    :class:`VQAAccuracy`                 VQA (official 10-answer or OFA soft score)
+``grounding``  :class:`GroundingAccuracy`           RefCOCO/+/g Acc@0.5 and mean IoU
+``accuracy``   :class:`TextAccuracy`                SNLI-VE, ImageNet, GLUE label strings
+``rouge``      :class:`RougeN`                      Gigaword ROUGE-1/2/L
+=============  ===================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchmetrics import Metric
+
+from .bleu import bleu_corpus, bleu_from_stats, bleu_stats
+from .caption import BLEU, ROUGEL, CaptionMetric, CIDErD
+from .cider import CiderDfTable, cider_d_scores
+from .classification import TextAccuracy, normalize_label
+from .grounding import GroundingAccuracy, grounding_iou
+from .official import official_caption_scores
+from .rouge_l import rouge_l_scores
+from .summarization import RougeN
+from .tokenize import simple_tokenize
+from .vqa import VQAAccuracy, normalize_vqa_answer, vqa_official_accuracy
+
+METRICS: dict[str, type[Metric]] = {
+    "cider": CIDErD,
+    "bleu": BLEU,
+    "rouge_l": ROUGEL,
+    "vqa_acc": VQAAccuracy,
+    "grounding": GroundingAccuracy,
+    "accuracy": TextAccuracy,
+    "rouge": RougeN,
+}
+
+
+def build_metric(name: str, **kwargs: Any) -> Metric:
+    """Instantiate a registered metric by name (see :data:`METRICS`)."""
+    try:
+        cls = METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+    return cls(**kwargs)
+
+
+__all__ = [
+    "METRICS",
+    "build_metric",
+    "BLEU",
+    "CIDErD",
+    "CaptionMetric",
+    "CiderDfTable",
+    "GroundingAccuracy",
+    "ROUGEL",
+    "RougeN",
+    "TextAccuracy",
+    "VQAAccuracy",
+    "bleu_corpus",
+    "bleu_from_stats",
+    "bleu_stats",
+    "cider_d_scores",
+    "grounding_iou",
+    "normalize_label",
+    "normalize_vqa_answer",
+    "official_caption_scores",
+    "rouge_l_scores",
+    "simple_tokenize",
+    "vqa_official_accuracy",
+]
