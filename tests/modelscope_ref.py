@@ -9,6 +9,10 @@ empty *namespace* parents (``modelscope.models``, ``...multi_modal``,
 load from disk without running the heavy ``__init__`` files, and it registers a
 tiny ``fairseq.modules.LayerNorm`` stand-in (only ModelScope's ViT option uses
 fairseq; OFA-ResNet models never touch it).  Nothing is installed.
+After that fallback ``modelscope.models`` is a bare namespace in this process:
+import other ModelScope OFA files by their full module path (e.g.
+``modelscope.models.multi_modal.ofa.tokenization_ofa``), not via package
+attributes.
 
 Public helpers (also used by the model parity tests):
 

@@ -1,0 +1,141 @@
+"""All-candidate scoring: rank a closed answer set by trie-normalised log-likelihood.
+
+OFA's evaluation for VQA ("allcand"), SNLI-VE and ImageNet: encode the input
+once; for every candidate answer ``c`` (token ids ending with EOS) teacher-force
+``prompt + c`` through the decoder; at each answer position keep only the
+tokens the trie allows after the answer prefix so far (logits outside → −inf,
+so the softmax is renormalised over allowed tokens) and sum the log-probs of
+the answer tokens, EOS included.  The prediction is the arg-max candidate.
+
+Batching: candidates are processed ``chunk_size`` at a time for all samples
+that share a prompt length; the encoder output is expanded (not recomputed).
+With ``use_cache=True`` the prompt is decoded once per chunk and its KV cache
+expanded to every candidate, so only the answer positions are decoded; logits
+and log-softmax are only taken at answer positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .constraints import Trie
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class CandidateScores:
+    scores: Tensor  # (B, C) summed (trie-normalised) log-probs of each candidate incl. EOS
+    best: Tensor  # (B,) arg-max candidate index
+
+
+def pad_sequences(seqs: Sequence[Union[Sequence[int], Tensor]], pad: int, device=None) -> Tensor:
+    """Right-pad a list of token sequences into a (N, L) LongTensor."""
+    rows = [torch.as_tensor(s, dtype=torch.long).view(-1) for s in seqs]
+    length = max((r.numel() for r in rows), default=0)
+    out = torch.full((len(rows), length), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : r.numel()] = r
+    return out.to(device) if device is not None else out
+
+
+def _as_padded(x, pad: int, device) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.to(device).long()
+    return pad_sequences(x, pad, device)
+
+
+@torch.no_grad()
+def score_candidates(
+    model,
+    encoder_out,
+    candidates: Union[Tensor, Sequence[Sequence[int]]],
+    trie: Optional[Trie] = None,
+    prompts: Union[Tensor, Sequence[Sequence[int]], None] = None,
+    chunk_size: int = 20,
+    constrained: bool = True,
+    use_cache: bool = True,
+    code_masks: Optional[Tensor] = None,
+) -> CandidateScores:
+    """Score every candidate for every sample.
+
+    Args:
+        model: ``OFAModel`` (``decode``, ``new_cache``, ``config``).
+        encoder_out: ``EncoderOutput`` for B samples.
+        candidates: C token sequences, each ending with EOS (list, or (C, L) right-padded with pad).
+        trie: allowed sequences; default: the trie of ``candidates``.
+        prompts: decoder prompt per sample, starting with BOS (list, or (B, P)
+            left-aligned and pad-padded); None = BOS only.
+        chunk_size: candidates decoded together per sample (OFA's valid_batch_size: 20).
+        constrained: False scores plain (unrenormalised) log-likelihood.
+        use_cache: decode the prompt once and extend its cache (False: full teacher forcing).
+    """
+    mcfg = model.config
+    pad, bos = mcfg.pad_token_id, mcfg.bos_token_id
+    device = encoder_out.padding_mask.device
+    bsz = encoder_out.padding_mask.size(0)
+
+    cands = _as_padded(candidates, pad, device)  # (C, L)
+    num_cands = cands.size(0)
+    cand_len = cands.ne(pad).sum(1)
+    if constrained and trie is None:
+        trie = Trie((c[: int(n)].tolist() for c, n in zip(cands.cpu(), cand_len.cpu())), eos=mcfg.eos_token_id)
+
+    if prompts is None:
+        prompt_t = torch.full((bsz, 1), bos, dtype=torch.long, device=device)
+    else:
+        prompt_t = _as_padded(prompts, pad, device)
+    prompt_len = prompt_t.ne(pad).sum(1)
+    if bool((prompt_len < 1).any()):
+        raise ValueError("every prompt needs at least the BOS token")
+
+    scores = torch.empty(bsz, num_cands, dtype=torch.float32, device=device)
+    trie_states = trie.states_for(cands, pad) if constrained else None  # (C, L)
+
+    # one group per distinct prompt length (positions are absolute: no left padding possible)
+    for plen in torch.unique(prompt_len).tolist():
+        group = (prompt_len == plen).nonzero(as_tuple=True)[0]
+        g_enc = encoder_out.index_select(group)
+        g_prompt = prompt_t[group, :plen]
+        g_code = code_masks[group] if code_masks is not None else None
+        for c0 in range(0, num_cands, chunk_size):
+            chunk = slice(c0, min(c0 + chunk_size, num_cands))
+            width = int(cand_len[chunk].max())
+            c_tok = cands[chunk, :width]  # (k, Lk)
+            k = c_tok.size(0)
+            logits = _teacher_forced_logits(model, g_enc, g_prompt, g_code, c_tok, use_cache)  # (g, k, Lk, V)
+            if constrained:
+                allowed = trie.allowed_mask(trie_states[chunk, :width], logits.size(-1))  # (k, Lk, V)
+                logits.masked_fill_(~allowed.unsqueeze(0), NEG_INF)  # logits are ours: no copy
+            lprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+            target = c_tok.unsqueeze(0).expand(group.numel(), k, width)
+            tok_lp = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            tok_lp = tok_lp.masked_fill(target.eq(pad), 0.0)
+            scores[group, chunk] = tok_lp.sum(-1)
+    return CandidateScores(scores=scores, best=scores.argmax(dim=1))
+
+
+def _teacher_forced_logits(model, enc, prompt: Tensor, code_masks, cands: Tensor, use_cache: bool) -> Tensor:
+    """Logits predicting each candidate token: (G, K, Lk, V) for G prompts × K candidates."""
+    g, plen = prompt.shape
+    k, width = cands.shape
+    rows = torch.arange(g, device=prompt.device).repeat_interleave(k)  # sample of each (sample, cand) row
+    # decoder input: prompt + candidate without its last token (EOS / pad)
+    prev = torch.cat([prompt[rows], cands[:, : width - 1].repeat(g, 1)], dim=1)
+    row_code = code_masks[rows] if code_masks is not None else None
+    if use_cache:
+        cache = model.new_cache()
+        first = model.decode(prompt, enc, code_masks=code_masks, cache=cache)[:, -1:]  # predicts token 1
+        first = first[rows]
+        if width > 1:
+            cache.reorder(rows)
+            rest = model.decode(prev, enc.index_select(rows), code_masks=row_code, cache=cache)
+            logits = torch.cat([first, rest], dim=1)
+        else:
+            logits = first
+    else:
+        logits = model.decode(prev, enc.index_select(rows), code_masks=row_code, cache=None)[:, plen - 1 :]
+    return logits.view(g, k, width, -1)

@@ -1,0 +1,153 @@
+"""Decoding settings: one dataclass, named presets for OFA's tasks (OFA_REFERENCE §3).
+
+Field names follow fairseq's generation arguments (``--beam``, ``--max-len-b``,
+``--no-repeat-ngram-size``, ``--unnormalized``, ``--constraint-range`` ...) so
+that OFA's evaluation scripts translate one to one.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Optional, Sequence, Tuple, Union
+
+from .constraints import OFA_CODE_RANGE
+
+STRATEGIES = ("beam", "sampling")
+
+
+@dataclass
+class GenerationConfig:
+    """How to decode.
+
+    Length: the generated sequence (prefix tokens included, EOS excluded) is at
+    most ``max_len = int(max_len_a * src_len + max_len_b)`` tokens, where
+    ``src_len`` is the padded width of ``input_ids`` (ModelScope/OFA); EOS is
+    forced once that length is reached.  EOS is forbidden while fewer than
+    ``min_len`` tokens have been generated (not applied during prefix steps,
+    exactly as in fairseq).  ``max_len`` > 0 additionally caps the length
+    (fairseq caps at ``max_decoder_positions - 1``; ModelScope does not).
+    """
+
+    strategy: str = "beam"  # "beam" search, or "sampling" (fairseq search.Sampling)
+    beam_size: int = 5  # beam width; for sampling: number of independent samples per input
+    nbest: Optional[int] = None  # hypotheses returned per input (None: all beam_size)
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    max_len: int = 0
+    min_len: int = 1
+    normalize_scores: bool = True  # False = OFA's --unnormalized (raw sum of log-probs)
+    len_penalty: float = 1.0  # score / len**len_penalty when normalize_scores
+    temperature: float = 1.0  # logits / temperature before log-softmax
+    unk_penalty: float = 0.0  # subtracted from <unk>'s log-prob
+    no_repeat_ngram_size: int = 0
+    # --- sampling --------------------------------------------------------
+    sampling_topk: int = -1
+    sampling_topp: float = -1.0
+    seed: Optional[int] = None  # seeds a torch.Generator for sampling (None: global RNG)
+    # --- constraints -----------------------------------------------------
+    # [start, end): only tokens in the range (plus specials 0-3) may be generated.
+    constraint_range: Optional[Tuple[int, int]] = None
+    gen_code: bool = False  # image-code decoding: code-mode decoder, specials 0-3 forbidden before max_len
+    # OFA's --zero-shot: trie / range masks are applied to log-probs after the
+    # softmax (no renormalisation) and the trie is walked from the first decoder
+    # token (prefix included).
+    zero_shot: bool = False
+    # Forced prefix tokens: OFA gives every other token min(forced log-probs) - 1
+    # (-inf only under a trie), so without a trie a low-scoring "filler" beam can
+    # end up best and not start with the prefix.  True = upstream fairseq's -inf.
+    strict_prefix: bool = False
+    # --- output / implementation ------------------------------------------
+    strip_prefix: bool = True  # drop the first len(prefix) tokens from returned hypotheses
+    use_cache: bool = True  # KV-cached incremental decoding (False: recompute the prefix each step)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        if self.constraint_range is not None:
+            self.constraint_range = parse_range(self.constraint_range)
+
+    def max_length(self, src_len: int) -> int:
+        """The ``max_len`` used for a batch whose ``input_ids`` are ``src_len`` wide."""
+        max_len = int(self.max_len_a * src_len + self.max_len_b)
+        if self.max_len > 0:
+            max_len = min(max_len, self.max_len)
+        if self.min_len > max_len:
+            raise ValueError(f"min_len={self.min_len} is larger than max_len={max_len}")
+        return max_len
+
+    # --- presets ---------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "GenerationConfig":
+        """OFA's decoding settings for a task (OFA_REFERENCE §3); kwargs override fields."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown generation preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return replace(PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenerationConfig":
+        """Build from a (Hydra) mapping; ``preset`` picks a base.
+
+        OFA's flag name ``unnormalized: true`` is accepted for ``normalize_scores: false``.
+        """
+        data = dict(data)
+        base = data.pop("preset", None)
+        if "unnormalized" in data:
+            data["normalize_scores"] = not data.pop("unnormalized")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GenerationConfig fields {unknown}")
+        if base is not None:
+            return cls.preset(base, **data)
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_range(value: Union[str, Sequence[int]]) -> Tuple[int, int]:
+    """``"50265,58457"`` or ``(50265, 58457)`` → ``(50265, 58457)``."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    else:
+        parts = list(value)
+    if len(parts) != 2:
+        raise ValueError(f"constraint_range needs two numbers (start, end), got {value!r}")
+    start, end = int(parts[0]), int(parts[1])
+    if not 4 <= start < end:
+        raise ValueError(f"constraint_range must satisfy 4 <= start < end, got {value!r}")
+    return start, end
+
+
+PRESETS: dict[str, GenerationConfig] = {
+    # COCO captioning, Tiny-Large (run_scripts/caption/evaluate_caption.sh)
+    "caption": GenerationConfig(beam_size=5, max_len_b=16, min_len=1, no_repeat_ngram_size=3),
+    # OFA-Huge captioning (evaluate_caption_huge.sh)
+    "caption_huge": GenerationConfig(
+        beam_size=10, max_len_b=16, min_len=1, no_repeat_ngram_size=3, temperature=0.98, len_penalty=0.98
+    ),
+    # RefCOCO/+/g: exactly 4 bin tokens + EOS
+    "refcoco": GenerationConfig(beam_size=5, min_len=4, max_len_b=4, no_repeat_ngram_size=3),
+    # Gigaword summarisation
+    "gigaword": GenerationConfig(beam_size=6, len_penalty=0.7, max_len_b=32, no_repeat_ngram_size=3),
+    # VQA beam search: question as forced prefix, trie over candidate answers (pass constraint_trie)
+    "vqa": GenerationConfig(beam_size=5, normalize_scores=False, temperature=1.0),
+    # Zero-shot VQA on a pretrained checkpoint (evaluate_vqa_zeroshot.sh)
+    "vqa_zero_shot": GenerationConfig(beam_size=20, normalize_scores=False, zero_shot=True),
+    # Text-to-image: 24 samples of 32x32=1024 VQGAN codes, top-k 256, codes only
+    "text_to_image": GenerationConfig(
+        strategy="sampling",
+        beam_size=24,
+        sampling_topk=256,
+        temperature=1.0,
+        min_len=1024,
+        max_len_b=1024,
+        constraint_range=OFA_CODE_RANGE,
+        gen_code=True,
+        seed=42,
+    ),
+}
+PRESETS["vqa_beam"] = PRESETS["vqa"]
