@@ -1,0 +1,73 @@
+"""Visual grounding / referring expressions (OFA ``refcoco``; RefCOCO, RefCOCO+, RefCOCOg).
+
+Source ``' which region does the text " {expression} " describe?'`` (expression
+:func:`~ofa_lightning.tasks.text.pre_caption`, 80 words); target ``<bin_x0> <bin_y0> <bin_x1> <bin_y1>`` + EOS.
+
+* ``mode=finetune`` (default): the image is squashed to 512×512 in every split (OFA's
+  ``RandomResize([512], max_size=512)``), the box scaled with it; ``meta`` keeps ``w_ratio = 512 / W`` and
+  ``h_ratio = 512 / H``.
+* ``mode=pretrain``: OFA's grounding rows, ``RandomResize(384..480, max 672)`` → ``ObjectCenterCrop(384)``.
+
+Bins: ``round(c / max_image_size * (num_bins - 1))`` with ``max_image_size`` 512 (OFA, also for 384 crops).
+Prediction: the first 4 generated tokens as bins → ``c = bin / (num_bins - 1) * 512 / ratio`` → a box in pixels
+of the *original* image (NaNs when the tokens are not 4 bins: the metric counts it invalid).
+Decoding: beam 5, exactly 4 tokens (min_len = max_len_b = 4), no_repeat_ngram 3.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ofa_lightning.generation import GenerationConfig
+from ofa_lightning.tokenizer import bins_to_box
+
+from .base import Example, SkipSample, _until_eos
+from .common import GroundingImageTask
+from .text import pre_caption
+
+__all__ = ["GroundingTask", "GROUNDING_PROMPT", "parse_box_tokens"]
+
+GROUNDING_PROMPT = ' which region does the text " {} " describe?'
+
+
+def parse_box_tokens(task, tokens, w_ratio: float = 1.0, h_ratio: float = 1.0) -> list[float]:
+    """First 4 ids → pixel box (NaN box if they are not 4 bin tokens)."""
+    tok = task.tokenizer
+    ids = _until_eos(tokens, tok.eos_id)[:4]
+    lo, hi = tok.bin_range
+    if len(ids) < 4 or not all(lo <= i < hi for i in ids):
+        return [float("nan")] * 4
+    return bins_to_box(tok.ids_to_bins(ids), float(task.cfg["max_image_size"]), tok.num_bins, w_ratio, h_ratio)
+
+
+class GroundingTask(GroundingImageTask):
+    name = "grounding"
+    metrics = ("grounding",)
+    prompt = GROUNDING_PROMPT
+    defaults = {"max_src_words": 80, "expression_field": "expression"}
+
+    def _build(self, sample, image, train, rng) -> Example:
+        tensor, box, target = self.image_and_box(sample, image, train, rng)
+        field = self.cfg["expression_field"]
+        expression = pre_caption(self.text(sample, field), self.cfg["max_src_words"])
+        if not expression:
+            raise SkipSample("empty text", field, "nothing left after cleaning")
+        img_h, img_w = target["orig_size"]
+        meta: dict[str, Any] = {
+            "reference": box,
+            "w_ratio": target["w_ratio"],
+            "h_ratio": target["h_ratio"],
+            "image_size": (img_h, img_w),
+            "expression": expression,
+        }
+        for key in ("ref_id", "image_id"):
+            if key in sample:
+                meta[key] = sample[key]
+        return self.seq2seq_example(sample, self.prompt.format(expression),
+                                    self.box_tokens(target["boxes"][0].tolist()), image=tensor, meta=meta)
+
+    def generation_config(self) -> GenerationConfig:
+        return self.make_generation_config("refcoco")
+
+    def parse_prediction(self, tokens, example: Example | None = None) -> list[float]:
+        meta = example.meta if example is not None else {}
+        return parse_box_tokens(self, tokens, meta.get("w_ratio", 1.0), meta.get("h_ratio", 1.0))

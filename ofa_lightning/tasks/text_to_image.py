@@ -1,0 +1,61 @@
+"""Text-to-image generation as VQGAN code prediction (OFA ``image_gen``).
+
+No image input. Source ``" what is the complete image? caption: {caption}"`` (the caption's first
+``max_src_words`` = 64 whitespace-separated words, no other cleaning, as OFA — lower-cased by default since
+OFA's TSV captions are lower case and raw COCO captions are not); target the sample's ``codes``
+(``(code_image_size / 8)²`` = 1024 for 256² images) as ``<code_i>`` tokens + EOS, ``code_mask=True`` (decoder
+in code mode), ``constraint="codes"`` (OFA's ``--constraint-range``: logits outside the code range are masked in
+training and generation). Codes are optional in evaluation (the target is then just EOS).
+Decoding: sampling, 24 samples per caption, top-k 256, exactly 1024 codes from the code range; prediction =
+the list of code numbers (decode with the VQGAN; CLIP re-ranking happens outside the task).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ofa_lightning.generation import GenerationConfig
+
+from .base import OTHER_GROUP, Example, SkipSample, Task
+from .image_infilling import check_codes, parse_codes
+from .text import truncate_words
+
+__all__ = ["TextToImageTask", "TEXT_TO_IMAGE_PROMPT"]
+
+TEXT_TO_IMAGE_PROMPT = " what is the complete image? caption: {}"
+
+
+class TextToImageTask(Task):
+    name = "text_to_image"
+    metrics = ()
+    group = OTHER_GROUP
+    prompt = TEXT_TO_IMAGE_PROMPT
+    defaults = {"caption_field": "caption", "codes_field": "codes", "max_src_words": 64, "code_image_size": 256,
+                "lowercase": True}
+
+    @property
+    def num_codes(self) -> int:
+        return (int(self.cfg["code_image_size"]) // 8) ** 2
+
+    def _build(self, sample, image, train, rng) -> Example:
+        field = self.cfg["caption_field"]
+        caption = truncate_words(self.text(sample, field), self.cfg["max_src_words"])
+        if self.cfg["lowercase"]:
+            caption = caption.lower()
+        if not caption:
+            raise SkipSample("empty text", field)
+        cfield = self.cfg["codes_field"]
+        if train or sample.get(cfield) is not None:
+            codes = check_codes(self, sample, cfield, self.num_codes)
+        else:
+            codes = []
+        meta: dict[str, Any] = {"reference": codes or None, "caption": caption}
+        return self.seq2seq_example(sample, self.prompt.format(caption), self.tokenizer.codes_to_ids(codes),
+                                    code_mask=True, constraint="codes", meta=meta)
+
+    def generation_config(self) -> GenerationConfig:
+        n = self.num_codes
+        return self.make_generation_config("text_to_image", min_len=n, max_len_b=n,
+                                           constraint_range=self.tokenizer.code_range)
+
+    def parse_prediction(self, tokens, example: Example | None = None) -> list[int]:
+        return parse_codes(self, tokens)
