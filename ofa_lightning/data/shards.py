@@ -1,0 +1,306 @@
+"""Shard lists: where the tar files are, how many samples each holds, and how to read them.
+
+A *shard spec* (one ``shards:`` entry of a mixture) is any of
+
+* a brace pattern or plain path: ``/data/coco/train-{000000..000031}.tar`` (globs ``*?[`` also work locally);
+* a folder written by ``data_recipes`` (holding ``manifest.json`` / ``sizes.json``): the shards of ``split`` are
+  taken from the manifest (or, without one, ``{split}-*.tar`` in the folder);
+* ``pipe:<shell command>`` whose stdout is the tar (brace patterns expand inside the command);
+* an fsspec URL (``s3://``, ``gs://``, ``https://`` …; a URL ending in ``/`` is a folder with a manifest);
+* a list of any of the above (concatenated in order).
+
+Sample counts come from the manifest (``sizes.json``: file name -> count) beside the shards; where there is none
+they are counted by reading tar headers (``count_samples``).
+
+Samples are grouped WebDataset-style: members ``<key>.<ext>`` sharing a key (the member path up to the first dot of
+its file name) make one dict ``{"__key__": key, "__url__": url, ext: bytes, ...}``.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterator, Sequence
+
+from braceexpand import braceexpand
+
+__all__ = ["resolve_shards", "open_url", "iter_tar_samples", "index_tar", "shard_sizes", "count_samples",
+           "ShardReadError", "TarIndex"]
+
+MANIFEST_NAME = "manifest.json"
+SIZES_NAME = "sizes.json"
+
+
+class ShardReadError(RuntimeError):
+    """A shard could not be opened or read to the end (truncated, missing, failing pipe)."""
+
+
+def _is_pipe(url: str) -> bool:
+    return url.startswith("pipe:")
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def _join(base: str, name: str) -> str:
+    if _is_remote(base):
+        return base.rstrip("/") + "/" + name
+    return os.path.join(_local_path(base), name)
+
+
+def _read_json(url: str) -> Any | None:
+    try:
+        with open_url(url) as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ShardReadError, ValueError, FileNotFoundError):
+        return None
+
+
+def _manifest_shards(folder: str, split: str) -> list[str] | None:
+    manifest = _read_json(_join(folder, MANIFEST_NAME))
+    if isinstance(manifest, dict) and isinstance(manifest.get("splits"), dict):
+        state = manifest["splits"].get(split)
+        if state is None:
+            known = ", ".join(sorted(manifest["splits"])) or "none"
+            raise FileNotFoundError(f"{folder}: the manifest has no split {split!r} (splits: {known})")
+        return [_join(folder, s["file"]) for s in state.get("shards", [])]
+    sizes = _read_json(_join(folder, SIZES_NAME))
+    if isinstance(sizes, dict):
+        return [_join(folder, name) for name in sorted(sizes) if name.startswith(f"{split}-")]
+    return None
+
+
+def _resolve_one(spec: str, split: str | None) -> list[str]:
+    spec = str(spec).strip()
+    if not spec:
+        raise ValueError("empty shard spec")
+    if _is_pipe(spec):
+        return list(braceexpand(spec))
+    if _is_remote(spec):
+        if spec.endswith("/"):
+            if split is None:
+                raise ValueError(f"{spec} is a folder: give the split to read from it")
+            urls = _manifest_shards(spec, split)
+            if urls is None:
+                raise FileNotFoundError(f"{spec}: no {MANIFEST_NAME} or {SIZES_NAME} found in this folder")
+            return urls
+        return list(braceexpand(spec))
+    path = _local_path(spec)
+    if os.path.isdir(path):
+        if split is None:
+            raise ValueError(f"{path} is a folder: give the split to read from it")
+        urls = _manifest_shards(path, split)
+        if urls is None:
+            urls = sorted(glob.glob(os.path.join(glob.escape(path), f"{split}-*.tar")))
+        if not urls:
+            raise FileNotFoundError(f"{path}: no shards of split {split!r} (no manifest entry, no {split}-*.tar)")
+        return urls
+    urls: list[str] = []
+    for item in braceexpand(path):
+        if any(ch in item for ch in "*?["):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise FileNotFoundError(f"no shard matches {item!r}")
+            urls.extend(found)
+        else:
+            urls.append(item)
+    missing = [u for u in urls if not os.path.isfile(u)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"shard not found: {missing[0]}{more} (from spec {spec!r})")
+    return urls
+
+
+def resolve_shards(spec: str | Sequence[str], split: str | None = None) -> list[str]:
+    """Expands a shard spec (see the module doc) into the ordered list of shard URLs.
+
+    Local shards are checked to exist, so a wrong path fails at set-up, not inside a worker.
+    """
+    if isinstance(spec, (list, tuple)) or (hasattr(spec, "__iter__") and not isinstance(spec, (str, bytes))):
+        urls: list[str] = []
+        for item in spec:
+            urls.extend(_resolve_one(item, split))
+    else:
+        urls = _resolve_one(spec, split)
+    if not urls:
+        raise FileNotFoundError(f"shard spec {spec!r} (split {split!r}) names no shard")
+    return urls
+
+
+class _PipeReader(io.RawIOBase):
+    """stdout of a shell command as a read-only stream; a non-zero exit status raises on close."""
+
+    def __init__(self, command: str):
+        self.command = command
+        self.proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, bufsize=1 << 16)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.proc.stdout.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.proc.stdout.close()
+        status = self.proc.wait()
+        super().close()
+        if status != 0:
+            raise ShardReadError(f"pipe:{self.command} exited with status {status}")
+
+
+def open_url(url: str) -> IO[bytes]:
+    """Opens a shard (local path, ``file://``, ``pipe:cmd`` or fsspec URL) for binary reading."""
+    if _is_pipe(url):
+        return io.BufferedReader(_PipeReader(url[len("pipe:"):]), buffer_size=1 << 16)
+    if _is_remote(url):
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return open(_local_path(url), "rb")
+
+
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """``dir/abc.seg.png`` -> (``dir/abc``, ``seg.png``); None for names without an extension."""
+    head, _, base = name.rpartition("/")
+    if "." not in base or base.startswith("."):
+        return None
+    stem, ext = base.split(".", 1)
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
+    """Streams the samples of one shard in file order (members grouped by key).
+
+    Raises ``ShardReadError`` (after yielding what was readable) when the tar is missing, truncated or corrupt.
+    """
+    try:
+        handle = open_url(url)
+    except (OSError, ValueError) as exc:
+        raise ShardReadError(f"{url}: cannot open ({type(exc).__name__}: {exc})") from None
+    current: dict[str, Any] | None = None
+    finished = False
+    try:
+        with tarfile.open(fileobj=handle, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parts = split_member_name(member.name)
+                if parts is None:
+                    continue
+                key, ext = parts
+                data = tar.extractfile(member).read()
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext] = data
+        finished = True
+    except (tarfile.TarError, OSError, EOFError, ShardReadError) as exc:
+        raise ShardReadError(f"{url}: unreadable tar ({type(exc).__name__}: {exc})") from None
+    finally:
+        try:
+            handle.close()
+        except ShardReadError:
+            if finished:  # a failing pipe; an early close (consumer stopped) legitimately kills the command
+                raise
+    if current is not None:
+        yield current
+
+
+@dataclass
+class TarIndex:
+    """Random-access index of one shard: key -> {ext: (offset, size)} in file order."""
+
+    url: str
+    keys: list[str] = field(default_factory=list)
+    members: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+    def read(self, handle: IO[bytes], key: str) -> dict[str, Any]:
+        sample: dict[str, Any] = {"__key__": key, "__url__": self.url}
+        for ext, (offset, size) in self.members[key].items():
+            handle.seek(offset)
+            data = handle.read(size)
+            if len(data) != size:
+                raise ShardReadError(f"{self.url}: member {key}.{ext} is truncated")
+            sample[ext] = data
+        return sample
+
+
+def index_tar(url: str) -> TarIndex:
+    """Reads only the tar headers of a seekable shard (local or fsspec) and records where each member lies."""
+    if _is_pipe(url):
+        raise ValueError(f"{url}: a pipe: shard cannot be read at random; use eval mode 'split' for pipe: URLs")
+    index = TarIndex(url)
+    try:
+        with open_url(url) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parts = split_member_name(member.name)
+                if parts is None:
+                    continue
+                key, ext = parts
+                if key not in index.members:
+                    index.members[key] = {}
+                    index.keys.append(key)
+                index.members[key][ext] = (member.offset_data, member.size)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ShardReadError(f"{url}: cannot index ({type(exc).__name__}: {exc})") from None
+    return index
+
+
+def count_samples(url: str) -> int:
+    """Number of samples (distinct consecutive keys) in a shard, by reading it."""
+    if not _is_pipe(url):
+        return len(index_tar(url).keys)
+    return sum(1 for _ in iter_tar_samples(url))
+
+
+def _parent(url: str) -> tuple[str, str]:
+    if _is_remote(url):
+        head, _, name = url.rpartition("/")
+        return head + "/", name
+    path = _local_path(url)
+    return os.path.dirname(path) or ".", os.path.basename(path)
+
+
+def shard_sizes(urls: Sequence[str], *, count_missing: bool = True) -> dict[str, int | None]:
+    """Sample count per shard from the ``sizes.json``/``manifest.json`` beside it; others are counted by reading
+    the shard when ``count_missing`` (else None)."""
+    tables: dict[str, dict[str, int]] = {}
+    out: dict[str, int | None] = {}
+    for url in urls:
+        count: int | None = None
+        if not _is_pipe(url):
+            folder, name = _parent(url)
+            if folder not in tables:
+                table: dict[str, int] = {}
+                sizes = _read_json(_join(folder, SIZES_NAME))
+                if isinstance(sizes, dict):
+                    table.update({k: int(v) for k, v in sizes.items()})
+                else:
+                    manifest = _read_json(_join(folder, MANIFEST_NAME))
+                    if isinstance(manifest, dict):
+                        for state in (manifest.get("splits") or {}).values():
+                            for shard in state.get("shards", []):
+                                table[shard["file"]] = int(shard["num_samples"])
+                tables[folder] = table
+            count = tables[folder].get(name)
+        if count is None and count_missing:
+            count = count_samples(url)
+        out[url] = count
+    return out

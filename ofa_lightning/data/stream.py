@@ -1,0 +1,257 @@
+"""The training stream: infinite, resampled, mixed per example, a pure function of where it starts.
+
+For each (rank, worker) the stream is fully determined by ``(seed, rank, worker, epoch, start_step)`` where
+``start_step`` is the trainer's global step when the stream (re)starts (KIT_NOTES P8): resuming from a checkpoint
+at step S gives a fresh stream that is the same on every re-run, and no two ranks or workers read the same stream.
+
+Per worker:
+
+1. every mixture source is an endless reader: shards drawn *with replacement* by the worker's seeded generator
+   (``ResampledShards``-style: no node splitting, no end, no hang on uneven shard counts, P5/P6), samples passed
+   through a seeded shuffle buffer of raw (undecoded) samples;
+2. each next example picks a source with probability ``ratio / sum(ratios)`` (seeded, per example, P9), then
+   decodes and builds it through the source's task; failures are counted skips (``DataStats``) and the same source
+   is read again, so skips do not bend the realised mix;
+3. examples are batched (optionally bucketed by length), collated in the worker, and the batch carries the
+   counters of what happened since the previous batch (``batch["stats"]``).
+
+Epoch length (P4): with ``batches_per_epoch`` set, each worker yields ``ceil(batches_per_epoch / workers)``
+batches and ``len()`` is exact; with None the stream never ends (train by ``max_steps``).
+
+Persistent workers (P7): the epoch and start step live in ``SharedPosition``, multiprocessing Values created in the
+DataLoader's own mp context; ``StreamLoader.__iter__`` writes them before the workers restart their iterators.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ofa_lightning.data.collate import collate_examples, collate_grouped, length_key
+from ofa_lightning.data.mixture import SourceSampler
+from ofa_lightning.data.samples import DataStats, Skip, build_example
+from ofa_lightning.data.shards import ShardReadError, iter_tar_samples
+from ofa_lightning.tasks.base import Example, Task
+
+__all__ = ["make_seed", "SharedPosition", "StreamSource", "MixtureStream", "StreamLoader", "dist_info"]
+
+
+def make_seed(*parts: Any) -> int:
+    """A 63-bit seed from any printable parts; identical in every process and Python run (no ``hash()``)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from torch.distributed when initialised, else from RANK/WORLD_SIZE, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class SharedPosition:
+    """Epoch and start step shared between the main process and (persistent) DataLoader workers.
+
+    Create it in the same multiprocessing context the DataLoader uses (``context`` = a name like "fork"/"spawn" or
+    a context object; None = the default one, which is also the DataLoader's default): a fork-context lock breaks
+    spawn/forkserver workers.
+    """
+
+    def __init__(self, context: Any = None):
+        if context is None or isinstance(context, str):
+            context = multiprocessing.get_context(context)
+        self._epoch = context.Value("q", 0)
+        self._step = context.Value("q", 0)
+
+    def set(self, epoch: int, step: int) -> None:
+        with self._epoch.get_lock():
+            self._epoch.value = int(epoch)
+        with self._step.get_lock():
+            self._step.value = int(step)
+
+    def get(self) -> tuple[int, int]:
+        return int(self._epoch.value), int(self._step.value)
+
+
+@dataclass
+class StreamSource:
+    """One resolved mixture source: its name, task object, shard URLs and ratio."""
+
+    name: str
+    task: Task
+    urls: Sequence[str]
+    ratio: float = 1.0
+
+    @property
+    def group(self) -> str:
+        return getattr(self.task, "group", "image-text")
+
+
+class MixtureStream(IterableDataset):
+    """Infinite (or ``batches_per_epoch``-long) stream of collated training batches; see the module doc."""
+
+    def __init__(self, sources: Sequence[StreamSource], batch_size: int, *, seed: int = 0,
+                 shuffle_buffer: int = 1000, bucket_factor: int = 0, group_batches: bool = False,
+                 pad_id: int = 1, text_image_size: int | None = None, batches_per_epoch: int | None = None,
+                 position: SharedPosition | None = None, rank: int | None = None, world_size: int | None = None,
+                 num_workers: int = 0, max_consecutive_skips: int = 1000):
+        if not sources:
+            raise ValueError("a stream needs at least one source")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for src in sources:
+            if not src.urls:
+                raise ValueError(f"source {src.name!r} has no shards")
+        self.sources = list(sources)
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.shuffle_buffer = max(1, int(shuffle_buffer))
+        self.bucket_factor = int(bucket_factor or 0)
+        self.group_batches = group_batches
+        self.pad_id = pad_id
+        self.text_image_size = text_image_size
+        self.batches_per_epoch = batches_per_epoch
+        self.position = position
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.max_consecutive_skips = max_consecutive_skips
+        self.sampler = SourceSampler([s.ratio for s in self.sources])
+
+    # ---- sizes -------------------------------------------------------------------------------------------
+    def batches_per_worker(self, num_workers: int | None = None) -> int | None:
+        if self.batches_per_epoch is None:
+            return None
+        workers = max(1, self.num_workers if num_workers is None else num_workers)
+        return math.ceil(self.batches_per_epoch / workers)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (a multiple of the worker count); TypeError when the stream is endless."""
+        per_worker = self.batches_per_worker()
+        if per_worker is None:
+            raise TypeError("endless stream (batches_per_epoch is None): train with max_steps")
+        return per_worker * max(1, self.num_workers)
+
+    # ---- the stream ----------------------------------------------------------------------------------------
+    def _raw_samples(self, source: StreamSource, rng: random.Random, stats: DataStats) -> Iterator[dict]:
+        """Endless raw samples of one source: shards resampled with replacement, then a shuffle buffer."""
+        buffer: list[dict] = []
+        empty_in_a_row = 0
+        while True:
+            url = source.urls[rng.randrange(len(source.urls))]
+            read = 0
+            try:
+                for raw in iter_tar_samples(url):
+                    read += 1
+                    if self.shuffle_buffer <= 1:
+                        yield raw
+                        continue
+                    buffer.append(raw)
+                    if len(buffer) >= self.shuffle_buffer:
+                        i = rng.randrange(len(buffer))
+                        buffer[i], buffer[-1] = buffer[-1], buffer[i]
+                        yield buffer.pop()
+            except ShardReadError as exc:
+                stats.skip("unreadable shard", str(exc), url)
+            empty_in_a_row = 0 if read else empty_in_a_row + 1
+            if empty_in_a_row >= max(8, 3 * len(source.urls)):
+                raise RuntimeError(f"source {source.name!r}: {empty_in_a_row} shards in a row gave no sample "
+                                   f"(last: {url}); see the 'unreadable shard' skips")
+
+    def examples(self, rank: int, worker: int, epoch: int, start_step: int,
+                 stats: DataStats) -> Iterator[tuple[Example, int]]:
+        """Endless (example, source index) pairs of one (rank, worker) stream."""
+        key = (self.seed, rank, worker, epoch, start_step)
+        mix_rng = random.Random(make_seed(*key, "mix"))
+        example_rng = random.Random(make_seed(*key, "example"))
+        readers = [self._raw_samples(src, random.Random(make_seed(*key, "source", i, src.name)), stats)
+                   for i, src in enumerate(self.sources)]
+        while True:
+            i = self.sampler(mix_rng)
+            source = self.sources[i]
+            for attempt in range(self.max_consecutive_skips + 1):
+                result = build_example(source.task, next(readers[i]), train=True, rng=example_rng)
+                if not isinstance(result, Skip):
+                    break
+                stats.skip_record(result)
+            else:
+                raise RuntimeError(f"source {source.name!r}: {self.max_consecutive_skips} samples in a row were "
+                                   f"skipped (reasons so far: {stats.skipped}); check the shards and the task")
+            yield result, i
+
+    def batches(self, rank: int = 0, worker: int = 0, num_workers: int = 1, epoch: int = 0,
+                start_step: int = 0) -> Iterator[dict[str, Any]]:
+        """The collated batches of one (rank, worker) stream (what a DataLoader worker yields)."""
+        stats = DataStats()
+        stream = self.examples(rank, worker, epoch, start_step, stats)
+        order_rng = random.Random(make_seed(self.seed, rank, worker, epoch, start_step, "buckets"))
+        limit = self.batches_per_worker(num_workers)
+        pending: list[list[tuple[Example, int]]] = []
+        made = 0
+        while limit is None or made < limit:
+            if self.bucket_factor > 1:
+                if not pending:
+                    pool = [next(stream) for _ in range(self.batch_size * self.bucket_factor)]
+                    pool.sort(key=lambda item: length_key(item[0]))
+                    pending = [pool[j:j + self.batch_size] for j in range(0, len(pool), self.batch_size)]
+                    order_rng.shuffle(pending)
+                chunk = pending.pop()
+            else:
+                chunk = [next(stream) for _ in range(self.batch_size)]
+            examples = [ex for ex, _ in chunk]
+            if self.group_batches:
+                batch = collate_grouped(examples, [self.sources[i].group for _, i in chunk], self.pad_id,
+                                        self.text_image_size)
+            else:
+                batch = collate_examples(examples, self.pad_id, self.text_image_size)
+            for _, i in chunk:
+                stats.count(self.sources[i].name)
+            batch["stats"] = stats.take()
+            yield batch
+            made += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, world = dist_info()
+        rank = rank if self.rank is None else self.rank
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch, start_step = self.position.get() if self.position is not None else (0, 0)
+        return self.batches(rank, worker, num_workers, epoch, start_step)
+
+
+class StreamLoader(DataLoader):
+    """DataLoader that writes the current (epoch, global step) into the stream's ``SharedPosition`` each time an
+    epoch's iterator is created, before (persistent) workers restart their streams."""
+
+    def __init__(self, dataset, *args, position_fn: Callable[[], tuple[int, int]] | None = None, **kwargs):
+        super().__init__(dataset, *args, **kwargs)
+        self.position_fn = position_fn
+
+    def __iter__(self):
+        position = getattr(self.dataset, "position", None)
+        if self.position_fn is not None and position is not None:
+            position.set(*self.position_fn())
+        return super().__iter__()
+
+    # Lightning saves/restores the state of "stateful" train loaders (and warns on mid-epoch resume otherwise).
+    # The stream needs no state beyond the trainer's global step (it restarts as the pure function of it), so the
+    # state only records what the stream depends on, and a seed mismatch on resume is reported.
+    def state_dict(self) -> dict[str, Any]:
+        position = getattr(self.dataset, "position", None)
+        epoch, step = position.get() if position is not None else (0, 0)
+        return {"seed": getattr(self.dataset, "seed", None), "stream_epoch": epoch, "stream_start_step": step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        seed = getattr(self.dataset, "seed", None)
+        if state.get("seed") != seed:
+            import logging
+
+            logging.getLogger(__name__).warning("resuming a stream with seed %s, the checkpoint's used seed %s",
+                                                seed, state.get("seed"))
