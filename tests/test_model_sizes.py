@@ -34,9 +34,11 @@ def test_unknown_size_lists_known_ones():
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_hydra_model_config_selects_size_and_allows_overrides(name):
     with initialize_config_dir(str(CONF / "model"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=["+dropout=0.0"])
+        cfg = compose(config_name=name, overrides=["dropout=0.0", "encoder_layers=2"])
     built = OFAConfig.from_dict(dict(cfg))
-    assert built.d_model == CATALOGUE[name].d_model and built.dropout == 0.0
+    assert built.d_model == CATALOGUE[name].d_model and built.dropout == 0.0 and built.encoder_layers == 2
+    # the yaml lists every field with the catalogue's value
+    assert OFAConfig.from_dict({k: v for k, v in dict(cfg).items() if k not in ('dropout', 'encoder_layers')}) == CATALOGUE[name]
 
 
 def test_unknown_config_field_is_refused():

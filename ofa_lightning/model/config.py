@@ -95,6 +95,8 @@ class OFAConfig:
         data = dict(data)
         data.pop("_target_", None)
         base = data.pop("size", None)
+        if data.get("vocab_size") is None:  # null in conf/model: OFA's vocabulary (or the tokenizer's, at run time)
+            data.pop("vocab_size", None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

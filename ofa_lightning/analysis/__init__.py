@@ -1,0 +1,1 @@
+"""Run dirs -> tables, baselines and plots (used by ofa-demo and the notebooks)."""

@@ -1,0 +1,48 @@
+"""Trivial baselines that a trained model must beat, computed on the same test shards with the same metrics.
+
+* caption:   the most frequent training caption, predicted for every test image (CIDEr-D);
+* vqa:       the majority training answer, predicted for every question (VQA soft accuracy, as OFA);
+* grounding: the whole image as the box, for every expression (Acc@0.5).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import torch
+
+from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
+from ofa_lightning.metrics import CIDErD, GroundingAccuracy, VQAAccuracy
+from ofa_lightning.tasks.text import pre_caption
+
+
+def _records(spec: str, split: str) -> list[dict]:
+    return [json.loads(s["json"]) for url in resolve_shards(spec, split) for s in iter_tar_samples(url)]
+
+
+def caption_baseline(shards: str, train_split: str = "train", test_split: str = "test") -> float:
+    counts = Counter(pre_caption(c, 20) for r in _records(shards, train_split) for c in r["captions"])
+    guess = counts.most_common(1)[0][0]
+    test = _records(shards, test_split)
+    metric = CIDErD()
+    metric.update([guess] * len(test), [r["captions"] for r in test], ids=list(range(len(test))))
+    return float(metric.compute())
+
+
+def vqa_baseline(shards: str, train_split: str = "train", test_split: str = "test") -> float:
+    counts = Counter(max(r["answer_conf"], key=r["answer_conf"].get) for r in _records(shards, train_split))
+    guess = counts.most_common(1)[0][0]
+    test = _records(shards, test_split)
+    metric = VQAAccuracy()
+    # OFA's soft score, as the VQA task's metric: the guess's confidence in each row's {answer: conf}
+    metric.update([guess] * len(test), [r["answer_conf"] for r in test], ids=list(range(len(test))))
+    return float(metric.compute())
+
+
+def grounding_baseline(shards: str, test_split: str = "test") -> float:
+    test = _records(shards, test_split)
+    whole = torch.tensor([[0.0, 0.0, r["width"], r["height"]] for r in test])
+    boxes = torch.tensor([r["box"] for r in test], dtype=torch.float32)
+    metric = GroundingAccuracy()
+    metric.update(whole, boxes, ids=list(range(len(test))))
+    return float(metric.compute()["acc"])

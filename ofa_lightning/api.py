@@ -1,0 +1,137 @@
+"""The inference façade (used by ``ofa-predict`` and the notebooks): load a checkpoint, ``generate(image, prompt)``.
+
+Checkpoints: our Lightning ``.ckpt`` (the tokenizer is read from its run dir's ``tokenizer/``), a file written by
+``ofa-convert``, or an OFA fairseq / HF ``.pt`` (these two need OFA's BPE files as ``tokenizer=``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ofa_lightning.data.transforms import Compose, Normalize, SquashResize, ToTensor
+from ofa_lightning.generation import GenerationConfig, generate
+from ofa_lightning.model import OFAConfig, OFAModel
+from ofa_lightning.tokenizer import OFATokenizer
+
+# OFA's instructions (OFA_REFERENCE §2; leading space, lower case).
+PROMPTS = {
+    "caption": " what does the image describe?",
+    "grounding": ' which region does the text " {text} " describe?',
+    "grounded_caption": " what does the region describe? region: {region}",
+    "vqa": " {question}",
+}
+# Fine-tuning resolutions (§1.1): caption/VQA 480, RefCOCO 512.
+IMAGE_SIZE = {"caption": 480, "vqa": 480, "grounding": 512, "grounded_caption": 480}
+
+
+@dataclass
+class Prediction:
+    text: str
+    tokens: list[int]
+    box: list[float] | None = None  # pixels of the input image, when the output is 4 location bins
+    score: float | None = None
+
+
+class OFA:
+    """A model + tokenizer pair ready for prompts."""
+
+    def __init__(self, model: OFAModel, tokenizer: OFATokenizer, image_size: int | None = None,
+                 device: str | torch.device = "cpu"):
+        if model.config.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"model vocabulary {model.config.vocab_size} != tokenizer vocabulary "
+                             f"{tokenizer.vocab_size}: wrong tokenizer for this checkpoint")
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.device = torch.device(device)
+
+    # ---------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, checkpoint: str | Path, tokenizer: str | Path | OFATokenizer | None = None,
+             image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False) -> "OFA":
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        if "hyper_parameters" in data and "state_dict" in data:  # our Lightning checkpoint
+            model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
+            state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+            model.load_state_dict(state)
+            tokenizer = tokenizer or _run_dir_tokenizer(path)
+        elif "model_config" in data:  # written by ofa-convert
+            from ofa_lightning.model.convert import load_converted
+
+            model = load_converted(path)
+        else:  # OFA fairseq checkpoint or HF/ModelScope state dict
+            from ofa_lightning.model.convert import fairseq_state_dict, from_state_dict
+
+            model, _ = from_state_dict(fairseq_state_dict(data))
+        if tokenizer is None:
+            raise ValueError(f"{path} carries no tokenizer: pass tokenizer= (OFA's BPE folder or a saved tokenizer)")
+        if not isinstance(tokenizer, OFATokenizer):
+            tdir = Path(tokenizer)
+            tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
+                OFATokenizer.from_ofa_files(tdir)
+        return cls(model, tokenizer, image_size, device)
+
+    # ------------------------------------------------------------------------------------------- inference
+    def prepare_image(self, image: Image.Image | str | Path, size: int) -> tuple[torch.Tensor, float, float]:
+        if not isinstance(image, Image.Image):
+            image = Image.open(image)
+        image = image.convert("RGB")
+        pipeline = Compose([SquashResize(size), ToTensor(), Normalize.named("ofa")])
+        tensor, target = pipeline(image, {"boxes": torch.zeros(0, 4)})
+        return tensor, target.get("w_ratio", size / image.width), target.get("h_ratio", size / image.height)
+
+    @torch.no_grad()
+    def generate(self, image: Image.Image | str | Path | None, prompt: str, task: str = "caption",
+                 **overrides: Any) -> Prediction:
+        """Run one instruction. ``task`` picks OFA's decoding settings (caption, vqa, refcoco, …)."""
+        preset = {"grounding": "refcoco", "grounded_caption": "caption", "vqa": "vqa_zero_shot"}.get(task, task)
+        if task == "grounding":
+            # OFA decodes boxes unconstrained (a fine-tuned model has learnt to emit bins); the façade restricts
+            # the output to location bins so that an under-trained model still returns a box.
+            overrides.setdefault("constraint_range", self.tokenizer.bin_range)
+            overrides.setdefault("gen_code", True)  # OFA's switch that forbids the 4 special tokens before max_len
+        config = GenerationConfig.preset(preset, **overrides)
+        text = prompt if prompt.startswith(" ") else " " + prompt
+        source = torch.tensor([self.tokenizer.encode(text.lower(), add_bos=True, add_eos=True)], device=self.device)
+        batch: dict[str, Any] = {"input_ids": source}
+        ratios = (1.0, 1.0)
+        if image is not None:
+            size = self.image_size or IMAGE_SIZE.get(task, 480)
+            pixels, w_ratio, h_ratio = self.prepare_image(image, size)
+            batch["patch_images"] = pixels[None].to(self.device)
+            batch["patch_masks"] = torch.tensor([True], device=self.device)
+            ratios = (w_ratio * 512 / size, h_ratio * 512 / size)  # bins are relative to 512 (OFA)
+        hyp = generate(self.model, batch, config)[0][0]
+        tokens = [t for t in hyp.tokens.tolist() if t != self.tokenizer.eos_id]
+        box = None
+        lo, hi = self.tokenizer.bin_range
+        if len(tokens) == 4 and all(lo <= t < hi for t in tokens):
+            # OFA's de-quantisation, without bins_to_box's validation: an inverted box is returned as decoded
+            scale = 512 / (self.tokenizer.num_bins - 1)
+            bins = self.tokenizer.ids_to_bins(tokens)
+            box = [bins[0] * scale / ratios[0], bins[1] * scale / ratios[1],
+                   bins[2] * scale / ratios[0], bins[3] * scale / ratios[1]]
+        return Prediction(self.tokenizer.decode(tokens).strip(), tokens, box, float(hyp.score))
+
+    def caption(self, image) -> str:
+        return self.generate(image, PROMPTS["caption"], "caption").text
+
+    def answer(self, image, question: str) -> str:
+        return self.generate(image, PROMPTS["vqa"].format(question=question.rstrip("?") + "?"), "vqa").text
+
+    def ground(self, image, text: str) -> list[float] | None:
+        return self.generate(image, PROMPTS["grounding"].format(text=text), "grounding").box
+
+
+def _run_dir_tokenizer(ckpt: Path) -> Path | None:
+    for parent in ckpt.parents:
+        if (parent / "tokenizer" / "ofa_tokenizer.json").exists():
+            return parent / "tokenizer"
+    return None

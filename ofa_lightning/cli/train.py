@@ -1,0 +1,24 @@
+"""``ofa-train``: a Hydra main (``version_base="1.3"``) around :func:`ofa_lightning.training.run.train`.
+
+    ofa-train experiment=demo
+    ofa-train model=base mixture=caption_only trainer.max_steps=20000
+    ofa-train -m mixture=caption_only,vqa_only,caption_vqa_grounding   # a sweep, one run dir per job
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from ofa_lightning.paths import CONF_DIR
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from ofa_lightning.training.run import train
+
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric", ""), None)
+
+
+if __name__ == "__main__":
+    main()

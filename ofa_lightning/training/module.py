@@ -1,0 +1,486 @@
+"""``OFALitModule``: OFA + its tasks as a LightningModule.
+
+Training: OFA's adjusted label-smoothed cross-entropy (``loss.py``) on plain or grouped (pre-training) batches,
+with the examples' constraints (trie / code range / bin range) and confidence weights. A step whose loss is not
+finite on any rank is skipped on every rank and counted: ``training_step`` returns a zero that touches every
+trainable parameter (so backward and DDP's all-reduce still run; Lightning forbids returning None under DDP) and
+``on_before_optimizer_step`` drops the gradients, so AdamW changes nothing (no moment update, no weight decay) and
+the EMA is not updated. Lightning still counts the step: it advances ``global_step`` and the LR schedule (fairseq
+does not count skipped updates). Logged per step (rank-local, no collective): ``train/loss``, ``train/nll``,
+``train/ntokens``, ``train/lr``, ``train/<task>/loss``, ``train/skipped_nonfinite``. The LR schedule length is the
+config's ``optim.max_steps`` (or the Trainer's configured ``max_steps``), never ``estimated_stepping_batches``
+(KIT_NOTES P8). Gradient clipping and precision are the Trainer's (``gradient_clip_val``, ``precision``).
+
+Evaluation (validation and test): each batch is decoded the way its task says (``validation.py``), parsed with
+``task.parse_prediction`` and fed to the task's metrics, kept per evaluation source in ``nn.ModuleDict`` s so they
+move with the module and sync across ranks (KIT_NOTES P10). At the end of the run ``<stage>/<source>/<metric>`` (and
+``<stage>/<source>/loss``) are logged, metrics reset, predictions gathered from all ranks, de-duplicated by id,
+kept in ``self.last_predictions`` and, with ``predictions_dir``, written by rank 0 as JSONL. ``<source>`` is the eval
+loader's mixture source name (``batch["source"]``), else the task name. With EMA on, evaluation runs on the averaged
+weights (swapped in for the evaluation run, swapped back before any checkpoint is written).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ofa_lightning.generation import OFA_BIN_RANGE, OFA_CODE_RANGE, range_mask
+from ofa_lightning.metrics import build_metric
+from ofa_lightning.model import OFAConfig, OFAModel
+
+from .batch import K, batch_size, iter_loss_groups, select_rows
+from .ema import EMA, EMAConfig, _tracked
+from .loss import LossConfig, LossOutput, grouped_loss, is_finite, seq2seq_loss
+from .optim import OptimConfig, apply_freezing, build_optimizer, build_scheduler
+from .validation import TokenLoss, metric_inputs, metric_results, predict_batch
+
+__all__ = ["OFALitModule"]
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+class OFALitModule(pl.LightningModule):
+    """OFA + tasks as a LightningModule.
+
+    Args:
+        model: an ``OFAModel``, an ``OFAConfig``, or a mapping for ``OFAConfig.from_dict`` (``size`` + overrides).
+        tokenizer: the ``OFATokenizer`` (for task construction from configs and the code/bin ranges).
+        tasks: ``{name: Task}`` (or task configs for ``build_task_from_config``, or a list of tasks); names are
+            eval source names or task names. Empty: taken from the Trainer's datamodule in ``setup``.
+        optim: ``OptimConfig`` or its mapping (lr, betas, eps, weight_decay, exclude_norm_bias_from_decay,
+            max_steps, warmup_steps, warmup_ratio, end_lr, power, fused, freeze_embeddings, freeze_resnet_bn,
+            freeze_resnet).
+        loss: ``LossConfig`` or its mapping (label_smoothing, drop_worst_ratio, drop_worst_after, constrained).
+        ema: ``EMAConfig``, its mapping, or a bool (enabled, decay, start_step, update_every, evaluate_with_ema).
+        compile: ``torch.compile`` the encoder and decoder for the training loss (generation stays eager).
+        activation_checkpointing: overrides ``model.config.activation_checkpointing`` when not None.
+        sample_patch_num: OFA's pre-training patch sampling in training. ``"task"``: the tasks' own
+            ``sample_patch_num`` option when every row of the (group) batch agrees; an int: always (except for
+            grouped batches' non-image-text group); None/0: never.
+        metric_options: ``{metric name: kwargs for build_metric}`` (e.g. a CIDEr df file).
+        eval_sources: ``{source name: task name}`` whose metrics are created up front (the datamodule's eval
+            sources are added in ``setup``; unknown sources are added when first seen).
+        val_loss: also compute the (teacher-forced) loss on evaluation batches.
+        keep_predictions: keep evaluation predictions (``self.last_predictions``); ``predictions_dir`` writes them.
+        candidate_chunk_size: candidates decoded together in all-candidate scoring.
+    """
+
+    def __init__(
+        self,
+        model: OFAModel | OFAConfig | Mapping[str, Any],
+        tokenizer: Any = None,
+        tasks: Mapping[str, Any] | Sequence[Any] | None = None,
+        optim: OptimConfig | Mapping[str, Any] | None = None,
+        loss: LossConfig | Mapping[str, Any] | None = None,
+        ema: EMAConfig | Mapping[str, Any] | bool | None = None,
+        compile: bool = False,
+        activation_checkpointing: bool | None = None,
+        sample_patch_num: int | str | None = "task",
+        metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+        eval_sources: Mapping[str, str] | None = None,
+        val_loss: bool = True,
+        keep_predictions: bool = True,
+        predictions_dir: str | None = None,
+        candidate_chunk_size: int = 20,
+    ):
+        super().__init__()
+        model = _plain(model)
+        if isinstance(model, OFAModel):
+            self.model = model
+        else:
+            cfg = model if isinstance(model, OFAConfig) else OFAConfig.from_dict(model)
+            self.model = OFAModel(cfg)
+        if activation_checkpointing is not None:
+            self.model.config.activation_checkpointing = bool(activation_checkpointing)
+        self.tokenizer = tokenizer
+        self.optim_cfg = OptimConfig.from_any(_plain(optim))
+        self.loss_cfg = LossConfig.from_any(_plain(loss))
+        self.ema_cfg = EMAConfig.from_any(_plain(ema))
+        self.frozen = apply_freezing(self.model, self.optim_cfg)
+        self.tasks: dict[str, Any] = self._build_tasks(_plain(tasks))
+        if isinstance(sample_patch_num, str) and sample_patch_num != "task":
+            raise ValueError(f"sample_patch_num must be 'task', an int or None, got {sample_patch_num!r}")
+        self.sample_patch_num = sample_patch_num
+        self.metric_options = {k: dict(v) for k, v in (_plain(metric_options) or {}).items()}
+        self.val_loss = bool(val_loss)
+        self.keep_predictions = bool(keep_predictions)
+        self.predictions_dir = predictions_dir
+        self.candidate_chunk_size = int(candidate_chunk_size)
+
+        self.eval_metrics = nn.ModuleDict()
+        self.eval_losses = nn.ModuleDict()
+        self._metric_names: dict[str, tuple[str, str]] = {}  # ModuleDict key -> (source, metric name)
+        for name, task in self.tasks.items():
+            self.register_eval_source(name, task)
+        for source, task_name in (_plain(eval_sources) or {}).items():
+            self.register_eval_source(source, self.task_for(task_name))
+
+        self.ema: EMA | None = EMA.from_config(self.model, self.ema_cfg) if self.ema_cfg.enabled else None
+        self._compiled = (torch.compile(self.model.encode), torch.compile(self.model.decode_hidden)) if compile \
+            else (None, None)
+        self._range_masks: dict[tuple, Tensor] = {}
+        self._predictions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.last_predictions: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._last_ema_step = -1
+        self._skip_update = False
+        self._last_update_skipped = False
+        self.skipped_nonfinite = 0
+        self.samples_seen = 0
+        self.tokens_seen = 0
+        self.save_hyperparameters({
+            "model_config": self.model.config.to_dict(),
+            "optim": self.optim_cfg.to_dict(),
+            "loss": self.loss_cfg.to_dict(),
+            "ema": self.ema_cfg.to_dict(),
+            "compile": bool(compile),
+            "sample_patch_num": sample_patch_num,
+            "tasks": sorted(self.tasks),
+        })
+
+    # ------------------------------------------------------------------------------------------------ tasks
+    def _build_tasks(self, tasks: Any) -> dict[str, Any]:
+        if not tasks:
+            return {}
+        from ofa_lightning.tasks import Task, build_task_from_config
+
+        items = tasks.items() if isinstance(tasks, Mapping) else ((getattr(t, "name", str(i)), t)
+                                                                  for i, t in enumerate(tasks))
+        out = {}
+        for name, task in items:
+            if not isinstance(task, Task):
+                if self.tokenizer is None:
+                    raise ValueError(f"task {name!r} is a config: building it needs a tokenizer")
+                task = build_task_from_config(task, self.tokenizer)
+            out[str(name)] = task
+        return out
+
+    def task_for(self, name: str | None, default: Any = None) -> Any:
+        """The task registered under ``name`` (a source name), else the one whose ``Task.name`` is ``name``."""
+        if name is None:
+            return default
+        if name in self.tasks:
+            return self.tasks[name]
+        for task in self.tasks.values():
+            if getattr(task, "name", None) == name:
+                return task
+        return default
+
+    def register_eval_source(self, source: str, task: Any) -> None:
+        """Create the metrics (and the loss meter) of one evaluation source, once."""
+        if task is None:
+            return
+        if source not in self.eval_losses:
+            self.eval_losses[source] = TokenLoss().to(self.device)
+        for metric in getattr(task, "metrics", ()) or ():
+            key = f"{source}__{metric}"
+            if key not in self.eval_metrics:
+                self.eval_metrics[key] = build_metric(metric, **self.metric_options.get(metric, {})).to(self.device)
+                self._metric_names[key] = (source, metric)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        dm_tasks = getattr(dm, "tasks", None) or {}
+        for name, task in dm_tasks.items():
+            self.tasks.setdefault(name, task)
+        for name in list(getattr(dm, "val_names", None) or []) + list(getattr(dm, "test_names", None) or []):
+            self.register_eval_source(name, dm_tasks.get(name) or self.task_for(name))
+
+    # ------------------------------------------------------------------------------------------------ loss
+    @property
+    def pad_id(self) -> int:
+        return self.model.config.pad_token_id
+
+    def _range(self, kind: str) -> tuple[int, int]:
+        attr = {"codes": "code_range", "bins": "bin_range"}[kind]
+        if self.tokenizer is not None and hasattr(self.tokenizer, attr):
+            return tuple(getattr(self.tokenizer, attr))
+        return OFA_CODE_RANGE if kind == "codes" else OFA_BIN_RANGE
+
+    def row_constraints(self, batch: Mapping[str, Any]) -> list[Any]:
+        """Per row: None, the task's ``Trie`` ("trie") or an allowed-token mask (V,) ("codes", "bins")."""
+        names = batch.get(K.TASKS) or []
+        cons = batch.get(K.CONSTRAINTS) or [None] * len(names)
+        vocab = self.model.config.vocab_size
+        out: list[Any] = []
+        for i, con in enumerate(cons):
+            if con is None:
+                out.append(None)
+            elif con == "trie":
+                task = self.task_for(names[i] if i < len(names) else None)
+                if task is None:
+                    raise KeyError(f"row {i} asks for its task's trie but task {names[i]!r} is not registered "
+                                   f"with the module (known: {sorted(self.tasks)})")
+                out.append(task.constraint_trie())
+            elif con in ("codes", "bins"):
+                key = (con, vocab, str(self.device))
+                if key not in self._range_masks:
+                    self._range_masks[key] = range_mask(vocab, self._range(con), device=self.device)
+                out.append(self._range_masks[key])
+            else:
+                raise ValueError(f"unknown constraint {con!r} (known: trie, codes, bins)")
+        return out
+
+    def _sample_patch_num(self, batch: Mapping[str, Any]) -> int | None:
+        if batch.get(K.PATCH_IMAGES) is None or batch.get(K.SAMPLE_PATCHES) is False:
+            return None
+        if self.sample_patch_num != "task":
+            return int(self.sample_patch_num) if self.sample_patch_num else None
+        values = {getattr(self.task_for(n), "cfg", {}).get("sample_patch_num") for n in (batch.get(K.TASKS) or [])}
+        return values.pop() if len(values) == 1 else None
+
+    def compute_loss(self, batch: Mapping[str, Any], train: bool = True) -> LossOutput:
+        encode, decode_hidden = self._compiled if train else (None, None)
+        return grouped_loss(
+            self.model, batch, self.loss_cfg, self.pad_id,
+            constraints_fn=self.row_constraints,
+            drop_worst=train and self.loss_cfg.drop_worst_ratio > 0 and self.global_step > self.loss_cfg.drop_worst_after,
+            sample_patch_num_fn=self._sample_patch_num if train else None,
+            encode=encode, decode_hidden=decode_hidden,
+        )
+
+    # ------------------------------------------------------------------------------------------------ training
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.model(*args, **kwargs)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        out = self.compute_loss(batch, train=True)
+        bs = batch_size(batch)
+        finite = is_finite(out.loss)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            self.skipped_nonfinite += 1
+            self._skip_update = True
+            log.warning("non-finite loss at step %d (batch %d): skipping the update (%d skipped so far)",
+                        self.global_step, batch_idx, self.skipped_nonfinite)
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False,
+                     batch_size=bs)
+            return self._zero_loss()
+        self.samples_seen += bs
+        self.tokens_seen += out.ntokens
+        logs = {
+            "train/loss": out.loss.detach(),
+            "train/nll": out.nll.detach(),
+            "train/ntokens": float(out.ntokens),
+            "train/skipped_nonfinite": float(self.skipped_nonfinite),
+        }
+        if self._trainer is not None and self.trainer.optimizers:
+            logs["train/lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        for task, (s, n) in out.per_task.items():
+            logs[f"train/{task}/loss"] = s / n
+        self.log("train/loss", logs.pop("train/loss"), on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=bs)
+        return out.loss
+
+    def _zero_loss(self) -> Tensor:
+        """A zero touching every trainable parameter: backward (and DDP's gradient all-reduce) run as usual with
+        zero gradients, which ``on_before_optimizer_step`` then drops, so the optimiser changes nothing (Lightning
+        forbids returning None from ``training_step`` under DDP, and AdamW would move weights on zero gradients)."""
+        params = [p.view(-1)[:1] for p in self.parameters() if p.requires_grad]
+        return torch.cat(params).sum() * 0.0
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._last_update_skipped = self._skip_update
+        if self._skip_update:  # drop the whole update (every accumulated micro-batch), as fairseq does
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self._skip_update = False
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None and self.global_step != self._last_ema_step:
+            self._last_ema_step = self.global_step
+            if not self._last_update_skipped:
+                self.ema.update(self.model, self.global_step)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, self.optim_cfg)
+        max_steps = self.optim_cfg.max_steps
+        if max_steps is None and self._trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
+            max_steps = self.trainer.max_steps  # the configured value, not estimated_stepping_batches
+        scheduler = build_scheduler(optimizer, self.optim_cfg, max_steps)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}}
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def _eval_start(self) -> None:
+        self._predictions = defaultdict(list)
+        if self.ema is not None and self.ema_cfg.evaluate_with_ema and not self.ema.swapped_in:
+            self.ema.swap_in(self.model)
+
+    def _eval_step(self, batch: Mapping[str, Any]) -> None:
+        for _, group in iter_loss_groups(batch):
+            names = group.get(K.TASKS) or []
+            if not names:
+                continue
+            source = group.get(K.SOURCE)
+            by_task: dict[str, list[int]] = defaultdict(list)
+            for i, n in enumerate(names):
+                by_task[n].append(i)
+            for task_name, rows in by_task.items():
+                sub = group if len(rows) == len(names) else select_rows(group, rows)
+                name = source if source is not None and len(by_task) == 1 else task_name
+                self._eval_task_batch(name, self.task_for(name) or self.task_for(task_name), sub)
+
+    def _eval_task_batch(self, name: str, task: Any, batch: Mapping[str, Any]) -> None:
+        self.register_eval_source(name, task)
+        if self.val_loss and name in self.eval_losses:
+            out = seq2seq_loss(self.model, batch, self.loss_cfg, self.pad_id,
+                               constraints=self.row_constraints(batch))
+            self.eval_losses[name].update(out.loss_sum, out.nll_sum, out.ntokens)
+        if task is None:
+            return
+        metrics = getattr(task, "metrics", ()) or ()
+        if not metrics and not self.keep_predictions:
+            return
+        records = predict_batch(self.model, task, batch, self.pad_id, chunk_size=self.candidate_chunk_size)
+        if metrics:
+            preds, refs, ids = metric_inputs(records)
+            if preds:
+                for metric in metrics:
+                    self.eval_metrics[f"{name}__{metric}"].update(preds, refs, ids=ids)
+        if self.keep_predictions:
+            self._predictions[name].extend(records)
+
+    def _any_rank(self, flags: list[bool]) -> list[bool]:
+        if not flags or self._trainer is None or self.trainer.world_size <= 1:
+            return flags
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        t = self.trainer.strategy.reduce(t, reduce_op="sum")
+        return [bool(v > 0) for v in t.tolist()]
+
+    def _eval_end(self, stage: str) -> None:
+        try:
+            results: dict[str, Tensor] = {}
+            metric_keys = sorted(self.eval_metrics.keys())
+            loss_keys = sorted(self.eval_losses.keys())
+            flags = self._any_rank([self.eval_metrics[k].update_called for k in metric_keys]
+                                   + [self.eval_losses[k].update_called for k in loss_keys])
+            for key, used in zip(metric_keys, flags):
+                metric = self.eval_metrics[key]
+                if used:
+                    source, metric_name = self._metric_names.get(key, tuple(key.split("__", 1)))
+                    for k, v in metric_results(metric_name, metric.compute()).items():
+                        results[f"{stage}/{source}/{k}"] = v
+                metric.reset()
+            for key, used in zip(loss_keys, flags[len(metric_keys):]):
+                meter = self.eval_losses[key]
+                if used:
+                    value = meter.compute()
+                    if int(value["ntokens"]) > 0:
+                        results[f"{stage}/{key}/loss"] = value["loss"].float()
+                        results[f"{stage}/{key}/nll"] = value["nll"].float()
+                meter.reset()
+            if results and self._trainer is not None:
+                self.log_dict(results, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+            self.eval_results = {k: float(v) for k, v in results.items()}
+            if self.keep_predictions:
+                self.last_predictions[stage] = self._gather_predictions()
+                self._write_predictions(stage)
+        finally:
+            self._predictions = defaultdict(list)
+            if self.ema is not None:
+                self.ema.swap_out(self.model)
+
+    def _gather_predictions(self) -> dict[str, list[dict[str, Any]]]:
+        from ofa_lightning.data.evaluation import dedup_by_id
+
+        local = {k: [{kk: vv for kk, vv in r.items()} for r in v] for k, v in self._predictions.items()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+            merged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for part in gathered:
+                for k, v in (part or {}).items():
+                    merged[k].extend(v)
+            local = dict(merged)
+        return {k: dedup_by_id(v) for k, v in local.items()}
+
+    def _write_predictions(self, stage: str) -> None:
+        if not self.predictions_dir or self.global_rank != 0:
+            return
+        os.makedirs(self.predictions_dir, exist_ok=True)
+        for source, records in self.last_predictions.get(stage, {}).items():
+            path = os.path.join(self.predictions_dir, f"{stage}_{source}_step{self.global_step}.jsonl")
+            with open(path, "w", encoding="utf-8") as f:
+                for r in records:
+                    f.write(json.dumps({k: v for k, v in r.items() if k != "is_pad"}, default=_jsonable) + "\n")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            if self.ema.swapped_in:  # never store the averaged weights as the trained ones
+                backup = self.ema._backup or {}
+                by_id = {id(t): backup[n] for n, t in _tracked(self.model) if n in backup}
+                state = checkpoint.get("state_dict", {})
+                for key, t in self.model.state_dict(keep_vars=True).items():
+                    if id(t) in by_id and f"model.{key}" in state:
+                        state[f"model.{key}"] = by_id[id(t)].clone()
+            checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["ofa_training"] = {"skipped_nonfinite": self.skipped_nonfinite, "samples_seen": self.samples_seen,
+                                      "tokens_seen": self.tokens_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+        elif self.ema is not None:
+            log.warning("EMA is on but the checkpoint has no EMA state: starting the average from the loaded weights")
+            self._reseed_ema = True
+        counters = checkpoint.get("ofa_training", {})
+        self.skipped_nonfinite = int(counters.get("skipped_nonfinite", 0))
+        self.samples_seen = int(counters.get("samples_seen", 0))
+        self.tokens_seen = int(counters.get("tokens_seen", 0))
+
+    def on_fit_start(self) -> None:
+        self._last_ema_step = self.global_step
+        if self.ema is not None and getattr(self, "_reseed_ema", False):
+            self.ema = EMA.from_config(self.model, self.ema_cfg)
+            self._reseed_ema = False
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,229 @@
+"""Assemble a run from a resolved Hydra config: tokenizer → DataModule → OFALitModule → Trainer.
+
+``train(cfg)`` is what ``ofa-train`` calls (and what the tests call directly, LHT-style): every output goes
+under ``cfg.paths.output_dir`` (the Hydra run dir), never the working directory (KIT_NOTES P1).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
+from ofa_lightning.model import OFAConfig
+from ofa_lightning.tokenizer import OFATokenizer
+
+log = logging.getLogger(__name__)
+
+# Shard json fields that hold training text (captions, questions, answers, expressions, NLI text, corpora).
+TEXT_FIELDS = ("captions", "question", "answers", "expression", "hypothesis", "premise", "text", "labels",
+               "class_name", "sentence1", "sentence2", "article", "summary")
+
+
+def training_texts(datamodule, max_samples: int) -> list[str]:
+    """Text of the mixture's training shards, for training the demo's byte-level BPE."""
+    texts: list[str] = []
+    for source in datamodule.sources:
+        urls = resolve_shards(datamodule._rooted(source.shards), source.split)
+        seen = 0
+        for url in urls:
+            for sample in iter_tar_samples(url):
+                fields = json.loads(sample["json"])
+                for name in TEXT_FIELDS:
+                    value = fields.get(name)
+                    if isinstance(value, str):
+                        texts.append(value)
+                    elif isinstance(value, list):
+                        texts.extend(v for v in value if isinstance(v, str))
+                seen += 1
+                if seen >= max_samples:
+                    break
+            if seen >= max_samples:
+                break
+    if not texts:
+        raise ValueError("no training text found in the mixture's shards to train a tokenizer on")
+    return texts
+
+
+def build_tokenizer(cfg: DictConfig, datamodule, run_dir: Path) -> OFATokenizer:
+    """OFA's BPE files, or a BPE trained on the mixture (saved in the run dir, reused on resume)."""
+    tcfg = cfg.tokenizer
+    saved = run_dir / "tokenizer"
+    if (saved / "ofa_tokenizer.json").exists():
+        return OFATokenizer.load(saved)
+    if tcfg.kind == "ofa_bpe":
+        tokenizer = OFATokenizer.from_ofa_files(tcfg.path, num_codes=tcfg.num_codes, num_bins=tcfg.num_bins)
+    elif tcfg.kind == "trained":
+        texts = training_texts(datamodule, int(tcfg.max_samples))
+        tokenizer = OFATokenizer.train_bpe(texts, bpe_vocab_size=tcfg.bpe_vocab_size, num_codes=tcfg.num_codes,
+                                           num_bins=tcfg.num_bins)
+    else:
+        raise ValueError(f"tokenizer.kind must be 'ofa_bpe' or 'trained', got {tcfg.kind!r}")
+    tokenizer.save(saved)
+    return tokenizer
+
+
+def build_model_config(cfg: DictConfig, tokenizer: OFATokenizer) -> OFAConfig:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if model.get("vocab_size") is None:
+        model["vocab_size"] = tokenizer.vocab_size
+    config = OFAConfig.from_dict(model)
+    if config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"model.vocab_size={config.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids")
+    return config
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint there (use resume=auto or a .ckpt path)")
+    return str(path)
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from ofa_lightning.data import DataStatsCallback
+
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                        every_n_train_steps=int(cfg.checkpoint_every_n_steps)),
+        DataStatsCallback(log_every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50))),
+    ]
+    if cfg.logger.mode != "disabled":
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    try:  # tracking callbacks (throughput/MFU, prediction tables, CSV/JSONL)
+        from ofa_lightning.training import callbacks as tracking_callbacks
+
+        callbacks.extend(tracking_callbacks.default_callbacks(cfg, run_dir))
+    except (ImportError, AttributeError):
+        log.info("tracking callbacks not available; metrics go to the logger only")
+    return callbacks
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and test) one run; returns the final metrics. Writes everything under ``paths.output_dir``."""
+    from ofa_lightning.data import OFADataModule
+    from ofa_lightning.training.module import OFALitModule
+
+    start = time.time()
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    data_kwargs.pop("_target_", None)
+    datamodule = OFADataModule(**data_kwargs)
+    tokenizer = build_tokenizer(cfg, datamodule, run_dir)
+    datamodule.tokenizer = tokenizer
+    model_config = build_model_config(cfg, tokenizer)
+
+    mcfg = OmegaConf.to_container(cfg.module, resolve=True)
+    module = OFALitModule(model_config, tokenizer=tokenizer, predictions_dir=str(run_dir / "predictions"), **mcfg)
+
+    logger = _logger(cfg, run_dir)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs.pop("_target_", None)
+    trainer = pl.Trainer(**trainer_kwargs, logger=logger if logger is not None else False,
+                         callbacks=build_callbacks(cfg, run_dir), default_root_dir=str(run_dir),
+                         enable_checkpointing=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.test_after_fit:
+            results = trainer.test(module, datamodule=datamodule, verbose=False)
+            for r in results:
+                metrics.update({k: float(v) for k, v in r.items()})
+    finally:
+        _finish_logger()
+    metrics["wall_seconds"] = round(time.time() - start, 1)
+    (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    return metrics
+
+
+def _logger(cfg: DictConfig, run_dir: Path):
+    if cfg.logger.mode == "disabled":
+        return None
+    try:
+        from ofa_lightning.training.tracking import make_wandb_logger
+    except ImportError:
+        make_wandb_logger = None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if make_wandb_logger is not None:
+        return make_wandb_logger(run_dir, project=cfg.logger.project, name=cfg.run_name, group=cfg.logger.group,
+                                 tags=list(cfg.tags), mode=cfg.logger.mode, config=config)
+    from pytorch_lightning.loggers import WandbLogger
+
+    return WandbLogger(save_dir=str(run_dir), project=cfg.logger.project, name=str(cfg.run_name),
+                       offline=cfg.logger.mode != "online", config=config)
+
+
+def _finish_logger() -> None:
+    """End the W&B run of this job so the next multirun job starts its own (KIT_NOTES P3)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def compose_config(overrides: list[str], output_dir: str | Path, root_dir: str | Path | None = None,
+                   config_name: str = "train") -> DictConfig:
+    """Compose the Hydra config outside ``@hydra.main`` (tests, ``ofa-demo``, notebooks).
+
+    ``paths.output_dir`` / ``paths.root_dir`` are given explicitly because no Hydra run dir exists here.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ofa_lightning.paths import CONF_DIR, REPO_ROOT
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[
+            *overrides, f"paths.output_dir={Path(output_dir).resolve()}",
+            f"paths.root_dir={Path(root_dir or REPO_ROOT).resolve()}"])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def evaluate(train_cfg: DictConfig, ckpt_path: str | Path, out_dir: str | Path, split: str = "test",
+             tokenizer_dir: str | Path | None = None) -> dict[str, float]:
+    """Evaluate a checkpoint with its training run's data/task settings; predictions go to ``out_dir``."""
+    import torch
+
+    from ofa_lightning.data import OFADataModule
+    from ofa_lightning.training.module import OFALitModule
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    tokenizer = OFATokenizer.load(tokenizer_dir) if tokenizer_dir else build_tokenizer(train_cfg, None, out_dir)
+    data_kwargs = OmegaConf.to_container(train_cfg.data, resolve=True)
+    data_kwargs.pop("_target_", None)
+    datamodule = OFADataModule(**data_kwargs, tokenizer=tokenizer)
+    module = OFALitModule(build_model_config(train_cfg, tokenizer), tokenizer=tokenizer,
+                          predictions_dir=str(out_dir / "predictions"),
+                          **OmegaConf.to_container(train_cfg.module, resolve=True))
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    trainer = pl.Trainer(accelerator=train_cfg.trainer.accelerator, devices=1, logger=False,
+                         enable_checkpointing=False, default_root_dir=str(out_dir))
+    run = trainer.test if split == "test" else trainer.validate
+    results = run(module, datamodule=datamodule, verbose=False)
+    return {k: float(v) for r in results for k, v in r.items()}
