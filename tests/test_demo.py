@@ -20,3 +20,11 @@ def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
     assert report["wandb_offline_run"] and Path(report["wandb_offline_run"]).is_dir()
     run_dir = Path(report["run_dir"])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "tokenizer").is_dir()
+    # what offline W&B wrote: the evaluation metrics, the throughput keys and a prediction table per task
+    from ofa_lightning.training.tracking import read_offline_run
+
+    logged = read_offline_run(run_dir)
+    assert {"test/caption/cider", "test/vqa/vqa_acc", "test/grounding/acc"} <= set(logged["keys"])
+    assert any(k.startswith("perf/samples_per_s") for k in logged["keys"])
+    assert any("grounding" in key for key in logged["tables"]) and logged["finished"]
+    assert (run_dir / "metrics.csv").is_file()

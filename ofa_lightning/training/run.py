@@ -102,12 +102,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     ]
     if cfg.logger.mode != "disabled":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    try:  # tracking callbacks (throughput/MFU, prediction tables, CSV/JSONL)
-        from ofa_lightning.training import callbacks as tracking_callbacks
+    from ofa_lightning.training.callbacks import default_callbacks  # throughput/MFU, tables, CSV/JSONL
 
-        callbacks.extend(tracking_callbacks.default_callbacks(cfg, run_dir))
-    except (ImportError, AttributeError):
-        log.info("tracking callbacks not available; metrics go to the logger only")
+    callbacks.extend(default_callbacks(cfg, run_dir))
     return callbacks
 
 
@@ -155,29 +152,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _logger(cfg: DictConfig, run_dir: Path):
     if cfg.logger.mode == "disabled":
         return None
-    try:
-        from ofa_lightning.training.tracking import make_wandb_logger
-    except ImportError:
-        make_wandb_logger = None
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if make_wandb_logger is not None:
-        return make_wandb_logger(run_dir, project=cfg.logger.project, name=cfg.run_name, group=cfg.logger.group,
-                                 tags=list(cfg.tags), mode=cfg.logger.mode, config=config)
-    from pytorch_lightning.loggers import WandbLogger
+    from ofa_lightning.training.tracking import make_wandb_logger
 
-    return WandbLogger(save_dir=str(run_dir), project=cfg.logger.project, name=str(cfg.run_name),
-                       offline=cfg.logger.mode != "online", config=config)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return make_wandb_logger(run_dir, project=cfg.logger.project, name=cfg.run_name, group=cfg.logger.group,
+                             tags=list(cfg.tags), mode=cfg.logger.mode, config=config)
 
 
 def _finish_logger() -> None:
-    """End the W&B run of this job so the next multirun job starts its own (KIT_NOTES P3)."""
-    try:
-        import wandb
+    """End the W&B run of this job (and wait for its log file) so the next multirun job starts its own
+    (KIT_NOTES P3)."""
+    from ofa_lightning.training.tracking import finish_wandb
 
-        if wandb.run is not None:
-            wandb.finish()
-    except ImportError:  # pragma: no cover
-        pass
+    finish_wandb()
 
 
 def compose_config(overrides: list[str], output_dir: str | Path, root_dir: str | Path | None = None,
