@@ -619,3 +619,30 @@ def test_strict_mode_names_sample_and_field(tok):
     assert info.value.sample_id == "q-1" and info.value.field == "question"
     assert not isinstance(info.value, ValueError)  # pipelines that count ValueErrors as skips still stop
     assert build_task("caption", tok).build_example("not a dict", image(), True, random.Random(0)) is None
+
+
+def test_yaml_only_task_on_real_shapes_shards(tok, tmp_path):
+    """The README's YAML-only task builds examples from the shards the shapes recipes write."""
+    import json as _json
+
+    import webdataset as wds
+    from PIL import Image as _Image
+
+    from data_recipes.shapes_pipeline import build_shapes_shards
+
+    build_shapes_shards(tmp_path, num_images=20, seed=3, image_size=64)
+    task = build_task_from_config(str(REPO / "conf/task/shapes_region_shape_template.yaml"), tok)
+    sample = next(iter(wds.WebDataset(str(next((tmp_path / "shards" / "refcoco").glob("train-*.tar"))),
+                                      shardshuffle=False, empty_check=False)))
+    fields = _json.loads(sample["json"])
+    img = _Image.open(__import__("io").BytesIO(sample.get("png") or sample["jpg"])).convert("RGB")
+    ex = task.build_example(fields, img, False, random.Random(0))
+    assert ex is not None and tok.decode(ex.prev_output).strip() == fields["category"]
+    source = tok.decode(ex.source)
+    assert source.startswith(" what shape is in the region? region:") and source.count("<bin_") == 4
+
+
+def test_template_task_from_a_file_through_build_task(tok):
+    task = build_task("template", tok, config=str(REPO / "conf/task/shapes_region_shape_template.yaml"),
+                      image_size=64)
+    assert task.cfg["image_size"] == 64 and task.metrics == ("accuracy",)

@@ -103,7 +103,15 @@ def _resolve(name: Any) -> type[Task]:
 
 
 def build_task(name: str, tokenizer, **options: Any) -> Task:
-    """Instantiate a registered task; unknown names raise ``ValueError`` listing the known ones."""
+    """Instantiate a registered task; unknown names raise ``ValueError`` listing the known ones.
+
+    ``build_task("template", tok, config="conf/task/x.yaml", **more)`` reads a YAML-declared task from a file
+    (``more`` overrides its keys), so a mixture entry can name one: ``{task: template, options: {config: ...}}``.
+    """
+    if "config" in options and _resolve(name) is _resolve("template"):
+        cfg = _to_dict(options.pop("config"))
+        cfg.update(options)
+        return build_task_from_config(cfg, tokenizer)
     return _resolve(name)(tokenizer, **options)
 
 
