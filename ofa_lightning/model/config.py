@@ -5,7 +5,7 @@ described by a config alone, litgpt-style: ``OFAConfig.from_name("tiny")``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # OFA's vocabulary: 4 specials + 50,260 BPE entries (dict.txt) + <mask> + 8,192 codes + 1,000 bins.

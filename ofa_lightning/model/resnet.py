@@ -7,7 +7,6 @@ equal OFA's, so checkpoints load without renaming.
 """
 from __future__ import annotations
 
-import torch
 from timm.layers import DropPath, freeze_batch_norm_2d
 from timm.models.resnet import Bottleneck, ResNet
 from torch import nn

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from .options import Options
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +22,8 @@ __all__ = ["EMAConfig", "EMA"]
 
 
 @dataclass
-class EMAConfig:
+class EMAConfig(Options):
+    section = "ema"
     enabled: bool = False
     decay: float = 0.9999
     start_step: int = 0
@@ -36,21 +38,14 @@ class EMAConfig:
 
     @classmethod
     def from_any(cls, value: "EMAConfig | Mapping[str, Any] | bool | None") -> "EMAConfig":
-        if value is None or value is False:
-            return cls()
         if value is True:
             return cls(enabled=True)
-        if isinstance(value, cls):
-            return value
-        data = dict(value)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown ema options {unknown}; known: {[f.name for f in fields(cls)]}")
-        data.setdefault("enabled", True)
-        return cls(**data)
+        return super().from_any(None if value is False else value)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @classmethod
+    def defaults_for(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data.setdefault("enabled", True)  # an ema: {...} section means EMA on
+        return data
 
 
 def _tracked(model: nn.Module) -> Iterator[tuple[str, Tensor]]:

@@ -22,9 +22,10 @@ the trie gives a large but finite loss rather than ``inf``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from .options import Options
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -43,7 +44,8 @@ __all__ = [
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Options):
+    section = "loss"
     """Criterion options (OFA's ``--label-smoothing``, ``--drop-worst-ratio``, ``--drop-worst-after``)."""
 
     label_smoothing: float = 0.1
@@ -57,20 +59,6 @@ class LossConfig:
         if not 0.0 <= self.drop_worst_ratio < 1.0:
             raise ValueError(f"drop_worst_ratio must be in [0, 1), got {self.drop_worst_ratio}")
 
-    @classmethod
-    def from_any(cls, value: "LossConfig | Mapping[str, Any] | None") -> "LossConfig":
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        data = dict(value)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown loss options {unknown}; known: {[f.name for f in fields(cls)]}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -15,10 +15,10 @@
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from .options import Options
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -35,7 +35,8 @@ __all__ = [
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Options):
+    section = "optim"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -63,20 +64,6 @@ class OptimConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
-    @classmethod
-    def from_any(cls, value: "OptimConfig | Mapping[str, Any] | None") -> "OptimConfig":
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        data = dict(value)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown optim options {unknown}; known: {[f.name for f in fields(cls)]}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------------------------
