@@ -91,7 +91,8 @@ def _images(examples: Sequence[Example], text_image_size: int | None) -> tuple[t
         return None, masks
     if len(shape) != 3:
         raise ValueError(f"Example.image must be (C, H, W), got {shape}")
-    out = torch.zeros((len(examples), *shape), dtype=dtype)
+    # every row is overwritten when all rows have an image: skip zero-filling a (B, 3, H, W) float buffer
+    out = (torch.empty if bool(masks.all()) else torch.zeros)((len(examples), *shape), dtype=dtype)
     for i, ex in enumerate(examples):
         if ex.image is not None:
             out[i] = ex.image

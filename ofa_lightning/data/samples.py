@@ -124,7 +124,8 @@ def _decode_image(data: bytes) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
         img.load()
-    return img.convert("RGB")
+    # convert() copies even when the mode already is RGB (JPEG photos): skip that copy, the pixels are the same
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def decode_sample(raw: Mapping[str, Any]) -> tuple[dict[str, Any], Image.Image | None] | Skip:

@@ -260,12 +260,21 @@ class Compose(Transform):
         self.transforms = list(transforms)
 
     def apply(self, image, target, rng):
-        for t in self.transforms:
+        steps, i = self.transforms, 0
+        while i < len(steps):
+            t = steps[i]
             if isinstance(t, Transform):
+                fresh = type(t) is ToTensor and isinstance(image, Image.Image)
                 image, target = t(image, target, rng)
+                if fresh and i + 1 < len(steps) and type(steps[i + 1]) is Normalize:
+                    # ToTensor just made this tensor and nobody else holds it: normalise it in place (same values
+                    # as Normalize, without allocating a second float image)
+                    image = steps[i + 1].normalize_(image)
+                    i += 1
             else:
                 image = t(image)
                 target = dict(target, size=image_size(image))
+            i += 1
         return image, target
 
     def __repr__(self) -> str:
@@ -476,26 +485,57 @@ class RandomAugment(Transform):
         if name == "ShearY":  # y' = y + arg * x
             return _apply(F.affine, image, target, angle=0.0, translate=[0.0, 0.0], scale=1.0,
                           shear=[0.0, -math.degrees(math.atan(arg))], center=[0, 0], **common)
-        if name == "TranslateX":  # x' = x - arg (OFA's cv2 matrix [[1, 0, -offset], [0, 1, 0]])
-            return _apply(F.affine, image, target, angle=0.0, translate=[-arg, 0.0], scale=1.0,
-                          shear=[0.0, 0.0], **common)
-        if name == "TranslateY":
-            return _apply(F.affine, image, target, angle=0.0, translate=[0.0, -arg], scale=1.0,
+        if name in ("TranslateX", "TranslateY"):  # x' = x - arg (OFA's cv2 matrix [[1, 0, -offset], [0, 1, 0]])
+            shift = [-arg, 0.0] if name == "TranslateX" else [0.0, -arg]
+            if target.get("boxes") is None and _is_whole_shift(image, shift):
+                return _shift_pil(image, shift, fill), target
+            return _apply(F.affine, image, target, angle=0.0, translate=shift, scale=1.0,
                           shear=[0.0, 0.0], **common)
         if name == "Rotate":  # counter-clockwise degrees about the centre
             return _apply(F.rotate, image, target, angle=arg, **common)
         raise ValueError(f"unknown op {name!r}")
 
 
+def _is_whole_shift(image: Any, shift: Sequence[float]) -> bool:
+    return (isinstance(image, Image.Image) and image.mode == "RGB"
+            and all(float(v).is_integer() for v in shift))
+
+
+def _shift_pil(image: Image.Image, shift: Sequence[float], fill: Any) -> Image.Image:
+    """``F.affine(image, translate=shift, interpolation=BILINEAR, fill=fill)`` for a whole-pixel shift of an RGB
+    PIL image, as a crop and a paste onto a ``fill`` canvas: ``out[y, x] = image[y - dy, x - dx]``.
+
+    Same pixels as the affine (bilinear weights are exactly 0/1 at whole-pixel offsets; samples outside the image
+    take the fill, which PIL truncates to int), about 20x faster than PIL's generic per-pixel transform. OFA's
+    TranslateX/Y at magnitude 7 move by exactly 7 px, so this is the path RandomAugment takes for them."""
+    dx, dy = (int(v) for v in shift)
+    fills = list(fill) if isinstance(fill, (list, tuple)) else [fill]
+    out = Image.new("RGB", image.size, tuple(int(v) for v in (fills * 3 if len(fills) == 1 else fills)))
+    w, h = image.size
+    if abs(dx) < w and abs(dy) < h:
+        out.paste(image.crop((max(0, -dx), max(0, -dy), min(w, w - dx), min(h, h - dy))), (max(0, dx), max(0, dy)))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # tensor conversion
 # ---------------------------------------------------------------------------------------------------------------
 class ToTensor(Transform):
-    """PIL -> float32 ``(3, H, W)`` in ``[0, 1]``."""
+    """PIL -> float32 ``(3, H, W)`` in ``[0, 1]``, contiguous.
+
+    Values are exactly ``F.to_dtype(F.to_image(image), float32, scale=True)``; the layout is made contiguous while
+    still uint8 (``F.to_image`` gives a channels-last *view*, on which the float conversion, ``Normalize``'s
+    per-channel broadcast and the collate copy run 2-3x slower). RGB images are split into planes by PIL (``split``
+    is much faster than a strided uint8 transpose); other modes go through ``F.to_image``.
+    """
 
     def apply(self, image, target, rng):
         if isinstance(image, Image.Image):
-            image = F.to_dtype(F.to_image(image), torch.float32, scale=True)
+            if image.mode == "RGB":
+                planes = torch.from_numpy(np.stack([np.asarray(band) for band in image.split()]))
+            else:
+                planes = F.to_image(image).as_subclass(torch.Tensor).contiguous()
+            image = F.to_dtype(planes, torch.float32, scale=True)
         return image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else image, target
 
 
@@ -518,6 +558,11 @@ class Normalize(Transform):
         if not isinstance(image, torch.Tensor):
             raise TypeError("Normalize expects a tensor: put ToTensor() before it")
         return F.normalize(image, mean=self.mean, std=self.std), target
+
+    def normalize_(self, image: torch.Tensor) -> torch.Tensor:
+        """The same normalisation in place, for a float tensor nobody else holds (``Compose`` uses it right after
+        ``ToTensor``)."""
+        return F.normalize(image, mean=self.mean, std=self.std, inplace=True)
 
 
 class ImageInfillingMask(Transform):
