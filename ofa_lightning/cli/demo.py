@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data = args.root / "data" / "shapes"
     print(f"[1/4] shapes scenes -> official raw formats -> recipes -> shards under {data}", flush=True)
-    build_shapes_shards(data, num_images=args.num_images, seed=0, image_size=128, quiet=False)
+    # a few seconds: always rebuilt, so shards from other arguments never block the demo
+    build_shapes_shards(data, num_images=args.num_images, seed=0, image_size=128, quiet=False, overwrite=True)
 
     run_name = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.root / "runs" / "demo" / run_name
