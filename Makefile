@@ -27,6 +27,8 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/data_pipeline.py --json benchmarks/data_results.json
+	$(PY) benchmarks/merge_results.py benchmarks/data_results.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

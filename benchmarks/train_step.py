@@ -1,0 +1,171 @@
+"""One training step (forward + backward + AdamW) for our model and for the ModelScope port.
+
+Loss: token cross-entropy over the target positions that are not padding
+(mean over real tokens), the same number for both implementations.
+
+Our step takes :class:`TrainOptions`; every switch keeps the maths of the
+model (same loss, same gradients up to float rounding) except ``bf16``, which
+runs the step under CPU bf16 autocast (off by default; reported separately).
+
+* ``select_targets`` — ``decode_hidden`` → keep the non-pad target rows →
+  ``project`` → cross-entropy: the 59,457-way vocabulary projection and its
+  backward run on the real tokens only, instead of on every padded position.
+* ``channels_last`` — ResNet weights and the image batch in NHWC, the layout
+  oneDNN's CPU convolutions (forward and, above all, backward) prefer.
+* ``fused_adamw`` — ``torch.optim.AdamW(fused=True)``: one kernel per
+  parameter instead of ``foreach`` lists of full-size temporaries.
+* ``resnet_checkpoint`` — recompute each ResNet bottleneck in the backward
+  pass instead of storing its activations (memory for time; off by default).
+  BatchNorm running statistics are not updated by the recomputation.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from common import PAD, Batch
+
+LR = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    select_targets: bool = True
+    channels_last: bool = True
+    fused_adamw: bool = True
+    resnet_checkpoint: bool = False
+    bf16: bool = False
+
+    def describe(self) -> str:
+        on = [k for k, v in asdict(self).items() if v]
+        return "+".join(on) if on else "plain"
+
+
+BASELINE = TrainOptions(select_targets=False, channels_last=False, fused_adamw=False)
+DEFAULT = TrainOptions()
+
+
+def options_from_string(spec: str) -> TrainOptions:
+    """A comma list: ``default`` / ``baseline`` (start from those), ``name`` turns a switch on,
+    ``-name`` turns it off; a list without a base starts from all switches off.
+    E.g. ``"default,bf16"``, ``"default,-channels_last"``, ``"select_targets"``."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    flags = {name: False for name in asdict(DEFAULT)}
+    if parts and parts[0] in ("default", "baseline"):
+        flags = asdict(DEFAULT if parts.pop(0) == "default" else BASELINE)
+    for part in parts:
+        name, value = (part[1:], False) if part.startswith("-") else (part, True)
+        if name not in flags:
+            raise ValueError(f"unknown training option {name!r}; known: {sorted(flags)}")
+        flags[name] = value
+    return TrainOptions(**flags)
+
+
+@contextmanager
+def _frozen_bn_stats(module: nn.Module):
+    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running
+    statistics alone (momentum 0), so a checkpoint's recomputation does not update them twice."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+class _CheckpointedBlock(nn.Module):
+    """One ResNet bottleneck whose activations are recomputed in the backward pass.
+
+    Only the block input is stored. The recomputation sees the same RNG state (drop-path) and
+    does not touch the BatchNorm running statistics, so training is unchanged."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            ctx = lambda: (nullcontext(), _frozen_bn_stats(self.block))  # noqa: E731
+            return checkpoint(self.block, x, use_reentrant=False, context_fn=ctx)
+        return self.block(x)
+
+
+def prepare_ours(model, opts: TrainOptions):
+    """Apply the model-side switches (layout, checkpointing) in place; returns the model."""
+    trunk = model.encoder.embed_images
+    if opts.channels_last:
+        trunk.to(memory_format=torch.channels_last)
+    if opts.resnet_checkpoint:
+        for name in ("layer1", "layer2", "layer3"):
+            stage = getattr(trunk, name)
+            for i, block in enumerate(stage):
+                if not isinstance(block, _CheckpointedBlock):
+                    stage[i] = _CheckpointedBlock(block)
+    return model
+
+
+def make_optimizer(params, fused: bool = False) -> torch.optim.Optimizer:
+    if fused:
+        return torch.optim.AdamW(params, lr=LR, fused=True)
+    return torch.optim.AdamW(params, lr=LR)  # torch's default (foreach) implementation
+
+
+def ours_loss(model, batch: Batch, opts: TrainOptions) -> torch.Tensor:
+    images = batch.patch_images
+    if opts.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if opts.bf16 else nullcontext()
+    with ctx:
+        enc = model.encode(batch.input_ids, images, batch.patch_masks)
+        if opts.select_targets:
+            keep = batch.target.ne(PAD)
+            hidden = model.decode_hidden(batch.prev_output_tokens, enc)[keep]  # (N_real, D)
+            logits = model.project(hidden)
+            target = batch.target[keep]
+        else:
+            logits = model.decode(batch.prev_output_tokens, enc)
+            logits, target = logits.reshape(-1, logits.shape[-1]), batch.target.reshape(-1)
+    return F.cross_entropy(logits.float(), target, ignore_index=PAD)
+
+
+def peer_loss(model, batch: Batch) -> torch.Tensor:
+    out = model(input_ids=batch.input_ids, patch_images=batch.patch_images, patch_masks=batch.patch_masks,
+                decoder_input_ids=batch.prev_output_tokens)
+    logits = out.logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.target.reshape(-1), ignore_index=PAD)
+
+
+class TrainStep:
+    """Callable doing one optimisation step; ``impl`` is "ours" or "peer"."""
+
+    def __init__(self, impl: str, model, batch: Batch, opts: TrainOptions = DEFAULT):
+        self.impl, self.model, self.batch = impl, model, batch
+        self.opts = opts if impl == "ours" else replace(BASELINE)
+        if impl == "ours":
+            prepare_ours(model, self.opts)
+        model.train()
+        self.optimizer = make_optimizer(model.parameters(), fused=self.opts.fused_adamw and impl == "ours")
+        self.last_loss = float("nan")
+
+    def loss(self) -> torch.Tensor:
+        if self.impl == "ours":
+            return ours_loss(self.model, self.batch, self.opts)
+        return peer_loss(self.model, self.batch)
+
+    def __call__(self) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss()
+        loss.backward()
+        self.optimizer.step()
+        self.last_loss = float(loss.detach())
+        return self.last_loss
