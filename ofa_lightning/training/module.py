@@ -41,22 +41,12 @@ from .batch import K, batch_size, iter_loss_groups, select_rows
 from .ema import EMA, EMAConfig, _tracked
 from .loss import LossConfig, LossOutput, grouped_loss, is_finite, seq2seq_loss
 from .optim import OptimConfig, apply_freezing, build_optimizer, build_scheduler
+from .tracking import _plain
 from .validation import TokenLoss, metric_inputs, metric_results, predict_batch
 
 __all__ = ["OFALitModule"]
 
 log = logging.getLogger(__name__)
-
-
-def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return value
 
 
 class OFALitModule(pl.LightningModule):
