@@ -425,7 +425,8 @@ def probe_peak_gflops() -> dict:
 
 
 # ====================================================================== main
-NOTES_FILE = HERE / "NOTES.md"  # hand-written analysis appended to RESULTS.md when present
+NOTES_FILE = HERE / "NOTES.md"
+FOREIGN_SECTION = "\n## Data pipeline"  # appended to RESULTS.md by benchmarks/merge_results.py  # hand-written analysis appended to RESULTS.md when present
 
 
 def main(argv=None) -> int:
@@ -521,9 +522,25 @@ def main(argv=None) -> int:
     if NOTES_FILE.exists():
         details["notes_md"] = NOTES_FILE.read_text()
 
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Other benchmarks (e.g. benchmarks/merge_results.py for the data pipeline) add their own entries to
+    # results.json and their own "## ..." section at the end of RESULTS.md: keep those.
+    results_path, report_path = out_dir / "results.json", out_dir / "RESULTS.md"
+    foreign = []
+    if results_path.exists():
+        try:
+            foreign = [r for r in json.loads(results_path.read_text()) if r.get("name") not in TARGETS]
+        except (ValueError, AttributeError):
+            foreign = []
+    foreign_md = ""
+    if report_path.exists():
+        old = report_path.read_text()
+        if FOREIGN_SECTION in old:
+            foreign_md = FOREIGN_SECTION + old.split(FOREIGN_SECTION, 1)[1]
+    results_path.write_text(json.dumps(results + foreign, indent=2) + "\n")
     (out_dir / "details.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
-    write_report(out_dir / "RESULTS.md", info, results, details, args)
+    write_report(report_path, info, results, details, args)
+    if foreign_md:
+        report_path.write_text(report_path.read_text().rstrip("\n") + "\n" + foreign_md)
     log(f"done in {details['runtime_s'] / 60:.1f} min → {out_dir / 'results.json'}, {out_dir / 'RESULTS.md'}")
     for r in results:
         log(f"  {r['name']:22s} {r['config']:7s} ours {r['ours']:10.3f}  port {r['peer']:10.3f}  "
