@@ -12,6 +12,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OFA_BPE_DIR", str(REPO.parent / "shared" / "ofa_bpe"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

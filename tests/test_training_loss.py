@@ -15,13 +15,7 @@ from ofa_lightning.training.loss import (LossConfig, adjusted_label_smoothed_ce,
 PAD = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ref_token_loss(logits, target, eps, allowed=None, weight=1.0):

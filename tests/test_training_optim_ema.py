@@ -11,13 +11,7 @@ from ofa_lightning.training.optim import (OptimConfig, apply_freezing, build_opt
                                           param_groups)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedule_values_at_chosen_steps():

@@ -181,6 +181,13 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
+def _sample_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """Regular-file members of a tar whose names split into (sample key, extension)."""
+    for member in tar:
+        if member.isfile() and (parts := split_member_name(member.name)) is not None:
+            yield member, parts[0], parts[1]
+
+
 def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
     """Streams the samples of one shard in file order (members grouped by key).
 
@@ -194,13 +201,7 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
     finished = False
     try:
         with tarfile.open(fileobj=handle, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parts = split_member_name(member.name)
-                if parts is None:
-                    continue
-                key, ext = parts
+            for member, key, ext in _sample_members(tar):
                 data = tar.extractfile(member).read()
                 if current is not None and current["__key__"] != key:
                     yield current
@@ -247,13 +248,7 @@ def index_tar(url: str) -> TarIndex:
     index = TarIndex(url)
     try:
         with open_url(url) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parts = split_member_name(member.name)
-                if parts is None:
-                    continue
-                key, ext = parts
+            for member, key, ext in _sample_members(tar):
                 if key not in index.members:
                     index.members[key] = {}
                     index.keys.append(key)
