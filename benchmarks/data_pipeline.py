@@ -11,13 +11,13 @@ ours
     and target) and the examples are collated into batches of 8.
 
     * ``caption-480-train``: ``MixtureStream.batches`` (the training worker loop: resampled shards, shuffle buffer,
-      ``build_example(train=True)``, ``collate_examples``) over a caption task with OFA's augmenting pipeline at
+      ``build_example(train=True)``, ``collate_examples``) over the default (``mode=finetune``) caption task, OFA's
+      caption fine-tuning pipeline: ``SquashResize(480)`` (bicubic) -> ToTensor -> Normalize, a random reference
+      as the target.
+    * ``caption-480-eval``: ``EvalDataset[i]`` + ``EvalCollate`` (the validation loader) over the same task.
+    * ``caption-480-pretrain-train`` (table only, not the caption recipe): the training loop over a caption task with OFA's pre-training augmentation at
       480: ``RandomResize([480], max_size=672)`` -> ``CenterCrop(480)`` -> ``RandomAugment(2, 7)`` -> ToTensor ->
       Normalize (``mode=pretrain, image_size=480``).
-    * ``caption-480-eval``: ``EvalDataset[i]`` + ``EvalCollate`` (the validation loader) over the default
-      (``mode=finetune``) caption task: ``SquashResize(480)`` (bicubic) -> ToTensor -> Normalize.
-    * ``caption-480-finetune-train`` (table only): the default caption task in training (the same squash; a
-      random reference is the target), through ``MixtureStream.batches``.
 
 peer ("plain PIL decode+resize")
     ``Image.open(bytes).convert("RGB").resize((480, 480), BICUBIC)`` + ``torchvision.transforms.functional.to_tensor``
@@ -26,9 +26,11 @@ peer ("plain PIL decode+resize")
 Each configuration runs ``rounds`` interleaved rounds of ``samples`` samples for ours and for the peer; the
 reported rate is ``samples / CPU seconds`` of this process (``time.process_time``; = per-core throughput, and
 insensitive to other processes on a shared machine) in the best round; wall-clock rates and medians are printed
-too. Before timing, every sample of the eval and train configurations is also built through a *reference* copy of
-the pipeline as it was before the speed changes (``.convert("RGB")`` copy on decode, a channels-last ToTensor,
-PIL's affine for RandomAugment's translations) and the image tensors and token lists must be identical.
+too. Before timing, every sample of the eval and pre-training configurations is also built through a *reference*
+copy of the pipeline as it was before the speed changes (``.convert("RGB")`` copy on decode, Pillow's resize, a
+channels-last ToTensor, PIL's affine for RandomAugment's translations): the token lists must be identical and the
+image tensors identical or within one 8-bit level (the shrinking resize runs on torch's uint8 kernel, which rounds
+about 0.2 % of the pixels differently from Pillow by 1/255).
 
 The shards: ``--samples`` (default 200) synthetic 640x480 JPEGs (quality 90; smooth gradients, sinusoidal texture,
 shapes, blur and grain, ~100 KiB each), written with ``webdataset.TarWriter`` in the caption schema (``json``:
@@ -150,9 +152,9 @@ def load_tokenizer():
 # ---------------------------------------------------------------------------------------------------- pipelines
 CONFIGS = {
     # name: (task options, train, loader, in the JSON results)
-    "caption-480-train": ({"mode": "pretrain", "image_size": IMAGE}, True, "stream", True),
+    "caption-480-train": ({}, True, "stream", True),
     "caption-480-eval": ({}, False, "eval", True),
-    "caption-480-finetune-train": ({}, True, "stream", False),
+    "caption-480-pretrain-train": ({"mode": "pretrain", "image_size": IMAGE}, True, "stream", False),
 }
 
 
@@ -267,45 +269,60 @@ def _reference_task(tokenizer, options: dict[str, Any]):
                                 interpolation=InterpolationMode.BILINEAR, fill=[float(self.fill)] * 3)
             return super().apply_op(name, arg, image, target)
 
+    class RefSquashResize(T.SquashResize):  # Pillow's own resize for every image
+        def apply(self, image, target, rng):
+            h0, w0 = T.image_size(image)
+            image, target = T._apply(F.resize, image, target, size=list(self.size), interpolation=self.interpolation,
+                                     antialias=True)
+            target["w_ratio"] = float(target.get("w_ratio", 1.0)) * T.image_size(image)[1] / w0
+            target["h_ratio"] = float(target.get("h_ratio", 1.0)) * T.image_size(image)[0] / h0
+            return image, target
+
     class RefCaption(CaptionTask):
         def build_transform(self, train):
             size = int(self.cfg["image_size"])
             if self.cfg.get("mode") == "pretrain" and train:
                 return T.Compose([T.RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
                                   T.CenterCrop(size), RefRandomAugment(2, 7), RefToTensor(), self.normalize()])
-            return T.Compose([T.SquashResize(size), RefToTensor(), self.normalize()])
+            return T.Compose([RefSquashResize(size), RefToTensor(), self.normalize()])
 
     return RefCaption(tokenizer, **options)
 
 
+ONE_LEVEL = 2.0 / 255.0  # one 8-bit level after OFA's (x - 0.5) / 0.5
+
+
 def check_identical(tokenizer, urls: list[str], jpgs: list[bytes]) -> dict[str, Any]:
-    """Every sample through our pipeline and the reference one with the same rng: identical images and tokens.
-    Also: how far the eval image is from the peer's tensor (normalised the same way)."""
+    """Every sample through our pipeline and the reference one with the same rng: identical tokens, and images
+    identical or (where the shrinking resize ran on torch's uint8 kernel instead of Pillow's) within one 8-bit
+    level. Also: how far the eval image is from the peer's tensor (normalised the same way)."""
     from ofa_lightning.data.samples import build_example
     from ofa_lightning.data.shards import iter_tar_samples
 
     raws = [raw for url in urls for raw in iter_tar_samples(url)]
     report: dict[str, Any] = {}
-    for name in ("caption-480-train", "caption-480-eval"):
+    for name in ("caption-480-pretrain-train", "caption-480-eval"):
         options, train, _, _ = CONFIGS[name]
         task, ref = make_task(tokenizer, options), _reference_task(tokenizer, options)
         augment = next((t for t in task.build_transform(train).transforms if hasattr(t, "sample_ops")), None)
-        same, translated, peer_diff = 0, 0, 0.0
+        same, close, worst, translated, peer_diff = 0, 0, 0.0, 0, 0.0
         for k, raw in enumerate(raws):
             ex = build_example(task, raw, train=train, rng=random.Random(k))
             fields = json.loads(raw["json"])
             img = Image.open(io.BytesIO(raw["jpg"]))
             img.load()
             want = ref.build_example(fields, img.convert("RGB"), train, random.Random(k))
-            ok = (torch.equal(ex.image, want.image) and ex.source == want.source
-                  and ex.prev_output == want.prev_output and ex.target == want.target)
-            same += int(ok)
+            tokens_ok = ex.source == want.source and ex.prev_output == want.prev_output and ex.target == want.target
+            diff = float((ex.image - want.image).abs().max())
+            same += int(tokens_ok and diff == 0.0)
+            close += int(tokens_ok and diff <= ONE_LEVEL + 1e-6)
+            worst = max(worst, diff)
             if augment is not None:  # RandomResize([480]) draws nothing: RandomAugment's draws come first
                 translated += int(any(op.startswith("Translate") for op, _ in augment.sample_ops(random.Random(k))))
             else:
                 peer_img = (peer_sample(jpgs[k]) - 0.5) / 0.5
                 peer_diff = max(peer_diff, float((ex.image - peer_img).abs().max()))
-        report[name] = {"identical": same, "of": len(raws)}
+        report[name] = {"identical": same, "within_one_level": close, "max_abs_diff": worst, "of": len(raws)}
         if train:
             report[name]["with_translate"] = translated
         else:
@@ -437,8 +454,9 @@ def run(samples: int = 200, rounds: int = 5, check: bool = True, demo: bool = Fa
         for name, c in checks.items():
             extra = (f", {c['with_translate']} with a translation" if "with_translate" in c else
                      f", max |ours - normalised peer| = {c['max_abs_diff_vs_peer']:.2g}")
-            say(f"check {name}: {c['identical']}/{c['of']} examples identical to the reference pipeline{extra}")
-            if c["identical"] != c["of"]:
+            say(f"check {name}: {c['identical']}/{c['of']} examples identical to the reference pipeline, "
+                f"{c['within_one_level']}/{c['of']} within one 8-bit level (max |diff| {c['max_abs_diff']:.3g}){extra}")
+            if c["within_one_level"] != c["of"]:
                 raise AssertionError(f"{name}: the pipeline's results changed ({c})")
         measured = [measure_config(name, tokenizer, urls, jpgs, samples, rounds) for name in CONFIGS]
     demo_res = demo_data_wait() if demo else None

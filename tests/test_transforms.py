@@ -74,6 +74,31 @@ def test_squash_resize_scales_boxes_and_records_ratios():
     assert t["size"] == (50, 100) and t["orig_size"] == (100, 200)
 
 
+@pytest.mark.parametrize("size", [(480, 480), (128, 128), (512, 333), (300, 640)])
+@pytest.mark.parametrize("interp", ["bicubic", "bilinear"])
+def test_shrinking_resize_matches_pillow_to_one_level(size, interp):
+    """The torch uint8 fast path for shrinking RGB images stays within 1/255 of Pillow's ``Image.resize``."""
+    from torchvision.transforms import InterpolationMode
+
+    from ofa_lightning.data.transforms import _resize_functional
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:480, 0:640]
+    a = (127 + 60 * np.sin(xx / 7.0)[..., None] + 60 * np.cos(yy / 5.0)[..., None] * rng.uniform(0.2, 1, 3))
+    a = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(a)
+    mode = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}[interp]
+    pil = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[interp]
+    ours = np.asarray(_resize_functional(img, list(size), mode), np.int16)
+    want = np.asarray(img.resize((size[1], size[0]), pil), np.int16)
+    assert ours.shape == want.shape == (size[0], size[1], 3)
+    diff = np.abs(ours - want)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    # growing a side goes through Pillow itself: identical
+    grown = _resize_functional(img, [600, 900], mode)
+    assert np.array_equal(np.asarray(grown), np.asarray(img.resize((900, 600), pil)))
+
+
 def test_refcoco_512_squash_ratios():
     img = blank(640, 480)
     out, t = SquashResize(512)(img, {"boxes": [[64, 48, 320, 240]]})
