@@ -214,6 +214,14 @@ def test_parse_mixture_forms_and_errors():
         parse_mixture({"a": {"task": "a"}})
 
 
+def test_options_only_mixture_entry_is_ignored_with_a_warning(caplog):
+    """experiment=demo sets mixture.vqa.options; with mixture=caption_only that entry has no task and no shards."""
+    with caplog.at_level("WARNING", logger="ofa_lightning.data.mixture"):
+        got = parse_mixture({"caption": {"task": "caption", "shards": "x"}, "vqa": {"options": {"candidates": "a"}}})
+    assert [s.name for s in got] == ["caption"]
+    assert "'vqa' only sets options" in caplog.text
+
+
 def test_realised_mixture_ratios_within_3_percent(three_sources):
     """10k examples: realised shares within +-3 % (absolute) of 0.5/0.3/0.2, skips in source b notwithstanding."""
     stream = MixtureStream(three_sources, 50, seed=1, shuffle_buffer=20)
@@ -244,9 +252,9 @@ def test_streams_differ_across_ranks_and_workers_and_are_reproducible(three_sour
         assert stream_ids(stream, 6, **kw) == ids, "same (seed, rank, worker, step) must give the same stream"
     again = MixtureStream(three_sources, 8, seed=7, shuffle_buffer=16)  # a fresh object (e.g. after restart)
     assert stream_ids(again, 6, rank=1, worker=1, num_workers=2) == runs[3]
-    resumed = stream_ids(stream, 6, rank=0, worker=0, num_workers=2, start_step=1234)
+    resumed = stream_ids(stream, 6, rank=0, worker=0, num_workers=2, skip=1234)
     assert resumed != runs[0]
-    assert stream_ids(again, 6, rank=0, worker=0, num_workers=2, start_step=1234) == resumed
+    assert stream_ids(again, 6, rank=0, worker=0, num_workers=2, skip=1234) == resumed
     assert stream_ids(stream, 6, rank=0, worker=0, num_workers=2, epoch=1) != runs[0]
     assert stream_ids(MixtureStream(three_sources, 8, seed=8, shuffle_buffer=16), 6,
                       rank=0, worker=0, num_workers=2) != runs[0]
@@ -407,7 +415,7 @@ def test_dataloader_two_workers_persistent_epochs(three_sources):
     assert len(loader) == 6  # ceil(5 / 2) batches per worker x 2 workers
     epochs = []
     for epoch in range(2):
-        state.update(epoch=epoch, step=epoch * 6)
+        state.update(epoch=epoch, step=0)
         batches = list(loader)
         assert len(batches) == len(loader)
         assert all(b["input_ids"].shape[0] == 4 for b in batches)
@@ -416,9 +424,9 @@ def test_dataloader_two_workers_persistent_epochs(three_sources):
         for b in batches:
             stats.update(b["stats"])
         assert stats.num_examples == 24
-    assert epochs[0] != epochs[1], "persistent workers must see the new epoch / start step"
+    assert epochs[0] != epochs[1], "persistent workers must see the new epoch"
     # worker w's stream is the in-process stream of (rank 0, worker w) at the same position
-    expected = [b["ids"] for b in stream.batches(rank=0, worker=1, num_workers=2, epoch=1, start_step=6)]
+    expected = [b["ids"] for b in stream.batches(rank=0, worker=1, num_workers=2, epoch=1)]
     assert epochs[1][1::2] == expected
 
 
@@ -435,9 +443,9 @@ def test_shared_position_reaches_spawned_workers(three_sources, context):
     stream = MixtureStream(three_sources[:1], 2, seed=2, shuffle_buffer=4, batches_per_epoch=2, position=position,
                            rank=0, num_workers=1)
     loader = StreamLoader(stream, batch_size=None, num_workers=1, persistent_workers=True,
-                          multiprocessing_context=context, position_fn=lambda: (3, 77))
+                          multiprocessing_context=context, position_fn=lambda: (3, 1))
     got = [b["ids"] for b in loader]
-    assert got == [b["ids"] for b in stream.batches(rank=0, worker=0, num_workers=1, epoch=3, start_step=77)]
+    assert len(got) == 1 and got == [b["ids"] for b in stream.batches(rank=0, worker=0, num_workers=1, epoch=3, skip=1)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -556,7 +564,7 @@ def test_datamodule_from_hydra_config(shapes_root):
     seen = collections.Counter(t for b in batches for t in b["tasks"])
     assert set(seen) <= {"caption", "vqa", "grounding"} and sum(seen.values()) == 18
     assert batches[0]["patch_images"].shape[1:] == (3, 8, 8)
-    dm.set_position(1, 3)
+    dm.set_position(1, 0)
     assert [b["ids"] for b in dm.train_dataloader()] != [b["ids"] for b in batches]
     sizes = {}
     for name, val in zip(dm.val_names, dm.val_dataloader()):
@@ -632,9 +640,9 @@ def test_trainer_fit_two_epochs_with_workers(tmp_path):
     assert module.train_ids[:4] != module.train_ids[4:]
     assert stats_cb.train.num_examples == 32 and set(stats_cb.train.mix) == {"cap", "txt"}
     assert "data/train/mix/cap" in trainer.logged_metrics
-    # epoch 1 started at global step 4 on every worker: the stream is the pure function of that position
+    # epoch 1 restarted every worker: the stream is the pure function of (seed, rank, epoch, batch index)
     stream = dm.train_dataset
-    expected = [b["ids"] for b in stream.batches(rank=0, worker=0, num_workers=2, epoch=1, start_step=4)]
+    expected = [b["ids"] for b in stream.batches(rank=0, worker=0, num_workers=2, epoch=1)]
     assert module.train_ids[4::2] == expected
     per_loader = collections.defaultdict(list)
     for idx, ids, _ in module.val_ids[: len(module.val_ids) // 2]:
@@ -667,8 +675,9 @@ def test_demo_mixture_with_the_real_tasks(shapes_root):
         assert ids and len(ids) == len(set(ids)), name
 
 
-def test_resume_restarts_the_stream_at_the_checkpoint_step(tmp_path):
-    """Kill-and-resume (P8): after resuming at global step 3, the stream is the pure function of step 3."""
+def test_resume_continues_the_uninterrupted_stream(tmp_path):
+    """Kill-and-resume (P8): resumed mid-epoch at global step 3, the next batches are those of an uninterrupted run;
+    also across an epoch boundary (checkpoint at the epoch's last batch)."""
     import pytorch_lightning as pl
 
     write_shards(tmp_path / "cap", "c", [20, 20])
@@ -676,19 +685,20 @@ def test_resume_restarts_the_stream_at_the_checkpoint_step(tmp_path):
     def make():
         return OFADataModule({"cap": {"task": "cap", "shards": "cap"}}, micro_batch_size=2, num_workers=0,
                              shuffle_buffer=4, batches_per_epoch=5, shards_root=str(tmp_path), seed=3,
-                             eval={"split": None, "test_split": None}, tasks={"cap": FakeTask("cap")})
+                             segment_batches=2, eval={"split": None, "test_split": None},
+                             tasks={"cap": FakeTask("cap")})
 
-    def trainer(max_steps):
+    def trainer(max_steps, every=None):
+        callbacks = [pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every,
+                                                  save_top_k=-1)] if every else []
         return pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
                           enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path),
-                          callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3,
-                                                                  save_top_k=-1)])
+                          enable_checkpointing=bool(every), callbacks=callbacks)
 
-    first = RecordingModule()
-    trainer(3).fit(first, datamodule=make())
-    resumed, dm = RecordingModule(), make()
-    trainer(5).fit(resumed, datamodule=dm, ckpt_path=str(next((tmp_path / "ckpt").glob("*step=3*.ckpt"))))
-    assert len(resumed.train_ids) == 2  # steps 4 and 5 of epoch 0
-    expected = [b["ids"] for _, b in zip(range(2), dm.train_dataset.batches(epoch=0, start_step=3))]
-    assert resumed.train_ids == expected
-    assert first.train_ids[:2] != expected
+    whole = RecordingModule()
+    trainer(8).fit(whole, datamodule=make())
+    trainer(5, every=1).fit(RecordingModule(), datamodule=make())
+    for step in (3, 5):  # mid-epoch (inside the second segment), and the epoch's last batch
+        resumed = RecordingModule()
+        trainer(8).fit(resumed, datamodule=make(), ckpt_path=str(next((tmp_path / "ckpt").glob(f"*step={step}.ckpt"))))
+        assert resumed.train_ids == whole.train_ids[step:], step

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 __all__ = ["MixtureSource", "parse_mixture", "SourceSampler"]
+
+log = logging.getLogger(__name__)
+
 
 class _Unset:
     """'Not given' marker for eval_split/test_split (None means 'no evaluation'); one instance, also after pickling."""
@@ -81,6 +85,14 @@ def parse_mixture(mixture: Any) -> list[MixtureSource]:
         mixture = mixture["sources"]  # tolerate {name:, sources: ...}
     if isinstance(mixture, Mapping):
         items = [(str(name), entry) for name, entry in mixture.items() if entry is not None]
+        # An experiment preset may set options of an entry the chosen mixture does not have (experiment=demo sets
+        # mixture.vqa.options; mixture=caption_only has no vqa): such an options-only entry is not a source.
+        options_only = [name for name, entry in items if isinstance(entry, Mapping) and entry
+                        and set(entry) <= {"options"}]
+        for name in options_only:
+            log.warning("mixture entry %r only sets options (no task, no shards), so it is not part of this "
+                        "mixture and is ignored; give it `task` and `shards` to train on it", name)
+        items = [(name, entry) for name, entry in items if name not in options_only]
     elif isinstance(mixture, Sequence) and not isinstance(mixture, str):
         items = [(None, entry) for entry in mixture]
     else:
