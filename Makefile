@@ -26,6 +26,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/data_pipeline.py --json benchmarks/data_results.json
 	$(PY) benchmarks/merge_results.py benchmarks/data_results.json

@@ -14,19 +14,18 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
   oneDNN's CPU convolutions (forward and, above all, backward) prefer.
 * ``fused_adamw`` — ``torch.optim.AdamW(fused=True)``: one kernel per
   parameter instead of ``foreach`` lists of full-size temporaries.
-* ``resnet_checkpoint`` — recompute each ResNet bottleneck in the backward
-  pass instead of storing its activations (memory for time; off by default).
-  BatchNorm running statistics are not updated by the recomputation.
+* ``resnet_checkpoint`` — the model option ``checkpoint_resnet``: recompute each
+  ResNet bottleneck in the backward pass instead of storing its activations
+  (memory for time; off by default). BatchNorm running statistics are not
+  updated by the recomputation.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from common import PAD, Batch
 
@@ -40,6 +39,7 @@ class TrainOptions:
     fused_adamw: bool = True
     resnet_checkpoint: bool = False
     bf16: bool = False
+    layer_checkpoint: bool = False  # the model option activation_checkpointing (encoder/decoder layers)
 
     def describe(self) -> str:
         on = [k for k, v in asdict(self).items() if v]
@@ -66,51 +66,13 @@ def options_from_string(spec: str) -> TrainOptions:
     return TrainOptions(**flags)
 
 
-@contextmanager
-def _frozen_bn_stats(module: nn.Module):
-    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running
-    statistics alone (momentum 0), so a checkpoint's recomputation does not update them twice."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(bns, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
-class _CheckpointedBlock(nn.Module):
-    """One ResNet bottleneck whose activations are recomputed in the backward pass.
-
-    Only the block input is stored. The recomputation sees the same RNG state (drop-path) and
-    does not touch the BatchNorm running statistics, so training is unchanged."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        if self.training and torch.is_grad_enabled():
-            ctx = lambda: (nullcontext(), _frozen_bn_stats(self.block))  # noqa: E731
-            return checkpoint(self.block, x, use_reentrant=False, context_fn=ctx)
-        return self.block(x)
-
-
 def prepare_ours(model, opts: TrainOptions):
-    """Apply the model-side switches (layout, checkpointing) in place; returns the model."""
-    trunk = model.encoder.embed_images
-    if opts.channels_last:
-        trunk.to(memory_format=torch.channels_last)
-    if opts.resnet_checkpoint:
-        for name in ("layer1", "layer2", "layer3"):
-            stage = getattr(trunk, name)
-            for i, block in enumerate(stage):
-                if not isinstance(block, _CheckpointedBlock):
-                    stage[i] = _CheckpointedBlock(block)
+    """Apply the model-side switches through the model's own config options
+    (``channels_last``, ``checkpoint_resnet``: see ``ofa_lightning/model/resnet.py``); returns the model."""
+    model.config.channels_last = opts.channels_last
+    model.config.checkpoint_resnet = opts.resnet_checkpoint
+    model.config.activation_checkpointing = opts.layer_checkpoint
+    model.configure_trunk()
     return model
 
 

@@ -11,7 +11,7 @@ import importlib
 from types import ModuleType
 
 RECIPE_MODULES = ("shapes", "coco_caption", "vqav2", "refcoco", "snli_ve", "detection", "imagenet", "glue",
-                  "gigaword", "text_corpus", "vq_codes", "ofa_tsv")
+                  "gigaword", "text_corpus", "vq_codes", "vq_infilling", "vq_text_to_image", "ofa_tsv")
 
 
 def load_recipes() -> dict[str, ModuleType]:

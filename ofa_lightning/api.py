@@ -24,6 +24,7 @@ PROMPTS = {
     "grounded_caption": " what does the region describe? region: {region}",
     "vqa": " {question}",
 }
+TEXT_TO_IMAGE_PROMPT = " what is the complete image? caption: {}"
 # Fine-tuning resolutions (§1.1): caption/VQA 480, RefCOCO 512.
 IMAGE_SIZE = {"caption": 480, "vqa": 480, "grounding": 512, "grounded_caption": 480}
 
@@ -119,6 +120,30 @@ class OFA:
             box = [bins[0] * scale / ratios[0], bins[1] * scale / ratios[1],
                    bins[2] * scale / ratios[0], bins[3] * scale / ratios[1]]
         return Prediction(self.tokenizer.decode(tokens).strip(), tokens, box, float(hyp.score))
+
+    @torch.no_grad()
+    def generate_image(self, caption: str, vq: Any, reranker: Any = None, num_samples: int = 24, top_k: int = 256,
+                       top_p: float = -1.0, temperature: float = 1.0, seed: int | None = 42) -> list[Any]:
+        """Text-to-image (OFA_REFERENCE §3): ``num_samples`` code grids sampled (top-k / top-p) from the code range,
+        decoded with ``vq`` (a ``VQModel`` or its checkpoint path), reranked by CLIP when ``reranker`` is given (a
+        ``ClipReranker`` or a local CLIP folder). Returns ``ImageSample`` s (``.image`` PIL, ``.codes``, ``.score``,
+        ``.clip_score``), best first."""
+        from ofa_lightning.generation.rerank import ClipReranker, generate_images
+        from ofa_lightning.vq import VQModel
+
+        if not isinstance(vq, VQModel):
+            vq = VQModel.load(vq)
+        vq = vq.to(self.device).eval()
+        if vq.n_embed > self.tokenizer.num_codes:
+            raise ValueError(f"the VQ model has {vq.n_embed} codes but the tokenizer only {self.tokenizer.num_codes}")
+        if reranker is not None and not isinstance(reranker, ClipReranker):
+            reranker = ClipReranker.from_pretrained(reranker, device=self.device)
+        caption = " ".join(caption.split()[:64]).lower()  # OFA: the caption's first 64 words, lower case
+        text = TEXT_TO_IMAGE_PROMPT.format(caption)
+        source = torch.tensor([self.tokenizer.encode(text, add_bos=True, add_eos=True)], device=self.device)
+        return generate_images(self.model, source, vq, code_offset=self.tokenizer.code_offset, captions=[caption],
+                               reranker=reranker, num_samples=num_samples, top_k=top_k, top_p=top_p,
+                               temperature=temperature, seed=seed)[0]
 
     def caption(self, image) -> str:
         return self.generate(image, PROMPTS["caption"], "caption").text

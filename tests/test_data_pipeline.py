@@ -217,9 +217,10 @@ def test_parse_mixture_forms_and_errors():
 def test_options_only_mixture_entry_is_ignored_with_a_warning(caplog):
     """experiment=demo sets mixture.vqa.options; with mixture=caption_only that entry has no task and no shards."""
     with caplog.at_level("WARNING", logger="ofa_lightning.data.mixture"):
-        got = parse_mixture({"caption": {"task": "caption", "shards": "x"}, "vqa": {"options": {"candidates": "a"}}})
+        got = parse_mixture({"caption": {"task": "caption", "shards": "x"}, "vqa": {"options": {"candidates": "a"}},
+                             "grounding": {"ratio": 0.4}})
     assert [s.name for s in got] == ["caption"]
-    assert "'vqa' only sets options" in caplog.text
+    assert "'vqa' only sets options/ratio" in caplog.text and "'grounding' only sets" in caplog.text
 
 
 def test_realised_mixture_ratios_within_3_percent(three_sources):

@@ -4,7 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ofa_lightning.cli.demo import main
+
+SHORT_STEPS = 1000  # `make demo` trains experiment=demo's trainer.max_steps
 
 
 def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
@@ -28,3 +32,19 @@ def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
     assert any(k.startswith("perf/samples_per_s") for k in logged["keys"])
     assert any("grounding" in key for key in logged["tables"]) and logged["finished"]
     assert (run_dir / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue #4 is open: after 1,500 steps the demo reaches CIDEr-D 3.8x and VQA "
+                   "+0.25 but grounding only +0.05 (the from-scratch visual pathway opens too slowly; README 'make demo')")
+def test_demo_beats_the_baselines_by_the_required_margins(tmp_path, capsys):
+    """The issue's margins (≥ +0.3 VQA accuracy, ≥ +0.3 Acc@0.5, ≥ 2× CIDEr-D) on a shorter schedule than
+    `make demo`'s (SHORT_STEPS instead of the preset's trainer.max_steps)."""
+    assert main(["--root", str(tmp_path), f"trainer.max_steps={SHORT_STEPS}",
+                 f"trainer.val_check_interval={SHORT_STEPS}"]) == 0
+    report = json.loads(Path(capsys.readouterr().out.strip().splitlines()[-1]).read_text())
+    rows = report["metrics"]
+    assert rows["caption CIDEr-D"]["value"] >= 2.0 * rows["caption CIDEr-D"]["baseline"], rows
+    assert rows["VQA accuracy"]["value"] >= rows["VQA accuracy"]["baseline"] + 0.3, rows
+    assert rows["grounding Acc@0.5"]["value"] >= rows["grounding Acc@0.5"]["baseline"] + 0.3, rows
+    assert all(row["met"] for row in rows.values())

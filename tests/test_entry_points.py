@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,36 @@ def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
     out = run(cfg)
     assert out["test/caption/loss"] == pytest.approx(metrics["test/caption/loss"], rel=1e-4)
     assert (tmp_path / "metrics.json").is_file() and list((tmp_path / "predictions").glob("*.jsonl"))
+
+
+def _eval_cfg(run_dir: Path, out: Path, *extra: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("eval", overrides=[f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                                          f"paths.output_dir={out}", f"paths.root_dir={out}", *extra])
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="official mode needs Java (pycocoevalcap's PTB + METEOR)")
+def test_eval_official_mode_scores_the_saved_caption_predictions(trained_run, tmp_path):
+    from ofa_lightning.cli.eval import run
+
+    _, run_dir, _ = trained_run
+    out = run(_eval_cfg(run_dir, tmp_path, "official=true"))
+    official = {k: v for k, v in out.items() if k.startswith("official/")}
+    names = {k.rsplit("/", 1)[1] for k in official}
+    assert {"bleu_4", "meteor", "rouge_l", "cider"} <= names
+    assert all(0.0 <= v <= 10.0 for v in official.values())
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert {k: saved[k] for k in official} == official
+
+
+def test_eval_official_mode_without_java_says_so(trained_run, tmp_path, monkeypatch):
+    from ofa_lightning.cli.eval import run
+    from ofa_lightning.metrics import official as official_mod
+
+    monkeypatch.setattr(official_mod.shutil, "which", lambda name: None)
+    _, run_dir, _ = trained_run
+    with pytest.raises(RuntimeError, match="(?i)java"):
+        run(_eval_cfg(run_dir, tmp_path, "official=true"))
 
 
 def test_eval_names_a_missing_checkpoint(tmp_path):

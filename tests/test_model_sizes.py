@@ -105,3 +105,29 @@ def test_embeddings_are_tied():
     enc = model.encode(torch.tensor([[0, 5, 2]]))
     hidden = model.decode_hidden(torch.tensor([[0, 7]]), enc)
     assert torch.allclose(model.decode(torch.tensor([[0, 7]]), enc), hidden @ model.embed_tokens.weight.T, atol=1e-5)
+
+
+def test_entangle_position_embedding_adds_positions_to_the_embeddings():
+    """OFA's --entangle-position-embedding: off by default (released models), on it changes the encoder and
+    decoder outputs without adding parameters, and image patches then differ by position even when identical."""
+    import torch
+
+    from ofa_lightning.model import OFAConfig, OFAModel
+
+    torch.manual_seed(0)
+    base = OFAConfig.from_name("tiny", vocab_size=300, encoder_layers=1, decoder_layers=1)
+    assert base.entangle_position_embedding is False
+    off = OFAModel(base).eval()
+    on = OFAModel(OFAConfig.from_name("tiny", vocab_size=300, encoder_layers=1, decoder_layers=1,
+                                      entangle_position_embedding=True)).eval()
+    on.load_state_dict(off.state_dict())
+    assert off.num_parameters() == on.num_parameters()
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    flat = torch.zeros(1, 3, 64, 64)  # every patch the same: only positions can tell them apart
+    with torch.no_grad():
+        e_off, e_on = off.encode(ids, flat, torch.tensor([True])), on.encode(ids, flat, torch.tensor([True]))
+        assert not torch.allclose(e_off.hidden, e_on.hidden)
+        img_on = e_on.hidden[0, :16]
+        assert (img_on - img_on[:1]).abs().amax() > 1e-3
+        prev = torch.tensor([[0, 5, 6]])
+        assert not torch.allclose(off.decode(prev, e_off), on.decode(prev, e_on))

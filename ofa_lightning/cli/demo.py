@@ -38,14 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     from ofa_lightning.analysis import baselines
     from ofa_lightning.training.run import compose_config, train
 
-    data = args.root / "data" / "shapes"
-    print(f"[1/4] shapes scenes -> official raw formats -> recipes -> shards under {data}", flush=True)
-    # a few seconds: always rebuilt, so shards from other arguments never block the demo
-    build_shapes_shards(data, num_images=args.num_images, seed=0, image_size=128, quiet=False, overwrite=True)
-
     run_name = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.root / "runs" / "demo" / run_name
     cfg = compose_config(["experiment=demo", f"run_name={run_name}", *args.overrides], run_dir, args.root)
+    image_size = int(cfg.data.task_options.image_size)
+
+    data = args.root / "data" / "shapes"
+    print(f"[1/4] shapes scenes ({image_size} px) -> official raw formats -> recipes -> shards under {data}",
+          flush=True)
+    # a few seconds: always rebuilt, so shards from other arguments never block the demo
+    build_shapes_shards(data, num_images=args.num_images, seed=0, image_size=image_size, quiet=False, overwrite=True)
     print(f"[2/4] training the demo configuration ({cfg.trainer.max_steps} steps) in {run_dir}", flush=True)
     metrics = train(cfg)
 

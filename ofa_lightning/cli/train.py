@@ -14,9 +14,13 @@ from ofa_lightning.paths import CONF_DIR
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from ofa_lightning.training import hydra_ddp
     from ofa_lightning.training.run import train
 
-    metrics = train(cfg)
+    # Lightning's DDP launcher starts this job's other ranks as plain runs into this job's dir (KIT_NOTES P2)
+    hydra_ddp.install([f"run_name={hydra_ddp.quote_override(cfg.run_name)}"])
+    with hydra_ddp.job_scope():
+        metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric", ""), None)
 
 

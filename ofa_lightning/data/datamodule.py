@@ -51,8 +51,10 @@ class OFADataModule(pl.LightningDataModule):
             or a list of such entries (see ``ofa_lightning.data.mixture``).
         micro_batch_size: examples per batch **per rank** (global batch = this x world size x grad accumulation).
         num_workers: DataLoader workers per rank for training.
-        seed: base seed of every stream; the stream of (rank, worker) also depends on the epoch and the global step
-            at which it starts, so a resumed run reads a fresh but reproducible stream.
+        seed: base seed of every stream; the batches of a rank are a pure function of (seed, rank, epoch, batch
+            index in the epoch), so a run resumed mid-epoch reads the batches an uninterrupted run would have read
+            (same ``num_workers`` and world size; see ``ofa_lightning.data.stream``).
+        segment_batches: batches per worker between stream reseeds; bounds what a resume regenerates and drops.
         shuffle_buffer: raw samples buffered per source per worker for shuffling (1 = off).
         bucket_factor: > 1 sorts pools of ``bucket_factor x micro_batch_size`` examples by length into batches
             (less padding); 0/1 = off.
@@ -80,7 +82,8 @@ class OFADataModule(pl.LightningDataModule):
                  persistent_workers: bool = True, pin_memory: bool = False, prefetch_factor: int | None = None,
                  multiprocessing_context: str | None = None, eval: Mapping[str, Any] | None = None,
                  shards_root: str | None = None, task_options: Mapping[str, Any] | None = None,
-                 tokenizer: Any = None, tasks: Mapping[str, Task] | None = None, pad_id: int | None = None):
+                 tokenizer: Any = None, tasks: Mapping[str, Task] | None = None, pad_id: int | None = None,
+                 segment_batches: int | None = 64):
         super().__init__()
         self.sources: list[MixtureSource] = parse_mixture(mixture)
         if int(micro_batch_size) < 1:
@@ -88,6 +91,7 @@ class OFADataModule(pl.LightningDataModule):
         self.micro_batch_size = int(micro_batch_size)
         self.num_workers = int(num_workers)
         self.seed = int(seed)
+        self.segment_batches = segment_batches
         self.shuffle_buffer = int(shuffle_buffer)
         self.bucket_factor = int(bucket_factor or 0)
         self.group_batches = bool(group_batches)
@@ -171,21 +175,45 @@ class OFADataModule(pl.LightningDataModule):
                 self.test_names = names
 
     # ---- training -------------------------------------------------------------------------------------------
-    def set_position(self, epoch: int, start_step: int) -> None:
-        """Where the next training stream starts, for use without a Trainer (with one, it is read from it)."""
-        self._manual_position = (int(epoch), int(start_step))
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        """Where the next training stream starts (epoch, batches of it already consumed on this rank), for use
+        without a Trainer (with one, it is read from its loop progress)."""
+        self._manual_position = (int(epoch), int(skip))
         if self._position is not None:
-            self._position.set(epoch, start_step)
+            self._position.set(epoch, skip)
 
-    def set_epoch(self, epoch: int, start_step: int | None = None) -> None:
-        """``set_position`` with the step unchanged unless given (open_clip-style name)."""
-        self.set_position(epoch, self._manual_position[1] if start_step is None else start_step)
+    def set_epoch(self, epoch: int, skip: int | None = None) -> None:
+        """``set_position`` with the skip unchanged unless given (open_clip-style name)."""
+        self.set_position(epoch, self._manual_position[1] if skip is None else skip)
 
     def current_position(self) -> tuple[int, int]:
+        """(epoch, training batches of it this rank has processed): 0 at an epoch's start; after a resume, what the
+        checkpoint's loop state says (Lightning restores it before creating the iterator)."""
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
-            return trainer.current_epoch, trainer.global_step
+            try:
+                done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            except AttributeError:
+                done = 0
+            epoch_len = self._epoch_length(trainer)
+            if done and epoch_len is not None and done >= epoch_len:
+                # resumed from a checkpoint written on the epoch's last batch: Lightning goes on with the next epoch
+                # on the iterator created now
+                return trainer.current_epoch + 1, 0
+            return trainer.current_epoch, done
         return self._manual_position
+
+    def _epoch_length(self, trainer: Any) -> int | None:
+        """Training batches per epoch on this rank as Lightning counts them (None: endless)."""
+        if self.train_dataset is None or self.train_dataset.batches_per_epoch is None:
+            return None
+        length = len(self.train_dataset)
+        limit = getattr(trainer, "limit_train_batches", None)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return min(length, limit)
+        if isinstance(limit, float) and limit < 1.0:
+            return int(length * limit)
+        return length
 
     def train_dataloader(self) -> DataLoader:
         if not self.train_urls:
@@ -198,7 +226,8 @@ class OFADataModule(pl.LightningDataModule):
             sources, self.micro_batch_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
             bucket_factor=self.bucket_factor, group_batches=self.group_batches, pad_id=self.pad_id,
             text_image_size=self.text_image_size, batches_per_epoch=self.batches_per_epoch,
-            position=self._position, rank=rank, world_size=world, num_workers=self.num_workers)
+            position=self._position, rank=rank, world_size=world, num_workers=self.num_workers,
+            segment_batches=self.segment_batches)
         workers = self.num_workers
         return StreamLoader(
             self.train_dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,

@@ -85,12 +85,12 @@ def parse_mixture(mixture: Any) -> list[MixtureSource]:
         mixture = mixture["sources"]  # tolerate {name:, sources: ...}
     if isinstance(mixture, Mapping):
         items = [(str(name), entry) for name, entry in mixture.items() if entry is not None]
-        # An experiment preset may set options of an entry the chosen mixture does not have (experiment=demo sets
-        # mixture.vqa.options; mixture=caption_only has no vqa): such an options-only entry is not a source.
+        # An experiment preset may tune an entry the chosen mixture does not have (experiment=demo sets
+        # mixture.vqa.options and .ratio; mixture=caption_only has no vqa): such a settings-only entry is no source.
         options_only = [name for name, entry in items if isinstance(entry, Mapping) and entry
-                        and set(entry) <= {"options"}]
+                        and set(entry) <= {"options", "ratio"}]
         for name in options_only:
-            log.warning("mixture entry %r only sets options (no task, no shards), so it is not part of this "
+            log.warning("mixture entry %r only sets options/ratio (no task, no shards), so it is not part of this "
                         "mixture and is ignored; give it `task` and `shards` to train on it", name)
         items = [(name, entry) for name, entry in items if name not in options_only]
     elif isinstance(mixture, Sequence) and not isinstance(mixture, str):

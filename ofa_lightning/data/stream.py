@@ -1,8 +1,19 @@
 """The training stream: infinite, resampled, mixed per example, a pure function of where it starts.
 
-For each (rank, worker) the stream is fully determined by ``(seed, rank, worker, epoch, start_step)`` where
-``start_step`` is the trainer's global step when the stream (re)starts (KIT_NOTES P8): resuming from a checkpoint
-at step S gives a fresh stream that is the same on every re-run, and no two ranks or workers read the same stream.
+The batches of a rank are a pure function of ``(seed, rank, epoch, batch index within the epoch)`` (KIT_NOTES P8),
+so a run resumed mid-epoch reads exactly the batches an uninterrupted run would have read:
+
+* batch ``b`` of an epoch belongs to *lane* ``b % W`` (W = DataLoader workers; a DataLoader hands out the workers'
+  batches round-robin), at index ``b // W`` of that lane;
+* each lane is cut into *segments* of ``segment_batches`` batches; a segment is generated from scratch (fresh shard
+  draws, shuffle buffer, mixing and augmentation generators) from ``make_seed(seed, rank, lane, epoch, segment)``;
+* a stream (re)started after ``skip`` batches of the epoch (the trainer's position, ``SharedPosition``) gives worker
+  ``w`` lane ``(skip + w) % W`` from index ``(skip + w) // W``: it regenerates the start of that segment and drops
+  what precedes the index (at most ``segment_batches - 1`` batches per worker, their skip counters dropped too, as
+  the checkpoint already holds them).
+
+Resuming with another worker count or world size gives a valid, reproducible but different stream. No two ranks or
+lanes read the same stream.
 
 Per worker:
 
@@ -18,8 +29,9 @@ Per worker:
 Epoch length (P4): with ``batches_per_epoch`` set, each worker yields ``ceil(batches_per_epoch / workers)``
 batches and ``len()`` is exact; with None the stream never ends (train by ``max_steps``).
 
-Persistent workers (P7): the epoch and start step live in ``SharedPosition``, multiprocessing Values created in the
-DataLoader's own mp context; ``StreamLoader.__iter__`` writes them before the workers restart their iterators.
+Persistent workers (P7): the epoch and the batches already consumed in it live in ``SharedPosition``,
+multiprocessing Values created in the DataLoader's own mp context; ``StreamLoader.__iter__`` writes them before the
+workers restart their iterators.
 """
 from __future__ import annotations
 
@@ -57,7 +69,8 @@ def dist_info() -> tuple[int, int]:
 
 
 class SharedPosition:
-    """Epoch and start step shared between the main process and (persistent) DataLoader workers.
+    """Epoch and batches already consumed in it ("step": where the stream restarts) shared between the main
+    process and (persistent) DataLoader workers.
 
     Create it in the same multiprocessing context the DataLoader uses (``context`` = a name like "fork"/"spawn" or
     a context object; None = the default one, which is also the DataLoader's default): a fork-context lock breaks
@@ -101,7 +114,7 @@ class MixtureStream(IterableDataset):
                  shuffle_buffer: int = 1000, bucket_factor: int = 0, group_batches: bool = False,
                  pad_id: int = 1, text_image_size: int | None = None, batches_per_epoch: int | None = None,
                  position: SharedPosition | None = None, rank: int | None = None, world_size: int | None = None,
-                 num_workers: int = 0, max_consecutive_skips: int = 1000):
+                 num_workers: int = 0, max_consecutive_skips: int = 1000, segment_batches: int | None = 64):
         if not sources:
             raise ValueError("a stream needs at least one source")
         if batch_size < 1:
@@ -123,6 +136,8 @@ class MixtureStream(IterableDataset):
         self.world_size = world_size
         self.num_workers = num_workers
         self.max_consecutive_skips = max_consecutive_skips
+        # batches per lane between reseeds: bounds the regeneration on resume; None/0 = one segment per epoch
+        self.segment_batches = int(segment_batches) if segment_batches else None
         self.sampler = SourceSampler([s.ratio for s in self.sources])
 
     # ---- sizes -------------------------------------------------------------------------------------------
@@ -160,15 +175,18 @@ class MixtureStream(IterableDataset):
                         yield buffer.pop()
             except ShardReadError as exc:
                 stats.skip("unreadable shard", str(exc), url)
+            else:
+                if not read:
+                    stats.skip("empty shard", "the shard holds no sample", url)
             empty_in_a_row = 0 if read else empty_in_a_row + 1
             if empty_in_a_row >= max(8, 3 * len(source.urls)):
                 raise RuntimeError(f"source {source.name!r}: {empty_in_a_row} shards in a row gave no sample "
                                    f"(last: {url}); see the 'unreadable shard' skips")
 
-    def examples(self, rank: int, worker: int, epoch: int, start_step: int,
+    def examples(self, rank: int, lane: int, epoch: int, segment: int,
                  stats: DataStats) -> Iterator[tuple[Example, int]]:
-        """Endless (example, source index) pairs of one (rank, worker) stream."""
-        key = (self.seed, rank, worker, epoch, start_step)
+        """Endless (example, source index) pairs of one segment of one (rank, lane) stream."""
+        key = (self.seed, rank, lane, epoch, segment)
         mix_rng = random.Random(make_seed(*key, "mix"))
         example_rng = random.Random(make_seed(*key, "example"))
         readers = [self._raw_samples(src, random.Random(make_seed(*key, "source", i, src.name)), stats)
@@ -186,16 +204,12 @@ class MixtureStream(IterableDataset):
                                    f"skipped (reasons so far: {stats.skipped}); check the shards and the task")
             yield result, i
 
-    def batches(self, rank: int = 0, worker: int = 0, num_workers: int = 1, epoch: int = 0,
-                start_step: int = 0) -> Iterator[dict[str, Any]]:
-        """The collated batches of one (rank, worker) stream (what a DataLoader worker yields)."""
-        stats = DataStats()
-        stream = self.examples(rank, worker, epoch, start_step, stats)
-        order_rng = random.Random(make_seed(self.seed, rank, worker, epoch, start_step, "buckets"))
-        limit = self.batches_per_worker(num_workers)
+    def _segment(self, rank: int, lane: int, epoch: int, segment: int, stats: DataStats) -> Iterator[dict[str, Any]]:
+        """Endless collated batches of one segment (without ``stats``; the caller attaches them)."""
+        stream = self.examples(rank, lane, epoch, segment, stats)
+        order_rng = random.Random(make_seed(self.seed, rank, lane, epoch, segment, "buckets"))
         pending: list[list[tuple[Example, int]]] = []
-        made = 0
-        while limit is None or made < limit:
+        while True:
             if self.bucket_factor > 1:
                 if not pending:
                     pool = [next(stream) for _ in range(self.batch_size * self.bucket_factor)]
@@ -213,22 +227,44 @@ class MixtureStream(IterableDataset):
                 batch = collate_examples(examples, self.pad_id, self.text_image_size)
             for _, i in chunk:
                 stats.count(self.sources[i].name)
+            yield batch
+
+    def batches(self, rank: int = 0, worker: int = 0, num_workers: int = 1, epoch: int = 0,
+                skip: int = 0) -> Iterator[dict[str, Any]]:
+        """The collated batches DataLoader worker ``worker`` yields when the epoch's stream starts after ``skip``
+        batches of the rank were consumed (0: the epoch's start); see the module doc."""
+        workers = max(1, int(num_workers))
+        lane, index = (skip + worker) % workers, (skip + worker) // workers
+        limit = self.batches_per_worker(num_workers)
+        per_segment = self.segment_batches or math.inf
+        stats = DataStats()
+        current: Iterator[dict[str, Any]] | None = None
+        while limit is None or index < limit:
+            segment, offset = divmod(index, per_segment) if per_segment != math.inf else (0, index)
+            if current is None:
+                current = self._segment(rank, lane, epoch, int(segment), stats)
+                for _ in range(int(offset)):  # resumed mid-segment: regenerate and drop what was already trained on
+                    next(current)
+                    stats.take()
+            batch = next(current)
             batch["stats"] = stats.take()
             yield batch
-            made += 1
+            index += 1
+            if per_segment != math.inf and index % per_segment == 0:
+                current = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world = dist_info()
         rank = rank if self.rank is None else self.rank
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        epoch, start_step = self.position.get() if self.position is not None else (0, 0)
-        return self.batches(rank, worker, num_workers, epoch, start_step)
+        epoch, skip = self.position.get() if self.position is not None else (0, 0)
+        return self.batches(rank, worker, num_workers, epoch, skip)
 
 
 class StreamLoader(DataLoader):
-    """DataLoader that writes the current (epoch, global step) into the stream's ``SharedPosition`` each time an
-    epoch's iterator is created, before (persistent) workers restart their streams."""
+    """DataLoader that writes the current (epoch, batches of the epoch already consumed) into the stream's
+    ``SharedPosition`` each time an iterator is created, before (persistent) workers restart their streams."""
 
     def __init__(self, dataset, *args, position_fn: Callable[[], tuple[int, int]] | None = None, **kwargs):
         super().__init__(dataset, *args, **kwargs)
@@ -241,12 +277,13 @@ class StreamLoader(DataLoader):
         return super().__iter__()
 
     # Lightning saves/restores the state of "stateful" train loaders (and warns on mid-epoch resume otherwise).
-    # The stream needs no state beyond the trainer's global step (it restarts as the pure function of it), so the
-    # state only records what the stream depends on, and a seed mismatch on resume is reported.
+    # The stream needs no state beyond the trainer's loop progress (epoch, batches done in it: the position_fn reads
+    # them after Lightning restored them), so the state only records what the stream depends on, and a seed
+    # mismatch on resume is reported.
     def state_dict(self) -> dict[str, Any]:
         position = getattr(self.dataset, "position", None)
         epoch, step = position.get() if position is not None else (0, 0)
-        return {"seed": getattr(self.dataset, "seed", None), "stream_epoch": epoch, "stream_start_step": step}
+        return {"seed": getattr(self.dataset, "seed", None), "stream_epoch": epoch, "stream_skip": step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         seed = getattr(self.dataset, "seed", None)

@@ -28,6 +28,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
+from ..model.outputs import DecoderCache
 from .constraints import NUM_SPECIAL_TOKENS, Trie, apply_constraint_range
 from .ngram import block_repeated_ngrams
 from .sampling import sampling_candidates
@@ -137,6 +138,10 @@ def search(
         raise ValueError("use either a constraint trie or a constraint range, not both")
 
     rows = torch.arange(bsz, device=device).repeat_interleave(beam)
+    cache = model.new_cache() if config.use_cache else None
+    if cache is not None and hasattr(model, "prime_cache"):
+        # cross-attention K/V projected once per input, then repeated for its beams
+        model.prime_cache(cache, encoder_out, rows)
     encoder_out = encoder_out.index_select(rows)
     if code_masks is None and config.gen_code:
         code_masks = torch.ones(bsz, dtype=torch.bool, device=device)
@@ -171,7 +176,8 @@ def search(
     fin_count = torch.zeros(num_inputs, dtype=torch.long, device=device)
     input_idx = torch.arange(num_inputs, device=device)  # active row -> original input
 
-    cache = model.new_cache() if config.use_cache else None
+    # DecoderCache can skip the cross-attention entries on ordinary steps (beams of one input share them)
+    cross_optional = isinstance(cache, DecoderCache)
     reorder: Optional[Tensor] = None  # rows of the previous layout to take, for the cache
     shrunk = False
     cand_size = 2 * beam
@@ -180,7 +186,10 @@ def search(
     for step in range(max_len + 1):
         if reorder is not None:
             if cache is not None:
-                cache.reorder(reorder)
+                if cross_optional:
+                    cache.reorder(reorder, cross=shrunk)  # rows move between inputs only when inputs are dropped
+                else:
+                    cache.reorder(reorder)
             if shrunk:  # beams of one input share encoder states: only shrinking needs a select
                 encoder_out = encoder_out.index_select(reorder)
                 if code_masks is not None:

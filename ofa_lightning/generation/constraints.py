@@ -115,6 +115,10 @@ class Trie:
             )
         return self._compiled[device]
 
+    def token_ids(self, device: torch.device | str = "cpu") -> Tensor:
+        """Sorted distinct tokens on any edge of the trie: the only columns ``allowed_mask`` can set."""
+        return torch.unique(self._tensors(torch.device(device))[1])
+
     def root_states(self, n: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.zeros(n, dtype=torch.long, device=device)
 

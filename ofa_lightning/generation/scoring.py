@@ -15,6 +15,7 @@ and log-softmax are only taken at answer positions.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -94,6 +95,16 @@ def score_candidates(
 
     scores = torch.empty(bsz, num_cands, dtype=torch.float32, device=device)
     trie_states = trie.states_for(cands, pad) if constrained else None  # (C, L)
+    # Constrained scores only ever see the trie's tokens (every other logit is -inf before the
+    # softmax): with a model that can project onto a subset, compute just those columns.
+    vocab_ids = lookup = None
+    if constrained and hasattr(model, "decode_hidden") and hasattr(model, "project"):
+        vocab_ids = trie.token_ids(device)
+        if 2 * vocab_ids.numel() > mcfg.vocab_size:
+            vocab_ids = None
+        else:
+            lookup = torch.full((mcfg.vocab_size,), -1, dtype=torch.long, device=device)
+            lookup[vocab_ids] = torch.arange(vocab_ids.numel(), device=device)
 
     # one group per distinct prompt length (positions are absolute: no left padding possible)
     for plen in torch.unique(prompt_len).tolist():
@@ -101,25 +112,50 @@ def score_candidates(
         g_enc = encoder_out.index_select(group)
         g_prompt = prompt_t[group, :plen]
         g_code = code_masks[group] if code_masks is not None else None
+        prompt_state = None  # the prompt is decoded once per group and its cache shared by all chunks
         for c0 in range(0, num_cands, chunk_size):
             chunk = slice(c0, min(c0 + chunk_size, num_cands))
             width = int(cand_len[chunk].max())
             c_tok = cands[chunk, :width]  # (k, Lk)
             k = c_tok.size(0)
-            logits = _teacher_forced_logits(model, g_enc, g_prompt, g_code, c_tok, use_cache)  # (g, k, Lk, V)
+            if use_cache and prompt_state is None:
+                prompt_state = _decode_prompt(model, g_enc, g_prompt, g_code, vocab_ids)
+            logits = _teacher_forced_logits(model, g_enc, g_prompt, g_code, c_tok, use_cache, vocab_ids,
+                                            prompt_state)  # (g, k, Lk, V')
             if constrained:
-                allowed = trie.allowed_mask(trie_states[chunk, :width], logits.size(-1))  # (k, Lk, V)
+                allowed = trie.allowed_mask(trie_states[chunk, :width], mcfg.vocab_size)  # (k, Lk, V)
+                if vocab_ids is not None:
+                    allowed = allowed[..., vocab_ids]
                 logits.masked_fill_(~allowed.unsqueeze(0), NEG_INF)  # logits are ours: no copy
             lprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
             target = c_tok.unsqueeze(0).expand(group.numel(), k, width)
-            tok_lp = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            column = target if lookup is None else lookup[target]
+            tok_lp = lprobs.gather(-1, column.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            if lookup is not None:  # a token outside the trie: impossible, as with the full vocabulary
+                tok_lp = tok_lp.masked_fill(column.lt(0), NEG_INF)
             tok_lp = tok_lp.masked_fill(target.eq(pad), 0.0)
             scores[group, chunk] = tok_lp.sum(-1)
     return CandidateScores(scores=scores, best=scores.argmax(dim=1))
 
 
-def _teacher_forced_logits(model, enc, prompt: Tensor, code_masks, cands: Tensor, use_cache: bool) -> Tensor:
-    """Logits predicting each candidate token: (G, K, Lk, V) for G prompts × K candidates."""
+def _logits(model, tokens, enc, code_masks, cache, keep: slice, vocab_ids: Optional[Tensor]) -> Tensor:
+    """Logits of positions ``keep`` of the new decoder positions; only those are projected."""
+    if not (hasattr(model, "decode_hidden") and hasattr(model, "project")):
+        return model.decode(tokens, enc, code_masks=code_masks, cache=cache)[:, keep]
+    hidden = model.decode_hidden(tokens, enc, code_masks, cache)[:, keep]
+    return model.project(hidden) if vocab_ids is None else model.project(hidden, vocab_ids)
+
+
+def _decode_prompt(model, enc, prompt: Tensor, code_masks, vocab_ids: Optional[Tensor]):
+    """Decode the prompts once: (logits predicting the first answer token (G, 1, V'), the filled cache)."""
+    cache = model.new_cache()
+    return _logits(model, prompt, enc, code_masks, cache, slice(-1, None), vocab_ids), cache
+
+
+def _teacher_forced_logits(model, enc, prompt: Tensor, code_masks, cands: Tensor, use_cache: bool,
+                           vocab_ids: Optional[Tensor] = None, prompt_state=None) -> Tensor:
+    """Logits predicting each candidate token: (G, K, Lk, V) for G prompts × K candidates
+    (V = ``vocab_ids.numel()`` columns when given). ``prompt_state``: from :func:`_decode_prompt`."""
     g, plen = prompt.shape
     k, width = cands.shape
     rows = torch.arange(g, device=prompt.device).repeat_interleave(k)  # sample of each (sample, cand) row
@@ -127,15 +163,15 @@ def _teacher_forced_logits(model, enc, prompt: Tensor, code_masks, cands: Tensor
     prev = torch.cat([prompt[rows], cands[:, : width - 1].repeat(g, 1)], dim=1)
     row_code = code_masks[rows] if code_masks is not None else None
     if use_cache:
-        cache = model.new_cache()
-        first = model.decode(prompt, enc, code_masks=code_masks, cache=cache)[:, -1:]  # predicts token 1
-        first = first[rows]
+        first, prompt_cache = prompt_state or _decode_prompt(model, enc, prompt, code_masks, vocab_ids)
+        first = first[rows]  # predicts answer token 1
         if width > 1:
+            cache = copy.copy(prompt_cache)  # reorder() rebinds its fields: the prompt cache stays as it is
             cache.reorder(rows)
-            rest = model.decode(prev, enc.index_select(rows), code_masks=row_code, cache=cache)
-            logits = torch.cat([first, rest], dim=1)
+            rest = _logits(model, prev, enc.index_select(rows), row_code, cache, slice(None), vocab_ids)
+            out = torch.cat([first, rest], dim=1)
         else:
-            logits = first
+            out = first
     else:
-        logits = model.decode(prev, enc.index_select(rows), code_masks=row_code, cache=None)[:, plen - 1 :]
-    return logits.view(g, k, width, -1)
+        out = _logits(model, prev, enc.index_select(rows), row_code, None, slice(plen - 1, None), vocab_ids)
+    return out.reshape(g, k, width, -1)

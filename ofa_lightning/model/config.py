@@ -46,6 +46,10 @@ class OFAConfig:
     # Bilinear interpolation of image position embeddings for grids larger than
     # the one the model was trained on (OFA's --interpolate-position, used for Huge).
     interpolate_position: bool = False
+    # OFA's --entangle-position-embedding (off in every released model): also add the raw absolute position
+    # embeddings to the token / patch embeddings, not only to the attention biases. The demo turns it on: from
+    # scratch it gives image patches their position in minutes (grounding), where OFA had pre-training.
+    entangle_position_embedding: bool = False
     orig_patch_image_size: int = 256
     # --- regularisation --------------------------------------------------
     dropout: float = 0.1
@@ -62,6 +66,9 @@ class OFAConfig:
     overlong_text: str = "error"
     # --- efficiency switches (no effect on the maths) --------------------
     activation_checkpointing: bool = False
+    checkpoint_resnet: bool = False  # recompute each ResNet bottleneck in the backward pass (BN statistics updated once)
+    channels_last: bool = True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
+    fold_batchnorm_inference: bool = True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
 
     @property
     def head_dim(self) -> int:

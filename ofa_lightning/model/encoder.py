@@ -120,15 +120,20 @@ class Encoder(nn.Module):
         device = input_ids.device
         text_pad = input_ids.eq(self.cfg.pad_token_id)
 
+        raw_pos = self.embed_positions(torch.arange(L, device=device))
         x = self.embed_tokens(input_ids) + self.type_embedding.weight[0]
+        if self.cfg.entangle_position_embedding:  # OFA's option: positions in the embeddings too
+            x = x + raw_pos
         x = self.dropout(self.layernorm_embedding(x))
-        pos = self.pos_ln(self.embed_positions(torch.arange(L, device=device)))[None]  # (1, L, D)
+        pos = self.pos_ln(raw_pos)[None]  # (1, L, D)
         padding_mask, n_img = text_pad, 0
         text_index = self.token_rp_bucket[:L, :L]
         if patch_images is not None:
             feats, img_pos, rows, cols = self.embed_patches(patch_images, sample_patch_num)
             n_img = feats.shape[1]
             img = self.image_proj(feats) + self.type_embedding.weight[1]
+            if self.cfg.entangle_position_embedding:
+                img = img + img_pos
             img = self.dropout(self.patch_layernorm_embedding(img))
             x = torch.cat([img, x], dim=1)
             img_pad = torch.zeros(b, n_img, dtype=torch.bool, device=device)

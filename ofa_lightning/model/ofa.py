@@ -22,6 +22,14 @@ class OFAModel(nn.Module):
         self.encoder = Encoder(config, embed)
         self.decoder = Decoder(config, embed)
         self.reset_parameters()
+        self.configure_trunk()
+
+    def configure_trunk(self) -> None:
+        """Apply the config's ResNet switches (``channels_last``, ``checkpoint_resnet``,
+        ``fold_batchnorm_inference``); call again after changing them on ``self.config``."""
+        cfg = self.config
+        self.encoder.embed_images.configure(channels_last=cfg.channels_last, checkpoint=cfg.checkpoint_resnet,
+                                            fold_bn=cfg.fold_batchnorm_inference)
 
     # ----------------------------------------------------------------- set-up
     @classmethod
@@ -68,6 +76,14 @@ class OFAModel(nn.Module):
     def new_cache(self) -> DecoderCache:
         return DecoderCache()
 
+    def prime_cache(self, cache: DecoderCache, encoder_out: EncoderOutput, rows: Tensor | None = None) -> None:
+        """Fill ``cache``'s cross-attention entries from ``encoder_out``, then select ``rows``.
+
+        Beam search calls it with the B distinct inputs and ``rows`` = each input repeated
+        ``beam`` times, so the per-layer cross-attention K/V are projected once per input
+        instead of once per beam (same values; the projection is row-wise)."""
+        self.decoder.prime_cache(cache, encoder_out, rows)
+
     def decode_hidden(self, prev_output_tokens: Tensor, encoder_out: EncoderOutput, code_masks: Tensor | None = None,
                       cache: DecoderCache | None = None) -> Tensor:
         return self.decoder(prev_output_tokens, encoder_out, code_masks, cache)
@@ -77,8 +93,9 @@ class OFAModel(nn.Module):
         """Logits (B, T_new, V); with a cache only positions cache.length..t−1 are computed."""
         return self.decoder.project(self.decoder(prev_output_tokens, encoder_out, code_masks, cache))
 
-    def project(self, hidden: Tensor) -> Tensor:
-        return self.decoder.project(hidden)
+    def project(self, hidden: Tensor, vocab_ids: Tensor | None = None) -> Tensor:
+        """Vocabulary logits of decoder states; ``vocab_ids`` (sorted ids) computes only those columns."""
+        return self.decoder.project(hidden, vocab_ids)
 
     def forward(self, input_ids: Tensor, prev_output_tokens: Tensor, patch_images: Tensor | None = None,
                 patch_masks: Tensor | None = None, code_masks: Tensor | None = None,

@@ -13,8 +13,22 @@ class EncoderOutput:
     pos_embed: Tensor  # (B, S, D) LN'd [image ; text] position embeddings for the cross-attention bias
 
     def index_select(self, order: Tensor) -> "EncoderOutput":
-        return EncoderOutput(self.hidden.index_select(0, order), self.padding_mask.index_select(0, order),
-                             self.pos_embed.index_select(0, order))
+        pos = self.pos_embed
+        if pos.shape[0] > 0 and pos.stride(0) == 0:  # one row broadcast over the batch: stays a broadcast
+            pos = pos[:1].expand(order.numel(), -1, -1)
+        else:
+            pos = select_rows(pos, order)
+        return EncoderOutput(select_rows(self.hidden, order), select_rows(self.padding_mask, order), pos)
+
+
+def select_rows(t: Tensor, order: Tensor) -> Tensor:
+    """``t.index_select(0, order)``, made contiguous first: on CPU, ``index_select`` of a
+    non-contiguous tensor (e.g. heads split by a transpose) takes a per-element path that is
+    ~1000× slower than copying it contiguous and selecting. A single row is broadcast instead
+    (a stride-0 view, no copy; attention and matmuls accept it): callers must not write into it."""
+    if t.shape[0] == 1:
+        return t.expand(order.numel(), *t.shape[1:])
+    return t.contiguous().index_select(0, order)
 
 
 @dataclass
@@ -30,12 +44,20 @@ class DecoderCache:
     cross_pos_k: Tensor | None = None  # (B, H, S, hd) keys of the cross-attention absolute bias
     cross_mask: Tensor | None = None  # (B, 1, 1, S) additive padding mask of the source
 
-    def reorder(self, order: Tensor) -> None:
-        """Select batch rows in place (beam reordering)."""
-        sel = lambda t: t.index_select(0, order)  # noqa: E731
+    def reorder(self, order: Tensor, cross: bool = True) -> None:
+        """Select batch rows in place (beam reordering).
+
+        ``cross=False`` leaves the cross-attention entries (K/V, position keys, source mask)
+        alone: valid when ``order`` only permutes rows that share an encoder input, as beam
+        search's ordinary steps do (all beams of one input have identical cross entries).
+        Position keys with a batch of 1 are broadcast over all rows and are kept as they are.
+        """
+        sel = lambda t: select_rows(t, order)  # noqa: E731
         self.self_kv = [(sel(k), sel(v)) for k, v in self.self_kv]
-        self.cross_kv = [(sel(k), sel(v)) for k, v in self.cross_kv]
-        for name in ("self_pos_k", "cross_pos_k", "cross_mask"):
+        names = ("self_pos_k", "cross_pos_k", "cross_mask") if cross else ("self_pos_k",)
+        if cross:
+            self.cross_kv = [(sel(k), sel(v)) for k, v in self.cross_kv]
+        for name in names:
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and not (name.endswith("pos_k") and value.shape[0] == 1):
                 setattr(self, name, sel(value))

@@ -4,20 +4,161 @@ torchvision-style v1.5 Bottlenecks (stride on the 3×3 conv), stem conv7×7/2 +
 BN + ReLU + maxpool; no stage 4, pooling or classifier. Output stride 16 and
 1024 channels. timm's parameter names (conv1, bn1, layerN.i.convK, downsample.0/1)
 equal OFA's, so checkpoints load without renaming.
+
+Three efficiency switches (:meth:`OFAResNet.configure`), none of which changes
+the parameters or their names:
+
+* ``channels_last`` — weights and activations in NHWC, the layout oneDNN's CPU
+  convolutions (forward and above all backward) and cuDNN's tensor-core kernels
+  prefer. Only fp32 rounding changes.
+* ``checkpoint`` — each bottleneck keeps only its input; its forward is
+  recomputed in the backward pass. The recomputation does not touch the
+  BatchNorm running statistics (they are updated once per step, as without
+  checkpointing), and it replays the same drop-path RNG state.
+* ``fold_bn`` — in eval mode without autograd (generation, evaluation), each
+  BatchNorm is folded into the convolution before it (``w·γ/σ``, ``β − μ·γ/σ``).
+  The folded weights are cached and rebuilt whenever a weight or statistic
+  changes; outputs equal the unfolded trunk within fp32 rounding.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
 from timm.layers import DropPath, freeze_batch_norm_2d
 from timm.models.resnet import Bottleneck, ResNet
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ramp
 from .config import RESNET_BLOCKS
 
 TRUNK_CHANNELS = 1024
+STAGES = ("layer1", "layer2", "layer3")
 
 
-def build_resnet(resnet_type: str, drop_path_rate: float = 0.0, frozen_bn: bool = False) -> ResNet:
+@contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """BatchNorm layers of ``module`` still normalise with batch statistics but leave their running
+    statistics and ``num_batches_tracked`` unchanged (momentum 0): for a checkpoint's recomputation."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def _fold(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor]:
+    """Weights and bias of ``bn(conv(x))`` as one convolution (computed in fp32)."""
+    w = conv.weight.float()
+    scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
+    bias = bn.bias.float() - bn.running_mean.float() * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.float() * scale
+    w = (w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
+    if conv.weight.is_contiguous(memory_format=torch.channels_last):
+        w = w.contiguous(memory_format=torch.channels_last)
+    return w, bias.to(conv.weight.dtype)
+
+
+def _conv(x: Tensor, conv: nn.Conv2d, wb: tuple[Tensor, Tensor]) -> Tensor:
+    return F.conv2d(x, wb[0], wb[1], conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class OFAResNet(ResNet):
+    """timm's ResNet with the switches described in the module docstring (all off until :meth:`configure`)."""
+
+    channels_last: bool = False
+    checkpoint_blocks: bool = False
+    fold_bn: bool = False
+
+    def configure(self, channels_last: bool = False, checkpoint: bool = False, fold_bn: bool = False) -> "OFAResNet":
+        self.channels_last, self.checkpoint_blocks, self.fold_bn = channels_last, checkpoint, fold_bn
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._folded = None
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._folded = None  # training changes the weights: drop the folded copy
+        return super().train(mode)
+
+    # ------------------------------------------------------------ forward
+    def forward_features(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.fold_bn and not self.training and not torch.is_grad_enabled() and self._foldable():
+            return self._forward_folded(x)
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        ckpt = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
+        for name in STAGES:
+            for block in getattr(self, name):
+                if ckpt:
+                    x = checkpoint(block, x, use_reentrant=False,
+                                   context_fn=lambda b=block: (nullcontext(), frozen_bn_stats(b)))
+                else:
+                    x = block(x)
+        return x
+
+    # ----------------------------------------------------- BN folding
+    def _pairs(self):
+        """(conv, bn) pairs in forward order: stem, then per block conv1-3 and the downsample."""
+        yield self.conv1, self.bn1
+        for name in STAGES:
+            for block in getattr(self, name):
+                yield block.conv1, block.bn1
+                yield block.conv2, block.bn2
+                yield block.conv3, block.bn3
+                if block.downsample is not None:
+                    yield block.downsample[0], block.downsample[1]
+
+    def _foldable(self) -> bool:
+        if getattr(self, "_foldable_cache", None) is None:
+            ok = all(isinstance(b, Bottleneck) and b.se is None and isinstance(b.aa, nn.Identity)
+                     and isinstance(b.drop_block, nn.Identity)
+                     and (b.downsample is None or (isinstance(b.downsample, nn.Sequential) and len(b.downsample) == 2))
+                     for name in STAGES for b in getattr(self, name))
+            ok = ok and isinstance(self.act1, nn.ReLU)
+            self._foldable_cache = ok
+        return self._foldable_cache
+
+    def _fold_key(self) -> tuple:
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in
+                     (*self.parameters(), *self.buffers()))
+
+    def folded_weights(self) -> list[tuple[Tensor, Tensor]]:
+        """The cached (weight, bias) of every conv+BN pair, rebuilt when any weight or statistic changed."""
+        key = self._fold_key()
+        cached = getattr(self, "_folded", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, [_fold(conv, bn) for conv, bn in self._pairs()])
+            self._folded = cached
+        return cached[1]
+
+    def _forward_folded(self, x: Tensor) -> Tensor:
+        wbs = iter(self.folded_weights())
+        x = self.maxpool(F.relu(_conv(x, self.conv1, next(wbs))))
+        for name in STAGES:
+            for b in getattr(self, name):
+                shortcut = x
+                y = F.relu(_conv(x, b.conv1, next(wbs)))
+                y = F.relu(_conv(y, b.conv2, next(wbs)))
+                y = _conv(y, b.conv3, next(wbs))
+                if b.downsample is not None:
+                    shortcut = _conv(x, b.downsample[0], next(wbs))
+                x = F.relu(y.add_(shortcut))
+        return x
+
+
+def build_resnet(resnet_type: str, drop_path_rate: float = 0.0, frozen_bn: bool = False) -> OFAResNet:
     """Build stages 1-3 of ``resnet_type`` (resnet50/101/152).
 
     Stochastic depth follows OFA, not timm: within each stage the rate ramps as
@@ -28,13 +169,13 @@ def build_resnet(resnet_type: str, drop_path_rate: float = 0.0, frozen_bn: bool 
     if resnet_type not in RESNET_BLOCKS:
         raise ValueError(f"unknown resnet_type {resnet_type!r}; known: {sorted(RESNET_BLOCKS)}")
     blocks = RESNET_BLOCKS[resnet_type]
-    trunk = ResNet(Bottleneck, blocks, channels=(64, 128, 256), num_classes=0, global_pool="", zero_init_last=False)
+    trunk = OFAResNet(Bottleneck, blocks, channels=(64, 128, 256), num_classes=0, global_pool="", zero_init_last=False)
     if drop_path_rate > 0:
-        for stage_name, n in zip(("layer1", "layer2", "layer3"), blocks):
+        for stage_name, n in zip(STAGES, blocks):
             rates = ramp(drop_path_rate, n)
             for i, block in enumerate(getattr(trunk, stage_name)):
                 block.drop_path = DropPath(rates[i]) if i > 0 and rates[i] > 0 else None
-    # timm's forward_features always runs a stage 4: make it the identity, so
+    # timm's forward_features always runs a stage 4: drop it (an identity), so
     # ``trunk.forward_features(x)`` is (B, 1024, H/16, W/16) and adds no parameters.
     trunk.layer4 = nn.Identity()
     if frozen_bn:

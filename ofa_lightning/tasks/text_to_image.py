@@ -7,7 +7,11 @@ OFA's TSV captions are lower case and raw COCO captions are not); target the sam
 in code mode), ``constraint="codes"`` (OFA's ``--constraint-range``: logits outside the code range are masked in
 training and generation). Codes are optional in evaluation (the target is then just EOS).
 Decoding: sampling, 24 samples per caption, top-k 256, exactly 1024 codes from the code range; prediction =
-the list of code numbers (decode with the VQGAN; CLIP re-ranking happens outside the task).
+the list of code numbers of the best-scoring sample. With the option ``vq_path`` (a VQ checkpoint,
+``ofa_lightning.vq``), :meth:`TextToImageTask.postprocess_predictions` decodes every prediction into an image and
+adds it (uint8 array) and the caption to the evaluation record, so the prediction tables show generated images
+with their captions. CLIP re-ranking of the N samples is the inference path's (``ofa_lightning.generation.rerank``,
+``OFA.generate_image``, ``ofa-predict``).
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ class TextToImageTask(Task):
     group = OTHER_GROUP
     prompt = TEXT_TO_IMAGE_PROMPT
     defaults = {"caption_field": "caption", "codes_field": "codes", "max_src_words": 64, "code_image_size": 256,
-                "lowercase": True}
+                "lowercase": True,
+                "vq_path": None,  # VQ checkpoint: evaluation decodes the predicted codes into images
+                }
 
     @property
     def num_codes(self) -> int:
@@ -59,3 +65,31 @@ class TextToImageTask(Task):
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[int]:
         return parse_codes(self, tokens)
+
+    # -- images -------------------------------------------------------------------------------------------------------
+    def vq(self):
+        """The VQ model of the ``vq_path`` option (loaded once), or None."""
+        path = self.cfg.get("vq_path")
+        if not path:
+            return None
+        if getattr(self, "_vq", None) is None or self._vq_path != path:
+            from ofa_lightning.vq import VQModel
+
+            self._vq, self._vq_path = VQModel.load(path), path
+        return self._vq
+
+    def postprocess_predictions(self, records: list[dict[str, Any]], batch: Any) -> list[dict[str, Any]]:
+        """Adds ``prompt`` (the caption) and, with a VQ model, ``image`` (H, W, 3 uint8) to evaluation records (row
+        order = the batch's); predictions whose codes the VQ cannot decode get no image."""
+        import numpy as np
+
+        metas = (batch.get("metas") if hasattr(batch, "get") else None) or [{}] * len(records)
+        vq = self.vq()
+        for record, meta in zip(records, metas):
+            caption = (meta or {}).get("caption")
+            if caption is not None:
+                record.setdefault("prompt", caption)
+            codes = record.get("prediction") or []
+            if vq is not None and len(codes) == self.num_codes and max(codes) < vq.n_embed:
+                record["image"] = np.asarray(vq.decode_to_pil(codes)[0])
+        return records

@@ -6,7 +6,10 @@ finite on any rank is skipped on every rank and counted: ``training_step`` retur
 trainable parameter (so backward and DDP's all-reduce still run; Lightning forbids returning None under DDP) and
 ``on_before_optimizer_step`` drops the gradients, so AdamW changes nothing (no moment update, no weight decay) and
 the EMA is not updated. Lightning still counts the step: it advances ``global_step`` and the LR schedule (fairseq
-does not count skipped updates). Logged per step (rank-local, no collective): ``train/loss``, ``train/nll``,
+does not count skipped updates; here one clock drives data position, schedule and checkpoints, which keeps resumes
+exact). Non-finite gradients under a finite loss are skipped the same way (without an AMP scaler, which handles
+them itself), and ``nonfinite.max_consecutive`` skips in a row stop the run with a message naming the step and the
+tasks of the batch (``guards.py``). Logged per step (rank-local, no collective): ``train/loss``, ``train/nll``,
 ``train/ntokens``, ``train/lr``, ``train/<task>/loss``, ``train/skipped_nonfinite``. The LR schedule length is the
 config's ``optim.max_steps`` (or the Trainer's configured ``max_steps``), never ``estimated_stepping_batches``
 (KIT_NOTES P8). Gradient clipping and precision are the Trainer's (``gradient_clip_val``, ``precision``).
@@ -39,6 +42,7 @@ from ofa_lightning.model import OFAConfig, OFAModel
 
 from .batch import K, batch_size, iter_loss_groups, select_rows
 from .ema import EMA, EMAConfig, _tracked
+from .guards import NonFiniteGuard, batch_task_counts, grads_are_finite
 from .loss import LossConfig, LossOutput, grouped_loss, is_finite, seq2seq_loss
 from .optim import OptimConfig, apply_freezing, build_optimizer, build_scheduler
 from .tracking import _plain
@@ -73,6 +77,13 @@ class OFALitModule(pl.LightningModule):
         val_loss: also compute the (teacher-forced) loss on evaluation batches.
         keep_predictions: keep evaluation predictions (``self.last_predictions``); ``predictions_dir`` writes them.
         candidate_chunk_size: candidates decoded together in all-candidate scoring.
+        scst: SCST (caption stage 2, ``scst.py``): a mapping of ``SCSTConfig`` options (or True) makes the training
+            loss self-critical CIDEr-D optimisation instead of cross-entropy; None/False: cross-entropy.
+        init_from: start from these weights (our ``.ckpt``, an ``ofa-convert`` file or an OFA checkpoint;
+            ``warm_start.py``); ``init_from_ema`` takes the checkpoint's EMA weights.
+        nonfinite: ``{max_consecutive: 10, check_grads: true}`` (``guards.py``): steps with a non-finite loss (or,
+            without an AMP scaler, non-finite gradients) are skipped and counted; ``max_consecutive`` skips in a row
+            stop the run with a ``NonFiniteLossError`` naming the step and the batch's tasks (0 = never stop).
     """
 
     def __init__(
@@ -92,6 +103,10 @@ class OFALitModule(pl.LightningModule):
         keep_predictions: bool = True,
         predictions_dir: str | None = None,
         candidate_chunk_size: int = 20,
+        scst: Mapping[str, Any] | bool | None = None,
+        init_from: str | None = None,
+        init_from_ema: bool = False,
+        nonfinite: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         model = _plain(model)
@@ -100,6 +115,10 @@ class OFALitModule(pl.LightningModule):
         else:
             cfg = model if isinstance(model, OFAConfig) else OFAConfig.from_dict(model)
             self.model = OFAModel(cfg)
+        if init_from:
+            from .warm_start import load_initial_weights
+
+            load_initial_weights(self.model, init_from, use_ema=init_from_ema)
         if activation_checkpointing is not None:
             self.model.config.activation_checkpointing = bool(activation_checkpointing)
         self.tokenizer = tokenizer
@@ -116,6 +135,13 @@ class OFALitModule(pl.LightningModule):
         self.keep_predictions = bool(keep_predictions)
         self.predictions_dir = predictions_dir
         self.candidate_chunk_size = int(candidate_chunk_size)
+        scst = _plain(scst)
+        if scst and (scst is True or dict(scst).get("enabled", True)):
+            from .scst import SCST
+
+            self.scst: Any = SCST(scst)
+        else:
+            self.scst = None
 
         self.eval_metrics = nn.ModuleDict()
         self.eval_losses = nn.ModuleDict()
@@ -135,6 +161,8 @@ class OFALitModule(pl.LightningModule):
         self._skip_update = False
         self._last_update_skipped = False
         self.skipped_nonfinite = 0
+        self.nonfinite = NonFiniteGuard.from_any(_plain(nonfinite))  # guards.py: stop after N skips in a row
+        self._batch_tasks: dict[str, int] = {}
         self.samples_seen = 0
         self.tokens_seen = 0
         self.save_hyperparameters({
@@ -255,18 +283,19 @@ class OFALitModule(pl.LightningModule):
         return self.model(*args, **kwargs)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        out = self.compute_loss(batch, train=True)
+        out = self.scst.loss(self, batch) if self.scst is not None else self.compute_loss(batch, train=True)
         bs = batch_size(batch)
         finite = is_finite(out.loss)
         if self._trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        self._batch_tasks = batch_task_counts(batch)
         if not finite:
             self.skipped_nonfinite += 1
             self._skip_update = True
-            log.warning("non-finite loss at step %d (batch %d): skipping the update (%d skipped so far)",
-                        self.global_step, batch_idx, self.skipped_nonfinite)
             self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False,
                      batch_size=bs)
+            # every rank took the same decision, so under DDP every rank raises at the same step (no hang)
+            self.nonfinite.skip(self.global_step, "loss", tasks=self._batch_tasks, per_task=out.per_task)
             return self._zero_loss()
         self.samples_seen += bs
         self.tokens_seen += out.ntokens
@@ -288,22 +317,40 @@ class OFALitModule(pl.LightningModule):
         """A zero touching every trainable parameter: backward (and DDP's gradient all-reduce) run as usual with
         zero gradients, which ``on_before_optimizer_step`` then drops, so the optimiser changes nothing (Lightning
         forbids returning None from ``training_step`` under DDP, and AdamW would move weights on zero gradients)."""
-        params = [p.view(-1)[:1] for p in self.parameters() if p.requires_grad]
+        params = [p[(0,) * p.dim()].reshape(1) for p in self.parameters() if p.requires_grad and p.numel()]
         return torch.cat(params).sum() * 0.0
 
+    def _amp_scaler_active(self) -> bool:
+        plugin = getattr(self._trainer, "precision_plugin", None) if self._trainer is not None else None
+        return getattr(plugin, "scaler", None) is not None
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # finite loss, non-finite gradients (after DDP's all-reduce: every rank agrees); with an AMP GradScaler the
+        # scaler skips such steps itself and backs off its scale (guards.py)
+        if (not self._skip_update and self.nonfinite.check_grads and not self._amp_scaler_active()
+                and not grads_are_finite(p for group in optimizer.param_groups for p in group["params"])):
+            self.skipped_nonfinite += 1
+            self._skip_update = True
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False)
+            self.nonfinite.skip(self.global_step, "gradient", tasks=self._batch_tasks)
         self._last_update_skipped = self._skip_update
         if self._skip_update:  # drop the whole update (every accumulated micro-batch), as fairseq does
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
             self._skip_update = False
+        else:
+            self.nonfinite.ok()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None and self.global_step != self._last_ema_step:
-            self._last_ema_step = self.global_step
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # the EMA follows the update at once: a checkpoint written at this step (ModelCheckpoint runs in
+        # on_train_batch_end, before the module's hook) then holds the EMA of this step's weights, so a resumed run
+        # continues the same average; a skipped (non-finite) update leaves the EMA alone
+        if self.ema is not None and self.global_step + 1 != self._last_ema_step:
+            self._last_ema_step = self.global_step + 1  # the step this update completes (global_step counts it next)
             if not self._last_update_skipped:
-                self.ema.update(self.model, self.global_step)
+                self.ema.update(self.model, self._last_ema_step)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.optim_cfg)
@@ -346,6 +393,9 @@ class OFALitModule(pl.LightningModule):
         if not metrics and not self.keep_predictions:
             return
         records = predict_batch(self.model, task, batch, self.pad_id, chunk_size=self.candidate_chunk_size)
+        postprocess = getattr(task, "postprocess_predictions", None)  # e.g. text-to-image: codes -> image + caption
+        if callable(postprocess):
+            records = postprocess(records, batch)
         if metrics:
             preds, refs, ids = metric_inputs(records)
             if preds:
@@ -416,7 +466,8 @@ class OFALitModule(pl.LightningModule):
             path = os.path.join(self.predictions_dir, f"{stage}_{source}_step{self.global_step}.jsonl")
             with open(path, "w", encoding="utf-8") as f:
                 for r in records:
-                    f.write(json.dumps({k: v for k, v in r.items() if k != "is_pad"}, default=_jsonable) + "\n")
+                    row = {k: v for k, v in r.items() if k not in ("is_pad", "image")}  # images: W&B tables
+                    f.write(json.dumps(row, default=_jsonable) + "\n")
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
@@ -447,6 +498,7 @@ class OFALitModule(pl.LightningModule):
                     if id(t) in by_id and f"model.{key}" in state:
                         state[f"model.{key}"] = by_id[id(t)].clone()
             checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["ofa_nonfinite"] = self.nonfinite.state_dict()
         checkpoint["ofa_training"] = {"skipped_nonfinite": self.skipped_nonfinite, "samples_seen": self.samples_seen,
                                       "tokens_seen": self.tokens_seen}
 
@@ -460,6 +512,7 @@ class OFALitModule(pl.LightningModule):
         self.skipped_nonfinite = int(counters.get("skipped_nonfinite", 0))
         self.samples_seen = int(counters.get("samples_seen", 0))
         self.tokens_seen = int(counters.get("tokens_seen", 0))
+        self.nonfinite.load_state_dict(checkpoint.get("ofa_nonfinite") or {})
 
     def on_fit_start(self) -> None:
         self._last_ema_step = self.global_step

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ofa_lightning.tokenizer import OFATokenizer
 log = logging.getLogger(__name__)
 
 # Shard json fields that hold training text (captions, questions, answers, expressions, NLI text, corpora).
-TEXT_FIELDS = ("captions", "question", "answers", "expression", "hypothesis", "premise", "text", "labels",
+TEXT_FIELDS = ("captions", "caption", "question", "answers", "expression", "hypothesis", "premise", "text", "labels",
                "class_name", "sentence1", "sentence2", "article", "summary")
 
 
@@ -79,11 +80,16 @@ def build_model_config(cfg: DictConfig, tokenizer: OFATokenizer) -> OFAConfig:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``resume=auto`` -> ``<run_dir>/checkpoints/last.ckpt`` when present (written
+    atomically, so it is always complete: ``checkpointing.py``), a path, or None."""
     if not cfg.resume:
         return None
     if cfg.resume == "auto":
         last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
+        if last.exists():
+            log.info("resume=auto: continuing from %s", last)
+            return str(last)
+        return None
     path = Path(cfg.resume)
     if not path.is_file():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint there (use resume=auto or a .ckpt path)")
@@ -91,15 +97,24 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
     from ofa_lightning.data import DataStatsCallback
 
+    from ofa_lightning.training.checkpointing import LastCheckpoint, StepLog, StepRNG
+
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                        every_n_train_steps=int(cfg.checkpoint_every_n_steps)),
+        # save_top_k=0 + save_last: last.ckpt is written in place by AtomicCheckpointIO (never a symlink or copy),
+        # every N steps and at the end of training
+        LastCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                       every_n_train_steps=int(cfg.checkpoint_every_n_steps)),
         DataStatsCallback(log_every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50))),
     ]
+    if cfg.get("step_rng", True):  # randomness of step k = f(seed, rank, k): identical after a resume
+        callbacks.append(StepRNG(int(cfg.seed)))
+    step_log = (cfg.get("tracking") or {}).get("step_log") or {}
+    if step_log.get("enabled", False):  # per-step sample ids and loss (kill-and-resume tests)
+        callbacks.append(StepLog(step_log.get("path") or run_dir / "step_log"))
     if cfg.logger.mode != "disabled":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     from ofa_lightning.training.callbacks import default_callbacks  # throughput/MFU, tables, CSV/JSONL
@@ -117,6 +132,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+    if int(os.environ.get("RANK", 0)) == 0:  # partial files of a checkpoint write that was killed
+        from ofa_lightning.training.checkpointing import remove_stale_temporaries
+
+        remove_stale_temporaries(run_dir / "checkpoints")
     pl.seed_everything(int(cfg.seed), workers=True)
 
     data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
@@ -130,13 +149,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = OFALitModule(model_config, tokenizer=tokenizer, predictions_dir=str(run_dir / "predictions"), **mcfg)
 
     logger = _logger(cfg, run_dir)
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs.pop("_target_", None)
+    trainer_kwargs = trainer_arguments(cfg)
     trainer = pl.Trainer(**trainer_kwargs, logger=logger if logger is not None else False,
                          callbacks=build_callbacks(cfg, run_dir), default_root_dir=str(run_dir),
                          enable_checkpointing=True)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+        # weights_only=True: resuming never runs pickled code (our checkpoints hold tensors, containers, scalars)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir), weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.test_after_fit:
             results = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -145,8 +164,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         _finish_logger()
     metrics["wall_seconds"] = round(time.time() - start, 1)
-    (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    if trainer.global_rank == 0:  # one writer under DDP (rank-local train/* values would race)
+        (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
+
+
+def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """``pl.Trainer`` keyword arguments from ``cfg.trainer``: a ``strategy`` given as a mapping with ``_target_``
+    is instantiated (``conf/trainer/ddp.yaml``: DDP with a process-group timeout), and checkpoints are written by
+    ``AtomicCheckpointIO`` unless ``plugins`` name another one."""
+    from hydra.utils import instantiate
+    from lightning_fabric.plugins import CheckpointIO
+
+    from ofa_lightning.training.checkpointing import AtomicCheckpointIO
+
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("_target_", None)
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = instantiate(cfg.trainer.strategy, _convert_="all")
+    plugins = kwargs.get("plugins") or []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())  # Lightning hands it to the strategy (a given instance too)
+    kwargs["plugins"] = plugins
+    return kwargs
 
 
 def _logger(cfg: DictConfig, run_dir: Path):

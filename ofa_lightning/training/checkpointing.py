@@ -1,0 +1,217 @@
+"""Checkpoints that survive kills and full disks, load without running pickled code, and resume exactly.
+
+* :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin, given to the Trainer by ``run.train``): a
+  checkpoint is serialised into ``.<name>.tmp-<pid>-<random>`` in the destination folder, flushed and fsync'ed,
+  then ``os.replace`` d onto its name (atomic on POSIX) and the folder fsync'ed. A kill or an error mid-write
+  (``ENOSPC``, a quota, an I/O error) leaves the previous file with that name untouched, so ``last.ckpt`` is always
+  a complete checkpoint; the error is re-raised as :class:`CheckpointWriteError` naming the file, the cause and the
+  checkpoint that stays usable. Temporary files of killed writes are removed by :func:`remove_stale_temporaries`
+  (called when a run starts). Remote (fsspec) paths keep Lightning's own transactional write. Loading uses
+  ``torch.load(weights_only=True)``: our checkpoints hold only tensors, containers and scalars.
+* :class:`LastCheckpoint`: ``ModelCheckpoint`` whose ``last.ckpt`` also gets the final step of a run.
+* :class:`StepRNG` (callback): re-seeds torch / python / numpy from ``(seed, rank, global step)`` before every
+  training batch, so dropout, drop-path and patch sampling of step ``k`` are the same in an uninterrupted run and in
+  one resumed from a checkpoint (Lightning does not store RNG states, and the resumed process consumes its RNG in a
+  different order while it sets up).
+* :class:`StepLog` (callback, off by default; ``tracking.step_log.enabled=true``): one JSON line per optimiser step
+  and rank with the global step, the sample ids of the batch and the loss, appended and flushed at once (a SIGKILL
+  loses nothing already written). The kill-and-resume tests compare these files between runs.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import random
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+__all__ = ["AtomicCheckpointIO", "CheckpointWriteError", "LastCheckpoint", "StepRNG", "StepLog", "read_step_log",
+           "remove_stale_temporaries", "atomic_torch_save", "TMP_MARK"]
+
+log = logging.getLogger(__name__)
+
+TMP_MARK = ".tmp-"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous file of that name (if any) is untouched."""
+
+
+def _is_local(path: str | os.PathLike) -> bool:
+    text = str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _describe(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``; on any failure the
+    temporary file is removed, ``path`` is left as it was and :class:`CheckpointWriteError` is raised."""
+    target = Path(str(path)[len("file://"):] if str(path).startswith("file://") else path)
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as cleanup:  # pragma: no cover
+            log.warning("could not remove the partial checkpoint %s: %s", tmp, cleanup)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not a write error
+            raise
+        kept = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} existed before"
+        raise CheckpointWriteError(getattr(exc, "errno", None) or errno.EIO,
+                                   f"could not write checkpoint {target}: {_describe(exc)}; nothing was replaced "
+                                   f"({kept})") from exc
+    _fsync_dir(folder)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Removes ``.<name>.tmp-*`` files that killed writes left in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob(f".*{TMP_MARK}*"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError as exc:  # pragma: no cover
+            log.warning("could not remove %s: %s", path, exc)
+    if removed:
+        log.info("removed %d partial checkpoint file(s) of an interrupted write in %s", len(removed), folder)
+    return removed
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO``: atomic local writes (see the module doc), ``weights_only=True`` loads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
+        if not _is_local(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location,
+                                       weights_only=True if weights_only is None else weights_only)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that also writes ``last`` when training ends between two cadence steps, so ``last.ckpt``
+    always holds the final weights (Lightning only does so when nothing was saved during the fit, e.g. a run
+    resumed late that ends before its next cadence step)."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking
+                and trainer.global_step != self._last_global_step_saved):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
+        super().on_train_end(trainer, pl_module)
+
+
+class StepRNG(pl.Callback):
+    """Seeds torch (all devices), ``random`` and numpy from ``(seed, rank, global_step)`` before each training
+    batch: the randomness of step ``k`` no longer depends on what the process did before (e.g. resuming)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        from ofa_lightning.data.stream import make_seed
+
+        seed = make_seed(self.seed, trainer.global_rank, trainer.global_step, batch_idx % max(
+            1, trainer.accumulate_grad_batches), "step-rng")
+        torch.manual_seed(seed)
+        random.seed(seed)
+        try:
+            import numpy as np
+
+            np.random.seed(seed % (2**32))
+        except ImportError:  # pragma: no cover
+            pass
+
+
+class StepLog(pl.Callback):
+    """Appends ``{"batch", "step", "rank", "epoch", "ids", "tasks", "loss"}`` per training batch to
+    ``<path>/steps-rank<r>.jsonl`` (flushed per line)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = None
+
+    def _open(self, rank: int):
+        if self._file is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path / f"steps-rank{rank}.jsonl", "a", encoding="utf-8")
+        return self._file
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        record = {"batch": int(trainer.fit_loop.epoch_loop.batch_progress.total.processed),
+                  "step": int(trainer.global_step), "rank": int(trainer.global_rank),
+                  "epoch": int(trainer.current_epoch),
+                  "ids": list(batch.get("ids", [])) if isinstance(batch, dict) else [],
+                  "tasks": list(batch.get("tasks") or []) if isinstance(batch, dict) else [],
+                  "loss": float(loss.detach()) if isinstance(loss, torch.Tensor) else None,
+                  "skipped_nonfinite": int(getattr(pl_module, "skipped_nonfinite", 0))}
+        f = self._open(trainer.global_rank)
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_step_log(path: str | os.PathLike, rank: int = 0) -> list[dict[str, Any]]:
+    """The records of a :class:`StepLog` file by batch number; a batch logged twice (re-run after a resume) keeps
+    the last record."""
+    by_step: dict[int, dict[str, Any]] = {}
+    file = Path(path) / f"steps-rank{rank}.jsonl"
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            by_step[record["batch"]] = record
+    return [by_step[k] for k in sorted(by_step)]

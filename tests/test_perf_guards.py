@@ -1,0 +1,238 @@
+"""Cheap guards on work done (row counts, copies, FLOPs), never on wall-clock time.
+
+* the training loss projects only the non-pad target rows onto the vocabulary;
+* beam search projects the cross-attention K/V once per input (not per beam) and never copies
+  them on ordinary steps;
+* constrained all-candidate scoring projects only the trie's tokens, with the same scores;
+* the eval ResNet with BatchNorm folded equals the unfolded one, and follows weight changes;
+* ResNet checkpointing gives the same loss, gradients and BatchNorm statistics as without;
+* ``benchmarks/gpu.py --dry-run`` runs its whole logic on the CPU.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ofa_lightning.generation import GenerationConfig, Trie, generate, score_candidates
+from ofa_lightning.model import OFAModel
+from ofa_lightning.model.outputs import DecoderCache, select_rows
+
+PAD, BOS, EOS = 1, 0, 2
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+             encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=500, max_source_positions=64,
+             max_target_positions=64, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def model(one_thread):
+    torch.manual_seed(0)
+    return OFAModel.from_name("tiny", **SMALL).eval()
+
+
+def text_batch(b: int = 3, length: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 500, (b, length), generator=g)
+    ids[:, 0], ids[:, -1] = BOS, EOS
+    ids[1, -2:] = PAD
+    ids[1, -3] = EOS
+    return ids
+
+
+def test_training_loss_projects_only_real_target_rows(model):
+    from ofa_lightning.training.loss import LossConfig, seq2seq_loss
+
+    target = torch.tensor([[5, 6, 7, EOS], [8, EOS, PAD, PAD], [9, 10, EOS, PAD]])
+    prev = torch.cat([torch.full((3, 1), BOS), target[:, :-1].masked_fill(target[:, :-1].eq(EOS), PAD)], 1)
+    batch = {"input_ids": text_batch(), "prev_output_tokens": prev, "target": target}
+    seen, flops = [], []
+    original = model.decoder.project
+
+    def counting(hidden, *args):
+        seen.append(hidden.shape[0])
+        with FlopCounterMode(display=False) as counter:
+            out = original(hidden, *args)
+        flops.append(counter.get_total_flops())
+        return out
+
+    model.decoder.project = counting
+    try:
+        seq2seq_loss(model.train(), batch, LossConfig(), PAD)
+    finally:
+        del model.decoder.project
+        model.eval()
+    n_real = int(target.ne(PAD).sum())  # 9 real tokens of 12 positions
+    assert seen == [n_real]
+    assert flops == [2 * n_real * model.config.d_model * model.config.vocab_size]
+
+
+def test_beam_search_projects_cross_kv_once_per_input_and_never_copies_it(model):
+    ids = text_batch()
+    rows_projected = []
+    hook = model.decoder.layers[0].encoder_attn.k_proj.register_forward_hook(
+        lambda mod, inp, out: rows_projected.append(inp[0].shape[0]))
+    ptrs, flags = [], []
+    decode = model.decode
+    reorder = DecoderCache.reorder
+
+    def tracking_decode(tokens, enc, code_masks=None, cache=None):
+        out = decode(tokens, enc, code_masks=code_masks, cache=cache)
+        ptrs.append(cache.cross_kv[0][0].data_ptr())
+        return out
+
+    def tracking_reorder(self, order, cross=True):
+        flags.append(cross)
+        return reorder(self, order, cross)
+
+    model.decode = tracking_decode
+    DecoderCache.reorder = tracking_reorder
+    try:
+        cfg = GenerationConfig(beam_size=4, min_len=6, max_len_a=0.0, max_len_b=6)
+        hyps = generate(model, ids, cfg)
+    finally:
+        del model.decode
+        DecoderCache.reorder = reorder
+        hook.remove()
+    assert all(len(h[0].tokens) == 7 for h in hyps)  # 6 tokens + EOS: every input runs to the end
+    assert rows_projected == [ids.shape[0]]  # B rows, not B × beam
+    assert len(set(ptrs)) == 1  # the same cross K/V storage at every step
+    assert flags and not any(flags)  # ordinary steps leave the cross entries alone
+
+
+def test_beam_search_with_shrinking_batch_matches_no_cache(model):
+    """Inputs finish at different steps (shrinking): cached decoding equals recomputation."""
+    ids = text_batch(4, seed=1)
+    cfg = GenerationConfig(beam_size=3, max_len_a=0.0, max_len_b=8)
+    a = generate(model, ids, cfg)
+    b = generate(model, ids, GenerationConfig(beam_size=3, max_len_a=0.0, max_len_b=8, use_cache=False))
+    for x, y in zip(a, b):
+        assert [h.tokens.tolist() for h in x] == [h.tokens.tolist() for h in y]
+        torch.testing.assert_close(torch.tensor([h.score for h in x]), torch.tensor([h.score for h in y]),
+                                   atol=1e-5, rtol=0)
+
+
+def test_constrained_scoring_projects_only_trie_tokens(model):
+    g = torch.Generator().manual_seed(3)
+    cands = [[int(t) for t in torch.randint(4, 60, (n,), generator=g)] + [EOS] for n in (1, 2, 3, 1, 2)]
+    trie = Trie(cands, eos=EOS)
+    enc = model.encode(text_batch())
+    widths = []
+    original = model.decoder.project
+
+    def counting(hidden, vocab_ids=None):
+        widths.append(model.config.vocab_size if vocab_ids is None else vocab_ids.numel())
+        return original(hidden, vocab_ids)
+
+    model.decoder.project = counting
+    try:
+        got = score_candidates(model, enc, cands, trie=trie, chunk_size=2)
+    finally:
+        del model.decoder.project
+    assert widths and set(widths) == {trie.token_ids().numel()}
+
+    class FullVocabulary:  # the same model without decode_hidden/project: full-vocabulary logits
+        def __init__(self, m):
+            self.config, self.decode, self.new_cache = m.config, m.decode, m.new_cache
+
+    ref = score_candidates(FullVocabulary(model), enc, cands, trie=trie, chunk_size=2)
+    torch.testing.assert_close(got.scores, ref.scores, atol=1e-5, rtol=0)
+    assert torch.equal(got.best, ref.best)
+
+
+def test_select_rows_equals_index_select_for_strided_and_single_rows():
+    x = torch.randn(3, 5, 2, 4).transpose(1, 2)
+    order = torch.tensor([2, 0, 0, 1])
+    assert torch.equal(select_rows(x, order), x.index_select(0, order))
+    one = torch.randn(1, 5, 4)
+    assert torch.equal(select_rows(one, torch.zeros(3, dtype=torch.long)), one.expand(3, -1, -1))
+
+
+@pytest.fixture(scope="module")
+def trunk_models(one_thread):
+    torch.manual_seed(0)
+    folded = OFAModel.from_name("tiny", **SMALL)
+    plain = OFAModel.from_name("tiny", **{**SMALL, "fold_batchnorm_inference": False})
+    plain.load_state_dict(folded.state_dict())
+    # non-trivial BatchNorm statistics and affine parameters
+    with torch.no_grad():
+        for m in (folded, plain):
+            for i, bn in enumerate(x for x in m.encoder.embed_images.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+                g = torch.Generator().manual_seed(i)
+                bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
+                bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+                bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+                bn.bias.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
+    return folded.eval(), plain.eval()
+
+
+def assert_close_to_scale(a, b, rel: float = 1e-5):
+    """fp32 rounding: the largest difference is tiny next to the largest activation."""
+    scale = float(b.abs().max())
+    assert scale > 0 and float((a - b).abs().max()) <= rel * scale, (float((a - b).abs().max()), scale)
+
+
+def test_batchnorm_folding_matches_and_follows_weight_changes(trunk_models):
+    folded, plain = trunk_models
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = folded.encoder.embed_images.forward_features(images)
+        b = plain.encoder.embed_images.forward_features(images)
+        assert_close_to_scale(a, b)
+        assert folded.encoder.embed_images._folded is not None  # the folded path ran
+        for m in (folded, plain):  # change a statistic: the folded weights are rebuilt
+            m.encoder.embed_images.layer1[0].bn1.running_mean.add_(0.5)
+        assert_close_to_scale(folded.encoder.embed_images.forward_features(images),
+                              plain.encoder.embed_images.forward_features(images))
+    # with autograd on, the ordinary (unfolded) modules run, so gradients reach the BN parameters
+    out = folded.encoder.embed_images.forward_features(images)
+    out.sum().backward()
+    assert folded.encoder.embed_images.bn1.weight.grad is not None
+    folded.zero_grad(set_to_none=True)
+
+
+def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread):
+    torch.manual_seed(0)
+    a = OFAModel.from_name("tiny", **SMALL).train()
+    b = OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": True}).train()
+    b.load_state_dict(a.state_dict())
+    ids, images = text_batch(2), torch.randn(2, 3, 32, 32)
+    prev = ids.clone()
+    losses = []
+    for m in (a, b):
+        logits = m(ids, prev, images, torch.ones(2, dtype=torch.bool))
+        loss = logits.float().logsumexp(-1).mean()
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1])
+    ga = dict(a.named_parameters())
+    for name, p in b.named_parameters():
+        torch.testing.assert_close(p.grad, ga[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+    sa = a.state_dict()
+    for name, t in b.state_dict().items():  # running statistics and num_batches_tracked updated exactly once
+        assert torch.allclose(t.float(), sa[name].float(), atol=1e-6), name
+
+
+def test_gpu_benchmark_dry_run(tmp_path):
+    spec = importlib.util.spec_from_file_location("ofa_gpu_bench", REPO / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    sys.modules["ofa_gpu_bench"] = gpu
+    spec.loader.exec_module(gpu)
+    threads = torch.get_num_threads()
+    try:
+        rc = gpu.main(["--dry-run", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads((tmp_path / "gpu_results.json").read_text())
+    assert rc == 0 and res["errors"] == {}
+    assert res["dry_run"] is True
+    t = res["train"]
+    assert t["flops_per_step"] > 0 and t["samples_per_s"] > 0 and 0 < t["mfu"]
+    assert res["generate"]["images_per_s"] > 0
+    assert [m["size"] for m in res["max_batch"]] == ["tiny"] and res["max_batch"][0]["largest_batch_found"] >= 1
+    assert "dry run" in (tmp_path / "gpu_results.md").read_text()
