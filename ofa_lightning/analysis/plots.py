@@ -68,13 +68,7 @@ def plot_curves(frame: pd.DataFrame, groups: dict[str, str] | None = None, ncols
         raise ValueError("none of the curve groups matched a logged key (did the run log anything?)")
     fig, axes = _grid(len(panels), ncols, (5.0, 3.2))
     for ax, (title, wide) in zip(axes, panels):
-        for key in wide.columns:
-            series = wide[key].dropna()
-            ax.plot(series.index, series.values, marker="o" if len(series) < 10 else None, label=key)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _curve_panel(ax, title, [(key, wide[key]) for key in wide.columns])
     fig.tight_layout()
     return save_figure(fig, save)
 
@@ -220,14 +214,7 @@ def plot_runs_curves(frames: dict[str, pd.DataFrame], pattern: str = r"^train/(l
         raise ValueError(f"no run logged a key matching {pattern!r}")
     fig, axes = _grid(len(keys), ncols, (4.5, 3.2))
     for ax, key in zip(axes, keys):
-        for label, wide in curves.items():
-            if key in wide.columns:
-                series = wide[key].dropna()
-                ax.plot(series.index, series.values, marker="o" if len(series) < 10 else None, label=label)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _curve_panel(ax, key, [(label, wide[key]) for label, wide in curves.items() if key in wide.columns])
     fig.tight_layout()
     return save_figure(fig, save)
 
@@ -256,3 +243,14 @@ def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, save)
+
+
+def _curve_panel(ax, title: str, lines: list[tuple[str, "pd.Series"]]) -> None:
+    """One panel of step curves: each ``(label, series)`` without its gaps, markers when there are few points."""
+    for label, series in lines:
+        series = series.dropna()
+        ax.plot(series.index, series.values, marker="o" if len(series) < 10 else None, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
