@@ -8,8 +8,9 @@ sampled along the way; no leak = RSS at the last sample within 10 % of RSS at th
 Writes ``<out>/soak.json`` (every sample: step, RSS of the training process, RSS of it + its loader workers and
 other children, wall time) and ``<out>/soak.md`` (the paragraph for ``benchmarks/RESULTS.md``). RSS is read after
 ``gc.collect()`` at the end of the sampled training step, in the main process (the gate) and summed over its
-children (reported). Evaluation runs on the demo's cadence (every 200 steps), so the step-200 sample is taken just
-before the first evaluation and the last one after the others: a leak in evaluation shows up too.
+children (reported). Evaluation runs on the demo's cadence (``trainer.val_check_interval``, 500 steps), so the
+step-200 sample comes before the first evaluation and the step-1,000 one after the others: a leak in evaluation
+shows up too.
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> dict:
         "rss_with_children_first_mb": by_step[first]["rss_with_children_mb"],
         "rss_with_children_last_mb": by_step[last]["rss_with_children_mb"],
         "max_rss_mb": max(r["rss_mb"] for r in records), "samples": records,
+        "val_check_interval": int(cfg.trainer.val_check_interval),
         "wall_s": round(time.time() - start, 1), "train_loss": metrics.get("train/loss"),
     }
     (out / "soak.json").write_text(json.dumps(result, indent=1))
@@ -121,7 +123,8 @@ def describe(r: dict) -> str:
     return (f"{SECTION}\n\n"
             f"`benchmarks/soak.py` ({r['date']}, {r['machine']['cpu_count']} cores, torch "
             f"{r['machine']['torch']}): `experiment=demo` for {r['steps']:,} CPU steps with {r['workers']} loader "
-            f"workers (evaluation every 200 steps, no final test). Resident memory of the training process: "
+            f"workers (evaluation every {r.get('val_check_interval', '?')} steps, no final test). Resident memory "
+            f"of the training process: "
             f"{r['rss_first_mb']:,.0f} MB at step {r['first_step']:,} and {r['rss_last_mb']:,.0f} MB at step "
             f"{r['last_step']:,} ({(r['ratio'] - 1) * 100:+.1f} %, limit +{r['tolerance'] * 100:.0f} %): {verdict}. "
             f"With the loader workers and other children: {r['rss_with_children_first_mb']:,.0f} → "
