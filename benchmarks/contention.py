@@ -128,15 +128,20 @@ def timed(fn: Callable[[], object], *, warmup: int, repeats: int, max_attempts: 
             break
         if quiet_wait_s > 0 and not busy_for_good:
             out.waited_s += wait_for_quiet(min(quiet_wait_s, wait_budget_s - out.waited_s))
-        with Probe() as p:
-            fn()
-        out.times.append(p.wall)
-        out.other.append(round(p.other_frac, 3))
-        out.clean.append(p.other_frac < CLEAN_OTHER_FRAC)
-        if log:
-            flag = "" if out.clean[-1] else f"  (disturbed: others used {p.other_frac:.0%} of the CPUs)"
-            log(f"  {label} {len(out.times)}: {p.wall:.3f} s{flag}")
+        _probe_call(out, fn, label, log)
     return out
+
+
+def _probe_call(out: "Timing", fn: Callable[[], object], label: str, log: Callable[[str], None] | None) -> None:
+    """One probed call of ``fn``: its wall time, the other processes' CPU share and clean/disturbed go to ``out``."""
+    with Probe() as p:
+        fn()
+    out.times.append(p.wall)
+    out.other.append(round(p.other_frac, 3))
+    out.clean.append(p.other_frac < CLEAN_OTHER_FRAC)
+    if log:
+        flag = "" if out.clean[-1] else f"  (disturbed: others used {p.other_frac:.0%} of the CPUs)"
+        log(f"  {label} {len(out.times)}: {p.wall:.3f} s{flag}")
 
 
 def timed_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repeats: int | dict[str, int],
@@ -173,13 +178,5 @@ def timed_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repe
                 w = wait_for_quiet(min(quiet_wait_s, wait_budget_s - waited))
                 waited += w
                 out[name].waited_s += w
-            with Probe() as p:
-                fns[name]()
-            t = out[name]
-            t.times.append(p.wall)
-            t.other.append(round(p.other_frac, 3))
-            t.clean.append(p.other_frac < CLEAN_OTHER_FRAC)
-            if log:
-                flag = "" if t.clean[-1] else f"  (disturbed: others used {p.other_frac:.0%} of the CPUs)"
-                log(f"  {label}{name} {len(t.times)}: {p.wall:.3f} s{flag}")
+            _probe_call(out[name], fns[name], f"{label}{name}", log)
     return out
