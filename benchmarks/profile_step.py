@@ -55,7 +55,13 @@ class _StepTimer:
         self.captured: dict[str, object] = {}
         trunk = model.encoder.embed_images
         enc, dec = model.encoder.layers, model.decoder.layers
-        self._span(trunk.conv1, trunk.layer3, "resnet", input_grad=False)
+        # forward_features runs the blocks one by one (checkpointing, BN folding), so the stage modules'
+        # own hooks never fire: the span ends at the last bottleneck of stage 3
+        self._span(trunk.conv1, trunk.layer3[-1], "resnet", input_grad=False)
+        self.ffn_marks: list[dict[str, float]] = []
+        self.ffn_inputs: list[torch.Tensor] = []
+        for layer in (*enc, *dec):
+            self._wrap_ffn(layer)
         self._span(enc[0], enc[-1], "encoder")
         self._span(dec[0], dec[-1], "decoder")
         self._orig_project = model.project
@@ -73,6 +79,35 @@ class _StepTimer:
         for h in self.handles:
             h.remove()
         del self.model.project
+        for layer in (*self.model.encoder.layers, *self.model.decoder.layers):
+            del layer.feed_forward
+
+    def _wrap_ffn(self, layer):
+        """Times one layer's FFN sub-block (LN → fc1 → GELU → LN → fc2 → residual): forward between entry and
+        exit, backward from the gradient reaching its output to the gradient of its input (which also carries
+        the residual branch: an upper bound of a few element-wise adds)."""
+        orig = layer.feed_forward
+
+        def feed_forward(x):
+            marks = {"f0": time.perf_counter()}
+            self.ffn_marks.append(marks)
+            if len(self.ffn_inputs) < len(self.ffn_marks):
+                self.ffn_inputs.append(x.detach())
+            if x.requires_grad:
+                x.register_hook(self._store(marks, "b1"))
+            y = orig(x)
+            marks["f1"] = time.perf_counter()
+            if y.requires_grad:
+                y.register_hook(self._store(marks, "b0"))
+            return y
+
+        layer.feed_forward = feed_forward  # instance attribute shadows the method while profiling
+
+    @staticmethod
+    def _store(marks, key):
+        def hook(grad):
+            marks.setdefault(key, time.perf_counter())
+        return hook
 
     def _mark(self, name):
         self.marks[name] = time.perf_counter()
@@ -100,6 +135,7 @@ class _StepTimer:
 
     def step(self, step: TrainStep) -> dict[str, float]:
         self.marks = {}
+        self.ffn_marks = []
         t0 = time.perf_counter()
         step.optimizer.zero_grad(set_to_none=True)
         loss = step.loss()
@@ -116,6 +152,8 @@ class _StepTimer:
             "projection": (t_loss - m["f_projection_0"]) + (m["b_projection_1"] - t_loss),
             "optimizer": t_end - t_bwd,
         }
+        parts["ffn"] = sum((f["f1"] - f["f0"]) + (f["b1"] - f["b0"]) for f in self.ffn_marks)
+        parts["attention"] = parts["encoder"] + parts["decoder"] - parts["ffn"]
         parts["total"] = t_end - t0
         parts["rest"] = parts["total"] - sum(parts[c] for c in COMPONENTS)
         parts["forward"], parts["backward"] = t_loss - t0, t_bwd - t_loss
@@ -129,7 +167,8 @@ def _count_flops(fn: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, captured_project) -> dict:
+def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, captured_project,
+                     ffn_inputs: list | None = None) -> dict:
     """FLOPs (forward + backward) of each component, replayed on inputs captured from a step."""
     caps = {}
 
@@ -167,6 +206,14 @@ def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, c
     out = dict(resnet=_count_flops(resnet), encoder=_count_flops(lambda: layers("enc", model.encoder.layers)),
                decoder=_count_flops(lambda: layers("dec", model.decoder.layers)),
                projection=_count_flops(projection), optimizer=0.0)
+    def ffn():
+        mods = [*model.encoder.layers, *model.decoder.layers]
+        outs = [layer.feed_forward(x.clone().requires_grad_(True)) for layer, x in zip(mods, ffn_inputs or [])]
+        if outs:
+            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+    out["ffn"] = _count_flops(ffn)
+    out["attention"] = out["encoder"] + out["decoder"] - out["ffn"]
     out["total"] = _count_flops(lambda: step.loss().backward())
     out["rest"] = out["total"] - sum(out[c] for c in COMPONENTS)
     model.zero_grad(set_to_none=True)
@@ -200,16 +247,23 @@ def profile_training_step(model, batch: Batch, opts: TrainOptions, repeats: int 
         if contended:
             samples = disturbed
         captured = timer.captured["projection_input"]
+        ffn_inputs = list(timer.ffn_inputs)
     finally:
         timer.remove()
-    flops = _component_flops(model, batch, step, opts, captured)
+    flops = _component_flops(model, batch, step, opts, captured, ffn_inputs)
     med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
     rows = []
     for key in COMPONENTS + ("rest",):
         gflop = flops[key] / 1e9
         rate = gflop / med[key] if med[key] > 0 and gflop > 0.05 else None
         rows.append(dict(component=LABELS[key], key=key, seconds=med[key], gflop=gflop, gflop_per_s=rate))
-    return dict(total_s=med["total"], forward_s=med["forward"], backward_s=med["backward"],
+    split = []
+    for key, label in (("attention", "of which attention sub-blocks (LN, Q/K/V/out projections, biases, softmax)"),
+                       ("ffn", "of which FFN sub-blocks (LN, fc1, GELU, LN, fc2)")):
+        gflop = flops[key] / 1e9
+        split.append(dict(component=label, key=key, seconds=med[key], gflop=gflop,
+                          gflop_per_s=gflop / med[key] if med[key] > 0 and gflop > 0.05 else None))
+    return dict(total_s=med["total"], forward_s=med["forward"], backward_s=med["backward"], layer_split=split,
                 total_gflop=flops["total"] / 1e9, total_gflop_per_s=flops["total"] / 1e9 / med["total"],
                 steps_used=len(samples), contended=contended, options=opts.describe(), rows_projected=int(captured.shape[0]),
                 components=rows)
@@ -218,7 +272,12 @@ def profile_training_step(model, batch: Batch, opts: TrainOptions, repeats: int 
 def format_profile(prof: dict, peak_gflops: float = 300.0) -> str:
     lines = [f"| component | time (s) | share | GFLOP (fwd+bwd) | GFLOP/s | % of ~{peak_gflops:.0f} GFLOP/s |",
              "|---|---:|---:|---:|---:|---:|"]
-    for r in prof["components"]:
+    rows = list(prof["components"])
+    split = prof.get("layer_split") or []
+    if split:  # the attention / FFN split of the encoder + decoder layers, right after the decoder row
+        at = next(i for i, r in enumerate(rows) if r["key"] == "decoder") + 1
+        rows[at:at] = [dict(r, component="↳ " + r["component"]) for r in split]
+    for r in rows:
         rate = r["gflop_per_s"]
         lines.append("| {} | {:.3f} | {:.0%} | {:.1f} | {} | {} |".format(
             r["component"], r["seconds"], r["seconds"] / prof["total_s"], r["gflop"],

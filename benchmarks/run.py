@@ -434,6 +434,8 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
                      f"{r['rss_after_build_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
         L.append("")
     prof = details.get("profile")
+    if details.get("profile_error"):
+        L.append(f"## Where the time goes\n\nThe step profiler failed in this run: `{details['profile_error']}`.\n")
     if prof:
         from profile_step import format_profile
 
@@ -450,6 +452,11 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
         L.append("")
         L.append(format_profile(prof, PEAK_GFLOPS))
         L.append("")
+        if prof.get("layer_split"):
+            L.append("The ↳ rows split the encoder + decoder layers: each FFN sub-block is timed between its entry "
+                     "and exit (forward) and between the gradients of its output and input (backward); attention = "
+                     "layers − FFN, so it also holds the attention sub-blocks' LayerNorms and residual adds.")
+            L.append("")
     abl = details.get("ablation")
     if abl:
         L.append("## Training-step optimisations (OFA-Tiny, ours, each in a fresh child process)")
@@ -587,8 +594,12 @@ def main(argv=None) -> int:
 
         log("profiling one tiny training step (component timers)")
         model = build_ours("tiny", train=True)
-        details["profile"] = profile_training_step(model, batch, DEFAULT, repeats=1 if q else 3,
-                                                   quiet_wait_s=args.quiet_wait, log=log)
+        try:  # a broken profiler must not throw away the measurements above: report it, exit 1 at the end
+            details["profile"] = profile_training_step(model, batch, DEFAULT, repeats=1 if q else 3,
+                                                       quiet_wait_s=args.quiet_wait, log=log)
+        except Exception as exc:  # noqa: BLE001
+            details["profile_error"] = f"{type(exc).__name__}: {exc}"
+            log(f"profiling FAILED ({details['profile_error']}); the other results are still written")
         del model
 
     results = []
@@ -651,7 +662,7 @@ def main(argv=None) -> int:
     for r in results:
         log(f"  {r['name']:22s} {r['config']:7s} ours {r['ours']:10.3f}  port {r['peer']:10.3f}  "
             f"ratio {r['ratio']:.2f} (target {r['target']}: {'–' if r['target_met'] is None else 'met' if r['target_met'] else 'not met'})")
-    return 0
+    return 1 if details.get("profile_error") else 0
 
 
 if __name__ == "__main__":

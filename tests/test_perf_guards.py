@@ -236,3 +236,34 @@ def test_gpu_benchmark_dry_run(tmp_path):
     assert res["generate"]["images_per_s"] > 0
     assert [m["size"] for m in res["max_batch"]] == ["tiny"] and res["max_batch"][0]["largest_batch_found"] >= 1
     assert "dry run" in (tmp_path / "gpu_results.md").read_text()
+
+
+def test_step_profiler_splits_a_real_step(one_thread, monkeypatch):
+    """``benchmarks/profile_step.py`` (the "where the time goes" table of ``make bench``): every component's timer
+    fires inside a real step — ResNet, encoder, decoder, projection, optimiser, and the attention / FFN split of the
+    layers — and the FLOP counts add up."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from common import build_ours, make_batch
+    from profile_step import COMPONENTS, format_profile, profile_training_step
+    from train_step import DEFAULT
+
+    small = {k: v for k, v in SMALL.items() if k != "vocab_size"}  # the benchmark batch uses OFA's token ids
+    model = build_ours("tiny", train=True, **small)
+    batch = make_batch(seed=0, batch=2, px=64)
+    prof = profile_training_step(model, batch, DEFAULT, repeats=1, quiet_wait_s=0.0)
+    rows = {r["key"]: r for r in prof["components"]}
+    assert set(COMPONENTS) <= set(rows)
+    for key in ("resnet", "encoder", "decoder", "projection"):
+        assert rows[key]["seconds"] > 0 and rows[key]["gflop"] > 0, key
+    split = {r["key"]: r for r in prof["layer_split"]}
+    assert split["ffn"]["seconds"] > 0 and split["attention"]["seconds"] > 0
+    layers_s = rows["encoder"]["seconds"] + rows["decoder"]["seconds"]
+    assert abs(split["ffn"]["seconds"] + split["attention"]["seconds"] - layers_s) < 1e-9
+    # FFN FLOPs: fc1 and fc2 cost 2·d·ffn per token forward and twice that backward (input and weight gradients);
+    # encoder tokens = 4x4 patches of the 64 px image + 20 source tokens, decoder tokens = 20, per row
+    b, d, ffn = 2, SMALL["d_model"], SMALL["encoder_ffn_dim"]
+    tokens = b * (16 + 20) * SMALL["encoder_layers"] + b * 20 * SMALL["decoder_layers"]
+    assert split["ffn"]["gflop"] * 1e9 == pytest.approx(2 * 6 * d * ffn * tokens)
+    assert 0 < split["ffn"]["gflop"] < rows["encoder"]["gflop"] + rows["decoder"]["gflop"]
+    table = format_profile(prof)
+    assert "↳ of which FFN" in table and "ResNet trunk" in table
