@@ -132,10 +132,15 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
-VQ_STEPS, T2I_STEPS = 1200, 500  # 400 VQ steps lose the colours of small shapes (most come back teal)
+VQ_STEPS, T2I_STEPS = 1200, 1500  # 400 VQ steps lose the colours of small shapes (most come back teal)
+# OFA samples from the top 256 of 8,192 codes (3 %); the same share of the small VQ model's 256 codes is 8
+TOP_K = 8
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue #6 is open: the small VQ model now keeps the colours, but the briefly "
+                   "trained text-to-image model draws (memorised) training scenes whatever the caption says: 4/57 "
+                   "colour hits against a 0.21 chance level (README 'Image generation')")
 def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     import json
 
@@ -148,7 +153,9 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
 
     root = tmp_path / "project"
     data = root / "data" / "shapes"
-    generate_shapes(data / "raw", num_images=500, seed=0, image_size=64)
+    # 2,000 scenes: with 500, 1,500 steps are 12 epochs and the model memorises a few training images, whatever
+    # the caption says
+    generate_shapes(data / "raw", num_images=2000, seed=0, image_size=64)
     cli.run(["coco_caption", "--karpathy-json", str(data / "raw" / "dataset_coco.json"), "--images",
              str(data / "raw" / "images"), "--out", str(data / "shards" / "coco_caption"), "--quiet"])
     # 1. the small VQ model on the training images (64 px -> 8x8 codes)
@@ -178,12 +185,13 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     for entry in karpathy:
         scene = scenes[entry["cocoid"]]
         if entry["split"] in ("val", "test") and len(scene["objects"]) == 1:
-            prompts.extend((sentence["raw"], scene["objects"][0]["color"]) for sentence in entry["sentences"])
+            # one caption per scene: 60 different scenes, so the colour shares (the chance level) are not lumpy
+            prompts.append((entry["sentences"][0]["raw"], scene["objects"][0]["color"]))
     prompts = prompts[:60]
     ofa = OFA.load(run_dir / "checkpoints" / "last.ckpt")
     hits = 0
     for caption, colour in prompts:
-        best = ofa.generate_image(caption, vq, num_samples=2, top_k=32, seed=0)[0]
+        best = ofa.generate_image(caption, vq, num_samples=2, top_k=TOP_K, seed=0)[0]
         hits += dominant_colour(best.image) == colour
     n = len(prompts)
     shares = {c: sum(col == c for _, col in prompts) / n for c in COLOURS}
