@@ -252,17 +252,14 @@ def profile_training_step(model, batch: Batch, opts: TrainOptions, repeats: int 
         timer.remove()
     flops = _component_flops(model, batch, step, opts, captured, ffn_inputs)
     med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-    rows = []
-    for key in COMPONENTS + ("rest",):
+    def row(key: str, label: str) -> dict:
         gflop = flops[key] / 1e9
         rate = gflop / med[key] if med[key] > 0 and gflop > 0.05 else None
-        rows.append(dict(component=LABELS[key], key=key, seconds=med[key], gflop=gflop, gflop_per_s=rate))
-    split = []
-    for key, label in (("attention", "of which attention sub-blocks (LN, Q/K/V/out projections, biases, softmax)"),
-                       ("ffn", "of which FFN sub-blocks (LN, fc1, GELU, LN, fc2)")):
-        gflop = flops[key] / 1e9
-        split.append(dict(component=label, key=key, seconds=med[key], gflop=gflop,
-                          gflop_per_s=gflop / med[key] if med[key] > 0 and gflop > 0.05 else None))
+        return dict(component=label, key=key, seconds=med[key], gflop=gflop, gflop_per_s=rate)
+
+    rows = [row(key, LABELS[key]) for key in COMPONENTS + ("rest",)]
+    split = [row("attention", "of which attention sub-blocks (LN, Q/K/V/out projections, biases, softmax)"),
+             row("ffn", "of which FFN sub-blocks (LN, fc1, GELU, LN, fc2)")]
     return dict(total_s=med["total"], forward_s=med["forward"], backward_s=med["backward"], layer_split=split,
                 total_gflop=flops["total"] / 1e9, total_gflop_per_s=flops["total"] / 1e9 / med["total"],
                 steps_used=len(samples), contended=contended, options=opts.describe(), rows_projected=int(captured.shape[0]),
