@@ -84,6 +84,8 @@ class OFALitModule(pl.LightningModule):
         nonfinite: ``{max_consecutive: 10, check_grads: true}`` (``guards.py``): steps with a non-finite loss (or,
             without an AMP scaler, non-finite gradients) are skipped and counted; ``max_consecutive`` skips in a row
             stop the run with a ``NonFiniteLossError`` naming the step and the batch's tasks (0 = never stop).
+        model_init: from-scratch initialisation on top of OFA's (``ofa_lightning/model/init.py``; skipped with
+            ``init_from``): ``{linear: bert|xavier, location: none|sincos, location_image_size: px}``.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class OFALitModule(pl.LightningModule):
         init_from: str | None = None,
         init_from_ema: bool = False,
         nonfinite: Mapping[str, Any] | None = None,
+        model_init: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         model = _plain(model)
@@ -115,6 +118,14 @@ class OFALitModule(pl.LightningModule):
         else:
             cfg = model if isinstance(model, OFAConfig) else OFAConfig.from_dict(model)
             self.model = OFAModel(cfg)
+            model_init = dict(_plain(model_init) or {})
+            if model_init and not init_from:  # from-scratch start only: loaded weights would replace it anyway
+                from ofa_lightning.model.init import apply_model_init
+
+                if model_init.get("location", "none") != "none" and tokenizer is None:
+                    raise ValueError("model_init.location needs the tokenizer (for the bin ids)")
+                apply_model_init(self.model, bin_range=tokenizer.bin_range if tokenizer is not None else None,
+                                 **model_init)
         if init_from:
             from .warm_start import load_initial_weights
 
