@@ -1,7 +1,8 @@
 """``ofa-demo`` (run by ``make demo``): the kit's main job on the embedded ``shapes`` data, on a CPU.
 
 shapes scenes in official raw formats → recipes → WebDataset shards → train the ``demo`` experiment
-(OFA-Tiny, caption + VQA + grounding mixed per example) → evaluate on held-out scenes → a table of
+(OFA-Tiny, caption + VQA + grounding mixed per example, with OFA's detection task as an unevaluated auxiliary)
+→ evaluate on held-out scenes → a table of
 CIDEr-D, VQA accuracy and Acc@0.5 beside trivial baselines (most frequent caption, majority answer,
 whole-image box). The last line printed is the path of ``demo_metrics.json`` in the run dir.
 """
