@@ -115,3 +115,18 @@ def test_cli_converts_and_reports(tmp_path, capsys):
     assert same_outputs(src, load_converted(out).eval())
     assert convert_main([str(tmp_path / "nope.pt"), str(out)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_fairseq_arch_options_come_from_the_checkpoint_arguments():
+    """Options that change the computation but not the shapes (entangled positions, buckets) are read from the
+    arguments fairseq records, as cfg['model'] (a dict) or args (a Namespace); nothing recorded, nothing set."""
+    from argparse import Namespace
+
+    from ofa_lightning.model.convert import fairseq_arch_options
+
+    assert fairseq_arch_options({"model": {}, "cfg": {"model": {"entangle_position_embedding": True, "lr": 1}}}) \
+        == {"entangle_position_embedding": True}
+    assert fairseq_arch_options({"model": {}, "args": Namespace(token_bucket_size=128, image_bucket_size=42,
+                                                               arch="ofa_large")}) \
+        == {"token_bucket_size": 128, "image_bucket_size": 42}
+    assert fairseq_arch_options({"model": {}}) == {}

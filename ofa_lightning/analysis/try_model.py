@@ -51,16 +51,21 @@ def load_model(checkpoint: str | Path, tokenizer: Any = None, image_size: int | 
 
 def export_fairseq_layout(checkpoint: str | Path, out: str | Path) -> Path:
     """Write our checkpoint's weights as OFA's fairseq checkpoints hold them (``{"model": state_dict}`` with
-    fairseq parameter names): a small stand-in for ``ofa_large.pt`` to show the ``ofa-convert`` path on."""
+    fairseq parameter names, and the computation options under ``cfg["model"]``): a small stand-in for
+    ``ofa_large.pt`` to show the ``ofa-convert`` path on."""
     import torch
 
     data = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
     state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
     if not state:
         raise ValueError(f"{checkpoint} holds no model.* weights (not an ofa-train checkpoint?)")
+    from ofa_lightning.model.convert import ARCH_OPTIONS
+
+    config = data.get("hyper_parameters", {}).get("model_config", {})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state}, out)
+    # fairseq records the model arguments beside the weights: cfg["model"] (a plain dict in OFA's checkpoints)
+    torch.save({"model": state, "cfg": {"model": {k: config[k] for k in ARCH_OPTIONS if k in config}}}, out)
     return out
 
 

@@ -212,11 +212,35 @@ def fairseq_state_dict(checkpoint: Mapping[str, Any], use_ema: bool = False) -> 
     return dict(checkpoint["model"])
 
 
+#: OFA model arguments that change the computation but not the weights' shapes, so infer_config cannot see
+#: them; fairseq stores them under the same names in the checkpoint's ``cfg["model"]`` (or ``args``).
+ARCH_OPTIONS = ("entangle_position_embedding", "token_bucket_size", "image_bucket_size", "attn_scale_factor",
+                "code_image_size", "orig_patch_image_size", "interpolate_position")
+
+
+def fairseq_arch_options(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`ARCH_OPTIONS` a fairseq checkpoint records (``cfg["model"]``, else ``args``); others absent."""
+    cfg = checkpoint.get("cfg")
+    model_args = cfg.get("model") if isinstance(cfg, Mapping) else None
+    if model_args is None and checkpoint.get("args") is not None:
+        args = checkpoint["args"]
+        model_args = args if isinstance(args, Mapping) else vars(args)
+    if not model_args:
+        return {}
+    if not isinstance(model_args, Mapping):
+        model_args = vars(model_args)
+    return {k: model_args[k] for k in ARCH_OPTIONS if model_args.get(k) is not None}
+
+
 def from_fairseq_checkpoint(path: str | Path, config: OFAConfig | None = None, use_ema: bool = False,
                             trust_checkpoint: bool = False, strict: bool = True) -> tuple[OFAModel, ConversionReport]:
-    """OFA fairseq ``.pt`` (or a HF/ModelScope ``pytorch_model.bin``) → our model + report."""
+    """OFA fairseq ``.pt`` (or a HF/ModelScope ``pytorch_model.bin``) → our model + report. Without ``config``,
+    sizes are read off the weights and the computation options off the checkpoint's recorded arguments."""
     checkpoint = load_checkpoint_file(path, trust_checkpoint)
-    return from_state_dict(fairseq_state_dict(checkpoint, use_ema), config, strict=strict)
+    state = fairseq_state_dict(checkpoint, use_ema)
+    if config is None:
+        config = infer_config(state, **fairseq_arch_options(checkpoint))
+    return from_state_dict(state, config, strict=strict)
 
 
 def load_converted(path: str | Path) -> OFAModel:
