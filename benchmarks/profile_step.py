@@ -206,6 +206,7 @@ def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, c
     out = dict(resnet=_count_flops(resnet), encoder=_count_flops(lambda: layers("enc", model.encoder.layers)),
                decoder=_count_flops(lambda: layers("dec", model.decoder.layers)),
                projection=_count_flops(projection), optimizer=0.0)
+
     def ffn():
         mods = [*model.encoder.layers, *model.decoder.layers]
         outs = [layer.feed_forward(x.clone().requires_grad_(True)) for layer, x in zip(mods, ffn_inputs or [])]

@@ -12,9 +12,7 @@ from dataclasses import asdict
 
 import torch
 
-from ofa_lightning.model import OFAConfig
-from ofa_lightning.model.convert import (fairseq_arch_options, fairseq_state_dict, from_state_dict, infer_config,
-                                         load_checkpoint_file)
+from ofa_lightning.model.convert import checkpoint_config, fairseq_state_dict, from_state_dict, load_checkpoint_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         raw = load_checkpoint_file(args.checkpoint, trust_checkpoint=args.trust_checkpoint)
         sd = fairseq_state_dict(raw, use_ema=args.ema)
-        # the options that change the computation but not the shapes (entangled positions, buckets, ...) come
-        # from the arguments the checkpoint records; sizes from --size or the tensors
-        overrides = {**fairseq_arch_options(raw), **({"vocab_size": args.vocab_size} if args.vocab_size else {})}
-        config = OFAConfig.from_name(args.size, **overrides) if args.size else infer_config(sd, **overrides)
+        overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+        config = checkpoint_config(raw, sd, args.size, **overrides)
         model, report = from_state_dict(sd, config, strict=not args.non_strict)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
         print(f"ofa-convert: error: {exc}", file=sys.stderr)

@@ -222,25 +222,30 @@ def fairseq_arch_options(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`ARCH_OPTIONS` a fairseq checkpoint records (``cfg["model"]``, else ``args``); others absent."""
     cfg = checkpoint.get("cfg")
     model_args = cfg.get("model") if isinstance(cfg, Mapping) else None
-    if model_args is None and checkpoint.get("args") is not None:
-        args = checkpoint["args"]
-        model_args = args if isinstance(args, Mapping) else vars(args)
-    if not model_args:
+    if model_args is None:
+        model_args = checkpoint.get("args")
+    if model_args is None:
         return {}
-    if not isinstance(model_args, Mapping):
+    if not isinstance(model_args, Mapping):  # an argparse Namespace
         model_args = vars(model_args)
     return {k: model_args[k] for k in ARCH_OPTIONS if model_args.get(k) is not None}
 
 
+def checkpoint_config(checkpoint: Mapping[str, Any], state_dict: Mapping[str, Tensor], size: str | None = None,
+                      **overrides: Any) -> OFAConfig:
+    """The config of a fairseq/HF checkpoint: sizes from the catalogue entry ``size`` or read off the tensors,
+    the computation options from the checkpoint's recorded arguments, then ``overrides``."""
+    options = {**fairseq_arch_options(checkpoint), **overrides}
+    return OFAConfig.from_name(size, **options) if size else infer_config(state_dict, **options)
+
+
 def from_fairseq_checkpoint(path: str | Path, config: OFAConfig | None = None, use_ema: bool = False,
                             trust_checkpoint: bool = False, strict: bool = True) -> tuple[OFAModel, ConversionReport]:
-    """OFA fairseq ``.pt`` (or a HF/ModelScope ``pytorch_model.bin``) → our model + report. Without ``config``,
-    sizes are read off the weights and the computation options off the checkpoint's recorded arguments."""
+    """OFA fairseq ``.pt`` (or a HF/ModelScope ``pytorch_model.bin``) → our model + report (config from
+    :func:`checkpoint_config` when not given)."""
     checkpoint = load_checkpoint_file(path, trust_checkpoint)
     state = fairseq_state_dict(checkpoint, use_ema)
-    if config is None:
-        config = infer_config(state, **fairseq_arch_options(checkpoint))
-    return from_state_dict(state, config, strict=strict)
+    return from_state_dict(state, config or checkpoint_config(checkpoint, state), strict=strict)
 
 
 def load_converted(path: str | Path) -> OFAModel:

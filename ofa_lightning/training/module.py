@@ -122,8 +122,6 @@ class OFALitModule(pl.LightningModule):
             if model_init and not init_from:  # from-scratch start only: loaded weights would replace it anyway
                 from ofa_lightning.model.init import apply_model_init
 
-                if model_init.get("location", "none") != "none" and tokenizer is None:
-                    raise ValueError("model_init.location needs the tokenizer (for the bin ids)")
                 apply_model_init(self.model, bin_range=tokenizer.bin_range if tokenizer is not None else None,
                                  **model_init)
         if init_from:
