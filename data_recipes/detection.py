@@ -7,8 +7,11 @@ Inputs
 Crowd annotations are left out unless --keep-crowd; a box that is inverted, empty or outside the image is
 dropped (counted as a warning) and one partly outside is clipped; an image left without boxes is skipped
 unless --keep-empty.
+--label-attributes FIELD ...  annotation fields whose values precede the category name in the label, as
+               attribute + object labels (Visual Genome style): with `color`, {"category_id": diamond, "color": "red"}
+               is labelled "red diamond". A box whose annotation lacks one of them is dropped (a counted warning).
 Fields: image_id, file_name, boxes ([[x0, y0, x1, y1], ...] pixels, annotation order), labels (category
-names), category_ids, dataset, width, height; image under jpg/png.
+names, with --label-attributes prefixed), category_ids, dataset, width, height; image under jpg/png.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-name", default="coco", help="dataset tag, also the sample key prefix")
     parser.add_argument("--keep-crowd", action="store_true", help="keep iscrowd=1 annotations")
     parser.add_argument("--keep-empty", action="store_true", help="keep images without any valid box")
+    parser.add_argument("--label-attributes", nargs="+", default=[], metavar="FIELD",
+                        help="annotation fields put before the category name in each label (e.g. color -> "
+                             "'red diamond')")
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
@@ -86,11 +92,12 @@ def _build(info: dict, anns: list, cats: dict, key: str, source: ImageSource, ar
             if category_id not in cats:
                 raise BadSample(f"bad category: {category_id} is not in categories")
             box = clip_box(xywh_to_xyxy(require_field(ann, "bbox")), image.width, image.height)
+            attributes = [require_text(require_field(ann, f), f) for f in args.label_attributes]
         except BadSample as exc:
             warnings.append(f"box dropped: {str(exc).split(':', 1)[0]}")
             continue
         boxes.append(box)
-        labels.append(cats[category_id])
+        labels.append(" ".join([*attributes, cats[category_id]]))
         category_ids.append(category_id)
     if not boxes and not args.keep_empty:
         raise BadSample("no boxes: the image has no valid (non-crowd) box")

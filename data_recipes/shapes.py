@@ -15,6 +15,8 @@ so the real recipes convert them exactly as they convert the public datasets:
   scenes.json                                       ground truth: every shape's colour, RGB, box and area
 
 Usage: ofa-prepare shapes --out RAW_DIR --num-images 1000 --seed 0 --image-size 128
+       [--counts 1 2 2 3 3 4] [--shape-scale 0.18 0.34]   (shapes per scene, drawn from the list; slot side range
+                                                          as fractions of the image side; these are the defaults)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from data_recipes.common.options import positive_int
 from data_recipes.shapes_language import (annotator_answers, captions, corpus_paragraph, hypotheses, questions,
                                           referring_expressions)
-from data_recipes.shapes_scene import COLOURS, SHAPES, draw_scene
+from data_recipes.shapes_scene import COLOURS, DEFAULT_COUNTS, DEFAULT_SHAPE_SCALE, SHAPES, draw_scene
 
 NAME = "shapes"
 DESCRIPTION = "generate the synthetic shapes dataset in official raw formats (COCO, VQAv2, RefCOCO, SNLI-VE...)"
@@ -47,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128, help="square image side in pixels (>= 48)")
     parser.add_argument("--questions-per-image", type=positive_int, default=4)
+    parser.add_argument("--counts", type=positive_int, nargs="+", default=list(DEFAULT_COUNTS),
+                        help="shapes per scene, drawn uniformly from this list (default: 1 2 2 3 3 4)")
+    parser.add_argument("--shape-scale", type=float, nargs=2, default=list(DEFAULT_SHAPE_SCALE),
+                        metavar=("MIN", "MAX"), help="shape size range as fractions of the image side")
 
 
 def split_ids(num_images: int, seed: int) -> dict[int, str]:
@@ -70,10 +76,21 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size: int = 128,
-                    questions_per_image: int = 4) -> dict[str, Any]:
-    """Writes the raw files (see the module docstring) into `out`; returns counts per split."""
+                    questions_per_image: int = 4, counts: tuple[int, ...] = DEFAULT_COUNTS,
+                    shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE) -> dict[str, Any]:
+    """Writes the raw files (see the module docstring) into `out`; returns counts per split.
+
+    ``counts`` and ``shape_scale`` go to :func:`~data_recipes.shapes_scene.draw_scene` (shapes per scene; slot
+    side range as fractions of ``image_size``)."""
     if image_size < 48:
         raise ValueError("image_size must be at least 48 pixels")
+    counts = tuple(int(c) for c in counts)
+    if not counts or min(counts) < 1 or max(counts) > 4:
+        raise ValueError(f"counts must be shape counts between 1 and 4, got {list(counts)}")
+    low, high = (float(x) for x in shape_scale)
+    if not 0 < low <= high <= 0.8:
+        raise ValueError(f"shape_scale must be 0 < min <= max <= 0.8 (fractions of the image side), got "
+                         f"{[low, high]}")
     out = Path(out)
     splits = split_ids(num_images, seed)
     karpathy, scenes_json, corpus = [], [], []
@@ -86,7 +103,7 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
     for image_id in range(1, num_images + 1):
         split = splits[image_id]
         rng = random.Random(f"shapes-{seed}-{image_id}")
-        scene, image = draw_scene(rng, image_size)
+        scene, image = draw_scene(rng, image_size, counts, (low, high))
         name = file_name(split, image_id)
         path = out / "images" / split / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +192,7 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    summary = generate_shapes(args.out, args.num_images, args.seed, args.image_size, args.questions_per_image)
+    summary = generate_shapes(args.out, args.num_images, args.seed, args.image_size, args.questions_per_image,
+                              tuple(args.counts), tuple(args.shape_scale))
     print(f"ofa-prepare: shapes raw data in {args.out}: {json.dumps(summary)}")
     return summary

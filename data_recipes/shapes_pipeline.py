@@ -29,8 +29,10 @@ def recipe_commands(raw: Path, shards: Path) -> dict[str, list[str]]:
         "vqav2": ["vqav2", "--vqa-dir", str(raw / "vqa"), "--images", str(raw / "images")],
         "refcoco": ["refcoco", "--refer-dir", str(raw / "refcoco"), "--images", *split_roots],
         "snli_ve": ["snli_ve", "--jsonl-dir", str(raw / "snli_ve"), "--images", *split_roots],
+        # labels name colour and shape ("red diamond", attribute + object as Visual Genome's): detection then
+        # teaches which colour is where, which grounding ("the red diamond") and VQA ("what colour is ...") ask
         "detection": ["detection", "--ann-dir", str(raw / "detection"), "--dataset-name", "shapes",
-                      "--images", *split_roots],
+                      "--label-attributes", "color", "--images", *split_roots],
         "text_corpus": ["text_corpus", "--input", f"train={raw / 'corpus.txt'}"],
     }
 

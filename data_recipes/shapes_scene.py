@@ -28,6 +28,10 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "slate": ((68, 78, 94), (102, 112, 128)),
 }
 GRADIENTS = ("none", "vertical", "horizontal")
+#: shapes per scene, drawn uniformly from this tuple (so 2 and 3 are twice as likely as 1 and 4)
+DEFAULT_COUNTS = (1, 2, 2, 3, 3, 4)
+#: slot side range as fractions of the image side
+DEFAULT_SHAPE_SCALE = (0.18, 0.34)
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,12 @@ def _outline(shape: str, x0: int, y0: int, side: int) -> list[tuple[float, float
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _slots(rng: random.Random, size: int, count: int) -> list[tuple[int, int, int]]:
+def _slots(rng: random.Random, size: int, count: int,
+           scale: tuple[float, float] = DEFAULT_SHAPE_SCALE) -> list[tuple[int, int, int]]:
     """Up to `count` disjoint square slots (x0, y0, side), kept 4 px apart and 2 px inside the image."""
     slots: list[tuple[int, int, int]] = []
-    low, high = max(6, round(size * 0.18)), max(7, round(size * 0.34))
+    low = max(6, round(size * scale[0]))
+    high = min(size - 4, max(low + 1, round(size * scale[1])))
     for _ in range(count):
         for _attempt in range(80):
             side = rng.randint(low, high)
@@ -100,13 +106,18 @@ def _background(name: str, gradient: str, size: int) -> Image.Image:
     return Image.composite(Image.new("RGB", (size, size), second), Image.new("RGB", (size, size), first), ramp)
 
 
-def draw_scene(rng: random.Random, size: int = 128) -> tuple[Scene, Image.Image]:
-    """Samples and draws one scene; returns its description and the RGB image."""
-    count = rng.choice((1, 2, 2, 3, 3, 4))
+def draw_scene(rng: random.Random, size: int = 128, counts: tuple[int, ...] = DEFAULT_COUNTS,
+               shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE) -> tuple[Scene, Image.Image]:
+    """Samples and draws one scene; returns its description and the RGB image.
+
+    ``counts``: the number of shapes is drawn uniformly from it; ``shape_scale``: (min, max) slot side as a
+    fraction of ``size``. The defaults give the demo's scenes; e.g. ``counts=(1,), shape_scale=(0.3, 0.6)``
+    gives one large shape per scene (the text-to-image test's data)."""
+    count = rng.choice(tuple(counts))
     background, gradient = rng.choice(sorted(BACKGROUNDS)), rng.choice(GRADIENTS)
     image = _background(background, gradient, size)
     drawn = []
-    for x0, y0, side in _slots(rng, size, count):
+    for x0, y0, side in _slots(rng, size, count, shape_scale):
         shape, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
         mask = Image.new("L", (size, size), 0)
         pen = ImageDraw.Draw(mask)

@@ -291,6 +291,27 @@ def test_detection_clips_drops_bad_boxes_and_skips_empty_images(raw, tmp_path):
         assert all(0 <= b[0] < b[2] <= 96 and 0 <= b[1] < b[3] <= 96 for b in fields["boxes"])
 
 
+def test_detection_label_attributes_prefix_the_category_and_missing_ones_drop_the_box(raw, tmp_path):
+    det = tmp_path / "det"
+    shutil.copytree(raw / "detection", det)
+    data = json.loads((det / "instances_val.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    first = data["images"][0]["id"]
+    lost = next(a for a in data["annotations"] if a["image_id"] == first)
+    del lost["color"]                                                   # no colour: this box is dropped
+    write_json(det / "instances_val.json", data)
+    manifest = prepare("detection", "--ann-dir", det, "--images", *split_roots(raw), "--dataset-name", "shapes",
+                       "--label-attributes", "color", "--out", tmp_path / "o", "--splits", "val")
+    assert manifest["splits"]["val"]["warnings"] == {"box dropped: missing field": 1}
+    by_image = {}
+    for ann in data["annotations"]:
+        if "color" in ann:
+            by_image.setdefault(ann["image_id"], []).append(f"{ann['color']} {names[ann['category_id']]}")
+    samples = {s["json"]["image_id"]: s["json"] for s in read_split(tmp_path / "o", "val")}
+    assert {i: s["labels"] for i, s in samples.items()} == by_image  # e.g. "red diamond", annotation order
+    assert any(" " in label for labels in by_image.values() for label in labels)
+
+
 # ------------------------------------------------------------------------------------------- hand-made sources
 
 def test_imagenet_class_folders_and_synset_words(tmp_path):

@@ -166,6 +166,13 @@ def test_build_shapes_shards_runs_every_recipe_with_matching_counts(tmp_path):
         target = next(o for o in scenes[fields["image_id"]]["objects"] if o["ann_id"] == fields["ann_id"])
         assert fields["box"] == [float(v) for v in target["box"]]
         assert Image.open(io.BytesIO(sample["jpg"])).size == (128, 128)
+    # detection labels name colour and shape (--label-attributes color), in annotation order
+    urls = sorted(str(p) for p in (tmp_path / "shards" / "detection").glob("*.tar"))
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        fields = json.loads(sample["json"])
+        objects = scenes[fields["image_id"]]["objects"]
+        assert fields["labels"] == [f"{o['color']} {o['shape']}" for o in objects]
+        assert fields["boxes"] == [[float(v) for v in o["box"]] for o in objects]
 
     again = build_shapes_shards(tmp_path / "again", num_images=30, seed=1, shard_size=50)
     for name, manifest in manifests.items():
@@ -178,3 +185,17 @@ def test_build_shapes_shards_runs_every_recipe_with_matching_counts(tmp_path):
     urls = sorted(str(p) for p in (tmp_path / "shards" / "coco_caption").glob("*.tar"))
     samples = [json.loads(s["json"]) for s in wds.WebDataset(urls, shardshuffle=False)]
     assert len(samples) == 30 and all(s["captions"] == refs[s["image_id"]] for s in samples)
+
+
+def test_counts_and_shape_scale_shape_the_scenes(tmp_path):
+    summary = generate_shapes(tmp_path / "one", num_images=30, seed=3, image_size=64, counts=(1,),
+                              shape_scale=(0.3, 0.6))
+    scenes = _json(tmp_path / "one" / "scenes.json")
+    assert len(scenes) == 30 and all(len(s["objects"]) == 1 for s in scenes)
+    sides = [max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]) for s in scenes for o in s["objects"]]
+    assert min(sides) >= 0.3 * 64 - 2 and max(sides) <= 0.6 * 64 and max(sides) > 0.34 * 64  # beyond the default
+    assert summary["images"] == {"train": 24, "val": 3, "test": 3}
+    with pytest.raises(ValueError, match="counts"):
+        generate_shapes(tmp_path / "bad", num_images=3, counts=(0, 5))
+    with pytest.raises(ValueError, match="shape_scale"):
+        generate_shapes(tmp_path / "bad", num_images=3, shape_scale=(0.5, 0.2))
