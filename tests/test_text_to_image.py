@@ -135,12 +135,15 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 VQ_STEPS, T2I_STEPS = 1200, 1500  # 400 VQ steps lose the colours of small shapes (most come back teal)
 # OFA samples from the top 256 of 8,192 codes (3 %); the same share of the small VQ model's 256 codes is 8
 TOP_K = 8
+CODE_SIZE = 32  # images resized to 32 px -> 4x4 codes (conf/experiment/text_to_image_shapes.yaml says why)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #6 is open: the small VQ model now keeps the colours, but the briefly "
-                   "trained text-to-image model draws (memorised) training scenes whatever the caption says: 4/57 "
-                   "colour hits against a 0.21 chance level (README 'Image generation')")
+@pytest.mark.xfail(strict=False, reason="issue #6 is open: with one large shape per scene and 4x4 codes the model "
+                   "no longer memorises and starts to follow the caption's colour, but not reliably within a brief "
+                   "run: 26/60 hits in one run (p = 1e-6), 3/60 in another with the same settings, 9/60 with 3,000 "
+                   "steps, against a chance level of 0.17 (README 'Image generation'). Not strict: it passes in "
+                   "some runs")
 def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     import json
 
@@ -153,21 +156,21 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
 
     root = tmp_path / "project"
     data = root / "data" / "shapes"
-    # 2,000 scenes: with 500, 1,500 steps are 12 epochs and the model memorises a few training images, whatever
-    # the caption says
-    generate_shapes(data / "raw", num_images=2000, seed=0, image_size=64)
+    # 10,000 one-shape scenes: 1,500 steps of 16 see each training scene ~2.4 times (with 2,000 scenes of 1-4 small
+    # shapes the model memorised training images and drew them whatever the caption said: 4/57 hits)
+    generate_shapes(data / "raw", num_images=10000, seed=0, image_size=64, counts=(1,), shape_scale=(0.3, 0.6))
     cli.run(["coco_caption", "--karpathy-json", str(data / "raw" / "dataset_coco.json"), "--images",
              str(data / "raw" / "images"), "--out", str(data / "shards" / "coco_caption"), "--quiet"])
-    # 1. the small VQ model on the training images (64 px -> 8x8 codes)
-    images = load_shard_images(str(data / "shards" / "coco_caption"), "train", 64)
+    # 1. the small VQ model on the training images (32 px -> 4x4 codes)
+    images = load_shard_images(str(data / "shards" / "coco_caption"), "train", CODE_SIZE)
     vq, stats = train_vq(images, "shapes_small", steps=VQ_STEPS, batch_size=16, log_every=0, fg_weight=4.0)
-    assert stats["eval_l1"] < 0.2, stats
+    assert stats["eval_l1"] < 0.2, {k: v for k, v in stats.items() if k != "losses"}
     vq.save(data / "vq" / "shapes_small.pt")
     # 2. codes into shards (one sample per caption)
     cli.run(["vq_text_to_image", "--shards", str(data / "shards" / "coco_caption"), "--vq",
-             str(data / "vq" / "shapes_small.pt"), "--image-size", "64", "--out",
+             str(data / "vq" / "shapes_small.pt"), "--image-size", str(CODE_SIZE), "--out",
              str(data / "shards" / "vq_text_to_image"), "--quiet"])
-    # 3. a brief text-to-image run through ofa-train's code path
+    # 3. a brief text-to-image run through ofa-train's code path (the preset, 2 + 2 layers)
     run_dir = root / "runs" / "t2i"
     overrides = ["experiment=text_to_image_shapes", "logger=none", f"trainer.max_steps={T2I_STEPS}",
                  f"trainer.val_check_interval={T2I_STEPS}", "test_after_fit=false", "data.num_workers=1",
@@ -178,7 +181,7 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     assert preds, "evaluation wrote no prediction table rows"
     rows = [json.loads(line) for line in preds[-1].read_text().splitlines()]
     assert rows and all(r["prompt"] for r in rows)
-    # 4. generate for held-out single-shape captions; dominant colour vs the caption's colour
+    # 4. generate for held-out captions (one per scene); dominant colour vs the caption's colour
     scenes = {s["image_id"]: s for s in json.loads((data / "raw" / "scenes.json").read_text())}
     karpathy = json.loads((data / "raw" / "dataset_coco.json").read_text())["images"]
     prompts = []
@@ -192,6 +195,7 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     hits = 0
     for caption, colour in prompts:
         best = ofa.generate_image(caption, vq, num_samples=2, top_k=TOP_K, seed=0)[0]
+        assert best.image.size == (CODE_SIZE, CODE_SIZE)
         hits += dominant_colour(best.image) == colour
     n = len(prompts)
     shares = {c: sum(col == c for _, col in prompts) / n for c in COLOURS}
