@@ -85,7 +85,7 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
     if image_size < 48:
         raise ValueError("image_size must be at least 48 pixels")
     counts = tuple(int(c) for c in counts)
-    if not counts or min(counts) < 1 or max(counts) > 4:
+    if not counts or min(counts) < 1 or max(counts) > 4:  # the language's number words stop at five (a count + 1)
         raise ValueError(f"counts must be shape counts between 1 and 4, got {list(counts)}")
     low, high = (float(x) for x in shape_scale)
     if not 0 < low <= high <= 0.8:
@@ -182,11 +182,12 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
     (out / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
     (out / "corpus.txt").write_text("\n\n".join("\n".join(p) for p in corpus) + "\n", encoding="utf-8")
     _write_json(out / "scenes.json", scenes_json)
-    counts = {s: sum(1 for v in splits.values() if v == s) for s in SPLITS}
-    summary = {"images": counts, "questions": {s: len(vqa_q[s]) for s in SPLITS},
+    images_per_split = {s: sum(1 for v in splits.values() if v == s) for s in SPLITS}
+    summary = {"images": images_per_split, "questions": {s: len(vqa_q[s]) for s in SPLITS},
                "refs": len(refs), "sentences": sum(len(r["sentences"]) for r in refs),
                "snli_ve_pairs": {s: len(snli[s]) for s in SPLITS}, "corpus_paragraphs": len(corpus)}
     _write_json(out / "shapes_summary.json", {"seed": seed, "num_images": num_images, "image_size": image_size,
+                                              "counts": list(counts), "shape_scale": [low, high],
                                               **summary})
     return summary
 

@@ -195,6 +195,8 @@ def test_counts_and_shape_scale_shape_the_scenes(tmp_path):
     sides = [max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]) for s in scenes for o in s["objects"]]
     assert min(sides) >= 0.3 * 64 - 2 and max(sides) <= 0.6 * 64 and max(sides) > 0.34 * 64  # beyond the default
     assert summary["images"] == {"train": 24, "val": 3, "test": 3}
+    recorded = _json(tmp_path / "one" / "shapes_summary.json")
+    assert recorded["counts"] == [1] and recorded["shape_scale"] == [0.3, 0.6]
     with pytest.raises(ValueError, match="counts"):
         generate_shapes(tmp_path / "bad", num_images=3, counts=(0, 5))
     with pytest.raises(ValueError, match="shape_scale"):
