@@ -141,8 +141,8 @@ CODE_SIZE = 32  # images resized to 32 px -> 4x4 codes (conf/experiment/text_to_
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason="issue #6 is open: with one large shape per scene and 4x4 codes the model "
                    "no longer memorises and starts to follow the caption's colour, but not reliably within a brief "
-                   "run: 26/60 hits in one run (p = 1e-6), 3/60 in another with the same settings, 9/60 with 3,000 "
-                   "steps, against a chance level of 0.17 (README 'Image generation'). Not strict: it passes in "
+                   "run: 26/60 hits in one run (p = 1e-6), 3/60 in two others with the same settings, 9/60 with "
+                   "3,000 steps, against a chance level of 0.17 (README 'Image generation'). Not strict: it passes in "
                    "some runs")
 def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     import json
