@@ -95,9 +95,9 @@ class OFA:
         preset = {"grounding": "refcoco", "grounded_caption": "caption", "vqa": "vqa_zero_shot"}.get(task, task)
         if task == "grounding":
             # OFA decodes boxes unconstrained (a fine-tuned model has learnt to emit bins); the façade restricts
-            # the output to location bins so that an under-trained model still returns a box.
+            # the output to location bins so that an under-trained model still returns a box. Not ``gen_code``:
+            # that switches the decoder into image-code mode (code positions), which scrambles the boxes.
             overrides.setdefault("constraint_range", self.tokenizer.bin_range)
-            overrides.setdefault("gen_code", True)  # OFA's switch that forbids the 4 special tokens before max_len
         config = GenerationConfig.preset(preset, **overrides)
         text = prompt if prompt.startswith(" ") else " " + prompt
         source = torch.tensor([self.tokenizer.encode(text.lower(), add_bos=True, add_eos=True)], device=self.device)

@@ -107,6 +107,31 @@ def test_predict_text_and_box(trained_run, tmp_path):
     assert len(result["box"]) == 4 and Path(result["image_with_box"]).is_file()
 
 
+def test_python_api_grounds_with_the_evaluation_decoder_not_code_mode(trained_run):
+    """The façade's box decode is the evaluation's (text-mode decoder, bins only); it once used image-code mode."""
+    import torch
+    from PIL import Image
+
+    from ofa_lightning.api import OFA, PROMPTS
+    from ofa_lightning.generation import GenerationConfig, generate
+
+    _, run_dir, _ = trained_run
+    ofa = OFA.load(run_dir / "checkpoints" / "last.ckpt", image_size=64)
+    image = Image.new("RGB", (64, 64), "grey")
+    prompt = PROMPTS["grounding"].format(text="the red circle")
+    got = ofa.generate(image, prompt, "grounding")
+    batch = {"input_ids": torch.tensor([ofa.tokenizer.encode(prompt, add_bos=True, add_eos=True)]),
+             "patch_images": ofa.prepare_image(image, 64)[0][None], "patch_masks": torch.tensor([True])}
+    lo, hi = ofa.tokenizer.bin_range
+    text_mode = generate(ofa.model, batch, GenerationConfig.preset("refcoco", constraint_range=(lo, hi)))[0][0]
+    code_mode = generate(ofa.model, batch, GenerationConfig.preset("refcoco", constraint_range=(lo, hi)),
+                         code_masks=torch.tensor([True]))[0][0]
+    assert got.tokens == [t for t in text_mode.tokens.tolist() if t != ofa.tokenizer.eos_id]
+    assert got.score == pytest.approx(float(text_mode.score), abs=1e-5)
+    assert got.score != pytest.approx(float(code_mode.score), abs=1e-5)   # the two modes are distinguishable
+    assert got.box is not None and len(got.box) == 4
+
+
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
           for g in ("model", "tokenizer", "mixture", "data", "trainer", "logger", "module", "debug")}
