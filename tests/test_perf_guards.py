@@ -267,3 +267,44 @@ def test_step_profiler_splits_a_real_step(one_thread, monkeypatch):
     assert 0 < split["ffn"]["gflop"] < rows["encoder"]["gflop"] + rows["decoder"]["gflop"]
     table = format_profile(prof)
     assert "↳ of which FFN" in table and "ResNet trunk" in table
+
+
+def test_attention_biases_stay_in_the_autocast_dtype_and_contiguous(model, monkeypatch):
+    """The per-layer position biases reach the attention kernel already in bf16 under autocast and contiguous.
+
+    On a GPU the (B, H, S, S) bias sums were the largest kernels of a training step while they were promoted to
+    fp32, written through a permuted view and cast again (benchmarks/RESULTS.md, GPU).
+    """
+    import torch.nn.functional as F
+
+    from ofa_lightning.model.attention import Attention
+    from ofa_lightning.model.encoder import relative_bias
+
+    seen = []
+    original = Attention.forward
+
+    def spy(self, x, k, v, bias):
+        if bias is not None:
+            seen.append((bias.dtype, bias.is_contiguous(), tuple(bias.shape)))
+        return original(self, x, k, v, bias)
+
+    monkeypatch.setattr(Attention, "forward", spy)
+    ids = torch.randint(4, 500, (3, 7))
+    images = torch.randn(3, 3, 64, 64)
+    prev = torch.randint(4, 500, (3, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        enc = model.encode(ids, images, torch.ones(3, dtype=torch.bool))
+        model.decode_hidden(prev, enc)
+    assert seen and all(dtype == torch.bfloat16 and contiguous for dtype, contiguous, _ in seen), seen
+    assert any(shape[-1] == 16 + 7 for *_, shape in seen)          # the encoder's image + text self-attention
+
+    # the lookup itself: values of the plain permuted embedding, contiguous, cast once, gradients in fp32
+    layer = model.encoder
+    index = torch.randint(0, 20, (1, 6, 6))
+    table = torch.cat([layer.token_rel_pos_table_list[0].weight, layer.image_rel_pos_table_list[0].weight,
+                       layer.token_rel_pos_table_list[0].weight.new_zeros(1, 2)])
+    plain = F.embedding(index, table).permute(0, 3, 1, 2)
+    got = relative_bias(index, layer.token_rel_pos_table_list[0], layer.image_rel_pos_table_list[0])
+    assert torch.equal(got, plain) and got.is_contiguous()
+    half = relative_bias(index, layer.token_rel_pos_table_list[0], layer.image_rel_pos_table_list[0], torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and torch.equal(half, plain.to(torch.bfloat16))

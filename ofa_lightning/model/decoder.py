@@ -144,7 +144,8 @@ class Decoder(nn.Module):
         new_self_kv = []
         cached_cross = cache is not None and len(cache.cross_kv) == len(self.layers)
         for i, layer in enumerate(self.layers):
-            bias = base + relative_bias(rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i])
+            bias = base + relative_bias(rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i],
+                                        base.dtype)
             if cached_cross:
                 ck, cv = cache.cross_kv[i]
             else:

@@ -35,15 +35,22 @@ def padding_bias(padding_mask: Tensor, dtype: torch.dtype = torch.float32) -> Te
         padding_mask, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def relative_bias(index: Tensor, text_table: nn.Embedding, image_table: nn.Embedding) -> Tensor:
-    """Look a combined bucket index up in [text table ; image table ; zero row] → (B', H, Q, K).
+def relative_bias(index: Tensor, text_table: nn.Embedding, image_table: nn.Embedding,
+                  dtype: torch.dtype | None = None) -> Tensor:
+    """Look a combined bucket index up in [text table ; image table ; zero row] → (B', H, Q, K), contiguous.
 
     Index layout: [0, 511) text buckets, [511, 511+6892) image buckets, the last row is zero
-    (used for image×text blocks, which get no relative bias).
+    (used for image×text blocks, which get no relative bias). ``dtype``: the dtype the attention bias is summed in
+    (under autocast the bf16 of the absolute bias), so that the (B, H, S, S) sums are not promoted to fp32 and then
+    cast again; the result is contiguous so that the sums vectorise (on a GPU these bias sums were the largest
+    kernels of a training step, benchmarks/RESULTS.md).
     """
     zero = text_table.weight.new_zeros(1, text_table.weight.shape[1])
     table = torch.cat([text_table.weight, image_table.weight, zero])
-    return F.embedding(index, table).permute(0, 3, 1, 2)
+    # (B', Q, K, H) -> (B', H, Q, K) in ``dtype``: one small copy (B' is 1 unless patches are sampled per image) so
+    # that the batch-wide sums vectorise; the lookup and its backward (a row scatter-add) stay in the table's fp32
+    out = F.embedding(index, table).permute(0, 3, 1, 2)
+    return out.to(dtype=dtype or out.dtype, memory_format=torch.contiguous_format)
 
 
 class Encoder(nn.Module):
@@ -153,7 +160,8 @@ class Encoder(nn.Module):
         base = abs_bias + padding_bias(padding_mask, abs_bias.dtype)
 
         for i, layer in enumerate(self.layers):
-            bias = base + relative_bias(rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i])
+            bias = base + relative_bias(rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i],
+                                        base.dtype)
             if self.cfg.activation_checkpointing and self.training:
                 x = checkpoint(layer, x, bias, use_reentrant=False)
             else:
