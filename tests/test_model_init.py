@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ofa_lightning.model import OFAConfig, OFAModel
-from ofa_lightning.model.init import apply_model_init, sincos_location_init, xavier_linears
+from ofa_lightning.model.init import apply_model_init, encoder_branch_gain, sincos_location_init, xavier_linears
 from ofa_lightning.training import OFALitModule
 
 BINS = 32
@@ -53,6 +53,33 @@ def test_xavier_touches_the_transformer_but_not_the_resnet():
     fan_in, fan_out = q.shape[1], q.shape[0]
     assert abs(float(q.std()) - (2 / (fan_in + fan_out)) ** 0.5) < 0.01   # xavier's std
     assert torch.equal(next(p for n, p in model.encoder.embed_images.named_parameters() if p.ndim == 4), conv)
+
+
+def test_branch_gain_shrinks_what_each_encoder_sublayer_adds_to_the_stream():
+    torch.manual_seed(0)
+    model = OFAModel(OFAConfig.from_name("tiny", vocab_size=VOCAB, encoder_layers=2, decoder_layers=1)).eval()
+    xavier_linears(model)
+    ids = torch.randint(3, VOCAB - BINS, (2, 7))
+
+    def first_layer_update(m: OFAModel) -> float:
+        seen = {}
+        layer = m.encoder.layers[0]
+        hook = layer.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0], y=out))
+        with torch.no_grad():
+            m.encoder(ids)
+        hook.remove()
+        return float((seen["y"] - seen["x"]).norm() / seen["x"].norm())
+
+    before = first_layer_update(model)
+    assert encoder_branch_gain(model, 0.25) == 2 * 2                  # attn_ln + ffn_layernorm per layer
+    after = first_layer_update(model)
+    assert before > 1.0                                              # gain 1: each sub-layer adds a whole stream
+    assert after < 0.4 * before
+    assert all(float(layer.attn_ln.weight.detach().mean()) == 0.25 for layer in model.encoder.layers)
+    assert float(model.decoder.layers[0].cross_attn_ln.weight.detach().mean()) == 1.0   # the decoder is left as it is
+    assert model.encoder.layers[0].attn_ln.weight.requires_grad
+    with pytest.raises(ValueError, match="branch_gain"):
+        apply_model_init(model, branch_gain=0.0)
 
 
 def test_bad_init_names_and_missing_inputs_are_reported():

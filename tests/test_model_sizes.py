@@ -99,6 +99,20 @@ def test_drop_path_and_frozen_bn_options():
     assert isinstance(model.encoder.embed_images.bn1, FrozenBatchNorm2d)
 
 
+@pytest.mark.parametrize("resnet, blocks", [("resnet14", 1), ("resnet26", 2)])
+def test_shallow_trunks_for_from_scratch_runs(resnet, blocks):
+    """resnet14/26 (the demo's deviation from OFA-Tiny's resnet50): fewer blocks per stage, same output grid."""
+    model = OFAModel(OFAConfig.from_name("tiny", resnet_type=resnet, encoder_layers=1, decoder_layers=1))
+    trunk = model.encoder.embed_images
+    assert [len(getattr(trunk, f"layer{i}")) for i in (1, 2, 3)] == [blocks] * 3
+    assert trunk.forward_features(torch.randn(2, 3, 96, 96)).shape == (2, 1024, 6, 6)
+    tiny = sum(p.numel() for p in OFAModel(OFAConfig.from_name("tiny", encoder_layers=1,
+                                                               decoder_layers=1)).encoder.embed_images.parameters())
+    assert sum(p.numel() for p in trunk.parameters()) < tiny
+    with pytest.raises(ValueError, match="resnet14"):
+        OFAConfig.from_name("tiny", resnet_type="resnet18")
+
+
 def test_embeddings_are_tied():
     model = tiny_model()
     assert model.encoder.embed_tokens is model.decoder.embed_tokens

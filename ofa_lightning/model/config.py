@@ -121,8 +121,10 @@ def ramp(rate: float, n: int) -> list[float]:
     return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
 
 
-# Bottleneck blocks of ResNet stages 1-3 (OFA never uses stage 4).
-RESNET_BLOCKS = {"resnet50": (3, 4, 6), "resnet101": (3, 4, 23), "resnet152": (3, 8, 36)}
+# Bottleneck blocks of ResNet stages 1-3 (OFA never uses stage 4). OFA's sizes use resnet50/101/152; the shallower
+# resnet26 / resnet14 (timm's block layouts) are a deviation for from-scratch CPU runs such as ``make demo``.
+RESNET_BLOCKS = {"resnet14": (1, 1, 1), "resnet26": (2, 2, 2), "resnet50": (3, 4, 6), "resnet101": (3, 4, 23),
+                 "resnet152": (3, 8, 36)}
 
 
 def _size(name: str, d: int, layers_enc: int, layers_dec: int, heads: int, resnet: str) -> OFAConfig:

@@ -82,8 +82,29 @@ def sincos_location_init(model: nn.Module, bin_range: tuple[int, int], image_siz
     rows[:, :, block:2 * block] = code[:, None, :].to(table.dtype)  # row code
 
 
+@torch.no_grad()
+def encoder_branch_gain(model: nn.Module, gain: float) -> int:
+    """Scales the LayerNorms that end each encoder residual branch (NormFormer's ``attn_ln`` and the
+    ``ffn_layernorm`` before ``fc2``) to ``gain``; returns how many were set.
+
+    With NormFormer every branch ends in a LayerNorm of gain 1, so at init each sub-layer adds a vector as
+    large as the whole residual stream. Attention that is still near-uniform then averages the patches into
+    each other layer after layer. A small gain keeps each patch's own content dominant until attention has
+    become selective; the gains are trainable and grow where the model needs them.
+    """
+    if not gain > 0:
+        raise ValueError(f"model_init.branch_gain must be > 0, got {gain}")
+    count = 0
+    for layer in model.encoder.layers:
+        for norm in (layer.attn_ln, layer.ffn_layernorm):
+            norm.weight.fill_(gain)
+            count += 1
+    return count
+
+
 def apply_model_init(model: nn.Module, linear: str = "bert", location: str = "none",
-                     bin_range: tuple[int, int] | None = None, location_image_size: int | None = None) -> None:
+                     bin_range: tuple[int, int] | None = None, location_image_size: int | None = None,
+                     branch_gain: float | None = None) -> None:
     """Applies the configured from-scratch init on top of OFA's (``module.model_init``)."""
     if linear not in LINEAR_INITS:
         raise ValueError(f"model_init.linear must be one of {LINEAR_INITS}, got {linear!r}")
@@ -96,3 +117,5 @@ def apply_model_init(model: nn.Module, linear: str = "bert", location: str = "no
             raise ValueError("model_init.location=sincos needs the tokenizer's bin range and "
                              "model_init.location_image_size (the side boxes are quantised over)")
         sincos_location_init(model, bin_range, int(location_image_size))
+    if branch_gain is not None:
+        encoder_branch_gain(model, float(branch_gain))

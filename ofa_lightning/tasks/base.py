@@ -432,13 +432,14 @@ class Task:
                        prev_output=list(prev_output), target=list(target), **kwargs)
 
     def seq2seq_example(self, sample: Mapping[str, Any], prompt: str | list[int], answer: str | list[int],
-                        **kwargs: Any) -> Example:
+                        prompt_type: str = "none", **kwargs: Any) -> Example:
         """Plain OFA example: source ``[BOS] + prompt + [EOS]``, prev_output ``[BOS] + answer``, target
-        ``answer + [EOS]``. ``prompt``/``answer`` are strings (encoded) or token lists."""
+        ``answer + [EOS]``. ``prompt``/``answer`` are strings (encoded) or token lists. ``prompt_type``: see
+        :meth:`teacher_forcing` (``prev_output`` also gives the decoder the source as a prefix)."""
         src = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         ans = self.encode(answer) if isinstance(answer, str) else list(answer)
         source = self.wrap_source(src)
-        prev, target, prompt_ids = self.teacher_forcing(source, ans, "none")
+        prev, target, prompt_ids = self.teacher_forcing(source, ans, prompt_type)
         return self.make_example(sample, source, prev, target, decoder_prompt=prompt_ids, **kwargs)
 
     def decode_text(self, tokens: Sequence[int]) -> str:

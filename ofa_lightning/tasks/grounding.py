@@ -43,7 +43,7 @@ class GroundingTask(GroundingImageTask):
     name = "grounding"
     metrics = ("grounding",)
     prompt = GROUNDING_PROMPT
-    defaults = {"max_src_words": 80, "expression_field": "expression"}
+    defaults = {"max_src_words": 80, "expression_field": "expression", "prompt_type": "none"}
 
     def _build(self, sample, image, train, rng) -> Example:
         tensor, box, target = self.image_and_box(sample, image, train, rng)
@@ -63,9 +63,13 @@ class GroundingTask(GroundingImageTask):
             if key in sample:
                 meta[key] = sample[key]
         return self.seq2seq_example(sample, self.prompt.format(expression),
-                                    self.box_tokens(target["boxes"][0].tolist()), image=tensor, meta=meta)
+                                    self.box_tokens(target["boxes"][0].tolist()), image=tensor, meta=meta,
+                                    prompt_type=self.cfg["prompt_type"])
 
     def generation_config(self) -> GenerationConfig:
+        if self.cfg["prompt_type"] != "none":
+            # the source is forced as a decoder prefix first: 4 bins + EOS after a prefix of <= src_len tokens
+            return self.make_generation_config("refcoco", min_len=0, max_len_a=1)
         return self.make_generation_config("refcoco")
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[float]:
