@@ -41,7 +41,7 @@ class OFA:
     """A model + tokenizer pair ready for prompts."""
 
     def __init__(self, model: OFAModel, tokenizer: OFATokenizer, image_size: int | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", prompt_types: dict[str, str] | None = None):
         if model.config.vocab_size != tokenizer.vocab_size:
             raise ValueError(f"model vocabulary {model.config.vocab_size} != tokenizer vocabulary "
                              f"{tokenizer.vocab_size}: wrong tokenizer for this checkpoint")
@@ -49,12 +49,15 @@ class OFA:
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.device = torch.device(device)
+        #: task -> OFA prompt_type the model was trained with ("none" unless its run says otherwise)
+        self.prompt_types = dict(prompt_types or {})
 
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
     def load(cls, checkpoint: str | Path, tokenizer: str | Path | OFATokenizer | None = None,
              image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False) -> "OFA":
         path = Path(checkpoint)
+        prompt_types: dict[str, str] = {}
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
@@ -63,6 +66,7 @@ class OFA:
             state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
             model.load_state_dict(state)
             tokenizer = tokenizer or _run_dir_tokenizer(path)
+            prompt_types = _run_dir_prompt_types(path)
         elif "model_config" in data:  # written by ofa-convert
             from ofa_lightning.model.convert import load_converted
 
@@ -77,7 +81,7 @@ class OFA:
             tdir = Path(tokenizer)
             tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
                 OFATokenizer.from_ofa_files(tdir)
-        return cls(model, tokenizer, image_size, device)
+        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types)
 
     # ------------------------------------------------------------------------------------------- inference
     def prepare_image(self, image: Image.Image | str | Path, size: int) -> tuple[torch.Tensor, float, float]:
@@ -98,9 +102,16 @@ class OFA:
             # the output to location bins so that an under-trained model still returns a box. Not ``gen_code``:
             # that switches the decoder into image-code mode (code positions), which scrambles the boxes.
             overrides.setdefault("constraint_range", self.tokenizer.bin_range)
-        config = GenerationConfig.preset(preset, **overrides)
         text = prompt if prompt.startswith(" ") else " " + prompt
         source = torch.tensor([self.tokenizer.encode(text.lower(), add_bos=True, add_eos=True)], device=self.device)
+        prefix = None
+        if task == "grounding" and self.prompt_types.get("grounding", "none") == "prev_output":
+            # trained with the expression as the decoder's prefix (GroundingTask prompt_type): the prefix is forced,
+            # then 4 tokens (the range constraint applies after the prefix) and EOS
+            prefix = source[:, 1:-1]
+            overrides.setdefault("min_len", prefix.shape[1] + 4)
+            overrides.setdefault("max_len_b", prefix.shape[1] + 4)
+        config = GenerationConfig.preset(preset, **overrides)
         batch: dict[str, Any] = {"input_ids": source}
         ratios = (1.0, 1.0)
         if image is not None:
@@ -109,7 +120,7 @@ class OFA:
             batch["patch_images"] = pixels[None].to(self.device)
             batch["patch_masks"] = torch.tensor([True], device=self.device)
             ratios = (w_ratio * 512 / size, h_ratio * 512 / size)  # bins are relative to 512 (OFA)
-        hyp = generate(self.model, batch, config)[0][0]
+        hyp = generate(self.model, batch, config, prefix_tokens=prefix)[0][0]
         tokens = [t for t in hyp.tokens.tolist() if t != self.tokenizer.eos_id]
         box = None
         lo, hi = self.tokenizer.bin_range
@@ -153,6 +164,25 @@ class OFA:
 
     def ground(self, image, text: str) -> list[float] | None:
         return self.generate(image, PROMPTS["grounding"].format(text=text), "grounding").box
+
+
+def _run_dir_prompt_types(ckpt: Path) -> dict[str, str]:
+    """Task -> ``prompt_type`` from the run's ``config_resolved.yaml`` (mixture options), when the run dir has one."""
+    for parent in ckpt.parents:
+        cfg_path = parent / "config_resolved.yaml"
+        if cfg_path.is_file():
+            from omegaconf import OmegaConf
+
+            mixture = OmegaConf.load(cfg_path).get("mixture") or {}
+            found: dict[str, str] = {}
+            for name, entry in mixture.items():
+                if entry is None:
+                    continue
+                prompt_type = (entry.get("options") or {}).get("prompt_type")
+                if prompt_type:
+                    found[str(entry.get("task") or name)] = str(prompt_type)
+            return found
+    return {}
 
 
 def _run_dir_tokenizer(ckpt: Path) -> Path | None:

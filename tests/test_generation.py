@@ -346,6 +346,20 @@ def test_range_constraint_and_gen_code(tiny):
         assert len(s) == 8 and s[-1] == EOS and all(24 <= t < 44 for t in s[:-1])
 
 
+def test_range_constraint_starts_after_a_forced_prefix(tiny):
+    """A text prefix outside the range is forced, then only range tokens follow (grounding with prev_output)."""
+    batch = make_batch(seed=5)
+    cfg = GenerationConfig(beam_size=3, min_len=7, max_len_b=7, constraint_range=(10, 20), strip_prefix=False)
+    prefix = torch.tensor([[30, 31, 32], [33, 34, 35], [30, 33, 35]])   # ids outside [10, 20), one length
+    hyps = generate(tiny, batch, cfg, prefix_tokens=prefix)
+    for i, h in enumerate(hyps):
+        p = prefix[i].tolist()
+        best = h[0].tokens.tolist()
+        assert best[: len(p)] == p and math.isfinite(float(h[0].score))
+        assert best[-1] == EOS and all(10 <= t < 20 or t < 4 for t in best[len(p):-1]), best
+        assert any(10 <= t < 20 for t in best[len(p):-1]), best
+
+
 def test_no_repeat_ngram(tiny):
     batch = make_batch(seed=6)
     for n in (1, 2, 3):

@@ -338,6 +338,28 @@ def test_grounding_round_trip_with_512_squash(tok, which, request):
     assert (cfg.min_len, cfg.max_len_b, cfg.beam_size) == (4, 4, 5)
 
 
+def test_grounding_prev_output_prompt_puts_the_expression_in_the_decoder(tok):
+    """``prompt_type=prev_output`` (the demo's choice, OFA's VQA prompt): decoder prefix = BOS + source, loss on
+    the 4 bins + EOS only; evaluation forces the prefix and parses the 4 generated bins."""
+    sample = {"id": "g", "expression": "the red circle", "box": [10, 20, 30, 40]}
+    plain = build(tok, "grounding", sample, image(96, 96), train=False, image_size=96, max_image_size=96)
+    task = build_task("grounding", tok, image_size=96, max_image_size=96, prompt_type="prev_output")
+    ex = task.build_example(sample, image(96, 96), False, random.Random(0))
+    pad, eos = tok.pad_id, tok.eos_id
+    bins = plain.target[:4]
+    assert ex.source == plain.source
+    assert ex.decoder_prompt == ex.source[:-1]
+    assert ex.prev_output == ex.source[:-1] + bins
+    assert ex.target == [pad] * (len(ex.source) - 2) + bins + [eos]
+    assert task.parse_prediction(bins + [eos], ex) == build_task("grounding", tok, max_image_size=96).parse_prediction(
+        bins + [eos], plain) == pytest.approx([10, 20, 30, 40], abs=1.6)
+    cfg = task.generation_config()
+    assert cfg.min_len == 0 and cfg.max_length(len(ex.source)) >= len(ex.source) - 2 + 4
+    with pytest.raises(ValueError, match="prompt_type"):
+        build_task("grounding", tok, prompt_type="decoder").build_example(sample, image(96, 96), False,
+                                                                          random.Random(0))
+
+
 def test_grounding_pretrain_object_crop(tok):
     img = image(640, 480)
     ex = build(tok, "grounding", {"id": "g", "expression": "x", "box": [500, 400, 600, 470]}, img, mode="pretrain")

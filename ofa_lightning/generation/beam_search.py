@@ -78,8 +78,14 @@ def _decoder_lprobs(
     trie: Optional[Trie],
     trie_states: Optional[Tensor],
     trie_rows: Optional[Tensor],
+    range_rows: Optional[Tensor] = None,
 ) -> Tensor:
-    """Next-token log-probs (R, V) for the last position of ``tokens`` (R, t)."""
+    """Next-token log-probs (R, V) for the last position of ``tokens`` (R, t).
+
+    ``range_rows`` (R,) bool: rows past their forced prefix, the only ones ``constraint_range`` applies to (None:
+    all rows). OFA never combines the two; here a forced text prefix followed by bins (grounding with
+    ``prompt_type=prev_output``) needs it.
+    """
     logits = model.decode(tokens, encoder_out, code_masks=code_masks, cache=cache)[:, -1, :]
     if config.temperature != 1.0:
         logits = logits / config.temperature
@@ -92,13 +98,22 @@ def _decoder_lprobs(
         if trie_mask is not None:
             logits = logits.masked_fill(~trie_mask, NEG_INF)
         if config.constraint_range is not None:
-            apply_constraint_range(logits, config.constraint_range)  # in place: the logits are ours
+            _range_on_rows(logits, config.constraint_range, range_rows)  # in place: the logits are ours
     lprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
     if config.zero_shot:
         if trie_mask is not None:
             lprobs.masked_fill_(~trie_mask, NEG_INF)
-        apply_constraint_range(lprobs, config.constraint_range)
+        _range_on_rows(lprobs, config.constraint_range, range_rows)
     return lprobs
+
+
+def _range_on_rows(scores: Tensor, constraint_range, rows: Optional[Tensor]) -> None:
+    if constraint_range is None:
+        return
+    if rows is None:
+        apply_constraint_range(scores, constraint_range)
+    elif bool(rows.any()):
+        scores[rows] = apply_constraint_range(scores[rows], constraint_range)
 
 
 @torch.no_grad()
@@ -198,9 +213,12 @@ def search(
         trie_rows = None
         if trie_start is not None:
             trie_rows = (trie_start <= step).repeat_interleave(beam)
+        range_rows = None
+        if prefix_len is not None and config.constraint_range is not None:
+            range_rows = (prefix_len <= step).repeat_interleave(beam)
         lprobs = _decoder_lprobs(
             model, tokens[:, : step + 1], encoder_out, code_masks, cache, config,
-            constraint_trie, trie_states, trie_rows,
+            constraint_trie, trie_states, trie_rows, range_rows,
         )
 
         if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
