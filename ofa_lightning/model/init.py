@@ -15,6 +15,10 @@ run sat at the language prior (one constant box) for its first 500 steps. Two op
   output projection scores bins in, and neighbouring bins start similar (an ordinal prior). Only the first
   half of the width is structured; the rest keeps its random init and everything stays trainable.
 
+* ``branch_gain=g``: the LayerNorms that end each encoder residual branch (NormFormer's ``attn_ln`` and the
+  ``ffn_layernorm`` before ``fc2``) start at gain ``g`` instead of 1 (:func:`encoder_branch_gain`), so each
+  sub-layer adds less than the whole residual stream while attention is still unselective.
+
 Measured on the demo's shapes data (grounding alone, 500 steps, README "The demo"): Acc@0.5 0.017 (OFA's
 init) -> 0.087 (both) -> 0.157 (both, dropout 0). Checkpoints and converted OFA weights replace all of this.
 """

@@ -159,7 +159,7 @@ class OFAResNet(ResNet):
 
 
 def build_resnet(resnet_type: str, drop_path_rate: float = 0.0, frozen_bn: bool = False) -> OFAResNet:
-    """Build stages 1-3 of ``resnet_type`` (resnet50/101/152).
+    """Build stages 1-3 of ``resnet_type`` (OFA's resnet50/101/152, or the shallower resnet14/26 for from-scratch runs).
 
     Stochastic depth follows OFA, not timm: within each stage the rate ramps as
     linspace(0, rate, n_blocks) and the first block of a stage never drops.
