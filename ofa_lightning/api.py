@@ -55,9 +55,13 @@ class OFA:
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
     def load(cls, checkpoint: str | Path, tokenizer: str | Path | OFATokenizer | None = None,
-             image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False) -> "OFA":
+             image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False,
+             prompt_types: dict[str, str] | None = None) -> "OFA":
+        """``prompt_types``: task -> OFA ``prompt_type`` the model was trained with (e.g. ``{"grounding":
+        "prev_output"}``); read from the run's ``config_resolved.yaml`` for our checkpoints when not given. Converted
+        and OFA checkpoints carry none: pass it when the model was trained with a non-default prompt."""
         path = Path(checkpoint)
-        prompt_types: dict[str, str] = {}
+        given = prompt_types
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
@@ -66,7 +70,7 @@ class OFA:
             state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
             model.load_state_dict(state)
             tokenizer = tokenizer or _run_dir_tokenizer(path)
-            prompt_types = _run_dir_prompt_types(path)
+            prompt_types = _run_dir_prompt_types(path) if given is None else given
         elif "model_config" in data:  # written by ofa-convert
             from ofa_lightning.model.convert import load_converted
 
@@ -81,7 +85,7 @@ class OFA:
             tdir = Path(tokenizer)
             tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
                 OFATokenizer.from_ofa_files(tdir)
-        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types)
+        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types if given is None else given)
 
     # ------------------------------------------------------------------------------------------- inference
     def prepare_image(self, image: Image.Image | str | Path, size: int) -> tuple[torch.Tensor, float, float]:

@@ -365,7 +365,9 @@ def test_converted_checkpoint_gives_the_same_outputs(model, run0, tmp_path):
 
     stand_in = try_model.export_fairseq_layout(run0.checkpoint, tmp_path / "ofa_like.pt")
     assert ofa_convert([str(stand_in), str(tmp_path / "converted.pt")]) == 0
-    converted = try_model.load_model(tmp_path / "converted.pt", tokenizer=run0.tokenizer_dir, image_size=64)
+    converted = try_model.load_model(tmp_path / "converted.pt", tokenizer=run0.tokenizer_dir, image_size=64,
+                                     prompt_types=model.prompt_types)   # the file does not say how it was prompted
+    assert model.prompt_types == {"grounding": "prev_output"}
     image, _, expression, _ = try_model.synthetic_scene(64)
     assert converted.caption(image) == model.caption(image)
     assert converted.ground(image, expression) == pytest.approx(model.ground(image, expression))
