@@ -61,7 +61,6 @@ class OFA:
         "prev_output"}``); read from the run's ``config_resolved.yaml`` for our checkpoints when not given. Converted
         and OFA checkpoints carry none: pass it when the model was trained with a non-default prompt."""
         path = Path(checkpoint)
-        given = prompt_types
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
@@ -70,7 +69,8 @@ class OFA:
             state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
             model.load_state_dict(state)
             tokenizer = tokenizer or _run_dir_tokenizer(path)
-            prompt_types = _run_dir_prompt_types(path) if given is None else given
+            if prompt_types is None:
+                prompt_types = _run_dir_prompt_types(path)
         elif "model_config" in data:  # written by ofa-convert
             from ofa_lightning.model.convert import load_converted
 
@@ -85,7 +85,7 @@ class OFA:
             tdir = Path(tokenizer)
             tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
                 OFATokenizer.from_ofa_files(tdir)
-        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types if given is None else given)
+        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types)
 
     # ------------------------------------------------------------------------------------------- inference
     def prepare_image(self, image: Image.Image | str | Path, size: int) -> tuple[torch.Tensor, float, float]:
