@@ -272,6 +272,44 @@ def test_shuffle_buffer_and_resampling_cover_all_shards(tmp_path):
     assert first != sorted(first), "the shuffle buffer must reorder samples"
 
 
+def test_short_segments_cover_whole_shards(tmp_path):
+    """Each segment restarts its readers; with shard sizes known, a shard visit starts at a random sample and wraps
+    around (every sample once), so segments much shorter than a shard still reach its end."""
+    urls = write_shards(tmp_path / "s", "s", [200], image=False)
+    numbers = lambda ids: [int(i.split("-")[1]) for i in ids]  # noqa: E731
+
+    def firsts(sizes):  # the first sample of each of 12 segments of 2 batches x 4 (shuffle buffer off)
+        stream = MixtureStream([StreamSource("s", FakeTask(), urls, sizes=sizes)], 4, seed=0, shuffle_buffer=1,
+                               segment_batches=2)
+        ids = numbers(stream_ids(stream, 24))
+        return ids, [ids[k] for k in range(0, len(ids), 8)]
+
+    old_ids, old_firsts = firsts(None)  # size unknown: every segment reads the shard from its start
+    assert set(old_firsts) == {0} and max(old_ids) < 8
+    ids, starts = firsts([200])
+    assert len(set(starts)) >= 10, starts  # segments start all over the shard ...
+    assert max(ids) > 150 and len(set(ids)) > 60
+    for k in range(0, len(ids), 8):  # ... and read on from there, wrapping from the shard's end to its start
+        assert ids[k:k + 8] == [(ids[k] + j) % 200 for j in range(8)]
+    one_visit = MixtureStream([StreamSource("s", FakeTask(), urls, sizes=[200])], 10, seed=3, shuffle_buffer=1)
+    assert sorted(numbers(stream_ids(one_visit, 20))) == list(range(200))  # one rotated visit: each sample once
+    datamodule_sizes = write_shards(tmp_path / "t", "t", [7, 5], image=False)
+    from ofa_lightning.data.shards import shard_sizes
+    assert [shard_sizes(datamodule_sizes, count_missing=False)[u] for u in datamodule_sizes] == [7, 5]
+
+
+def test_iter_tar_samples_start_stop(tmp_path):
+    from ofa_lightning.data.shards import iter_tar_samples
+
+    (url,) = write_shards(tmp_path / "s", "s", [12])
+    keys = [r["__key__"] for r in iter_tar_samples(url)]
+    assert len(keys) == 12
+    part = list(iter_tar_samples(url, 3, 7))
+    assert [r["__key__"] for r in part] == keys[3:7] and all("png" in r and "json" in r for r in part)
+    assert [r["__key__"] for r in iter_tar_samples(url, 10)] == keys[10:]
+    assert list(iter_tar_samples(url, 0, 0)) == [] and list(iter_tar_samples(url, 12)) == []
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # bad data: counted, never silent
 # ----------------------------------------------------------------------------------------------------------------
@@ -562,6 +600,9 @@ def test_datamodule_from_hydra_config(shapes_root):
     loader = dm.train_dataloader()
     batches = list(loader)
     assert len(batches) == len(loader) == 3
+    for source in dm.train_dataset.sources:  # shard sizes from the manifests: rotated shard reads
+        assert source.sizes is not None and len(source.sizes) == len(source.urls)
+        assert all(isinstance(n, int) and n > 0 for n in source.sizes)
     seen = collections.Counter(t for b in batches for t in b["tasks"])
     assert set(seen) <= {"caption", "vqa", "grounding"} and sum(seen.values()) == 18
     assert batches[0]["patch_images"].shape[1:] == (3, 8, 8)

@@ -416,6 +416,22 @@ def test_text_to_image(tok):
     assert ex.target == [tok.eos_id]
 
 
+def test_text_to_image_code_input_noise_only_in_training(tok):
+    plain = build_task("text_to_image", tok).build_example(SAMPLES["text_to_image"], None, True, random.Random(0))
+    assert plain.prev_output == [tok.bos_id] + plain.target[:-1]  # default 0: OFA's teacher forcing
+    task = build_task("text_to_image", tok, code_input_noise=0.3)
+    ex = task.build_example(SAMPLES["text_to_image"], None, True, random.Random(0))
+    assert ex.target == plain.target and ex.prev_output[0] == tok.bos_id and len(ex.prev_output) == 1025
+    lo, hi = tok.code_range
+    changed = sum(a != b for a, b in zip(ex.prev_output, plain.prev_output))
+    assert 0.2 * 1024 < changed < 0.35 * 1024  # ~30 % replaced (a replacement may draw the same code: 1/num_codes)
+    assert all(lo <= t < hi for t in ex.prev_output[1:])
+    assert task.build_example(SAMPLES["text_to_image"], None, False, random.Random(0)).prev_output == \
+        plain.prev_output  # evaluation: untouched
+    with pytest.raises(ValueError, match="code_input_noise"):
+        build_task("text_to_image", tok, code_input_noise=1.5)
+
+
 def test_gigaword_target_noise_only_in_training(tok):
     sample = {"id": "g", "article": "japan prime minister resigned", "summary": " ".join(["japan pm resigns"] * 20)}
     task = build_task("gigaword", tok)

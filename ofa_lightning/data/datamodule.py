@@ -138,6 +138,14 @@ class OFADataModule(pl.LightningDataModule):
                                f"importable ({exc})") from exc
         return build_task(source.task, self.tokenizer, **{**self.task_options, **source.options})
 
+    def _train_sizes(self, name: str) -> list[int | None]:
+        """Sample count per training shard of source ``name`` from the manifests (None where none says), for the
+        stream's rotated shard reads; shards are not opened to count them."""
+        from ofa_lightning.data.shards import shard_sizes
+
+        sizes = shard_sizes(self.train_urls[name], count_missing=False)
+        return [sizes.get(url) for url in self.train_urls[name]]
+
     def _rooted(self, spec: Any) -> Any:
         """Relative shard specs are taken relative to ``shards_root``."""
         if isinstance(spec, (list, tuple)):
@@ -221,7 +229,8 @@ class OFADataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         if self._position is None:
             self._position = SharedPosition(self.multiprocessing_context)
-        sources = [StreamSource(s.name, self.tasks[s.name], self.train_urls[s.name], s.ratio) for s in self.sources]
+        sources = [StreamSource(s.name, self.tasks[s.name], self.train_urls[s.name], s.ratio,
+                                sizes=self._train_sizes(s.name)) for s in self.sources]
         self.train_dataset = MixtureStream(
             sources, self.micro_batch_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
             bucket_factor=self.bucket_factor, group_batches=self.group_batches, pad_id=self.pad_id,

@@ -188,9 +188,11 @@ def _sample_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str
             yield member, parts[0], parts[1]
 
 
-def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
     """Streams the samples of one shard in file order (members grouped by key).
 
+    ``start`` / ``stop``: only the samples with index in ``[start, stop)`` (the members of the samples before
+    ``start`` are passed over without being read into memory; reading ends at ``stop``).
     Raises ``ShardReadError`` (after yielding what was readable) when the tar is missing, truncated or corrupt.
     """
     try:
@@ -198,18 +200,27 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise ShardReadError(f"{url}: cannot open ({type(exc).__name__}: {exc})") from None
     current: dict[str, Any] | None = None
+    current_key: str | None = None
+    index = -1  # index of the sample whose members are being read
     finished = False
     try:
         with tarfile.open(fileobj=handle, mode="r|*") as tar:
             for member, key, ext in _sample_members(tar):
+                if key != current_key:
+                    if current is not None:
+                        yield current
+                        current = None
+                    current_key, index = key, index + 1
+                    if stop is not None and index >= stop:
+                        break
+                if index < start:
+                    continue
                 data = tar.extractfile(member).read()
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
                 if current is None:
                     current = {"__key__": key, "__url__": url}
                 current[ext] = data
-        finished = True
+            else:
+                finished = True
     except (tarfile.TarError, OSError, EOFError, ShardReadError) as exc:
         raise ShardReadError(f"{url}: unreadable tar ({type(exc).__name__}: {exc})") from None
     finally:

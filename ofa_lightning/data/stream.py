@@ -18,8 +18,9 @@ lanes read the same stream.
 Per worker:
 
 1. every mixture source is an endless reader: shards drawn *with replacement* by the worker's seeded generator
-   (``ResampledShards``-style: no node splitting, no end, no hang on uneven shard counts, P5/P6), samples passed
-   through a seeded shuffle buffer of raw (undecoded) samples;
+   (``ResampledShards``-style: no node splitting, no end, no hang on uneven shard counts, P5/P6), each read whole
+   but starting at a seeded random sample (rotated; where the manifest gives the shard's size), so that short
+   segments still cover whole shards; samples passed through a seeded shuffle buffer of raw (undecoded) samples;
 2. each next example picks a source with probability ``ratio / sum(ratios)`` (seeded, per example, P9), then
    decodes and builds it through the source's task; failures are counted skips (``DataStats``) and the same source
    is read again, so skips do not bend the realised mix;
@@ -95,12 +96,16 @@ class SharedPosition:
 
 @dataclass
 class StreamSource:
-    """One resolved mixture source: its name, task object, shard URLs and ratio."""
+    """One resolved mixture source: its name, task object, shard URLs, ratio and (optional) sample count per URL.
+
+    ``sizes`` (from the shards' ``manifest.json`` / ``sizes.json``; None where unknown) lets each shard visit start
+    at a random sample (see :meth:`MixtureStream._raw_samples`)."""
 
     name: str
     task: Task
     urls: Sequence[str]
     ratio: float = 1.0
+    sizes: Sequence[int | None] | None = None
 
     @property
     def group(self) -> str:
@@ -156,23 +161,33 @@ class MixtureStream(IterableDataset):
 
     # ---- the stream ----------------------------------------------------------------------------------------
     def _raw_samples(self, source: StreamSource, rng: random.Random, stats: DataStats) -> Iterator[dict]:
-        """Endless raw samples of one source: shards resampled with replacement, then a shuffle buffer."""
+        """Endless raw samples of one source: shards resampled with replacement, then a shuffle buffer.
+
+        Each shard visit reads the whole shard once, *rotated*: from a random sample to the end, then from the start
+        up to that sample (when the shard's size is known; else from the start). Without the rotation every segment
+        would begin at a shard's first samples, and with segments shorter than a shard (the shapes data: 64 batches
+        of 16 against shards of 1,000-5,000) the samples near a shard's end would almost never be trained on.
+        """
         buffer: list[dict] = []
         empty_in_a_row = 0
         while True:
-            url = source.urls[rng.randrange(len(source.urls))]
+            pick = rng.randrange(len(source.urls))
+            url = source.urls[pick]
+            size = source.sizes[pick] if source.sizes is not None else None
+            start = rng.randrange(size) if size and size > 1 else 0
             read = 0
             try:
-                for raw in iter_tar_samples(url):
-                    read += 1
-                    if self.shuffle_buffer <= 1:
-                        yield raw
-                        continue
-                    buffer.append(raw)
-                    if len(buffer) >= self.shuffle_buffer:
-                        i = rng.randrange(len(buffer))
-                        buffer[i], buffer[-1] = buffer[-1], buffer[i]
-                        yield buffer.pop()
+                for first, stop in ((start, None), (0, start)) if start else ((0, None),):
+                    for raw in iter_tar_samples(url, first, stop):
+                        read += 1
+                        if self.shuffle_buffer <= 1:
+                            yield raw
+                            continue
+                        buffer.append(raw)
+                        if len(buffer) >= self.shuffle_buffer:
+                            i = rng.randrange(len(buffer))
+                            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+                            yield buffer.pop()
             except ShardReadError as exc:
                 stats.skip("unreadable shard", str(exc), url)
             else:

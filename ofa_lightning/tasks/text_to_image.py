@@ -36,7 +36,14 @@ class TextToImageTask(Task):
     defaults = {"caption_field": "caption", "codes_field": "codes", "max_src_words": 64, "code_image_size": 256,
                 "lowercase": True,
                 "vq_path": None,  # VQ checkpoint: evaluation decodes the predicted codes into images
+                "code_input_noise": 0.0,  # training only: share of teacher-forced input codes made random (OFA: 0)
                 }
+
+    def __init__(self, tokenizer, **options: Any):
+        super().__init__(tokenizer, **options)
+        noise = float(self.cfg.get("code_input_noise") or 0.0)
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"text_to_image option code_input_noise must be in [0, 1], got {noise}")
 
     @property
     def num_codes(self) -> int:
@@ -55,8 +62,24 @@ class TextToImageTask(Task):
         else:
             codes = []
         meta: dict[str, Any] = {"reference": codes or None, "caption": caption}
-        return self.seq2seq_example(sample, self.prompt.format(caption), self.tokenizer.codes_to_ids(codes),
-                                    code_mask=True, constraint="codes", meta=meta)
+        example = self.seq2seq_example(sample, self.prompt.format(caption), self.tokenizer.codes_to_ids(codes),
+                                       code_mask=True, constraint="codes", meta=meta)
+        noise = float(self.cfg.get("code_input_noise") or 0.0)
+        if train and noise > 0:
+            self.corrupt_input_codes(example, noise, rng)
+        return example
+
+    def corrupt_input_codes(self, example: Example, share: float, rng) -> None:
+        """Replace each teacher-forced input code (``prev_output`` after BOS; the targets stay) with a random code
+        with probability ``share``. A deviation from OFA (off by default), in the spirit of word dropout (Bowman et
+        al., 2016): under teacher forcing the next code is mostly predictable from the previous ones (a shape's
+        colour from its first code), so a briefly trained decoder learns to ignore the caption; noisy inputs make
+        the caption the reliable source. ``conf/experiment/text_to_image_shapes.yaml`` uses it."""
+        lo, hi = self.tokenizer.code_range
+        prev = example.prev_output
+        for i in range(1, len(prev)):
+            if lo <= prev[i] < hi and rng.random() < share:
+                prev[i] = rng.randrange(lo, hi)
 
     def generation_config(self) -> GenerationConfig:
         n = self.num_codes
