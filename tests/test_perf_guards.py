@@ -196,6 +196,26 @@ def test_batchnorm_folding_matches_and_follows_weight_changes(trunk_models):
     folded.zero_grad(set_to_none=True)
 
 
+def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monkeypatch):
+    from ofa_lightning.model.resnet import OFAResNet
+
+    folded, _ = trunk_models
+    trunk = folded.encoder.embed_images
+    images = torch.randn(2, 3, 64, 64)
+    if not trunk._fused_ok(images):
+        pytest.skip("this torch build has no oneDNN fused convolutions")
+    calls = []
+    real = OFAResNet._forward_folded_fused
+    monkeypatch.setattr(OFAResNet, "_forward_folded_fused", lambda self, x: calls.append(1) or real(self, x))
+    with torch.no_grad():
+        fused = trunk.forward_features(images)
+        assert calls == [1]  # the fused kernels ran
+        monkeypatch.setattr(OFAResNet, "_fused_broken", True)
+        plain = trunk.forward_features(images)
+        assert calls == [1]
+    assert_close_to_scale(fused, plain)
+
+
 def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread):
     torch.manual_seed(0)
     a = OFAModel.from_name("tiny", **SMALL).train()

@@ -18,10 +18,12 @@ the parameters or their names:
 * ``fold_bn`` — in eval mode without autograd (generation, evaluation), each
   BatchNorm is folded into the convolution before it (``w·γ/σ``, ``β − μ·γ/σ``).
   The folded weights are cached and rebuilt whenever a weight or statistic
-  changes; outputs equal the unfolded trunk within fp32 rounding.
+  changes; outputs equal the unfolded trunk within fp32 rounding. On CPU the
+  folded trunk runs oneDNN's fused conv + ReLU and conv + add + ReLU kernels.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -34,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import ramp
 from .config import RESNET_BLOCKS
 
+log = logging.getLogger(__name__)
 TRUNK_CHANNELS = 1024
 STAGES = ("layer1", "layer2", "layer3")
 
@@ -144,6 +147,12 @@ class OFAResNet(ResNet):
         return cached[1]
 
     def _forward_folded(self, x: Tensor) -> Tensor:
+        if self._fused_ok(x):
+            try:
+                return self._forward_folded_fused(x)
+            except RuntimeError as exc:  # an oneDNN build without these fusions: the plain ops from now on
+                log.warning("oneDNN fused convolutions unavailable (%s); using conv + relu", exc)
+                OFAResNet._fused_broken = True
         wbs = iter(self.folded_weights())
         x = self.maxpool(F.relu(_conv(x, self.conv1, next(wbs))))
         for name in STAGES:
@@ -155,6 +164,34 @@ class OFAResNet(ResNet):
                 if b.downsample is not None:
                     shortcut = _conv(x, b.downsample[0], next(wbs))
                 x = F.relu(y.add_(shortcut))
+        return x
+
+    # oneDNN's fused CPU convolutions (the ops Inductor's CPU backend emits): conv + ReLU, and conv + residual add +
+    # ReLU, in one pass over the output instead of two or three; same arithmetic, bit-identical outputs here.
+    _fused_broken = False
+
+    def _fused_ok(self, x: Tensor) -> bool:
+        return (x.device.type == "cpu" and not OFAResNet._fused_broken and x.dtype in (torch.float32, torch.bfloat16)
+                and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+    def _forward_folded_fused(self, x: Tensor) -> Tensor:
+        unary = torch.ops.mkldnn._convolution_pointwise.default
+        binary = torch.ops.mkldnn._convolution_pointwise.binary
+
+        def conv(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], attr: str) -> Tensor:
+            return unary(x, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups, attr, [], "")
+
+        wbs = iter(self.folded_weights())
+        x = self.maxpool(conv(x, self.conv1, next(wbs), "relu"))
+        for name in STAGES:
+            for b in getattr(self, name):
+                y = conv(x, b.conv1, next(wbs), "relu")
+                y = conv(y, b.conv2, next(wbs), "relu")
+                w3 = next(wbs)
+                shortcut = x if b.downsample is None else conv(x, b.downsample[0], next(wbs), "none")
+                c3 = b.conv3
+                x = binary(y, shortcut, w3[0], w3[1], c3.padding, c3.stride, c3.dilation, c3.groups, "add", 1.0,
+                           "relu", [], "")
         return x
 
 
