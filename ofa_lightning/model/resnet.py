@@ -168,10 +168,12 @@ class OFAResNet(ResNet):
 
     # oneDNN's fused CPU convolutions (the ops Inductor's CPU backend emits): conv + ReLU, and conv + residual add +
     # ReLU, in one pass over the output instead of two or three; same arithmetic, bit-identical outputs here.
+    # ``fuse_cpu = False`` on an instance turns them off (the benchmark's A/B).
+    fuse_cpu = True
     _fused_broken = False
 
     def _fused_ok(self, x: Tensor) -> bool:
-        return (x.device.type == "cpu" and not OFAResNet._fused_broken and x.dtype in (torch.float32, torch.bfloat16)
+        return (x.device.type == "cpu" and self.fuse_cpu and not OFAResNet._fused_broken and x.dtype in (torch.float32, torch.bfloat16)
                 and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
     def _forward_folded_fused(self, x: Tensor) -> Tensor:
