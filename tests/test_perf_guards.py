@@ -210,6 +210,8 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
     with torch.no_grad():
         fused = trunk.forward_features(images)
         assert calls == [1]  # the fused kernels ran
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed: the plain (autocast) convolutions
+            assert trunk.forward_features(images).dtype == torch.bfloat16 and calls == [1]
         monkeypatch.setattr(trunk, "fuse_cpu", False)
         plain = trunk.forward_features(images)
         assert calls == [1]

@@ -173,7 +173,10 @@ class OFAResNet(ResNet):
     _fused_broken = False
 
     def _fused_ok(self, x: Tensor) -> bool:
-        return (x.device.type == "cpu" and self.fuse_cpu and not OFAResNet._fused_broken and x.dtype in (torch.float32, torch.bfloat16)
+        """CPU, not under autocast (these ops have no autocast rule: under ``bf16-mixed`` the plain convolutions run,
+        cast to bf16 as before), fp32/bf16, and a torch build that has them."""
+        return (x.device.type == "cpu" and self.fuse_cpu and not OFAResNet._fused_broken
+                and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_autocast_enabled("cpu")
                 and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
     def _forward_folded_fused(self, x: Tensor) -> Tensor:
