@@ -41,9 +41,9 @@ class TextToImageTask(Task):
 
     def __init__(self, tokenizer, **options: Any):
         super().__init__(tokenizer, **options)
-        noise = float(self.cfg.get("code_input_noise") or 0.0)
-        if not 0.0 <= noise <= 1.0:
-            raise ValueError(f"text_to_image option code_input_noise must be in [0, 1], got {noise}")
+        self.code_input_noise = float(self.cfg.get("code_input_noise") or 0.0)
+        if not 0.0 <= self.code_input_noise <= 1.0:
+            raise ValueError(f"text_to_image option code_input_noise must be in [0, 1], got {self.code_input_noise}")
 
     @property
     def num_codes(self) -> int:
@@ -64,9 +64,8 @@ class TextToImageTask(Task):
         meta: dict[str, Any] = {"reference": codes or None, "caption": caption}
         example = self.seq2seq_example(sample, self.prompt.format(caption), self.tokenizer.codes_to_ids(codes),
                                        code_mask=True, constraint="codes", meta=meta)
-        noise = float(self.cfg.get("code_input_noise") or 0.0)
-        if train and noise > 0:
-            self.corrupt_input_codes(example, noise, rng)
+        if train and self.code_input_noise > 0:
+            self.corrupt_input_codes(example, self.code_input_noise, rng)
         return example
 
     def corrupt_input_codes(self, example: Example, share: float, rng) -> None:
