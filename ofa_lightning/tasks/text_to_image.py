@@ -5,7 +5,8 @@ No image input. Source ``" what is the complete image? caption: {caption}"`` (th
 OFA's TSV captions are lower case and raw COCO captions are not); target the sample's ``codes``
 (``(code_image_size / 8)²`` = 1024 for 256² images) as ``<code_i>`` tokens + EOS, ``code_mask=True`` (decoder
 in code mode), ``constraint="codes"`` (OFA's ``--constraint-range``: logits outside the code range are masked in
-training and generation). Codes are optional in evaluation (the target is then just EOS).
+training and generation). Codes are optional in evaluation (the target is then just EOS). Option
+``code_input_noise`` (training only, default 0 = OFA): see :meth:`TextToImageTask.corrupt_input_codes`.
 Decoding: sampling, 24 samples per caption, top-k 256, exactly 1024 codes from the code range; prediction =
 the list of code numbers of the best-scoring sample. With the option ``vq_path`` (a VQ checkpoint,
 ``ofa_lightning.vq``), :meth:`TextToImageTask.postprocess_predictions` decodes every prediction into an image and
