@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # OFA's GPT-2 BPE files (encoder.json, vocab.bpe, dict.txt); tests that need them skip with a reason when absent.
 export OFA_BPE_DIR ?= $(abspath ../shared/ofa_bpe)
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench tcmalloc clean
 
 install: $(STAMP)
 
@@ -25,7 +25,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# gperftools' tcmalloc for the memory-lean benchmark rows (system copy, or Debian's package unpacked under .cache/;
+# no root). Optional: without it those rows run on glibc. Prints the library's path.
+tcmalloc:
+	@bash benchmarks/get_tcmalloc.sh .cache/tcmalloc
+
 bench: $(STAMP)
+	-@bash benchmarks/get_tcmalloc.sh .cache/tcmalloc
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/data_pipeline.py --json benchmarks/data_results.json

@@ -151,3 +151,33 @@ def current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return float("nan")
+
+
+_TCMALLOC: list = []  # memo: [path or None]
+
+
+def find_tcmalloc() -> str | None:
+    """Path of gperftools' tcmalloc for ``LD_PRELOAD``, or None. ``OFA_TCMALLOC`` (a path, or ``none``) wins;
+    otherwise ``get_tcmalloc.sh`` looks for a system copy or one under ``.cache/tcmalloc`` and fetches Debian's
+    libtcmalloc-minimal4 there if needed (no root). Why: see benchmarks/NOTES.md, "Training peak RSS"."""
+    if not _TCMALLOC:
+        env = os.environ.get("OFA_TCMALLOC")
+        if env is not None:
+            path = None if env.lower() in ("", "none", "0", "off") else env
+            if path and not Path(path).is_file():
+                raise FileNotFoundError(f"OFA_TCMALLOC={path!r} is not a file")
+        else:
+            import subprocess
+
+            script = Path(__file__).resolve().parent / "get_tcmalloc.sh"
+            try:
+                proc = subprocess.run(["bash", str(script), str(REPO / ".cache" / "tcmalloc")], capture_output=True,
+                                      text=True, timeout=120)
+                path = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+                if path is None:
+                    log(f"tcmalloc not available ({proc.stderr.strip() or 'no path'}): the lean rows use glibc")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                path = None
+                log(f"tcmalloc lookup failed ({exc}): the lean rows use glibc")
+        _TCMALLOC.append(path)
+    return _TCMALLOC[0]

@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from common import (  # noqa: E402
     BATCH, IMAGE_PX, SRC_LEN, TGT_LEN, THREADS, build_ours, build_peer, current_rss_mb, log, make_batch,
-    ours_from_peer, peak_rss_mb, setup_threads,
+    find_tcmalloc, ours_from_peer, peak_rss_mb, setup_threads,
 )
 from contention import CLEAN_OTHER_FRAC, timed, timed_interleaved  # noqa: E402
 
@@ -58,18 +58,21 @@ TARGETS = {  # name -> (minimum ratio, how the ratio is formed)
 }
 UNITS = {"train_samples_per_s": "samples/s", "train_peak_rss_mb": "MB", "encoder_s": "s/batch", "beam5_s": "s/batch",
          "vqa_trie_beam_s": "s/batch", "vqa_allcand_s": "s/sample"}
-# The memory-lean training configuration: CPU bf16 autocast + ResNet bottleneck checkpointing (the model
-# option checkpoint_resnet) + glibc malloc serving blocks >= 64 KiB with mmap, so that freed activations
-# go back to the OS instead of staying in the heap (environment, read when the process starts).
-LEAN_OPTIONS = "default,bf16,resnet_checkpoint"
-LEAN_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "1048576"}
+# The memory-lean training configuration: CPU bf16 autocast + ResNet stage checkpointing (the model option
+# checkpoint_resnet="stages") + gperftools' tcmalloc as the allocator (LD_PRELOAD, read when the process starts;
+# benchmarks/get_tcmalloc.sh finds or fetches it). glibc keeps ~0.2-0.3 GB of freed activation memory resident in
+# holes of its heap; tcmalloc reuses it. Without tcmalloc the lean rows run on glibc and RESULTS.md says so.
+LEAN_OPTIONS = "default,bf16,resnet_stage_checkpoint"
+TCMALLOC = "tcmalloc"  # environment placeholder, resolved by resolve_env()
+MMAP_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "1048576"}
 TRAIN_CONFIGS = [  # (label suffix for the results table, options, environment)
     ("", "default", {}),
-    ("bf16+ckpt", LEAN_OPTIONS, LEAN_ENV),
+    ("bf16", "default,bf16", TCMALLOC),
+    ("bf16+ckpt", LEAN_OPTIONS, TCMALLOC),
 ]
 PEAK_GFLOPS = 300.0  # nominal fp32 limit of the 2 cores quoted in the brief
 
-# Tiny-only ablation of the training step: (label, TrainOptions spec), cumulative.
+# Tiny-only ablation of the training step: (label, TrainOptions spec[, environment]).
 ABLATION = [
     ("baseline: forward() → full logits → CE (ignore pad), NCHW, foreach AdamW", "baseline"),
     ("+ loss on non-pad target rows only (decode_hidden → select → project)", "select_targets"),
@@ -77,10 +80,27 @@ ABLATION = [
     ("+ fused AdamW  (= our default step)", "default"),
     ("default + ResNet bottleneck checkpointing (BN-safe recompute)", "default,resnet_checkpoint"),
     ("default + bf16 autocast", "default,bf16"),
+    ("default + bf16 autocast + tcmalloc", "default,bf16", TCMALLOC),
     ("default + bf16 autocast + ResNet bottleneck checkpointing", "default,bf16,resnet_checkpoint"),
-    ("default + bf16 + ResNet checkpointing + mmap-backed malloc (= our lean configuration)", LEAN_OPTIONS, LEAN_ENV),
-    ("default + mmap-backed malloc only (fp32)", "default", LEAN_ENV),
+    ("default + bf16 autocast + ResNet stage checkpointing", LEAN_OPTIONS),
+    ("default + bf16 + ResNet stage checkpointing + tcmalloc (= our lean configuration)", LEAN_OPTIONS, TCMALLOC),
+    ("default + bf16 + ResNet stage checkpointing + mmap-backed glibc malloc", LEAN_OPTIONS, MMAP_MALLOC_ENV),
 ]
+
+
+def resolve_env(env) -> dict:
+    """An environment of TRAIN_CONFIGS/ABLATION: the TCMALLOC placeholder becomes ``LD_PRELOAD`` of tcmalloc
+    ({} when it is not available: glibc as is)."""
+    if env == TCMALLOC:
+        lib = find_tcmalloc()
+        return {"LD_PRELOAD": lib} if lib else {}
+    return dict(env or {})
+
+
+def env_label(env: dict) -> str:
+    if "LD_PRELOAD" in env and "tcmalloc" in env["LD_PRELOAD"]:
+        return "tcmalloc"
+    return "glibc malloc " + " ".join(f"{k}={v}" for k, v in env.items()) if env else "glibc malloc"
 
 
 # ====================================================================== child
@@ -166,6 +186,7 @@ def bench_training(sizes, args) -> dict:
         runs = [("peer", size, "default", {})] + [
             ("ours", f"{size}/{label}" if label else size, options, env) for label, options, env in TRAIN_CONFIGS]
         for impl, key, options, env in runs:
+            env = resolve_env(env)
             log(f"training {impl} / {key} (child process{', env ' + str(env) if env else ''})")
             spec = dict(impl=impl, size=size, options=options, env=env, warmup=args.warmup, steps=args.steps,
                         max_attempts=2 * args.steps + 2, budget_s=args.train_budget, quiet_wait_s=args.quiet_wait)
@@ -179,7 +200,7 @@ def bench_training(sizes, args) -> dict:
 def bench_ablation(args, reuse: dict | None) -> list:
     rows = []
     for label, options, *rest in ABLATION:
-        env = rest[0] if rest else {}
+        env = resolve_env(rest[0] if rest else {})
         if options == "default" and not env and reuse is not None:
             r = reuse
         else:
@@ -368,13 +389,30 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
     L.append("⚠ = fewer than two undisturbed measurements; the value includes calls slowed by other processes.")
     L.append("")
     train = details.get("training", {})
-    L.append(f"Training configurations: `tiny`/`medium` = our fp32 default step; `…/bf16+ckpt` = our memory-lean "
-             f"configuration: CPU bf16 autocast (`precision=bf16-mixed`; this CPU has AVX512-BF16) + "
-             f"`model.checkpoint_resnet=true` + glibc malloc env {LEAN_ENV} (blocks ≥ 64 KiB from mmap, so freed "
-             f"activations return to the OS). The port always runs its own fp32 step. The bf16 rows change numerics "
-             f"(bf16 matmuls/convolutions, fp32 weights and optimiser), so they are reported beside, not instead "
-             f"of, the fp32 rows.")
+    lean_env = next((r.get("env") for k, r in train.items() if k.endswith("/bf16+ckpt")), None)
+    allocator = env_label(lean_env) if lean_env is not None else "–"
+    L.append(f"Training configurations: `tiny`/`medium` = our fp32 default step; `…/bf16` = CPU bf16 autocast "
+             f"(`precision=bf16-mixed`; this CPU has AVX512-BF16); `…/bf16+ckpt` = our memory-lean configuration: bf16 "
+             f"autocast + `model.checkpoint_resnet=stages` (only the inputs of stem + stage 1, stage 2 and stage 3 are "
+             f"kept; the trunk's forward is recomputed in backward). Both bf16 rows ran with **{allocator}** as the "
+             f"allocator (`LD_PRELOAD`; `benchmarks/get_tcmalloc.sh` finds or fetches Debian's libtcmalloc-minimal4; "
+             f"without it they run on glibc). The port always runs its own fp32 step on glibc. The bf16 rows change "
+             f"numerics (bf16 matmuls/convolutions, fp32 weights and optimiser), so they are reported beside, not "
+             f"instead of, the fp32 rows.")
     L.append("")
+    both = []
+    for size in args.sizes:
+        for label, *_ in TRAIN_CONFIGS:
+            key = f"{size}/{label}" if label else size
+            o, pr = train.get(f"ours/{key}"), train.get(f"peer/{size}")
+            if o and pr:
+                sps, rss = o["samples_per_s"] / pr["samples_per_s"], o["peak_rss_mb"] / pr["peak_rss_mb"]
+                ok = sps >= TARGETS["train_samples_per_s"] and rss <= TARGETS["train_peak_rss_mb"]
+                both.append(f"{key} {sps:.2f}× at {rss:.2f}× ({'met' if ok else 'not met'})")
+    if both:
+        L.append("Training target, both halves in one configuration (≥ 2.0× samples/s at ≤ 0.6× peak RSS): "
+                 + "; ".join(both) + ".")
+        L.append("")
     L.append("### How it was measured")
     L.append("")
     L.append(f"* **Training:** each (implementation, size) runs in its own fresh child process (`--child-train`): "
@@ -438,7 +476,7 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
         L.append("|---|---|---:|---:|---:|---:|---:|---:|")
         for key, r in train.items():
             t = r["timing"]
-            env = " + malloc env" if r.get("env") else ""
+            env = f" + {env_label(r['env'])}" if r.get("env") else ""
             L.append(f"| {key} | {r['options']}{env} | {r['step_s']:.3f} | {r['samples_per_s']:.2f} | "
                      f"{len(t['times'])} / {t['n_clean']} | {r['rss_after_import_mb']:.0f} | "
                      f"{r['rss_after_build_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
@@ -621,7 +659,7 @@ def main(argv=None) -> int:
             if ("ours", key) not in train:
                 continue
             o, pr = train[("ours", key)], train[("peer", size)]
-            extra = dict(options=o["options"], env=env, precision="bf16 autocast" if "bf16" in o["options"] else "fp32")
+            extra = dict(options=o["options"], env=o.get("env", {}), precision="bf16 autocast" if "bf16" in o["options"] else "fp32")
             results.append(ratio_entry("train_samples_per_s", key, o["samples_per_s"], pr["samples_per_s"],
                                        dict(contended=o["timing"]["contended"] or pr["timing"]["contended"], **extra)))
             results.append(ratio_entry("train_peak_rss_mb", key, o["peak_rss_mb"], pr["peak_rss_mb"], extra))

@@ -74,7 +74,7 @@ def run_child(spec: dict) -> dict:
 
 def plan(quick: bool) -> list[dict]:
     steps = 1 if quick else 2
-    ckpt = "default,resnet_checkpoint,layer_checkpoint"
+    ckpt = "default,resnet_stage_checkpoint,layer_checkpoint"
     specs = []
     for px in ((256, 384) if quick else (256, 384, 480)):
         for options in ("default", ckpt):
@@ -91,7 +91,7 @@ def markdown(rows: list[dict], info: dict) -> str:
     L.append(f"{info['date']}; each row a fresh child process, median of {rows[0]['steps']} step(s) after a warm-up; "
              f"load average during the sweep {info['load_min']:.1f}-{info['load_max']:.1f} (2 cores: anything "
              f"above ~0.5 from others slows the steps, so compare rows with care). Activation MB/sample = (peak RSS "
-             f"of the step − RSS between steps) / batch. Checkpointing = `model.checkpoint_resnet=true` + "
+             f"of the step − RSS between steps) / batch. Checkpointing = `model.checkpoint_resnet=stages` + "
              f"`model.activation_checkpointing=true`.")
     L.append("")
     L.append("**Image size** (batch 4, 20 + 20 tokens):")

@@ -18,6 +18,8 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
   ResNet bottleneck in the backward pass instead of storing its activations
   (memory for time; off by default). BatchNorm running statistics are not
   updated by the recomputation.
+* ``resnet_stage_checkpoint`` — ``checkpoint_resnet="stages"``: the same recomputation,
+  but only the inputs of a few segments (stem + stage 1, stage 2, stage 3) are kept.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class TrainOptions:
     channels_last: bool = True
     fused_adamw: bool = True
     resnet_checkpoint: bool = False
+    resnet_stage_checkpoint: bool = False  # checkpoint_resnet="stages" (wins over resnet_checkpoint)
     bf16: bool = False
     layer_checkpoint: bool = False  # the model option activation_checkpointing (encoder/decoder layers)
 
@@ -70,7 +73,7 @@ def prepare_ours(model, opts: TrainOptions):
     """Apply the model-side switches through the model's own config options
     (``channels_last``, ``checkpoint_resnet``: see ``ofa_lightning/model/resnet.py``); returns the model."""
     model.config.channels_last = opts.channels_last
-    model.config.checkpoint_resnet = opts.resnet_checkpoint
+    model.config.checkpoint_resnet = "stages" if opts.resnet_stage_checkpoint else opts.resnet_checkpoint
     model.config.activation_checkpointing = opts.layer_checkpoint
     model.configure_trunk()
     return model

@@ -5,7 +5,9 @@
   them on ordinary steps;
 * constrained all-candidate scoring projects only the trie's tokens, with the same scores;
 * the eval ResNet with BatchNorm folded equals the unfolded one, and follows weight changes;
-* ResNet checkpointing gives the same loss, gradients and BatchNorm statistics as without;
+* ResNet checkpointing (per block and per stage) gives the same loss, gradients and BatchNorm statistics as
+  without, and keeps fewer tensors for backward;
+* CPU low-precision training attention keeps the bytes of its dtype and computes SDPA's sum;
 * ``benchmarks/gpu.py --dry-run`` runs its whole logic on the CPU.
 """
 from __future__ import annotations
@@ -218,10 +220,11 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
     assert_close_to_scale(fused, plain)
 
 
-def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread):
+@pytest.mark.parametrize("mode", [True, "stages"])
+def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread, mode):
     torch.manual_seed(0)
     a = OFAModel.from_name("tiny", **SMALL).train()
-    b = OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": True}).train()
+    b = OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": mode}).train()
     b.load_state_dict(a.state_dict())
     ids, images = text_batch(2), torch.randn(2, 3, 32, 32)
     prev = ids.clone()
@@ -238,6 +241,84 @@ def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread)
     sa = a.state_dict()
     for name, t in b.state_dict().items():  # running statistics and num_batches_tracked updated exactly once
         assert torch.allclose(t.float(), sa[name].float(), atol=1e-6), name
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``fn()``."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_resnet_checkpoint_modes_keep_fewer_tensors(one_thread):
+    from ofa_lightning.model.resnet import build_resnet, checkpoint_mode
+
+    torch.manual_seed(0)
+    trunk = build_resnet("resnet50").train()
+    images = torch.randn(2, 3, 64, 64)
+    kept = {}
+    for mode in ("off", "blocks", "stages"):
+        trunk.configure(checkpoint=mode)
+        kept[mode] = saved_bytes(lambda: trunk.forward_features(images))
+    # off keeps every activation; blocks keeps the stem's activations and each bottleneck's input; stages keeps the
+    # image and the inputs of stages 2 and 3 only
+    assert kept["stages"] < kept["blocks"] / 2 < kept["off"] / 4, kept
+    assert kept["stages"] <= images.nbytes + 2 * 256 * 16 * 16 * 4 + 2 * 512 * 8 * 8 * 4
+    assert [checkpoint_mode(v) for v in (True, False, "stages", "none")] == ["blocks", "off", "stages", "off"]
+    with pytest.raises(ValueError, match="checkpoint_resnet must be one of"):
+        OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": "layers"})
+
+
+def test_cpu_low_precision_training_attention(one_thread, monkeypatch):
+    """Under CPU bf16 autocast with autograd, attention keeps bf16 scores (SDPA's math path would upcast q, k, v,
+    scores and probabilities to fp32 for the backward); without autograd SDPA runs; both compute the same sum."""
+    import torch.nn.functional as F
+
+    from ofa_lightning.model import attention as A
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))
+    bias = torch.randn(2, 1, 5, 5, generator=g)  # broadcast over heads, like a padding mask
+    for b in (bias, None):
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=b, scale=0.3)
+        torch.testing.assert_close(A.reduced_precision_attention(q, k, v, b, 0.0, 0.3), want)
+
+    torch.manual_seed(0)
+    layer = A.Attention(32, 4).train()
+    x = torch.randn(2, 48, 32, requires_grad=True)  # long enough for the (B, H, T, T) scores to dominate
+    pos_bias = torch.randn(2, 4, 48, 48, requires_grad=True)  # learned position bias: SDPA has to take its math path
+    calls = []
+    real = A.reduced_precision_attention
+    monkeypatch.setattr(A, "reduced_precision_attention", lambda *a: calls.append(1) or real(*a))
+
+    def run():
+        kk, vv = layer.project_kv(x)
+        return layer(x, kk, vv, pos_bias)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run()
+        lean = saved_bytes(run)
+        assert len(calls) == 2
+        monkeypatch.setattr(A, "_use_reduced_precision_path", lambda q: False)
+        sdpa = run()
+        fat = saved_bytes(run)
+    assert out.dtype == sdpa.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), sdpa.float(), atol=2e-2, rtol=2e-2)
+    assert lean < 0.6 * fat, (lean, fat)
+    out.float().sum().backward()
+    assert pos_bias.grad is not None and x.grad is not None and torch.isfinite(pos_bias.grad).all()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        monkeypatch.undo()
+        calls.clear()
+        monkeypatch.setattr(A, "reduced_precision_attention", lambda *a: calls.append(1) or real(*a))
+        run()
+    assert calls == []  # inference keeps SDPA (its fused CPU kernels)
 
 
 def test_gpu_benchmark_dry_run(tmp_path):

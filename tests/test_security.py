@@ -122,6 +122,8 @@ ALLOWED_SHELL = {
     ("benchmarks/run.py", "subprocess.Popen(cmd, stdout"),
     # the scaling table runs each point in a fresh child of itself: fixed argv list (the spec is JSON), no shell
     ("benchmarks/scaling.py", "subprocess.run(cmd, capture_output=True"),
+    # the benchmark looks up tcmalloc with its own fixed script and the repository's cache folder: no shell
+    ("benchmarks/common.py", 'subprocess.run(["bash", str(script), str(REPO / ".cache" / "tcmalloc")]'),
 }
 
 

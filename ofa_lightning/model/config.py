@@ -66,7 +66,9 @@ class OFAConfig:
     overlong_text: str = "error"
     # --- efficiency switches (no effect on the maths) --------------------
     activation_checkpointing: bool = False
-    checkpoint_resnet: bool = False  # recompute each ResNet bottleneck in the backward pass (BN statistics updated once)
+    # recompute the ResNet forward in the backward pass (BN statistics still updated once): false | "blocks"
+    # (= true: keep each bottleneck's input) | "stages" (keep only a few segment inputs; least memory, same time)
+    checkpoint_resnet: bool | str = False
     channels_last: bool = True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
     fold_batchnorm_inference: bool = True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
 
@@ -87,6 +89,9 @@ class OFAConfig:
             raise ValueError(f"unknown resnet_type {self.resnet_type!r}; known: {sorted(RESNET_BLOCKS)}")
         if self.overlong_text not in ("truncate", "error"):
             raise ValueError(f"overlong_text must be 'truncate' or 'error', got {self.overlong_text!r}")
+        from .resnet import checkpoint_mode  # local: resnet imports this module
+
+        checkpoint_mode(self.checkpoint_resnet)  # fail at config time on an unknown mode
 
     # --- catalogue -------------------------------------------------------
     @classmethod
