@@ -207,16 +207,18 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
     if not trunk._fused_ok(images):
         pytest.skip("this torch build has no oneDNN fused convolutions")
     calls = []
-    real = OFAResNet._forward_folded_fused
-    monkeypatch.setattr(OFAResNet, "_forward_folded_fused", lambda self, x: calls.append(1) or real(self, x))
+    real = OFAResNet._walk_folded
+    monkeypatch.setattr(OFAResNet, "_walk_folded",
+                        lambda self, x, act, add: calls.append((act.__name__, add.__name__)) or real(self, x, act, add))
+    fused_ops, plain_ops = ("_fused_conv_act", "_fused_conv_add_relu"), ("_plain_conv_act", "_plain_conv_add_relu")
     with torch.no_grad():
         fused = trunk.forward_features(images)
-        assert calls == [1]  # the fused kernels ran
+        assert calls == [fused_ops]  # the fused kernels ran
         with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed: the plain (autocast) convolutions
-            assert trunk.forward_features(images).dtype == torch.bfloat16 and calls == [1]
+            assert trunk.forward_features(images).dtype == torch.bfloat16 and calls == [fused_ops, plain_ops]
         monkeypatch.setattr(trunk, "fuse_cpu", False)
         plain = trunk.forward_features(images)
-        assert calls == [1]
+        assert calls == [fused_ops, plain_ops, plain_ops]
     assert_close_to_scale(fused, plain)
 
 

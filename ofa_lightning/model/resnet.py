@@ -188,21 +188,24 @@ class OFAResNet(ResNet):
     def _forward_folded(self, x: Tensor) -> Tensor:
         if self._fused_ok(x):
             try:
-                return self._forward_folded_fused(x)
+                return self._walk_folded(x, _fused_conv_act, _fused_conv_add_relu)
             except RuntimeError as exc:  # an oneDNN build without these fusions: the plain ops from now on
                 log.warning("oneDNN fused convolutions unavailable (%s); using conv + relu", exc)
                 OFAResNet._fused_broken = True
-        wbs = iter(self.folded_weights())
-        x = self.maxpool(F.relu(_conv(x, self.conv1, next(wbs))))
+        return self._walk_folded(x, _plain_conv_act, _plain_conv_add_relu)
+
+    def _walk_folded(self, x: Tensor, conv_act, conv_add_relu) -> Tensor:
+        """The trunk with BatchNorm folded: ``conv_act(x, conv, (w, b), relu)`` and
+        ``conv_add_relu(y, shortcut, conv, (w, b))`` are the plain or the fused kernels."""
+        wbs = iter(self.folded_weights())  # in _pairs() order: stem, then per block conv1-3 and the downsample
+        x = self.maxpool(conv_act(x, self.conv1, next(wbs), True))
         for name in STAGES:
             for b in getattr(self, name):
-                shortcut = x
-                y = F.relu(_conv(x, b.conv1, next(wbs)))
-                y = F.relu(_conv(y, b.conv2, next(wbs)))
-                y = _conv(y, b.conv3, next(wbs))
-                if b.downsample is not None:
-                    shortcut = _conv(x, b.downsample[0], next(wbs))
-                x = F.relu(y.add_(shortcut))
+                y = conv_act(x, b.conv1, next(wbs), True)
+                y = conv_act(y, b.conv2, next(wbs), True)
+                w3 = next(wbs)
+                shortcut = x if b.downsample is None else conv_act(x, b.downsample[0], next(wbs), False)
+                x = conv_add_relu(y, shortcut, b.conv3, w3)
         return x
 
     # oneDNN's fused CPU convolutions (the ops Inductor's CPU backend emits): conv + ReLU, and conv + residual add +
@@ -218,25 +221,24 @@ class OFAResNet(ResNet):
                 and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_autocast_enabled("cpu")
                 and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
-    def _forward_folded_fused(self, x: Tensor) -> Tensor:
-        unary = torch.ops.mkldnn._convolution_pointwise.default
-        binary = torch.ops.mkldnn._convolution_pointwise.binary
 
-        def conv(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], attr: str) -> Tensor:
-            return unary(x, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups, attr, [], "")
+def _plain_conv_act(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], relu: bool) -> Tensor:
+    y = _conv(x, c, wb)
+    return F.relu(y) if relu else y
 
-        wbs = iter(self.folded_weights())
-        x = self.maxpool(conv(x, self.conv1, next(wbs), "relu"))
-        for name in STAGES:
-            for b in getattr(self, name):
-                y = conv(x, b.conv1, next(wbs), "relu")
-                y = conv(y, b.conv2, next(wbs), "relu")
-                w3 = next(wbs)
-                shortcut = x if b.downsample is None else conv(x, b.downsample[0], next(wbs), "none")
-                c3 = b.conv3
-                x = binary(y, shortcut, w3[0], w3[1], c3.padding, c3.stride, c3.dilation, c3.groups, "add", 1.0,
-                           "relu", [], "")
-        return x
+
+def _plain_conv_add_relu(y: Tensor, shortcut: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor]) -> Tensor:
+    return F.relu(_conv(y, c, wb).add_(shortcut))
+
+
+def _fused_conv_act(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], relu: bool) -> Tensor:
+    return torch.ops.mkldnn._convolution_pointwise.default(x, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups,
+                                                           "relu" if relu else "none", [], "")
+
+
+def _fused_conv_add_relu(y: Tensor, shortcut: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor]) -> Tensor:
+    return torch.ops.mkldnn._convolution_pointwise.binary(y, shortcut, wb[0], wb[1], c.padding, c.stride, c.dilation,
+                                                          c.groups, "add", 1.0, "relu", [], "")
 
 
 def build_resnet(resnet_type: str, drop_path_rate: float = 0.0, frozen_bn: bool = False) -> OFAResNet:
