@@ -35,9 +35,6 @@ def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="since the training stream reads every shard whole (session 7) VQA is the "
-                   "margin at risk: 1,500 steps gave VQA 0.388 (+0.254, target +0.3), CIDEr-D 3.8x, Acc@0.5 +0.427; "
-                   "make demo's 1,700 steps met it by +0.303 (README 'The demo'). Not strict: it may pass")
 def test_demo_beats_the_baselines_by_the_required_margins(tmp_path, capsys):
     """The issue's margins (≥ +0.3 VQA accuracy, ≥ +0.3 Acc@0.5, ≥ 2× CIDEr-D) on a shorter schedule than
     `make demo`'s (SHORT_STEPS instead of the preset's trainer.max_steps)."""
