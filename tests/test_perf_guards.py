@@ -210,16 +210,19 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
     real = OFAResNet._walk_folded
     monkeypatch.setattr(OFAResNet, "_walk_folded",
                         lambda self, x, act, add: calls.append((act.__name__, add.__name__)) or real(self, x, act, add))
-    fused_ops, plain_ops = ("_fused_conv_act", "_fused_conv_add_relu"), ("_plain_conv_act", "_plain_conv_add_relu")
+    fused_ops, plain_ops = ("_prepacked_conv_act", "_prepacked_conv_add_relu"), ("_plain_conv_act", "_plain_conv_add_relu")
     with torch.no_grad():
         fused = trunk.forward_features(images)
         assert calls == [fused_ops]  # the fused kernels ran
         with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed: the plain (autocast) convolutions
             assert trunk.forward_features(images).dtype == torch.bfloat16 and calls == [fused_ops, plain_ops]
+        one = trunk.forward_features(images[:1])  # a new input shape: the weights are packed again for it
         monkeypatch.setattr(trunk, "fuse_cpu", False)
         plain = trunk.forward_features(images)
-        assert calls == [fused_ops, plain_ops, plain_ops]
+        assert calls == [fused_ops, plain_ops, fused_ops, plain_ops]
+        one_plain = trunk.forward_features(images[:1])
     assert_close_to_scale(fused, plain)
+    assert_close_to_scale(one, one_plain)  # packed for the second shape too (fp32 summation order may differ)
 
 
 @pytest.mark.parametrize("mode", [True, "stages"])
