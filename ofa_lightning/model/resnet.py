@@ -24,7 +24,8 @@ the parameters or their names:
   BatchNorm is folded into the convolution before it (``w·γ/σ``, ``β − μ·γ/σ``).
   The folded weights are cached and rebuilt whenever a weight or statistic
   changes; outputs equal the unfolded trunk within fp32 rounding. On CPU the
-  folded trunk runs oneDNN's fused conv + ReLU and conv + add + ReLU kernels.
+  folded trunk runs oneDNN's fused conv + ReLU and conv + add + ReLU kernels, with
+  the weights prepacked for the latest input shape.
 """
 from __future__ import annotations
 
