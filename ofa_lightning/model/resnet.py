@@ -111,12 +111,12 @@ class OFAResNet(ResNet):
                   fold_bn: bool = False) -> "OFAResNet":
         self.channels_last, self.checkpoint_mode, self.fold_bn = channels_last, checkpoint_mode(checkpoint), fold_bn
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self._folded = None
+        self._folded = self._packed = None
         return self
 
     def train(self, mode: bool = True):
         if mode:
-            self._folded = None  # training changes the weights: drop the folded copy
+            self._folded = self._packed = None  # training changes the weights: drop the folded and packed copies
         return super().train(mode)
 
     # ------------------------------------------------------------ forward
