@@ -111,12 +111,12 @@ class OFAResNet(ResNet):
                   fold_bn: bool = False) -> "OFAResNet":
         self.channels_last, self.checkpoint_mode, self.fold_bn = channels_last, checkpoint_mode(checkpoint), fold_bn
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self._folded = self._packed = None
+        self._folded = None
         return self
 
     def train(self, mode: bool = True):
         if mode:
-            self._folded = self._packed = None  # training changes the weights: drop the folded and packed copies
+            self._folded = None  # training changes the weights: drop the folded (and prepacked) copies
         return super().train(mode)
 
     # ------------------------------------------------------------ forward
@@ -181,8 +181,8 @@ class OFAResNet(ResNet):
         key = self._fold_key()
         cached = getattr(self, "_folded", None)
         if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, [_fold(conv, bn) for conv, bn in self._pairs()])
+            with torch.no_grad():  # (key, weights, oneDNN-prepacked weights by input shape: filled by the fused path)
+                cached = (key, [_fold(conv, bn) for conv, bn in self._pairs()], {})
             self._folded = cached
         return cached[1]
 
@@ -212,17 +212,16 @@ class OFAResNet(ResNet):
     def _prepacked_fused_ops(self, x: Tensor):
         """The fused kernels with each folded weight reordered once into oneDNN's blocked layout for this input shape
         (as Inductor's weight-prepack pass does) instead of on every call; outputs equal the plain kernels' up to
-        fp32 summation order (bit-identical at batch 8, 256 px here). Only the packs
-        for the latest trunk input shape are kept (one extra copy of the trunk's weights); they are rebuilt with the
-        folded weights."""
-        self.folded_weights()  # (re)builds self._folded when a weight or statistic changed
-        key = (tuple(x.shape), x.dtype, self._folded[0])
-        cached = getattr(self, "_packed", None)
-        if cached is None or cached[0] != key:
-            cached = self._packed = (key, {})
-        packs: dict[int, Tensor] = cached[1]
+        fp32 summation order (bit-identical at batch 8, 256 px here). The packs live in the folded-weight cache, so
+        they are dropped with it; only those for the latest trunk input shape are kept (one extra weight copy)."""
+        shape = (tuple(x.shape), x.dtype)
 
         def packed(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            store = self._folded[2]  # read at call time: _walk_folded has (re)built the folded cache by now
+            packs = store.get(shape)
+            if packs is None:
+                store.clear()
+                packs = store[shape] = {}
             if id(c) not in packs:  # first call for this input shape: each convolution's input shape is now known
                 packs[id(c)] = torch.ops.mkldnn._reorder_convolution_weight(
                     wb[0], c.padding, c.stride, c.dilation, c.groups, list(x.shape))
