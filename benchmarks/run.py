@@ -393,7 +393,7 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
     allocator = env_label(lean_env) if lean_env is not None else "–"
     L.append(f"Training configurations: `tiny`/`medium` = our fp32 default step; `…/bf16` = CPU bf16 autocast "
              f"(`precision=bf16-mixed`; this CPU has AVX512-BF16); `…/bf16+ckpt` = our memory-lean configuration: bf16 "
-             f"autocast + `model.checkpoint_resnet=stages` (only the inputs of stem + stage 1, stage 2 and stage 3 are "
+             f"autocast + `model.checkpoint_resnet=stages` (only the inputs of the stem, stage 1, stage 2 and stage 3 are "
              f"kept; the trunk's forward is recomputed in backward). Both bf16 rows ran with **{allocator}** as the "
              f"allocator (`LD_PRELOAD`; `benchmarks/get_tcmalloc.sh` finds or fetches Debian's libtcmalloc-minimal4; "
              f"without it they run on glibc). The port always runs its own fp32 step on glibc. The bf16 rows change "

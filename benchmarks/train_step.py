@@ -19,7 +19,7 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
   (memory for time; off by default). BatchNorm running statistics are not
   updated by the recomputation.
 * ``resnet_stage_checkpoint`` — ``checkpoint_resnet="stages"``: the same recomputation,
-  but only the inputs of a few segments (stem + stage 1, stage 2, stage 3) are kept.
+  but only the inputs of a few segments (the stem, stage 1, stage 2, stage 3) are kept.
 """
 from __future__ import annotations
 

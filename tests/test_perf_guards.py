@@ -8,6 +8,7 @@
 * ResNet checkpointing (per block and per stage) gives the same loss, gradients and BatchNorm statistics as
   without, and keeps fewer tensors for backward;
 * CPU low-precision training attention keeps the bytes of its dtype and computes SDPA's sum;
+* the relative-bias bucket lookup's backward is one ``index_add_`` with the embedding gradient;
 * ``benchmarks/gpu.py --dry-run`` runs its whole logic on the CPU.
 """
 from __future__ import annotations
@@ -272,9 +273,10 @@ def test_resnet_checkpoint_modes_keep_fewer_tensors(one_thread):
         trunk.configure(checkpoint=mode)
         kept[mode] = saved_bytes(lambda: trunk.forward_features(images))
     # off keeps every activation; blocks keeps the stem's activations and each bottleneck's input; stages keeps the
-    # image and the inputs of stages 2 and 3 only
+    # image and the inputs of stages 1, 2 and 3 only (the stem's output, then stage 1's and stage 2's)
     assert kept["stages"] < kept["blocks"] / 2 < kept["off"] / 4, kept
-    assert kept["stages"] <= images.nbytes + 2 * 256 * 16 * 16 * 4 + 2 * 512 * 8 * 8 * 4
+    assert kept["stages"] <= images.nbytes + 2 * 64 * 16 * 16 * 4 + 2 * 256 * 16 * 16 * 4 + 2 * 512 * 8 * 8 * 4
+    assert [len(s) for s in trunk._segments()] == [4, 3, 4, 6]  # stem (conv, bn, act, pool) | 3 | 4 | 6 blocks
     assert [checkpoint_mode(v) for v in (True, False, "stages", "none")] == ["blocks", "off", "stages", "off"]
     with pytest.raises(ValueError, match="checkpoint_resnet must be one of"):
         OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": "layers"})
@@ -416,3 +418,34 @@ def test_attention_biases_stay_in_the_autocast_dtype_and_contiguous(model, monke
     assert torch.equal(got, plain) and got.is_contiguous()
     half = relative_bias(index, layer.token_rel_pos_table_list[0], layer.image_rel_pos_table_list[0], torch.bfloat16)
     assert half.dtype == torch.bfloat16 and torch.equal(half, plain.to(torch.bfloat16))
+
+
+def test_relative_bias_lookup_backward_is_one_index_add():
+    """The (S × S) bucket lookup's backward is one ``index_add_`` (CPU's ``embedding_dense_backward`` scans the index
+    once per 1,000 table rows), with the gradient of the plain embedding lookup."""
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ofa_lightning.model.encoder import relative_bias
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    text, image = torch.nn.Embedding(7, 3), torch.nn.Embedding(11, 3)
+    index = torch.randint(0, 19, (1, 9, 9), generator=g)  # 19 = 7 + 11 + the zero row
+    upstream = torch.randn(1, 3, 9, 9, generator=g)
+    out = relative_bias(index, text, image)
+    with Ops() as ops:
+        (out * upstream).sum().backward()
+    assert "embedding_dense_backward.default" not in ops.names and "index_add_.default" in ops.names
+    table = torch.cat([text.weight, image.weight, torch.zeros(1, 3)]).detach().requires_grad_()
+    (F.embedding(index, table).permute(0, 3, 1, 2) * upstream).sum().backward()
+    torch.testing.assert_close(text.weight.grad, table.grad[:7])
+    torch.testing.assert_close(image.weight.grad, table.grad[7:18])

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ramp
 from .config import OFAConfig
+from .dropout import Dropout
 from .encoder import padding_bias, relative_bias, split_heads
 from .layers import DecoderLayer
 from .outputs import DecoderCache, EncoderOutput, select_rows
@@ -45,7 +46,7 @@ class Decoder(nn.Module):
         self.pos_scaling = float(d / heads * cfg.attn_scale_factor) ** -0.5
         self.layernorm_embedding = nn.LayerNorm(d)
         self.code_layernorm_embedding = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         rates = ramp(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(
             DecoderLayer(d, heads, cfg.decoder_ffn_dim, cfg.dropout, cfg.attention_dropout, cfg.activation_dropout,

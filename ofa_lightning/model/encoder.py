@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ramp
 from .config import OFAConfig
+from .dropout import Dropout
 from .layers import EncoderLayer
 from .outputs import EncoderOutput
 from .positions import image_bucket_from_coords, image_position_ids, num_image_buckets, token_bucket_matrix
@@ -49,8 +50,31 @@ def relative_bias(index: Tensor, text_table: nn.Embedding, image_table: nn.Embed
     table = torch.cat([text_table.weight, image_table.weight, zero])
     # (B', Q, K, H) -> (B', H, Q, K) in ``dtype``: one small copy (B' is 1 unless patches are sampled per image) so
     # that the batch-wide sums vectorise; the lookup and its backward (a row scatter-add) stay in the table's fp32
-    out = F.embedding(index, table).permute(0, 3, 1, 2)
+    out = _BucketLookup.apply(table, index).permute(0, 3, 1, 2)
     return out.to(dtype=dtype or out.dtype, memory_format=torch.contiguous_format)
+
+
+class _BucketLookup(torch.autograd.Function):
+    """``F.embedding(index, table)`` whose backward is one ``index_add_``.
+
+    The bucket index is large (S × S, e.g. 76 k entries at 256 px) and the table small and narrow (≈7.4 k rows ×
+    heads). ``embedding_dense_backward`` on CPU scans the whole index once per 1,000-row block of the table and adds
+    one H-wide row at a time (3.1 ms per lookup for OFA-Tiny, one lookup per layer); ``index_add_`` does the same
+    sum in one pass (0.7 ms). Same result up to the order of additions within a row (fp32).
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = table.shape[0]
+        return F.embedding(index, table)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        width = grad.shape[-1]
+        table_grad = grad.new_zeros(ctx.rows, width).index_add_(0, index.reshape(-1), grad.reshape(-1, width))
+        return table_grad, None
 
 
 class Encoder(nn.Module):
@@ -72,7 +96,7 @@ class Encoder(nn.Module):
         self.pos_q_linear = nn.Linear(d, d)
         self.pos_k_linear = nn.Linear(d, d)
         self.pos_scaling = float(d / heads * cfg.attn_scale_factor) ** -0.5
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         rates = ramp(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(
             EncoderLayer(d, heads, cfg.encoder_ffn_dim, cfg.dropout, cfg.attention_dropout, cfg.activation_dropout,

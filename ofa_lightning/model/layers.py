@@ -12,6 +12,7 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .attention import Attention
+from .dropout import Dropout
 
 
 class _Layer(nn.Module):
@@ -23,8 +24,8 @@ class _Layer(nn.Module):
         self.fc1 = nn.Linear(d_model, ffn_dim)
         self.ffn_layernorm = nn.LayerNorm(ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.dropout = Dropout(dropout)
+        self.activation_dropout = Dropout(activation_dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def residual(self, x: Tensor, h: Tensor) -> Tensor:
