@@ -9,6 +9,7 @@
   without, and keeps fewer tensors for backward;
 * CPU low-precision training attention keeps the bytes of its dtype and computes SDPA's sum;
 * the relative-bias bucket lookup's backward is one ``index_add_`` with the embedding gradient;
+* eval-mode CPU linears run oneDNN with a prepacked weight, equal to ``F.linear``; evaluated models still copy;
 * ``benchmarks/gpu.py --dry-run`` runs its whole logic on the CPU.
 """
 from __future__ import annotations
@@ -449,3 +450,50 @@ def test_relative_bias_lookup_backward_is_one_index_add():
     (F.embedding(index, table).permute(0, 3, 1, 2) * upstream).sum().backward()
     torch.testing.assert_close(text.weight.grad, table.grad[:7])
     torch.testing.assert_close(image.weight.grad, table.grad[7:18])
+
+
+def test_prepacked_cpu_linear_matches_f_linear_and_follows_weight_changes(one_thread):
+    """Eval + no-grad CPU fp32 linears run oneDNN with a cached prepacked weight; outputs equal F.linear, the pack is
+    rebuilt when the weight changes and dropped when training starts; training and autocast keep F.linear."""
+    import copy
+    import pickle
+
+    import torch.nn.functional as F
+
+    from ofa_lightning.model.linear import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(16, 24).eval()
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias))
+        assert lin._packed is not None
+        first = lin._packed[1]
+        assert lin(torch.randn(40, 16)).shape == (40, 24) and lin._packed[1] is first  # any row count, same pack
+        lin.weight.mul_(2)  # an in-place update (optimiser, load_state_dict) bumps the version: repacked
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias))
+        assert lin._packed[1] is not first
+    clone = copy.deepcopy(lin)  # oneDNN's opaque tensors cannot be copied: the cache stays behind
+    assert clone._packed is None and lin._packed is not None and pickle.loads(pickle.dumps(lin))._packed is None
+    lin.train()
+    assert lin._packed is None
+    y = lin(x)  # training: F.linear with autograd
+    assert y.grad_fn is not None and lin._packed is None
+    lin.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lin(x).dtype == torch.bfloat16 and lin._packed is None  # autocast keeps its own path
+
+
+def test_evaluated_model_can_be_deep_copied_and_pickled(model):
+    """The eval caches (folded + prepacked ResNet weights, packed linears) never travel with a copy or a pickle."""
+    import copy
+    import pickle
+
+    ids, images, masks = text_batch(2), torch.randn(2, 3, 32, 32), torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        want = model(ids, ids, images, masks)
+    assert model.encoder.embed_images._folded is not None
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.encoder.embed_images._folded is None
+        with torch.no_grad():
+            torch.testing.assert_close(clone(ids, ids, images, masks), want)  # caches rebuilt on demand

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import Linear
+
 
 def reduced_precision_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout_p: float,
                                 scale: float) -> Tensor:
@@ -51,10 +53,10 @@ class Attention(nn.Module):
         self.head_dim = d_model // num_heads
         self.scaling = float(self.head_dim * scale_factor) ** -0.5
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.q_proj = Linear(d_model, d_model)
+        self.k_proj = Linear(d_model, d_model)
+        self.v_proj = Linear(d_model, d_model)
+        self.out_proj = Linear(d_model, d_model)
         self.c_attn = nn.Parameter(torch.ones(num_heads))  # NormFormer head scale
 
     def split_heads(self, x: Tensor) -> Tensor:

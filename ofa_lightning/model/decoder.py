@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import ramp
 from .config import OFAConfig
 from .dropout import Dropout
+from .linear import Linear
 from .encoder import padding_bias, relative_bias, split_heads
 from .layers import DecoderLayer
 from .outputs import DecoderCache, EncoderOutput, select_rows
@@ -39,10 +40,10 @@ class Decoder(nn.Module):
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, d)
         self.pos_ln = nn.LayerNorm(d)
         self.image_pos_ln = nn.LayerNorm(d)
-        self.self_pos_q_linear = nn.Linear(d, d)
-        self.self_pos_k_linear = nn.Linear(d, d)
-        self.cross_pos_q_linear = nn.Linear(d, d)
-        self.cross_pos_k_linear = nn.Linear(d, d)
+        self.self_pos_q_linear = Linear(d, d)
+        self.self_pos_k_linear = Linear(d, d)
+        self.cross_pos_q_linear = Linear(d, d)
+        self.cross_pos_k_linear = Linear(d, d)
         self.pos_scaling = float(d / heads * cfg.attn_scale_factor) ** -0.5
         self.layernorm_embedding = nn.LayerNorm(d)
         self.code_layernorm_embedding = nn.LayerNorm(d)

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import ramp
 from .config import OFAConfig
 from .dropout import Dropout
+from .linear import Linear
 from .layers import EncoderLayer
 from .outputs import EncoderOutput
 from .positions import image_bucket_from_coords, image_position_ids, num_image_buckets, token_bucket_matrix
@@ -85,7 +86,7 @@ class Encoder(nn.Module):
         self.num_heads = heads
         self.embed_tokens = embed_tokens
         self.embed_images = build_resnet(cfg.resnet_type, cfg.resnet_drop_path_rate, cfg.freeze_resnet_bn)
-        self.image_proj = nn.Linear(TRUNK_CHANNELS, d)
+        self.image_proj = Linear(TRUNK_CHANNELS, d)
         self.type_embedding = nn.Embedding(2, d)  # 0 text, 1 image
         self.layernorm_embedding = nn.LayerNorm(d)
         self.patch_layernorm_embedding = nn.LayerNorm(d)
@@ -93,8 +94,8 @@ class Encoder(nn.Module):
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, d)
         self.pos_ln = nn.LayerNorm(d)
         self.image_pos_ln = nn.LayerNorm(d)
-        self.pos_q_linear = nn.Linear(d, d)
-        self.pos_k_linear = nn.Linear(d, d)
+        self.pos_q_linear = Linear(d, d)
+        self.pos_k_linear = Linear(d, d)
         self.pos_scaling = float(d / heads * cfg.attn_scale_factor) ** -0.5
         self.dropout = Dropout(cfg.dropout)
         rates = ramp(cfg.encoder_drop_path_rate, cfg.encoder_layers)

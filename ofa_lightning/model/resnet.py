@@ -122,6 +122,13 @@ class OFAResNet(ResNet):
             self._folded = None  # training changes the weights: drop the folded (and prepacked) copies
         return super().train(mode)
 
+    def __getstate__(self):
+        # pickles and deep copies leave the folded cache out: it is rebuilt on demand, and oneDNN's prepacked
+        # (opaque) weights in it cannot be copied
+        state = self.__dict__.copy()
+        state["_folded"] = None
+        return state
+
     # ------------------------------------------------------------ forward
     def forward_features(self, x: Tensor) -> Tensor:
         if self.channels_last:
