@@ -12,7 +12,9 @@ encoder shapes (2,208 rows × 512 → 2,048, …) oneDNN with a packed weight is
 
 The packed weight is cached on the module and rebuilt when the weight changes
 (its version counter), dropped when training starts, and left out of pickles and
-deep copies (oneDNN's opaque tensors cannot be copied). Training, GPUs, autocast
+deep copies (oneDNN's opaque tensors cannot be copied). In eval mode the cache
+costs one extra copy of the linear weights (as the folded ResNet's does for the
+trunk), which matters for CPU inference of the large sizes. Training, GPUs, autocast
 and other dtypes use ``F.linear``. ``prepack_cpu = False`` (on the class or an
 instance) turns the path off (the benchmark's A/B).
 """
