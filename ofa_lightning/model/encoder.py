@@ -51,7 +51,8 @@ def relative_bias(index: Tensor, text_table: nn.Embedding, image_table: nn.Embed
     table = torch.cat([text_table.weight, image_table.weight, zero])
     # (B', Q, K, H) -> (B', H, Q, K) in ``dtype``: one small copy (B' is 1 unless patches are sampled per image) so
     # that the batch-wide sums vectorise; the lookup and its backward (a row scatter-add) stay in the table's fp32
-    out = _BucketLookup.apply(table, index).permute(0, 3, 1, 2)
+    lookup = _BucketLookup.apply if table.device.type == "cpu" else lambda t, i: F.embedding(i, t)
+    out = lookup(table, index).permute(0, 3, 1, 2)
     return out.to(dtype=dtype or out.dtype, memory_format=torch.contiguous_format)
 
 
@@ -61,7 +62,9 @@ class _BucketLookup(torch.autograd.Function):
     The bucket index is large (S × S, e.g. 76 k entries at 256 px) and the table small and narrow (≈7.4 k rows ×
     heads). ``embedding_dense_backward`` on CPU scans the whole index once per 1,000-row block of the table and adds
     one H-wide row at a time (3.1 ms per lookup for OFA-Tiny, one lookup per layer); ``index_add_`` does the same
-    sum in one pass (0.7 ms). Same result up to the order of additions within a row (fp32).
+    sum in one pass (0.7 ms). Same result up to the order of additions within a row (fp32). CPU only: on CUDA,
+    ``index_add_`` uses atomics, which ``torch.use_deterministic_algorithms`` (Lightning's ``deterministic=True``)
+    refuses, and the embedding backward there was never a cost worth removing.
     """
 
     @staticmethod
