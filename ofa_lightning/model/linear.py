@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .onednn import onednn_cpu_ok
+
 log = logging.getLogger(__name__)
 
 
@@ -48,9 +50,8 @@ class Linear(nn.Linear):
 
     def _prepack_ok(self, x: Tensor) -> bool:
         return (self.prepack_cpu and not Linear._broken and not self.training and not torch.is_grad_enabled()
-                and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and x.dim() >= 2 and x.numel() > 0
-                and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+                and self.weight.dtype == torch.float32 and x.dim() >= 2 and x.numel() > 0
+                and onednn_cpu_ok(x, (torch.float32,), "_linear_pointwise"))
 
     def _packed_weight(self, x: Tensor) -> Tensor:
         key = (self.weight.data_ptr(), self.weight._version)

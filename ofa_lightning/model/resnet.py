@@ -42,6 +42,8 @@ from timm.models.resnet import Bottleneck, ResNet
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .onednn import onednn_cpu_ok
+
 from .config import ramp
 from .config import RESNET_BLOCKS
 
@@ -253,9 +255,8 @@ class OFAResNet(ResNet):
     def _fused_ok(self, x: Tensor) -> bool:
         """CPU, not under autocast (these ops have no autocast rule: under ``bf16-mixed`` the plain convolutions run,
         cast to bf16 as before), fp32/bf16, and a torch build that has them."""
-        return (x.device.type == "cpu" and self.fuse_cpu and not OFAResNet._fused_broken
-                and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_autocast_enabled("cpu")
-                and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+        return (self.fuse_cpu and not OFAResNet._fused_broken
+                and onednn_cpu_ok(x, (torch.float32, torch.bfloat16), "_convolution_pointwise"))
 
 
 def _plain_conv_act(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], relu: bool) -> Tensor:
