@@ -14,6 +14,10 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
   oneDNN's CPU convolutions (forward and, above all, backward) prefer.
 * ``fused_adamw`` — ``torch.optim.AdamW(fused=True)``: one kernel per
   parameter instead of ``foreach`` lists of full-size temporaries.
+* ``fused_ce`` — the training criterion's fused, chunked cross-entropy
+  (``ofa_lightning/training/fused_ce.py``, the module's default): no fp32 copy
+  of the (N, V) logits, no fp32 log-probabilities kept for backward, the
+  gradient written once in the logits' dtype. Same loss to fp32 rounding.
 * ``resnet_checkpoint`` — the model option ``checkpoint_resnet``: recompute each
   ResNet bottleneck in the backward pass instead of storing its activations
   (memory for time; off by default). BatchNorm running statistics are not
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from common import PAD, Batch
+from ofa_lightning.training.fused_ce import fused_smoothed_ce
 
 LR = 1e-5
 
@@ -39,6 +44,7 @@ class TrainOptions:
     select_targets: bool = True
     channels_last: bool = True
     fused_adamw: bool = True
+    fused_ce: bool = True
     resnet_checkpoint: bool = False
     resnet_stage_checkpoint: bool = False  # checkpoint_resnet="stages" (wins over resnet_checkpoint)
     bf16: bool = False
@@ -49,7 +55,7 @@ class TrainOptions:
         return "+".join(on) if on else "plain"
 
 
-BASELINE = TrainOptions(select_targets=False, channels_last=False, fused_adamw=False)
+BASELINE = TrainOptions(select_targets=False, channels_last=False, fused_adamw=False, fused_ce=False)
 DEFAULT = TrainOptions()
 
 
@@ -100,6 +106,11 @@ def ours_loss(model, batch: Batch, opts: TrainOptions) -> torch.Tensor:
         else:
             logits = model.decode(batch.prev_output_tokens, enc)
             logits, target = logits.reshape(-1, logits.shape[-1]), batch.target.reshape(-1)
+    if opts.fused_ce:  # the rows are already the real tokens; mean over them = CE(ignore pad)
+        if not opts.select_targets:
+            keep = target.ne(PAD)
+            logits, target = logits[keep], target[keep]
+        return fused_smoothed_ce(logits, target)[0].mean()
     return F.cross_entropy(logits.float(), target, ignore_index=PAD)
 
 

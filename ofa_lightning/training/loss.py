@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .batch import K, iter_loss_groups
+from .fused_ce import fused_smoothed_ce
 
 __all__ = [
     "LossConfig",
@@ -52,6 +53,7 @@ class LossConfig(Options):
     drop_worst_ratio: float = 0.0
     drop_worst_after: int = 0
     constrained: bool = True  # apply the examples' constraints ("trie", "codes", "bins") to the training logits
+    fused: bool = True  # fused, chunked criterion (training/fused_ce.py): no fp32 (N, V) copies; False = reference path
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -96,6 +98,7 @@ def adjusted_label_smoothed_ce(
     weights: Tensor | None = None,
     allowed: Tensor | None = None,
     drop_worst_ratio: float = 0.0,
+    fused: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """OFA's criterion on already-selected (non-pad) positions.
 
@@ -106,16 +109,23 @@ def adjusted_label_smoothed_ce(
         weights: (N,) per-token weight (the example's confidence), multiplying the log-probs; None = 1.
         allowed: (N, V) bool, True where a token may be predicted; None = the whole vocabulary.
         drop_worst_ratio: drop this fraction of tokens with the largest loss (caller decides when it applies).
+        fused: compute it with :func:`~ofa_lightning.training.fused_ce.fused_smoothed_ce` (one autograd node, row
+            chunks in fp32, the gradient written in the logits' dtype; the same values to fp32 rounding) instead
+            of the reference composition below, which keeps two fp32 (N, V) tensors for backward.
 
     Returns:
         ``(loss, nll, kept)``: per-token losses and weighted NLLs of the kept tokens, and the kept indices into N.
     """
     n, vocab = logits.shape
-    logits = logits.float()
     target = target.long()
     if allowed is not None:
         allowed = allowed.clone()
         allowed[torch.arange(n, device=allowed.device), target] = True
+    if fused:
+        loss, nll = fused_smoothed_ce(logits, target, epsilon, weights, allowed)
+        return _drop_worst(loss, nll, drop_worst_ratio)
+    logits = logits.float()
+    if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     lprobs = F.log_softmax(logits, dim=-1)
     nll = -lprobs.gather(-1, target[:, None]).squeeze(-1)
@@ -129,9 +139,15 @@ def adjusted_label_smoothed_ce(
         w = weights.to(nll.dtype)
         nll, smooth = nll * w, smooth * w
     loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    return _drop_worst(loss, nll, drop_worst_ratio)
+
+
+def _drop_worst(loss: Tensor, nll: Tensor, ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep the ``1 − ratio`` fraction of tokens with the smallest loss: ``(loss, nll, kept indices)``."""
+    n = loss.numel()
     kept = torch.arange(n, device=loss.device)
-    if drop_worst_ratio > 0 and n > 0:
-        k = int(n * (1.0 - drop_worst_ratio))
+    if ratio > 0 and n > 0:
+        k = int(n * (1.0 - ratio))
         loss, kept = torch.topk(loss, k=k, largest=False)
         nll = nll[kept]
     return loss, nll, kept
@@ -223,7 +239,8 @@ def seq2seq_loss(
     if config.constrained and constraints is not None:
         allowed = allowed_token_mask(target, valid, constraints, logits.size(-1))
     ratio = config.drop_worst_ratio if drop_worst else 0.0
-    loss, nll, kept = adjusted_label_smoothed_ce(logits, tokens, config.label_smoothing, token_w, allowed, ratio)
+    loss, nll, kept = adjusted_label_smoothed_ce(logits, tokens, config.label_smoothing, token_w, allowed, ratio,
+                                                 fused=config.fused)
     ntok = int(loss.numel())
     loss_sum = loss.sum()
     per_task: dict[str, tuple[Tensor, int]] = {}
