@@ -34,6 +34,7 @@ bench: $(STAMP)
 	-@bash benchmarks/get_tcmalloc.sh .cache/tcmalloc
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/train_rounds.py --rounds 3
 	$(PY) benchmarks/data_pipeline.py --json benchmarks/data_results.json
 	$(PY) benchmarks/merge_results.py benchmarks/data_results.json
 

@@ -15,7 +15,7 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
 * ``fused_adamw`` — ``torch.optim.AdamW(fused=True)``: one kernel per
   parameter instead of ``foreach`` lists of full-size temporaries.
 * ``fused_ce`` — the training criterion's fused, chunked cross-entropy
-  (``ofa_lightning/training/fused_ce.py``, the module's default): no fp32 copy
+  (``ofa_lightning/model/fused_ce.py``, the module's default): no fp32 copy
   of the (N, V) logits, no fp32 log-probabilities kept for backward, the
   gradient written once in the logits' dtype. Same loss to fp32 rounding.
 * ``resnet_checkpoint`` — the model option ``checkpoint_resnet``: recompute each
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from common import PAD, Batch
-from ofa_lightning.training.fused_ce import fused_smoothed_ce
+from ofa_lightning.model.fused_ce import fused_smoothed_ce
 
 LR = 1e-5
 

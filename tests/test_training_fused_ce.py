@@ -1,10 +1,10 @@
-"""The fused, chunked label-smoothed cross-entropy (training/fused_ce.py) against the reference composition."""
+"""The fused, chunked label-smoothed cross-entropy (model/fused_ce.py) against the reference composition."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ofa_lightning.training.fused_ce import fused_smoothed_ce
+from ofa_lightning.model.fused_ce import fused_smoothed_ce
 from ofa_lightning.training.loss import LossConfig, adjusted_label_smoothed_ce
 
 
@@ -115,8 +115,12 @@ def test_fused_saves_no_vocabulary_sized_copies():
 
 def test_bad_arguments_are_refused():
     x = torch.randn(3, 5)
-    with pytest.raises(ValueError, match="expected logits"):
+    with pytest.raises(ValueError, match="expected target"):
         fused_smoothed_ce(x, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="expected logits"):
+        fused_smoothed_ce(x[0], torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="expected allowed"):
+        fused_smoothed_ce(x, torch.zeros(3, dtype=torch.long), allowed=torch.ones(3, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="chunk_rows"):
         fused_smoothed_ce(x, torch.zeros(3, dtype=torch.long), chunk_rows=0)
 
