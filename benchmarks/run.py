@@ -231,13 +231,15 @@ def bench_inference(sizes, args) -> dict:
         peer = build_peer(size, train=False)
         ours = ours_from_peer(peer)  # our defaults: channels-last trunk, BatchNorm folded in eval + no-grad
 
-        def variant(channels_last: bool, fold: bool, fuse: bool = True, prepack: bool = False):
+        def variant(channels_last: bool, fold: bool, fuse: bool = True, prepack: bool = False,
+                    inplace: bool = False):
             from ofa_lightning.model.linear import Linear
 
             m = ours_from_peer(peer)
             m.config.channels_last, m.config.fold_batchnorm_inference = channels_last, fold
             m.configure_trunk()
             m.encoder.embed_images.fuse_cpu = fuse  # oneDNN conv+ReLU / conv+add+ReLU in the folded trunk
+            m.encoder.embed_images.inplace_residual = inplace  # conv+add+ReLU into the shortcut's memory
             for lin in m.modules():  # oneDNN linears with prepacked weights (ofa_lightning/model/linear.py)
                 if isinstance(lin, Linear):
                     lin.prepack_cpu = prepack
@@ -245,6 +247,7 @@ def bench_inference(sizes, args) -> dict:
 
         ours_nofold, ours_nchw = variant(True, False), variant(False, False)
         ours_nofuse, ours_nopack = variant(True, True, False), variant(True, True, True)
+        ours_noinplace = variant(True, True, True, True)
         images_cl = batch.patch_images.contiguous(memory_format=torch.channels_last)
 
         def enc_ours():
@@ -261,6 +264,9 @@ def bench_inference(sizes, args) -> dict:
 
         def enc_ours_nopack():
             return ours_nopack.encode(batch.input_ids, batch.patch_images, batch.patch_masks)
+
+        def enc_ours_noinplace():
+            return ours_noinplace.encode(batch.input_ids, batch.patch_images, batch.patch_masks)
 
         def enc_peer():
             return peer.encoder(input_ids=batch.input_ids, patch_images=batch.patch_images,
@@ -282,7 +288,8 @@ def bench_inference(sizes, args) -> dict:
         enc = timed_interleaved(
             {"ours": enc_ours, "port": enc_peer, "ours (channels-last, BN not folded)": enc_ours_nofold,
              "ours (NCHW, BN not folded)": enc_ours_nchw, "port (channels-last)": enc_peer_cl,
-             "ours (BN folded, not fused)": enc_ours_nofuse, "ours (linears not prepacked)": enc_ours_nopack},
+             "ours (BN folded, not fused)": enc_ours_nofuse, "ours (linears not prepacked)": enc_ours_nopack,
+             "ours (residual add not in place)": enc_ours_noinplace},
             warmup=args.enc_warmup, repeats=args.enc_repeats, quiet_wait_s=args.quiet_wait,
             label=f"encoder/{size} ", log=log)
         res["encoder_ours"] = enc["ours"].summary()
@@ -292,7 +299,8 @@ def bench_inference(sizes, args) -> dict:
         res["encoder_peer_cl"] = enc["port (channels-last)"].summary()
         res["encoder_ours_nofuse"] = enc["ours (BN folded, not fused)"].summary()
         res["encoder_ours_nopack"] = enc["ours (linears not prepacked)"].summary()
-        del peer_cl, ours_nofold, ours_nchw, ours_nofuse, ours_nopack
+        res["encoder_ours_noinplace"] = enc["ours (residual add not in place)"].summary()
+        del peer_cl, ours_nofold, ours_nchw, ours_nofuse, ours_nopack, ours_noinplace
 
         cfg = GenerationConfig.preset("caption", beam_size=5, max_len_a=0.0, max_len_b=20, min_len=20,
                                       no_repeat_ngram_size=3)
@@ -437,16 +445,20 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
              f"Ours: `benchmarks/train_step.py` default options ({details.get('ours_train_options', '')}).")
     L.append("* **Encoder:** eval, `no_grad`, same weights in both (ours converted from the port's random init); "
              "ours with its defaults (channels-last ResNet, BatchNorm folded into the convolutions in eval + "
-             "no-grad, oneDNN fused conv+ReLU and conv+add+ReLU kernels, oneDNN linears with prepacked weights); the "
-             "seven variants are timed in alternation (ours, port, ours unfolded, ours NCHW unfolded, port "
-             "channels-last, ours folded but not fused, ours with plain linears, ...) so drifts hit all alike. The "
-             "variants before the last step run the linears through `F.linear`. What each bought: "
+             "no-grad, oneDNN fused conv+ReLU and conv+add+ReLU kernels, the latter writing into the shortcut's "
+             "memory, oneDNN linears with prepacked weights); the eight variants are timed in alternation (ours, "
+             "port, ours unfolded, ours NCHW unfolded, port channels-last, ours folded but not fused, ours with plain "
+             "linears, ours with the residual add out of place, ...) so drifts hit all alike. The variants before the "
+             "prepacked-linears step run the linears through `F.linear`; all but the last write each residual add "
+             "into a fresh output. What each bought: "
              + "; ".join(f"{s}: ours NCHW unfolded {v['encoder_ours_nchw']['value']:.3f} s → channels-last "
                          f"{v['encoder_ours_nofold']['value']:.3f} s → + BN folding "
                          + (f"{v['encoder_ours_nofuse']['value']:.3f} s → + fused kernels "
                             if 'encoder_ours_nofuse' in v else "")
                          + (f"{v['encoder_ours_nopack']['value']:.3f} s → + prepacked linears "
                             if 'encoder_ours_nopack' in v else "")
+                         + (f"{v['encoder_ours_noinplace']['value']:.3f} s → + residual add in place "
+                            if 'encoder_ours_noinplace' in v else "")
                          + f"{v['encoder_ours']['value']:.3f} s; "
                          f"port with the same channels-last trunk {v['encoder_peer_cl']['value']:.3f} s"
                          for s, v in details.get("inference", {}).items())

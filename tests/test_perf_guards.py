@@ -4,7 +4,8 @@
 * beam search projects the cross-attention K/V once per input (not per beam) and never copies
   them on ordinary steps;
 * constrained all-candidate scoring projects only the trie's tokens, with the same scores;
-* the eval ResNet with BatchNorm folded equals the unfolded one, and follows weight changes;
+* the eval ResNet with BatchNorm folded equals the unfolded one, and follows weight changes; its residual
+  conv + add + ReLU runs in place in the shortcut's memory, with the out-of-place kernel's values;
 * ResNet checkpointing (per block and per stage) gives the same loss, gradients and BatchNorm statistics as
   without, and keeps fewer tensors for backward;
 * CPU low-precision training attention keeps the bytes of its dtype and computes SDPA's sum;
@@ -225,6 +226,42 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
         one_plain = trunk.forward_features(images[:1])
     assert_close_to_scale(fused, plain)
     assert_close_to_scale(one, one_plain)  # packed for the second shape too (fp32 summation order may differ)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffers(trunk_models, monkeypatch,
+                                                                                   channels_last):
+    """The folded trunk's conv + add + ReLU writes into the shortcut's memory (no fresh output): same values as the
+    out-of-place kernel, the caller's images untouched, and really in place (the output shares the shortcut's
+    storage)."""
+    import ofa_lightning.model.resnet as resnet
+
+    folded, _ = trunk_models
+    trunk = folded.encoder.embed_images
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.randn(2, 3, 64, 64).contiguous(memory_format=fmt)
+    if not trunk._fused_ok(images):
+        pytest.skip("this torch build has no oneDNN fused convolutions")
+    kept = images.clone()
+    shared = []
+    real = resnet._fused_conv_add_relu
+
+    def spy(y, shortcut, c, wb, inplace=True):
+        out = real(y, shortcut, c, wb, inplace)
+        shared.append(out.untyped_storage().data_ptr() == shortcut.untyped_storage().data_ptr())
+        return out
+
+    monkeypatch.setattr(resnet, "_fused_conv_add_relu", spy)
+    monkeypatch.setattr(trunk, "channels_last", channels_last)
+    with torch.no_grad():
+        inplace = trunk.forward_features(images)
+        n_blocks = sum(len(getattr(trunk, name)) for name in resnet.STAGES)
+        assert len(shared) == n_blocks and all(shared)  # every block's residual add ran in place
+        monkeypatch.setattr(trunk, "inplace_residual", False)
+        outplace = trunk.forward_features(images)
+        assert len(shared) == 2 * n_blocks and not any(shared[n_blocks:])
+    torch.testing.assert_close(inplace, outplace, rtol=0, atol=0)
+    assert torch.equal(images, kept)
 
 
 @pytest.mark.parametrize("mode", [True, "stages"])
