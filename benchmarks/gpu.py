@@ -11,17 +11,27 @@ Measures, with random weights and synthetic caption batches (480 px, 20 + 20 tok
 3. **Largest batch** that trains OFA-Large and OFA-Huge at 480 px with activation checkpointing
    (encoder/decoder layers and ResNet bottlenecks): doubling then bisection on out-of-memory.
 4. **Caption generation throughput** (OFA-Base, bf16 autocast, beam 5, 20 tokens): images/s.
+5. **Training-step variants** at the same batch, each with its samples/s, MFU (counted with the FLOPs of the
+   default step, so that a variant doing redundant work is not flattered) and peak memory:
+   ``model.attention_kernel=flex`` (the encoder's position biases and padding formed inside FlexAttention, no
+   (B, H, S, S) tensors; ``ofa_lightning/model/flex.py``), the same with each layer compiled, and the same with
+   OFA's ``--freeze-resnet`` (FrozenBatchNorm2d: a recipe choice, reported for what BatchNorm costs). Before timing
+   flex, a **parity check** compares its loss and every gradient with the default kernel's (fp32, TF32 off, same
+   weights and batch); a failed check marks the variant rows.
 
 Writes ``gpu_results.json`` and ``gpu_results.md`` into ``--out`` (default ``benchmarks/``;
 ``run.py`` includes the markdown in ``RESULTS.md``). Each part has a time budget so the whole
 run stays under ``--budget-s`` (default 540 s).
 
 ``--dry-run`` runs the same code paths on the CPU with OFA-Tiny, 64 px images and tiny batches
-(seconds; used by ``tests/test_perf_guards.py``); its default output folder is a temporary one.
+(seconds; used by ``tests/test_perf_guards.py``); its default output folder is a temporary one. PyTorch's
+FlexAttention has no CPU backward, so the dry run trains the flex variants through FlexAttention's eager reference
+with that guard lifted (a logic check only) and does not compile.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -60,8 +70,9 @@ def build(size: str, device, checkpointing: bool = False, **overrides):
     from ofa_lightning.model import OFAModel
 
     torch.manual_seed(0)
-    model = OFAModel.from_name(size, dropout=0.1, activation_checkpointing=checkpointing,
-                               checkpoint_resnet=checkpointing, channels_last=True, **{**OVERRIDES, **overrides})
+    kwargs = dict(dropout=0.1, activation_checkpointing=checkpointing, checkpoint_resnet=checkpointing,
+                  channels_last=True)
+    model = OFAModel.from_name(size, **{**kwargs, **OVERRIDES, **overrides})
     return model.to(device)
 
 
@@ -205,6 +216,92 @@ def part_max_batch(size: str, cfg, device, log, deadline: float) -> dict:
             "capped": bad is None, "complete": bad is not None and bad - good <= max(1, good // 8)}
 
 
+VARIANTS = {  # row label -> (OFAConfig overrides, compile each encoder/decoder layer)
+    "flex attention": (dict(attention_kernel="flex"), False),
+    "flex attention + compiled layers": (dict(attention_kernel="flex"), True),
+    "flex attention + frozen BatchNorm (OFA --freeze-resnet)": (dict(attention_kernel="flex", freeze_resnet_bn=True),
+                                                                False),
+}
+
+
+def grads_of(model, batch: dict, device) -> tuple[float, dict]:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, enabled=False):
+        enc = model.encode(batch["input_ids"], batch["patch_images"], batch["patch_masks"])
+        keep = batch["target"].ne(PAD)
+        logits = model.project(model.decode_hidden(batch["prev"], enc)[keep])
+        loss = F.cross_entropy(logits.float(), batch["target"][keep])
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+def part_flex_parity(cfg, device, log) -> dict:
+    """Loss and every gradient of ``attention_kernel=flex`` against the default kernel: same weights, same batch,
+    fp32 with TF32 off, no dropout. ``max_rel_grad_diff``: the largest |Δgrad| over all parameters divided by the
+    largest |grad| (gradients that are zero in exact arithmetic, such as the key biases', stay comparable)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        dense = build(cfg.base_size, device, dropout=0.0).train()
+        flex = build(cfg.base_size, device, dropout=0.0, attention_kernel="flex").train()
+        flex.load_state_dict(dense.state_dict())
+        b = make_batch(cfg.parity_batch, cfg.px, cfg.src, cfg.tgt, device, seed=1, vocab=cfg.vocab)
+        b["input_ids"][-1, -3:] = PAD  # padded text keys too
+        loss_d, grads_d = grads_of(dense, b, device)
+        loss_f, grads_f = grads_of(flex, b, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    scale = max(float(g.abs().max()) for g in grads_d.values())
+    worst, worst_name = 0.0, None
+    for name, g in grads_d.items():
+        if name not in grads_f:
+            worst, worst_name = float("inf"), f"{name} (no gradient under flex)"
+            break
+        d = float((grads_f[name] - g).abs().max()) / scale
+        if d > worst:
+            worst, worst_name = d, name
+    ok = abs(loss_f - loss_d) <= 1e-4 * max(1.0, abs(loss_d)) and worst <= cfg.parity_tol
+    log(f"flex parity: loss {loss_d:.6f} vs {loss_f:.6f}, max rel grad diff {worst:.2e} ({worst_name}): "
+        f"{'ok' if ok else 'FAILED'}")
+    del dense, flex
+    return {"batch": cfg.parity_batch, "loss_default": loss_d, "loss_flex": loss_f, "max_rel_grad_diff": worst,
+            "worst_parameter": worst_name, "tolerance": cfg.parity_tol, "ok": ok}
+
+
+def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list[dict]:
+    """The training step of each of ``VARIANTS`` at the default step's batch; MFU with the default step's FLOPs."""
+    rows = []
+    peak = peak_flops(device)
+    for label, (overrides, compiled) in VARIANTS.items():
+        row = {"variant": label, **overrides, "compiled_layers": compiled}
+        if compiled and not cfg.compile_variants:
+            rows.append({**row, "skipped": "no torch.compile in the dry run"})
+            continue
+        if time.perf_counter() > deadline:
+            rows.append({**row, "skipped": "time budget"})
+            continue
+        model = build(cfg.base_size, device, **overrides)
+        t0 = time.perf_counter()
+        if compiled:
+            for layer in [*model.encoder.layers, *model.decoder.layers]:
+                layer.compile()
+        step = Step(model, make_batch(cfg.train_batch, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab), device)
+        step()  # the first step compiles FlexAttention (and the layers): timed apart
+        sync(device)
+        first = time.perf_counter() - t0
+        reset_peak(device)
+        t = timed(step, device, max(cfg.warmup - 1, 0), cfg.repeats)
+        row.update(step_s=t, samples_per_s=cfg.train_batch / t, first_step_s=first, peak_mem_gb=peak_mem_gb(device),
+                   mfu=None if peak is None else dense_flops / t / peak, loss=step())
+        log(f"variant {label}: {t:.3f} s/step (first step {first:.1f} s), peak {row['peak_mem_gb']:.2f} GiB")
+        rows.append(row)
+        del step, model
+        reset_peak(device)
+    return rows
+
+
 @torch.no_grad()
 def part_generate(cfg, device, log) -> dict:
     from ofa_lightning.generation import GenerationConfig, generate
@@ -250,23 +347,71 @@ def markdown(res: dict) -> str:
     if g:
         L.append(f"| caption generation OFA-{g['size'].capitalize()}, beam {g['beam']} × {g['tokens']} tokens, "
                  f"batch {g['batch']}: images/s | {g['images_per_s']:.1f} |")
+    par = res.get("flex_parity")
+    if par:
+        L.append(f"| flex attention vs default kernel (fp32, batch {par['batch']}): loss | "
+                 f"{par['loss_flex']:.6f} vs {par['loss_default']:.6f} |")
+        L.append(f"| flex attention vs default kernel: max \\|Δgrad\\| / max \\|grad\\| (tolerance "
+                 f"{par['tolerance']:.0e}) | {par['max_rel_grad_diff']:.1e}{'' if par['ok'] else ' **FAILED**'} |")
+    rows = res.get("variants")
+    if rows:
+        base_t = (t or {}).get("step_s")
+        bad = par is not None and not par["ok"]
+        L += ["", f"Training-step variants (OFA-{(t or {}).get('size', '?').capitalize()}, same batch; MFU counted "
+                  "with the default step's FLOPs)" + (" — **flex failed its parity check**" if bad else "") + ":", "",
+              "| variant | s/step | samples/s | vs default | MFU | peak GiB | first step (s) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        if t:
+            L.append(f"| default (SDPA, dense bias) | {t['step_s']:.3f} | {t['samples_per_s']:.1f} | 1.00× | "
+                     f"{'–' if t.get('mfu') is None else format(t['mfu'], '.1%')} | "
+                     f"{t['peak_mem_gb'].get(str(t['batch']), float('nan')):.2f} | – |")
+        for r in rows:
+            if "skipped" in r:
+                L.append(f"| {r['variant']} | skipped: {r['skipped']} | | | | | |")
+                continue
+            ratio = f"{base_t / r['step_s']:.2f}×" if base_t else "–"
+            mfu = "–" if r.get("mfu") is None else f"{r['mfu']:.1%}"
+            L.append(f"| {r['variant']} | {r['step_s']:.3f} | {r['samples_per_s']:.1f} | {ratio} | {mfu} | "
+                     f"{r['peak_mem_gb']:.2f} | {r['first_step_s']:.1f} |")
     for name, err in res.get("errors", {}).items():
         L.append(f"| {name} | failed: {err} |")
     return "\n".join(L) + "\n"
+
+
+@contextlib.contextmanager
+def flex_cpu_guards_lifted(active: bool):
+    """Dry run only: let the flex variants train on the CPU through FlexAttention's eager reference (PyTorch and
+    ``model/flex.py`` refuse a CPU backward; the reference has one). A logic check, not a supported mode; the
+    guards are restored on exit (the dry run also runs inside the test process)."""
+    if not active:
+        yield
+        return
+    import torch.nn.attention.flex_attention as fa
+
+    from ofa_lightning.model import flex
+
+    saved = fa._validate_device, flex.refuse_cpu_backward
+    fa._validate_device, flex.refuse_cpu_backward = (lambda *a, **k: None), (lambda q: None)
+    try:
+        yield
+    finally:
+        fa._validate_device, flex.refuse_cpu_backward = saved
 
 
 def config(dry_run: bool) -> argparse.Namespace:
     if dry_run:
         return argparse.Namespace(base_size="tiny", large_sizes=("tiny",), px=32, src=6, tgt=6, train_batch=2,
                                   warmup=0, repeats=1, max_batch_start=1, max_batch_cap=2, gen_batch=2,
-                                  gen_tokens=3, gen_repeats=1, vocab=300,
+                                  gen_tokens=3, gen_repeats=1, vocab=300, parity_batch=2, parity_tol=1e-4,
+                                  compile_variants=False,
                                   overrides=dict(d_model=32, encoder_layers=1, decoder_layers=1,
                                                  encoder_attention_heads=2, decoder_attention_heads=2,
                                                  encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=300,
                                                  max_source_positions=64, max_target_positions=64))
     return argparse.Namespace(base_size="base", large_sizes=("large", "huge"), px=480, src=20, tgt=20,
                               train_batch=32, warmup=3, repeats=10, max_batch_start=16, max_batch_cap=4096,
-                              gen_batch=32, gen_tokens=20, gen_repeats=3, vocab=50260, overrides={})
+                              gen_batch=32, gen_tokens=20, gen_repeats=3, vocab=50260, parity_batch=2,
+                              parity_tol=1e-3, compile_variants=True, overrides={})
 
 
 def main(argv=None) -> int:
@@ -288,6 +433,11 @@ def main(argv=None) -> int:
     else:
         print("no GPU found: run on a machine with one, or use --dry-run", file=sys.stderr)
         return 2
+    with flex_cpu_guards_lifted(args.dry_run):
+        return run(args, device, t_start, log)
+
+
+def run(args, device, t_start: float, log) -> int:
     cfg = config(args.dry_run)
     OVERRIDES.clear()
     OVERRIDES.update(cfg.overrides)
@@ -300,6 +450,18 @@ def main(argv=None) -> int:
         res["train"] = part_train(cfg, device, log)
     except Exception as exc:  # keep going: report what failed
         res["errors"]["train"] = f"{type(exc).__name__}: {exc}"[:300]
+    try:
+        res["flex_parity"] = part_flex_parity(cfg, device, log)
+    except Exception as exc:
+        res["errors"]["flex_parity"] = f"{type(exc).__name__}: {exc}"[:300]
+    if "train" in res:
+        try:
+            # at most 40 % of what is left: the largest-batch searches need the rest
+            share = 0.4 * (deadline - time.perf_counter())
+            res["variants"] = part_variants(cfg, device, log, res["train"]["flops_per_step"],
+                                            time.perf_counter() + share)
+        except Exception as exc:
+            res["errors"]["variants"] = f"{type(exc).__name__}: {exc}"[:300]
     try:
         res["generate"] = part_generate(cfg, device, log)
     except Exception as exc:

@@ -384,6 +384,21 @@ def test_gpu_benchmark_dry_run(tmp_path):
     assert res["generate"]["images_per_s"] > 0
     assert [m["size"] for m in res["max_batch"]] == ["tiny"] and res["max_batch"][0]["largest_batch_found"] >= 1
     assert "dry run" in (tmp_path / "gpu_results.md").read_text()
+    # the flex kernel's self-check ran (its loss equals the default's) and its variants were timed
+    par = res["flex_parity"]
+    assert par["ok"] and abs(par["loss_flex"] - par["loss_default"]) < 1e-4 and par["max_rel_grad_diff"] < 1e-4
+    timed_rows = [r for r in res["variants"] if "skipped" not in r]
+    assert {r["variant"] for r in timed_rows} == {"flex attention",
+                                                   "flex attention + frozen BatchNorm (OFA --freeze-resnet)"}
+    assert all(r["samples_per_s"] > 0 and r["mfu"] > 0 for r in timed_rows)
+    # the CPU guards the dry run lifts are back
+    from ofa_lightning.model import flex
+    import torch.nn.attention.flex_attention as fa
+    q = torch.zeros(1, 1, 1, 1, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="attention_kernel=sdpa"):
+        flex.refuse_cpu_backward(q)
+    with pytest.raises(NotImplementedError):
+        fa._validate_device(q, q, q)
 
 
 def test_step_profiler_splits_a_real_step(one_thread, monkeypatch):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .flex import FlexScores
 from .linear import Linear
 
 
@@ -38,6 +39,10 @@ def reduced_precision_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | 
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
     return torch.bmm(probs, v3).view(b, h, t, d)
+
+
+def _as_dtype(bias: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return bias if bias is None or bias.dtype == dtype else bias.to(dtype)
 
 
 def _use_reduced_precision_path(q: Tensor) -> bool:
@@ -66,16 +71,19 @@ class Attention(nn.Module):
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-        """x: (B, T, D) queries; k, v: (B, H, S, hd) already projected; bias: broadcastable to (B, H, T, S)."""
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor | FlexScores | None) -> Tensor:
+        """x: (B, T, D) queries; k, v: (B, H, S, hd) already projected; bias: broadcastable to (B, H, T, S), or
+        the encoder's :class:`~.flex.FlexScores` (``attention_kernel=flex``)."""
         q = self.split_heads(self.q_proj(x))
-        if bias is not None and bias.dtype != q.dtype:
-            bias = bias.to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
-        if _use_reduced_precision_path(q):
+        if isinstance(bias, FlexScores):  # encoder with attention_kernel=flex: scores formed in the kernel
+            out = bias.attend(q, k, v, self.scaling, dropout_p)
+        elif _use_reduced_precision_path(q):
+            bias = _as_dtype(bias, q.dtype)
             out = reduced_precision_attention(q, k, v, bias, dropout_p, self.scaling)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scaling)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=_as_dtype(bias, q.dtype), dropout_p=dropout_p,
+                                                 scale=self.scaling)
         out = out * self.c_attn.to(out.dtype).view(1, -1, 1, 1)
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))

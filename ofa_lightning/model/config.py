@@ -71,6 +71,9 @@ class OFAConfig:
     checkpoint_resnet: bool | str = False
     channels_last: bool = True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
     fold_batchnorm_inference: bool = True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
+    # encoder self-attention: "sdpa" (dense (B, H, S, S) float mask; every device) | "flex" (FlexAttention forms the
+    # position biases and padding inside the kernel: GPU training; no CPU backward, no attention dropout; model/flex.py)
+    attention_kernel: str = "sdpa"
 
     @property
     def head_dim(self) -> int:
@@ -89,7 +92,10 @@ class OFAConfig:
             raise ValueError(f"unknown resnet_type {self.resnet_type!r}; known: {sorted(RESNET_BLOCKS)}")
         if self.overlong_text not in ("truncate", "error"):
             raise ValueError(f"overlong_text must be 'truncate' or 'error', got {self.overlong_text!r}")
+        from .flex import check_kernel
         from .resnet import checkpoint_mode  # local: resnet imports this module
+
+        check_kernel(self.attention_kernel)
 
         checkpoint_mode(self.checkpoint_resnet)  # fail at config time on an unknown mode
 

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import ramp
 from .config import OFAConfig
 from .dropout import Dropout
+from .flex import FlexScores
 from .linear import Linear
 from .layers import EncoderLayer
 from .outputs import EncoderOutput
@@ -47,13 +48,18 @@ def relative_bias(index: Tensor, text_table: nn.Embedding, image_table: nn.Embed
     cast again; the result is contiguous so that the sums vectorise (on a GPU these bias sums were the largest
     kernels of a training step, benchmarks/RESULTS.md).
     """
-    zero = text_table.weight.new_zeros(1, text_table.weight.shape[1])
-    table = torch.cat([text_table.weight, image_table.weight, zero])
+    table = bucket_table(text_table, image_table)
     # (B', Q, K, H) -> (B', H, Q, K) in ``dtype``: one small copy (B' is 1 unless patches are sampled per image) so
     # that the batch-wide sums vectorise; the lookup and its backward (a row scatter-add) stay in the table's fp32
     lookup = _BucketLookup.apply if table.device.type == "cpu" else lambda t, i: F.embedding(i, t)
     out = lookup(table, index).permute(0, 3, 1, 2)
     return out.to(dtype=dtype or out.dtype, memory_format=torch.contiguous_format)
+
+
+def bucket_table(text_table: nn.Embedding, image_table: nn.Embedding) -> Tensor:
+    """One layer's relative-bias rows [text ; image ; zero] (R, H), indexed by the combined bucket index."""
+    zero = text_table.weight.new_zeros(1, text_table.weight.shape[1])
+    return torch.cat([text_table.weight, image_table.weight, zero])
 
 
 class _BucketLookup(torch.autograd.Function):
@@ -184,12 +190,17 @@ class Encoder(nn.Module):
 
         pos_q = split_heads(self.pos_q_linear(pos), self.num_heads) * self.pos_scaling
         pos_k = split_heads(self.pos_k_linear(pos), self.num_heads)
-        abs_bias = pos_q @ pos_k.transpose(-1, -2)  # (B|1, H, S, S), shared by all layers
-        base = abs_bias + padding_bias(padding_mask, abs_bias.dtype)
+        flex = FlexScores(pos_q, pos_k, rel_index, padding_mask) if self.cfg.attention_kernel == "flex" else None
+        if flex is None:
+            abs_bias = pos_q @ pos_k.transpose(-1, -2)  # (B|1, H, S, S), shared by all layers
+            base = abs_bias + padding_bias(padding_mask, abs_bias.dtype)
 
         for i, layer in enumerate(self.layers):
-            bias = base + relative_bias(rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i],
-                                        base.dtype)
+            text_table, image_table = self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i]
+            if flex is not None:  # the fused kernel forms the scores: no (B, H, S, S) tensor (model/flex.py)
+                bias = flex.with_table(bucket_table(text_table, image_table))
+            else:
+                bias = base + relative_bias(rel_index, text_table, image_table, base.dtype)
             if self.cfg.activation_checkpointing and self.training:
                 x = checkpoint(layer, x, bias, use_reentrant=False)
             else:
