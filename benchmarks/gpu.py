@@ -14,9 +14,9 @@ Measures, with random weights and synthetic caption batches (480 px, 20 + 20 tok
 5. **Training-step variants** at the same batch, each with its samples/s, MFU (counted with the FLOPs of the
    default step, so that a variant doing redundant work is not flattered) and peak memory:
    ``model.attention_kernel=flex`` (the encoder's position biases and padding formed inside FlexAttention, no
-   (B, H, S, S) tensors; ``ofa_lightning/model/flex.py``), the same with each layer compiled, and the same with
-   OFA's ``--freeze-resnet`` (FrozenBatchNorm2d: a recipe choice, reported for what BatchNorm costs). Before timing
-   flex, a **parity check** compares its loss and every gradient with the default kernel's (fp32, TF32 off, same
+   (B, H, S, S) tensors; ``ofa_lightning/model/flex.py``), the same with each layer compiled, with the layers and
+   the ResNet trunk compiled, and with OFA's ``--freeze-resnet`` (FrozenBatchNorm2d: a recipe choice, reported
+   for what BatchNorm costs). Before timing flex, a **parity check** compares its loss and every gradient with the default kernel's (fp32, TF32 off, same
    weights and batch); a failed check marks the variant rows.
 
 Writes ``gpu_results.json`` and ``gpu_results.md`` into ``--out`` (default ``benchmarks/``;
@@ -216,12 +216,25 @@ def part_max_batch(size: str, cfg, device, log, deadline: float) -> dict:
             "capped": bad is None, "complete": bad is not None and bad - good <= max(1, good // 8)}
 
 
-VARIANTS = {  # row label -> (OFAConfig overrides, compile each encoder/decoder layer)
-    "flex attention": (dict(attention_kernel="flex"), False),
-    "flex attention + compiled layers": (dict(attention_kernel="flex"), True),
+VARIANTS = {  # row label -> (OFAConfig overrides, what to torch.compile: "" | "layers" | "layers+trunk")
+    "flex attention": (dict(attention_kernel="flex"), ""),
+    "flex attention + compiled layers": (dict(attention_kernel="flex"), "layers"),
+    "flex attention + compiled layers and ResNet trunk": (dict(attention_kernel="flex"), "layers+trunk"),
     "flex attention + frozen BatchNorm (OFA --freeze-resnet)": (dict(attention_kernel="flex", freeze_resnet_bn=True),
-                                                                False),
+                                                                ""),
 }
+
+
+def compile_parts(model, what: str) -> None:
+    """``torch.compile`` each encoder/decoder layer ("layers") and also the ResNet trunk's forward ("layers+trunk":
+    Inductor can fuse training-mode BatchNorm, ReLU and the residual adds around cuDNN's convolutions)."""
+    if not what:
+        return
+    for layer in [*model.encoder.layers, *model.decoder.layers]:
+        layer.compile()
+    if "trunk" in what:
+        trunk = model.encoder.embed_images
+        trunk.forward_features = torch.compile(trunk.forward_features)
 
 
 def grads_of(model, batch: dict, device) -> tuple[float, dict]:
@@ -275,7 +288,7 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
     rows = []
     peak = peak_flops(device)
     for label, (overrides, compiled) in VARIANTS.items():
-        row = {"variant": label, **overrides, "compiled_layers": compiled}
+        row = {"variant": label, **overrides, "compiled": compiled}
         if compiled and not cfg.compile_variants:
             rows.append({**row, "skipped": "no torch.compile in the dry run"})
             continue
@@ -284,9 +297,7 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
             continue
         model = build(cfg.base_size, device, **overrides)
         t0 = time.perf_counter()
-        if compiled:
-            for layer in [*model.encoder.layers, *model.decoder.layers]:
-                layer.compile()
+        compile_parts(model, compiled)
         step = Step(model, make_batch(cfg.train_batch, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab), device)
         step()  # the first step compiles FlexAttention (and the layers): timed apart
         sync(device)

@@ -42,10 +42,13 @@ def categorise(name: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(HERE))
+    p.add_argument("--attention-kernel", default="sdpa", choices=("sdpa", "flex"),
+                   help="model.attention_kernel of the profiled model (flex: ofa_lightning/model/flex.py)")
     args = p.parse_args()
     device = torch.device("cuda")
-    res: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    model = gpu.build("base", device)
+    res: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                 "attention_kernel": args.attention_kernel}
+    model = gpu.build("base", device, attention_kernel=args.attention_kernel)
     peak = gpu.peak_flops(device)
     for batch in (32, 64):
         b = gpu.make_batch(batch, 480, 20, 20, device)
@@ -94,7 +97,8 @@ def main() -> None:
 def to_markdown(res: dict) -> str:
     """The profile as the RESULTS.md section ``run.py`` includes (``gpu_profile.md``)."""
     L = ["### Where an OFA-Base training step spends its GPU time (`benchmarks/gpu_profile.py`)", "",
-         f"{res['device']}; torch {res['torch']}; bf16 autocast, 480 px, 20 + 20 tokens, random init.", "",
+         f"{res['device']}; torch {res['torch']}; bf16 autocast, 480 px, 20 + 20 tokens, random init; "
+         f"`model.attention_kernel={res.get('attention_kernel', 'sdpa')}`.", "",
          "| batch | step (s) | samples/s | MFU |", "|---:|---:|---:|---:|"]
     for key in ("batch32", "batch64"):
         r = res[key]

@@ -540,7 +540,8 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
             L.append(f"| {a['label']} | {a['step_s']:.3f}{flag} | {a['samples_per_s']:.2f} | "
                      f"{base['step_s'] / a['step_s']:.2f}× | {rel_sps} | {a['peak_rss_mb']:,.0f} | {rel_rss} |")
         L.append("")
-    for extra in (SCALING_MD, GPU_MD, GPU_PROFILE_MD, GPU_NOTES_MD):  # scaling.py, gpu.py, gpu_profile.py, by hand
+    # scaling.py, gpu.py, gpu_profile.py, gpu_ceiling.py, by hand
+    for extra in (SCALING_MD, GPU_MD, GPU_PROFILE_MD, GPU_CEILING_MD, GPU_NOTES_MD):
         if extra.exists():
             L.append(extra.read_text().rstrip("\n"))
             L.append("")
@@ -586,6 +587,7 @@ NOTES_FILE = HERE / "NOTES.md"
 SCALING_MD = HERE / "scaling.md"
 GPU_MD = HERE / "gpu_results.md"
 GPU_PROFILE_MD = HERE / "gpu_profile.md"   # written by benchmarks/gpu_profile.py
+GPU_CEILING_MD = HERE / "gpu_ceiling.md"   # written by benchmarks/gpu_ceiling.py (CPU; reads gpu_profile.json)
 GPU_NOTES_MD = HERE / "gpu_notes.md"       # hand-written reading of the GPU runs
 FOREIGN_SECTION = "\n## Data pipeline"  # appended to RESULTS.md by benchmarks/merge_results.py  # hand-written analysis appended to RESULTS.md when present
 

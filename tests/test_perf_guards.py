@@ -591,3 +591,38 @@ def test_train_rounds_report_and_section_replacement(monkeypatch):
     assert once.index(tr.SECTION) < once.index("## Data pipeline") and "keep" in once and "old" in once
     twice = tr.replace_section(once, tr.SECTION, body.replace("1 of 2", "2 of 2"))
     assert twice.count(tr.SECTION) == 1 and "2 of 2" in twice and "1 of 2" not in twice and twice.endswith("keep\n")
+
+
+def test_gpu_ceiling_counts_and_bound_arithmetic(one_thread):
+    """``benchmarks/gpu_ceiling.py``: the per-sample counts come from a real step, and the bound adds up its parts."""
+    spec = importlib.util.spec_from_file_location("ofa_gpu_ceiling", REPO / "benchmarks" / "gpu_ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    sys.modules["ofa_gpu_ceiling"] = ceiling
+    spec.loader.exec_module(ceiling)
+    gpu = sys.modules["gpu"]
+    saved = dict(gpu.OVERRIDES)
+    gpu.OVERRIDES.update(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=300,
+                         max_source_positions=64, max_target_positions=64)
+    try:
+        c = ceiling.count("tiny", 64, 6, 6)
+    finally:
+        gpu.OVERRIDES.clear()
+        gpu.OVERRIDES.update(saved)
+    assert c["flops"]["convolution"] > 0 and c["flops"]["linear"] > 0 and c["flops"]["attention"] > 0
+    assert c["flops_total"] == sum(c["flops"].values())
+    # ResNet-50 stages 1-3 at 64 px: the BatchNorms see 64·32² (stem) + 3 stages' bottlenecks; LayerNorms > 0
+    assert c["batchnorm_elements"] > 64 * 32 * 32 and c["layernorm_elements"] > 0
+    profile = {"kernel_share": {"matmul": 0.2, "convolution": 0.1, "elementwise": 0.7}, "kernel_ms_per_step": 100.0,
+               "batch4": {"step_s": 0.12, "mfu": 0.05}}
+    b = ceiling.bound(c, profile, batch=4, peak=1e12)
+    gemm = 4 * (c["flops"]["convolution"] + c["flops"]["linear"])
+    bw = ceiling.H100_HBM * ceiling.HBM_EFFICIENCY
+    assert b["parts_s"]["batchnorm (train mode, 8 bf16 passes)"] == pytest.approx(8 * 2 * c["batchnorm_elements"] * 4 / bw)
+    row = b["rows"]["at the profiled rate"]
+    assert row["gemm_rate_tflops"] == pytest.approx(gemm / 0.030 / 1e12)  # 30 % of 100 ms
+    assert row["step_s"] == pytest.approx(0.030 + sum(b["parts_s"].values()))
+    assert row["mfu"] == pytest.approx(4 * c["flops_total"] / row["step_s"] / 1e12)
+    assert row["mfu_frozen_bn"] > row["mfu"]
+    md = ceiling.markdown({"size": "tiny", "px": 64, "counts": c, "bound": b})
+    assert "MFU ceiling" in md and "12 ms" not in md and "Measured (profile): 120 ms" in md
