@@ -217,12 +217,16 @@ def part_max_batch(size: str, cfg, device, log, deadline: float) -> dict:
 
 
 VARIANTS = {  # row label -> (OFAConfig overrides, what to torch.compile: "" | "layers" | "layers+trunk")
+    # cheapest first: the compiled rows spend most of the part's time budget compiling
     "flex attention": (dict(attention_kernel="flex"), ""),
-    "flex attention + compiled layers": (dict(attention_kernel="flex"), "layers"),
-    "flex attention + compiled layers and ResNet trunk": (dict(attention_kernel="flex"), "layers+trunk"),
     "flex attention + frozen BatchNorm (OFA --freeze-resnet)": (dict(attention_kernel="flex", freeze_resnet_bn=True),
                                                                 ""),
+    "flex attention + compiled layers": (dict(attention_kernel="flex"), "layers"),
+    "flex attention + compiled layers and ResNet trunk": (dict(attention_kernel="flex"), "layers+trunk"),
 }
+
+
+COMPILE_ALLOWANCE_S = {"": 45.0, "layers": 90.0, "layers+trunk": 180.0}  # first step incl. compiling, generous
 
 
 def compile_parts(model, what: str) -> None:
@@ -292,21 +296,30 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
         if compiled and not cfg.compile_variants:
             rows.append({**row, "skipped": "no torch.compile in the dry run"})
             continue
-        if time.perf_counter() > deadline:
-            rows.append({**row, "skipped": "time budget"})
+        # a compile cannot be cut short: start a row only with its expected cost left (the run must stay well
+        # inside a 10-minute device call, or nothing comes back)
+        need = COMPILE_ALLOWANCE_S[compiled] if cfg.compile_variants else 0.0
+        if time.perf_counter() + need > deadline:
+            rows.append({**row, "skipped": f"time budget (needs ~{need:.0f} s)"})
             continue
-        model = build(cfg.base_size, device, **overrides)
-        t0 = time.perf_counter()
-        compile_parts(model, compiled)
-        step = Step(model, make_batch(cfg.train_batch, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab), device)
-        step()  # the first step compiles FlexAttention (and the layers): timed apart
-        sync(device)
-        first = time.perf_counter() - t0
-        reset_peak(device)
-        t = timed(step, device, max(cfg.warmup - 1, 0), cfg.repeats)
-        row.update(step_s=t, samples_per_s=cfg.train_batch / t, first_step_s=first, peak_mem_gb=peak_mem_gb(device),
-                   mfu=None if peak is None else dense_flops / t / peak, loss=step())
-        log(f"variant {label}: {t:.3f} s/step (first step {first:.1f} s), peak {row['peak_mem_gb']:.2f} GiB")
+        model = step = None
+        try:
+            model = build(cfg.base_size, device, **overrides)
+            t0 = time.perf_counter()
+            compile_parts(model, compiled)
+            step = Step(model, make_batch(cfg.train_batch, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab), device)
+            step()  # the first step compiles FlexAttention (and the layers): timed apart
+            sync(device)
+            first = time.perf_counter() - t0
+            reset_peak(device)
+            t = timed(step, device, max(cfg.warmup - 1, 0), cfg.repeats)
+            row.update(step_s=t, samples_per_s=cfg.train_batch / t, first_step_s=first,
+                       peak_mem_gb=peak_mem_gb(device), mfu=None if peak is None else dense_flops / t / peak,
+                       loss=step())
+            log(f"variant {label}: {t:.3f} s/step (first step {first:.1f} s), peak {row['peak_mem_gb']:.2f} GiB")
+        except Exception as exc:  # one failing variant (say, a compile error) keeps the others' rows
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            log(f"variant {label}: failed: {row['error']}")
         rows.append(row)
         del step, model
         reset_peak(device)
@@ -377,8 +390,9 @@ def markdown(res: dict) -> str:
                      f"{'–' if t.get('mfu') is None else format(t['mfu'], '.1%')} | "
                      f"{t['peak_mem_gb'].get(str(t['batch']), float('nan')):.2f} | – |")
         for r in rows:
-            if "skipped" in r:
-                L.append(f"| {r['variant']} | skipped: {r['skipped']} | | | | | |")
+            if "skipped" in r or "error" in r:
+                why = f"skipped: {r['skipped']}" if "skipped" in r else f"failed: {r['error']}"
+                L.append(f"| {r['variant']} | {why} | | | | | |")
                 continue
             ratio = f"{base_t / r['step_s']:.2f}×" if base_t else "–"
             mfu = "–" if r.get("mfu") is None else f"{r['mfu']:.1%}"
@@ -457,26 +471,38 @@ def run(args, device, t_start: float, log) -> int:
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": name, "torch": torch.__version__,
                  "dry_run": args.dry_run, "errors": {}}
     deadline = t_start + args.budget_s
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every part: a run cut short still leaves what it measured
+        res["runtime_s"] = time.perf_counter() - t_start
+        (out / "gpu_results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        (out / "gpu_results.md").write_text(markdown(res))
+
     try:
         res["train"] = part_train(cfg, device, log)
     except Exception as exc:  # keep going: report what failed
         res["errors"]["train"] = f"{type(exc).__name__}: {exc}"[:300]
+    save()
     try:
         res["flex_parity"] = part_flex_parity(cfg, device, log)
     except Exception as exc:
         res["errors"]["flex_parity"] = f"{type(exc).__name__}: {exc}"[:300]
+    save()
     if "train" in res:
         try:
-            # at most 40 % of what is left: the largest-batch searches need the rest
-            share = 0.4 * (deadline - time.perf_counter())
+            # at most 60 % of what is left (compiling takes most of it): generation and the largest-batch
+            # searches need the rest (about 100 s on the H100 of 2026-11-26)
+            share = 0.6 * (deadline - time.perf_counter())
             res["variants"] = part_variants(cfg, device, log, res["train"]["flops_per_step"],
                                             time.perf_counter() + share)
         except Exception as exc:
             res["errors"]["variants"] = f"{type(exc).__name__}: {exc}"[:300]
+        save()
     try:
         res["generate"] = part_generate(cfg, device, log)
     except Exception as exc:
         res["errors"]["generate"] = f"{type(exc).__name__}: {exc}"[:300]
+    save()
     res["max_batch"] = []
     for i, size in enumerate(cfg.large_sizes):
         remaining = deadline - time.perf_counter()
@@ -485,10 +511,7 @@ def run(args, device, t_start: float, log) -> int:
             res["max_batch"].append(part_max_batch(size, cfg, device, log, time.perf_counter() + share))
         except Exception as exc:
             res["errors"][f"max_batch_{size}"] = f"{type(exc).__name__}: {exc}"[:300]
-    res["runtime_s"] = time.perf_counter() - t_start
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (out / "gpu_results.md").write_text(markdown(res))
+        save()
     log(f"wrote {out / 'gpu_results.json'} and {out / 'gpu_results.md'}")
     return 1 if res["errors"] else 0
 

@@ -24,6 +24,10 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
   updated by the recomputation.
 * ``resnet_stage_checkpoint`` — ``checkpoint_resnet="stages"``: the same recomputation,
   but only the inputs of a few segments (the stem, stage 1, stage 2, stage 3) are kept.
+* ``layer_checkpoint`` — the model option ``activation_checkpointing``: the encoder and
+  decoder layers are recomputed in the backward pass too.
+* ``fine_segments`` — ``checkpoint_resnet_segments=[1, 2, 3]``: "stages" segments of at most
+  1, 2 and 3 blocks of stages 1, 2 and 3 (default 8 each).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ class TrainOptions:
     resnet_stage_checkpoint: bool = False  # checkpoint_resnet="stages" (wins over resnet_checkpoint)
     bf16: bool = False
     layer_checkpoint: bool = False  # the model option activation_checkpointing (encoder/decoder layers)
+    fine_segments: bool = False  # checkpoint_resnet_segments=[1, 2, 3] instead of [8, 8, 8] (with "stages")
 
     def describe(self) -> str:
         on = [k for k, v in asdict(self).items() if v]
@@ -81,6 +86,7 @@ def prepare_ours(model, opts: TrainOptions):
     model.config.channels_last = opts.channels_last
     model.config.checkpoint_resnet = "stages" if opts.resnet_stage_checkpoint else opts.resnet_checkpoint
     model.config.activation_checkpointing = opts.layer_checkpoint
+    model.config.checkpoint_resnet_segments = [1, 2, 3] if opts.fine_segments else [8, 8, 8]
     model.configure_trunk()
     return model
 

@@ -264,11 +264,12 @@ def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffe
     assert torch.equal(images, kept)
 
 
-@pytest.mark.parametrize("mode", [True, "stages"])
-def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread, mode):
+@pytest.mark.parametrize("mode,segments", [(True, [8, 8, 8]), ("stages", [8, 8, 8]), ("stages", [1, 2, 3])])
+def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread, mode, segments):
     torch.manual_seed(0)
     a = OFAModel.from_name("tiny", **SMALL).train()
-    b = OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": mode}).train()
+    b = OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": mode, "checkpoint_resnet_segments": segments}).train()
+    assert len(b.encoder.embed_images._segments()) == (4 if segments == [8, 8, 8] else 1 + 3 + 2 + 2)
     b.load_state_dict(a.state_dict())
     ids, images = text_batch(2), torch.randn(2, 3, 32, 32)
     prev = ids.clone()
@@ -315,6 +316,12 @@ def test_resnet_checkpoint_modes_keep_fewer_tensors(one_thread):
     assert kept["stages"] < kept["blocks"] / 2 < kept["off"] / 4, kept
     assert kept["stages"] <= images.nbytes + 2 * 64 * 16 * 16 * 4 + 2 * 256 * 16 * 16 * 4 + 2 * 512 * 8 * 8 * 4
     assert [len(s) for s in trunk._segments()] == [4, 3, 4, 6]  # stem (conv, bn, act, pool) | 3 | 4 | 6 blocks
+    trunk.configure(checkpoint="stages", segments=[1, 2, 3])  # finer: more segment inputs kept, smaller segments
+    assert [len(s) for s in trunk._segments()] == [4, 1, 1, 1, 2, 2, 3, 3]
+    assert kept["stages"] < saved_bytes(lambda: trunk.forward_features(images)) < kept["blocks"]
+    for bad in ([1, 2], [0, 1, 1], [1.5, 2, 3], "123"):
+        with pytest.raises(ValueError, match="checkpoint_resnet_segments must be three positive integers"):
+            OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet_segments": bad})
     assert [checkpoint_mode(v) for v in (True, False, "stages", "none")] == ["blocks", "off", "stages", "off"]
     with pytest.raises(ValueError, match="checkpoint_resnet must be one of"):
         OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": "layers"})
@@ -387,6 +394,7 @@ def test_gpu_benchmark_dry_run(tmp_path):
     # the flex kernel's self-check ran (its loss equals the default's) and its variants were timed
     par = res["flex_parity"]
     assert par["ok"] and abs(par["loss_flex"] - par["loss_default"]) < 1e-4 and par["max_rel_grad_diff"] < 1e-4
+    assert not [r for r in res["variants"] if "error" in r]
     timed_rows = [r for r in res["variants"] if "skipped" not in r]
     assert {r["variant"] for r in timed_rows} == {"flex attention",
                                                    "flex attention + frozen BatchNorm (OFA --freeze-resnet)"}
@@ -577,14 +585,14 @@ def test_train_rounds_report_and_section_replacement(monkeypatch):
                  speed=2.2, memory=1500 / 2800, contended=False, met=True),
             dict(round=2, first="ours", ours_step_s=1.2, peer_step_s=2.1, ours_rss_mb=1700, peer_rss_mb=2700,
                  speed=1.75, memory=1700 / 2700, contended=True, met=False)]
-    data = {"lean_options": "bf16", "allocator": "tcmalloc",
-            "sizes": {"tiny": dict(rounds=rows, median_speed=1.975, median_memory=0.6, min_speed=1.75,
-                                   max_memory=1700 / 2700, met_rounds=1)}}
+    summary = tr.summary(rows)
+    assert (summary["median_speed"], summary["min_speed"], summary["met_rounds"]) == (1.975, 1.75, 1)
+    data = {"configs": {"lean": "bf16"}, "allocator": "tcmalloc", "sizes": {"tiny": {"lean": summary}}}
     info = dict(date="2026-12-06", cpu="cpu", threads=2, torch="2.x", modelscope="1.x")
     body = tr.report(data, info)
-    assert body.startswith(tr.SECTION)
-    assert "| tiny | 1 | peer | 1.000 | 2.200 | 2.20× |" in body and "1.75× ⚠" in body
-    assert "| tiny | 1.98× | 1.75× | 0.60× | 0.63× | 1 of 2 |" in body
+    assert body.startswith(tr.SECTION) and "**lean** `bf16`" in body
+    assert "| tiny | lean | 1 | peer | 1.000 | 2.200 | 2.20× |" in body and "1.75× ⚠" in body
+    assert "| tiny | lean | 1.98× | 1.75× | 0.58× | 0.63× | 1 of 2 |" in body  # median of 0.536 and 0.630
 
     text = "# R\n\n## Training\nold\n\n## Data pipeline\nkeep\n"
     once = tr.replace_section(text, tr.SECTION, body)

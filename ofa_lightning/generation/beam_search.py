@@ -49,18 +49,22 @@ class Hypothesis:
         return self.tokens.numel()
 
 
-def beam_candidates(step: int, lprobs: Tensor, prev_scores: Optional[Tensor]):
+def beam_candidates(step: int, lprobs: Tensor, prev_scores: Optional[Tensor], inplace: bool = False):
     """fairseq ``search.BeamSearch.step``.
 
     Args:
         lprobs: (B, K, V) next-token log-probs per hypothesis.
         prev_scores: (B, K) cumulative scores (None at step 0).
+        inplace: add ``prev_scores`` into ``lprobs`` itself (the search's own per-step tensor: one full-vocabulary
+            pass and allocation less per step; same values).
     Returns:
         scores, tokens, source beams: each (B, min(2K, K·V − 1)).
     """
     bsz, beam, vocab = lprobs.shape
     if step == 0:
         lprobs = lprobs[:, :1]  # every beam is the same hypothesis
+    elif inplace:
+        lprobs = lprobs.add_(prev_scores.unsqueeze(-1))
     else:
         lprobs = lprobs + prev_scores.unsqueeze(-1)
     flat = lprobs.reshape(bsz, -1)
@@ -228,7 +232,8 @@ def search(
             )
         elif step < config.min_len:
             lprobs[:, eos] = NEG_INF
-        lprobs.masked_fill_(torch.isnan(lprobs), NEG_INF)
+        # NaN → -inf in one in-place pass (masked_fill_(isnan) also wrote a full-vocabulary bool mask every step)
+        torch.nan_to_num_(lprobs, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
         lprobs[:, pad] = NEG_INF
         if config.unk_penalty:
             lprobs[:, unk] -= config.unk_penalty
@@ -252,7 +257,8 @@ def search(
                 step, lprobs.view(bsz, beam, vocab), prev, config.sampling_topk, config.sampling_topp, generator
             )
         else:
-            cand_scores, cand_tokens, cand_beams = beam_candidates(step, lprobs.view(bsz, beam, vocab), prev)
+            cand_scores, cand_tokens, cand_beams = beam_candidates(step, lprobs.view(bsz, beam, vocab), prev,
+                                                                   inplace=True)  # lprobs is not used after this
         offsets = (torch.arange(bsz, device=device) * beam).unsqueeze(1)
         cand_rows = cand_beams + offsets
 

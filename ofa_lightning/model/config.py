@@ -5,7 +5,7 @@ described by a config alone, litgpt-style: ``OFAConfig.from_name("tiny")``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # OFA's vocabulary: 4 specials + 50,260 BPE entries (dict.txt) + <mask> + 8,192 codes + 1,000 bins.
@@ -69,6 +69,9 @@ class OFAConfig:
     # recompute the ResNet forward in the backward pass (BN statistics still updated once): false | "blocks"
     # (= true: keep each bottleneck's input) | "stages" (keep only a few segment inputs; least memory, same time)
     checkpoint_resnet: bool | str = False
+    # "stages": the most blocks of stages 1, 2, 3 per recomputed segment. (1, 2, 3) holds ~45 MB less for OFA-Tiny
+    # when activation_checkpointing is on too (the trunk's backward is then the peak); more otherwise (NOTES item 15)
+    checkpoint_resnet_segments: list[int] = field(default_factory=lambda: [8, 8, 8])
     channels_last: bool = True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
     fold_batchnorm_inference: bool = True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
     # encoder self-attention: "sdpa" (dense (B, H, S, S) float mask; every device) | "flex" (FlexAttention forms the
@@ -96,6 +99,9 @@ class OFAConfig:
         from .resnet import checkpoint_mode  # local: resnet imports this module
 
         check_kernel(self.attention_kernel)
+        from .resnet import segment_blocks
+
+        self.checkpoint_resnet_segments = list(segment_blocks(self.checkpoint_resnet_segments))  # plain ints
 
         checkpoint_mode(self.checkpoint_resnet)  # fail at config time on an unknown mode
 

@@ -55,7 +55,7 @@ def _flex_attention(device: torch.device):
     global _compiled
     from torch.nn.attention.flex_attention import flex_attention
 
-    if device.type != "cuda":
+    if device.type != "cuda" or torch.compiler.is_compiling():  # inside a compiled layer: the outer graph fuses it
         return flex_attention
     if _compiled is None:
         _compiled = torch.compile(flex_attention, dynamic=False)

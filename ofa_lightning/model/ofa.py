@@ -26,10 +26,12 @@ class OFAModel(nn.Module):
 
     def configure_trunk(self) -> None:
         """Apply the config's ResNet switches (``channels_last``, ``checkpoint_resnet``,
-        ``fold_batchnorm_inference``); call again after changing them on ``self.config``."""
+        ``checkpoint_resnet_segments``, ``fold_batchnorm_inference``); call again after changing them on
+        ``self.config``."""
         cfg = self.config
         self.encoder.embed_images.configure(channels_last=cfg.channels_last, checkpoint=cfg.checkpoint_resnet,
-                                            fold_bn=cfg.fold_batchnorm_inference)
+                                            fold_bn=cfg.fold_batchnorm_inference,
+                                            segments=cfg.checkpoint_resnet_segments)
 
     # ----------------------------------------------------------------- set-up
     @classmethod

@@ -14,7 +14,8 @@ the parameters or their names:
 * ``checkpoint`` — recompute the trunk's forward in the backward pass instead of
   keeping its activations. ``"blocks"`` (or ``True``): each bottleneck keeps only
   its input. ``"stages"``: only the inputs of a few segments are kept (the stem,
-  stage 1, stage 2, stage 3 in chunks of at most ``STAGE_CHUNK`` blocks). Both
+  stage 1, stage 2, stage 3, each cut into chunks of at most ``segment_blocks[i]``
+  blocks, by default ``STAGE_SEGMENT_BLOCKS`` = (8, 8, 8)). Both
   recompute the same forward once; ``"stages"`` keeps ~130 MB less for OFA-Tiny at
   batch 8, 256 px (bf16), and holds one segment's activations during its backward.
   The stem is its own segment because its full-resolution maps (conv output, BN
@@ -52,7 +53,22 @@ log = logging.getLogger(__name__)
 TRUNK_CHANNELS = 1024
 STAGES = ("layer1", "layer2", "layer3")
 CHECKPOINT_MODES = ("off", "blocks", "stages")
-STAGE_CHUNK = 8  # "stages" checkpointing: a long stage (resnet101/152 stage 3) is cut into segments of ≤ 8 blocks
+# "stages" checkpointing: the most blocks of stages 1, 2 and 3 in one segment (a long stage, resnet101/152's stage 3,
+# is cut into several). Finer segments hold less during the trunk's backward pass but keep more segment inputs for the
+# whole backward pass; which wins depends on where the step's memory peak lies (benchmarks/NOTES.md item 15).
+STAGE_SEGMENT_BLOCKS = (8, 8, 8)
+
+
+def segment_blocks(value) -> tuple[int, int, int]:
+    """The model option ``checkpoint_resnet_segments`` as three positive ints (one per stage)."""
+    try:
+        out = () if isinstance(value, (str, bytes)) else tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 3 or min(out) < 1 or any(float(v) != int(v) for v in value):
+        raise ValueError(f"checkpoint_resnet_segments must be three positive integers (the most blocks of stages 1, "
+                         f"2 and 3 in one checkpoint segment), got {value!r}")
+    return out
 
 
 def checkpoint_mode(value) -> str:
@@ -113,9 +129,12 @@ class OFAResNet(ResNet):
     checkpoint_mode: str = "off"
     fold_bn: bool = False
 
+    segment_blocks: tuple[int, int, int] = STAGE_SEGMENT_BLOCKS
+
     def configure(self, channels_last: bool = False, checkpoint: bool | str = False,
-                  fold_bn: bool = False) -> "OFAResNet":
+                  fold_bn: bool = False, segments=STAGE_SEGMENT_BLOCKS) -> "OFAResNet":
         self.channels_last, self.checkpoint_mode, self.fold_bn = channels_last, checkpoint_mode(checkpoint), fold_bn
+        self.segment_blocks = segment_blocks(segments)
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self._folded = None
         return self
@@ -155,11 +174,11 @@ class OFAResNet(ResNet):
         return x
 
     def _segments(self) -> list[tuple[nn.Module, ...]]:
-        """The "stages" checkpoint segments: the stem, stage 1, stage 2, stage 3 in chunks of ≤ STAGE_CHUNK blocks."""
+        """The "stages" checkpoint segments: the stem, then each stage in chunks of ≤ ``segment_blocks`` blocks."""
         segments = [(self.conv1, self.bn1, self.act1, self.maxpool)]
-        for name in STAGES:
+        for name, chunk in zip(STAGES, self.segment_blocks):
             blocks = tuple(getattr(self, name))
-            segments += [blocks[i:i + STAGE_CHUNK] for i in range(0, len(blocks), STAGE_CHUNK)]
+            segments += [blocks[i:i + chunk] for i in range(0, len(blocks), chunk)]
         return segments
 
     # ----------------------------------------------------- BN folding
