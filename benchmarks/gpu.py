@@ -478,40 +478,32 @@ def run(args, device, t_start: float, log) -> int:
         (out / "gpu_results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
         (out / "gpu_results.md").write_text(markdown(res))
 
-    try:
-        res["train"] = part_train(cfg, device, log)
-    except Exception as exc:  # keep going: report what failed
-        res["errors"]["train"] = f"{type(exc).__name__}: {exc}"[:300]
-    save()
-    try:
-        res["flex_parity"] = part_flex_parity(cfg, device, log)
-    except Exception as exc:
-        res["errors"]["flex_parity"] = f"{type(exc).__name__}: {exc}"[:300]
-    save()
-    if "train" in res:
+    def attempt(name: str, part, *args, key: str | None = None) -> None:
+        """Run one part; keep going when it fails (its error is reported), and save what there is so far."""
         try:
-            # at most 60 % of what is left (compiling takes most of it): generation and the largest-batch
-            # searches need the rest (about 100 s on the H100 of 2026-11-26)
-            share = 0.6 * (deadline - time.perf_counter())
-            res["variants"] = part_variants(cfg, device, log, res["train"]["flops_per_step"],
-                                            time.perf_counter() + share)
-        except Exception as exc:
-            res["errors"]["variants"] = f"{type(exc).__name__}: {exc}"[:300]
+            value = part(*args)
+            if key is None:
+                res[name] = value
+            else:
+                res.setdefault(key, []).append(value)
+        except Exception as exc:  # noqa: BLE001 - reported in the results, not hidden
+            res["errors"][name] = f"{type(exc).__name__}: {exc}"[:300]
         save()
-    try:
-        res["generate"] = part_generate(cfg, device, log)
-    except Exception as exc:
-        res["errors"]["generate"] = f"{type(exc).__name__}: {exc}"[:300]
-    save()
+
+    attempt("train", part_train, cfg, device, log)
+    attempt("flex_parity", part_flex_parity, cfg, device, log)
+    if "train" in res:
+        # at most 60 % of what is left (compiling takes most of it): generation and the largest-batch searches
+        # need the rest (about 100 s on the H100 of 2026-11-26)
+        share = 0.6 * (deadline - time.perf_counter())
+        attempt("variants", part_variants, cfg, device, log, res["train"]["flops_per_step"],
+                time.perf_counter() + share)
+    attempt("generate", part_generate, cfg, device, log)
     res["max_batch"] = []
     for i, size in enumerate(cfg.large_sizes):
-        remaining = deadline - time.perf_counter()
-        share = remaining / (len(cfg.large_sizes) - i)
-        try:
-            res["max_batch"].append(part_max_batch(size, cfg, device, log, time.perf_counter() + share))
-        except Exception as exc:
-            res["errors"][f"max_batch_{size}"] = f"{type(exc).__name__}: {exc}"[:300]
-        save()
+        share = (deadline - time.perf_counter()) / (len(cfg.large_sizes) - i)
+        attempt(f"max_batch_{size}", part_max_batch, size, cfg, device, log, time.perf_counter() + share,
+                key="max_batch")
     log(f"wrote {out / 'gpu_results.json'} and {out / 'gpu_results.md'}")
     return 1 if res["errors"] else 0
 

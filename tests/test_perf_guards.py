@@ -82,13 +82,14 @@ def test_beam_search_projects_cross_kv_once_per_input_and_never_copies_it(model)
     rows_projected = []
     hook = model.decoder.layers[0].encoder_attn.k_proj.register_forward_hook(
         lambda mod, inp, out: rows_projected.append(inp[0].shape[0]))
-    ptrs, flags = [], []
+    ptrs, flags, shapes = [], [], []
     decode = model.decode
     reorder = DecoderCache.reorder
 
     def tracking_decode(tokens, enc, code_masks=None, cache=None):
         out = decode(tokens, enc, code_masks=code_masks, cache=cache)
         ptrs.append(cache.cross_kv[0][0].data_ptr())
+        shapes.append((tokens.shape[0], cache.cross_kv[0][0].shape[0], cache.cross_group))
         return out
 
     def tracking_reorder(self, order, cross=True):
@@ -108,6 +109,33 @@ def test_beam_search_projects_cross_kv_once_per_input_and_never_copies_it(model)
     assert rows_projected == [ids.shape[0]]  # B rows, not B × beam
     assert len(set(ptrs)) == 1  # the same cross K/V storage at every step
     assert flags and not any(flags)  # ordinary steps leave the cross entries alone
+    # the cross K/V are held once per input (not per beam row) and read by all four beams of the input at once
+    assert set(shapes) == {(ids.shape[0] * 4, ids.shape[0], 4)}
+
+
+def test_grouped_cross_kv_reorder_and_attention_equal_per_row_entries(model):
+    """The once-per-input cross K/V: attention over (g·B) queries with B shared K/V rows equals the per-row one, and
+    reordering keeps whole groups per input (dropping finished inputs) or falls back to per-row entries."""
+    torch.manual_seed(0)
+    att = model.decoder.layers[0].encoder_attn
+    b, g, s = 3, 4, 9
+    x = torch.randn(b * g, 2, 32)
+    k, v = torch.randn(b, 2, s, 16), torch.randn(b, 2, s, 16)
+    bias = torch.randn(b * g, 2, 2, s)
+    rows = torch.arange(b).repeat_interleave(g)
+    with torch.no_grad():
+        grouped, per_row = att(x, k, v, bias), att(x, k[rows], v[rows], bias)
+        shared_bias = att(x, k, v, bias[:1]), att(x, k[rows], v[rows], bias[:1])
+    torch.testing.assert_close(grouped, per_row)
+    torch.testing.assert_close(*shared_bias)
+    with pytest.raises(ValueError, match="cannot share"):
+        att(x[:5], k, v, None)
+    cache = DecoderCache(cross_kv=[(k, v)], cross_group=g)
+    keep = torch.tensor([2, 1, 0, 3, 8, 11, 9, 10])  # inputs 0 and 2, beams shuffled within each
+    cache.reorder(keep)
+    assert cache.cross_group == g and torch.equal(cache.cross_kv[0][0], k[[0, 2]])
+    cache.reorder(torch.tensor([0, 4, 1, 5, 2, 6, 3, 7]))  # rows of two inputs interleaved: per-row entries
+    assert cache.cross_group == 1 and torch.equal(cache.cross_kv[0][0], k[[0, 2, 0, 2, 0, 2, 0, 2]])
 
 
 def test_beam_search_with_shrinking_batch_matches_no_cache(model):

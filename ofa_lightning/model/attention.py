@@ -41,6 +41,25 @@ def reduced_precision_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | 
     return torch.bmm(probs, v3).view(b, h, t, d)
 
 
+def _fold_groups(q: Tensor, bias: Tensor | None, g: int) -> tuple[Tensor, Tensor | None]:
+    """(g·B, H, T, hd) queries whose keys are shared by each run of g consecutive rows → (B, H, g·T, hd), and the
+    bias (g·B | 1, H | 1, T, S) to match, so that one attention call reads each input's K/V once."""
+    bq, h, t, d = q.shape
+    b = bq // g
+    q = q.reshape(b, g, h, t, d).transpose(1, 2).reshape(b, h, g * t, d)
+    if bias is not None:
+        bias = bias.expand(bq, -1, t, -1)
+        hb, s = bias.shape[1], bias.shape[-1]
+        bias = bias.reshape(b, g, hb, t, s).transpose(1, 2).reshape(b, hb, g * t, s)
+    return q, bias
+
+
+def _unfold_groups(out: Tensor, g: int) -> Tensor:
+    b, h, gt, d = out.shape
+    t = gt // g
+    return out.reshape(b, h, g, t, d).transpose(1, 2).reshape(b * g, h, t, d)
+
+
 def _as_dtype(bias: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return bias if bias is None or bias.dtype == dtype else bias.to(dtype)
 
@@ -76,6 +95,13 @@ class Attention(nn.Module):
         the encoder's :class:`~.flex.FlexScores` (``attention_kernel=flex``)."""
         q = self.split_heads(self.q_proj(x))
         dropout_p = self.dropout if self.training else 0.0
+        group = 1
+        if k.shape[0] != q.shape[0]:
+            if q.shape[0] % k.shape[0]:
+                raise ValueError(f"{q.shape[0]} query rows cannot share {k.shape[0]} key/value rows in equal runs")
+            group = q.shape[0] // k.shape[0]
+        if group > 1:  # K/V held once per input for `group` consecutive query rows (beam search's cross-attention)
+            q, bias = _fold_groups(q, bias, group)
         if isinstance(bias, FlexScores):  # encoder with attention_kernel=flex: scores formed in the kernel
             out = bias.attend(q, k, v, self.scaling, dropout_p)
         elif _use_reduced_precision_path(q):
@@ -84,6 +110,8 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=_as_dtype(bias, q.dtype), dropout_p=dropout_p,
                                                  scale=self.scaling)
+        if group > 1:
+            out = _unfold_groups(out, group)
         out = out * self.c_attn.to(out.dtype).view(1, -1, 1, 1)
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))

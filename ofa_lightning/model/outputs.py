@@ -43,6 +43,9 @@ class DecoderCache:
     self_pos_k: Tensor | None = None  # (B, H, t, hd) keys of the self-attention absolute bias
     cross_pos_k: Tensor | None = None  # (B, H, S, hd) keys of the cross-attention absolute bias
     cross_mask: Tensor | None = None  # (B, 1, 1, S) additive padding mask of the source
+    # consecutive rows sharing one cross_kv entry: beam search keeps the cross-attention K/V once per input
+    # (B / cross_group rows) and the attention folds each input's beams into its query length (model/attention.py)
+    cross_group: int = 1
 
     def reorder(self, order: Tensor, cross: bool = True) -> None:
         """Select batch rows in place (beam reordering).
@@ -56,8 +59,21 @@ class DecoderCache:
         self.self_kv = [(sel(k), sel(v)) for k, v in self.self_kv]
         names = ("self_pos_k", "cross_pos_k", "cross_mask") if cross else ("self_pos_k",)
         if cross:
-            self.cross_kv = [(sel(k), sel(v)) for k, v in self.cross_kv]
+            self.cross_kv = self._reorder_cross_kv(order)
         for name in names:
             value = getattr(self, name)
             if value is not None and not (name.endswith("pos_k") and value.shape[0] == 1):
                 setattr(self, name, sel(value))
+
+    def _reorder_cross_kv(self, order: Tensor) -> list[tuple[Tensor, Tensor]]:
+        g = self.cross_group
+        if g == 1:
+            return [(select_rows(k, order), select_rows(v, order)) for k, v in self.cross_kv]
+        source = order // g  # the cross entry each new row reads
+        if order.numel() % g == 0:
+            groups = source.view(-1, g)
+            if bool((groups == groups[:, :1]).all()):  # rows still come in whole groups of one input (shrinking)
+                keep = groups[:, 0]
+                return [(select_rows(k, keep), select_rows(v, keep)) for k, v in self.cross_kv]
+        self.cross_group = 1  # groups broken up: one entry per row again
+        return [(select_rows(k, source), select_rows(v, source)) for k, v in self.cross_kv]
