@@ -12,6 +12,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -150,6 +151,11 @@ class DDPRecorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+# Lightning's ddp_spawn ranks fork their DataLoader worker after gloo's threads started: once in a few hundred runs the
+# fork inherits a held lock and the rank never returns (seen once on 2026-12-07). Bounded and retried, so such a hang
+# costs minutes, not the CI run; a real failure fails every attempt.
+@pytest.mark.timeout(240)
+@pytest.mark.flaky(reruns=2)
 def test_lightning_ddp_spawn_fit_and_validate(tmp_path):
     expected = _write_data(tmp_path / "data")
     out = tmp_path / "out"
