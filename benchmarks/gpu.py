@@ -80,8 +80,9 @@ def autocast(device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def loss_fn(model, b: dict, device) -> torch.Tensor:
-    with autocast(device):
+def loss_fn(model, b: dict, device, bf16: bool = True) -> torch.Tensor:
+    """Training loss of a batch; ``bf16=False``: in fp32 (the flex parity check)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         enc = model.encode(b["input_ids"], b["patch_images"], b["patch_masks"])
         keep = b["target"].ne(PAD)
         logits = model.project(model.decode_hidden(b["prev"], enc)[keep])
@@ -243,11 +244,7 @@ def compile_parts(model, what: str) -> None:
 
 def grads_of(model, batch: dict, device) -> tuple[float, dict]:
     model.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, enabled=False):
-        enc = model.encode(batch["input_ids"], batch["patch_images"], batch["patch_masks"])
-        keep = batch["target"].ne(PAD)
-        logits = model.project(model.decode_hidden(batch["prev"], enc)[keep])
-        loss = F.cross_entropy(logits.float(), batch["target"][keep])
+    loss = loss_fn(model, batch, device, bf16=False)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)

@@ -60,10 +60,6 @@ def _unfold_groups(out: Tensor, g: int) -> Tensor:
     return out.reshape(b, h, g, t, d).transpose(1, 2).reshape(b * g, h, t, d)
 
 
-def _as_dtype(bias: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return bias if bias is None or bias.dtype == dtype else bias.to(dtype)
-
-
 def _use_reduced_precision_path(q: Tensor) -> bool:
     return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled()
 
@@ -104,12 +100,13 @@ class Attention(nn.Module):
             q, bias = _fold_groups(q, bias, group)
         if isinstance(bias, FlexScores):  # encoder with attention_kernel=flex: scores formed in the kernel
             out = bias.attend(q, k, v, self.scaling, dropout_p)
-        elif _use_reduced_precision_path(q):
-            bias = _as_dtype(bias, q.dtype)
-            out = reduced_precision_attention(q, k, v, bias, dropout_p, self.scaling)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=_as_dtype(bias, q.dtype), dropout_p=dropout_p,
-                                                 scale=self.scaling)
+            if bias is not None and bias.dtype != q.dtype:
+                bias = bias.to(q.dtype)
+            if _use_reduced_precision_path(q):
+                out = reduced_precision_attention(q, k, v, bias, dropout_p, self.scaling)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scaling)
         if group > 1:
             out = _unfold_groups(out, group)
         out = out * self.c_attn.to(out.dtype).view(1, -1, 1, 1)

@@ -96,14 +96,11 @@ class OFAConfig:
         if self.overlong_text not in ("truncate", "error"):
             raise ValueError(f"overlong_text must be 'truncate' or 'error', got {self.overlong_text!r}")
         from .flex import check_kernel
-        from .resnet import checkpoint_mode  # local: resnet imports this module
+        from .resnet import checkpoint_mode, segment_blocks  # local: resnet imports this module
 
         check_kernel(self.attention_kernel)
-        from .resnet import segment_blocks
-
-        self.checkpoint_resnet_segments = list(segment_blocks(self.checkpoint_resnet_segments))  # plain ints
-
         checkpoint_mode(self.checkpoint_resnet)  # fail at config time on an unknown mode
+        self.checkpoint_resnet_segments = list(segment_blocks(self.checkpoint_resnet_segments))  # plain ints
 
     # --- catalogue -------------------------------------------------------
     @classmethod
