@@ -401,6 +401,25 @@ def test_collate_shapes_padding_and_masks():
         collate_examples([bad])
 
 
+class _CollateInWorker(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        batch = collate_examples([_ex(0, 3, 2), _ex(1, 1, 5, image=False)], pad_id=PAD)
+        return batch["patch_images"].is_shared(), batch["patch_images"]
+
+
+def test_collate_allocates_images_in_shared_memory_in_workers():
+    """In a DataLoader worker the batch's images are made in shared memory (sending them copies nothing), with the
+    same values as in-process; in the main process they are ordinary tensors."""
+    local = collate_examples([_ex(0, 3, 2), _ex(1, 1, 5, image=False)], pad_id=PAD)["patch_images"]
+    assert not local.is_shared()
+    (shared_in_worker, images), = torch.utils.data.DataLoader(_CollateInWorker(), batch_size=None, num_workers=1)
+    assert bool(shared_in_worker)
+    assert torch.equal(images, local) and torch.all(images[1] == 0)
+
+
 def test_collate_grouped_into_ofa_pretraining_groups():
     examples = [_ex(0, 2, 2, size=8), _ex(1, 3, 2, image=False, task="text"), _ex(2, 1, 1, size=8),
                 _ex(3, 1, 4, size=16, task="det")]

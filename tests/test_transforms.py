@@ -297,3 +297,40 @@ def test_compose_threads_rng_and_accumulates_ratios():
     h, w = ofa_resize_size(80, 100, random.Random(3).choice(list(range(60, 90))), 120)
     assert ta["w_ratio"] == pytest.approx(w / 100 * 25 / 50)
     assert ta["h_ratio"] == pytest.approx(h / 80 * 25 / 50)
+
+
+@pytest.mark.parametrize("size", [(48, 40), (60, 80), (90, 120)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_compose_resize_to_tensor_fast_path_equals_the_steps(size, mode, monkeypatch):
+    """Inside ``Compose``, ``SquashResize`` followed by ``ToTensor`` hands the resized pixels over as a uint8 tensor
+    (no PIL round trip); the image, boxes and ratios must equal running the three transforms one by one (exactly;
+    a shrink, an identity size and a grown side; non-RGB images take the PIL path)."""
+    rng = np.random.RandomState(0)
+    img = Image.fromarray((rng.rand(60, 80, 3) * 255).astype(np.uint8)).convert(mode)
+    steps = [SquashResize(size), ToTensor(), Normalize.named("imagenet") if mode == "RGB" else Normalize([0.4], [0.3])]
+    target = {"boxes": [[10, 5, 50, 40]]}
+    fast = mode == "RGB" and size[0] <= 60 and size[1] <= 80
+    if fast:  # the fused call must not go back through PIL
+        with monkeypatch.context() as m:
+            m.setattr(Image, "fromarray", lambda *a, **k: pytest.fail("PIL round trip on the fast path"))
+            m.setattr(Image.Image, "split", lambda *a, **k: pytest.fail("PIL round trip on the fast path"))
+            fused, tf = Compose(steps)(img, target)
+    else:
+        fused, tf = Compose(steps)(img, target)
+    image, t = img, target
+    for step in steps:
+        image, t = step(image, t)
+    assert fused.dtype == torch.float32 and fused.is_contiguous() and fused.shape == (3 if mode == "RGB" else 1, *size)
+    assert torch.equal(fused, image)
+    assert torch.equal(tf["boxes"], t["boxes"]) and (tf["w_ratio"], tf["h_ratio"]) == (t["w_ratio"], t["h_ratio"])
+    assert tf["size"] == t["size"] == size
+
+
+def test_to_tensor_scales_uint8_tensors_like_to_dtype():
+    from torchvision.transforms.v2 import functional as F
+
+    pixels = torch.randint(0, 256, (1, 7, 5, 3), dtype=torch.uint8).permute(0, 3, 1, 2)[0]  # channels-last view
+    out, _ = ToTensor()(pixels)
+    assert out.is_contiguous() and torch.equal(out, F.to_dtype(pixels.contiguous(), torch.float32, scale=True))
+    with pytest.raises(ValueError, match="uint8"):
+        ToTensor()(torch.zeros(2, 3, 5, 5, dtype=torch.uint8))

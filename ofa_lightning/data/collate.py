@@ -36,9 +36,11 @@ image-text group: OFA samples patches there only). Empty groups are left out. ``
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterator, Sequence
 
 import torch
+from torch.utils.data import get_worker_info
 
 from ofa_lightning.tasks.base import IMAGE_TEXT_GROUP, OTHER_GROUP, Example
 
@@ -71,6 +73,16 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = None) 
     return out
 
 
+def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor for the batch's images; in a DataLoader worker it is made in shared memory, as
+    ``default_collate`` does, because the worker moves every tensor it sends into shared memory: allocated there,
+    the (B, 3, H, W) float images (22 MB for 8 x 480 px) are written once instead of being copied again."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)
+
+
 def _images(examples: Sequence[Example], text_image_size: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
     masks = torch.tensor([ex.image is not None for ex in examples], dtype=torch.bool)
     shapes = {tuple(ex.image.shape) for ex in examples if ex.image is not None}
@@ -91,8 +103,9 @@ def _images(examples: Sequence[Example], text_image_size: int | None) -> tuple[t
         return None, masks
     if len(shape) != 3:
         raise ValueError(f"Example.image must be (C, H, W), got {shape}")
-    # every row is overwritten when all rows have an image: skip zero-filling a (B, 3, H, W) float buffer
-    out = (torch.empty if bool(masks.all()) else torch.zeros)((len(examples), *shape), dtype=dtype)
+    out = _batch_buffer((len(examples), *shape), dtype)
+    if not bool(masks.all()):  # every row is overwritten when all rows have an image: skip zero-filling then
+        out.zero_()
     for i, ex in enumerate(examples):
         if ex.image is not None:
             out[i] = ex.image

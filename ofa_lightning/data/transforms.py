@@ -195,7 +195,8 @@ def _drop_empty_boxes(target: dict[str, Any]) -> dict[str, Any]:
 _FAST_RESIZE_MODES = {InterpolationMode.BICUBIC: "bicubic", InterpolationMode.BILINEAR: "bilinear"}
 
 
-def _resize_functional(inpt: Any, size: list[int], interpolation: InterpolationMode, antialias: bool = True) -> Any:
+def _resize_functional(inpt: Any, size: list[int], interpolation: InterpolationMode, antialias: bool = True,
+                       pixels: bool = False) -> Any:
     """``F.resize``, except when an RGB PIL image is *shrunk* (no side grows) with a bicubic/bilinear filter: then
     it is resized as a uint8 channels-last tensor by torch's antialiased kernel and handed back as a PIL image.
 
@@ -204,26 +205,34 @@ def _resize_functional(inpt: Any, size: list[int], interpolation: InterpolationM
     (bicubic a=-0.5, support scaled on downsampling) and rounds differently only in the last bit: about 0.2 % of
     the pixels differ from ``Image.resize`` by 1/255, none by more (tests/test_transforms.py checks this). When a
     side grows the two differ by up to 2/255, so upscaling stays with Pillow. Boxes and every other input type go
-    through ``F.resize`` unchanged."""
+    through ``F.resize`` unchanged.
+
+    ``pixels=True`` (``Compose``, when ``ToTensor`` comes next): on that fast path the resized pixels come back as
+    the uint8 ``(3, h, w)`` channels-last tensor itself instead of a PIL image; ``ToTensor`` takes it as it is, so
+    the round trip PIL -> numpy -> planes is skipped (same values)."""
     mode = _FAST_RESIZE_MODES.get(interpolation)
     if mode is None or not isinstance(inpt, Image.Image) or inpt.mode != "RGB" or not antialias:
         return F.resize(inpt, size=size, interpolation=interpolation, antialias=antialias)
     h, w = int(size[0]), int(size[1])
     if h > inpt.height or w > inpt.width:
         return F.resize(inpt, size=size, interpolation=interpolation, antialias=antialias)
-    if (inpt.height, inpt.width) == (h, w):
+    if (inpt.height, inpt.width) == (h, w) and not pixels:
         return inpt.copy()
     # an NCHW view of NHWC pixels (batch dim added first, so torch sees channels-last and keeps it in the output)
-    pixels = torch.from_numpy(np.array(inpt, dtype=np.uint8, copy=True))[None].permute(0, 3, 1, 2)
-    out = torch.nn.functional.interpolate(pixels, size=(h, w), mode=mode, antialias=True)
+    source = torch.from_numpy(np.array(inpt, dtype=np.uint8, copy=True))[None].permute(0, 3, 1, 2)
+    if (inpt.height, inpt.width) == (h, w):
+        return source[0]
+    out = torch.nn.functional.interpolate(source, size=(h, w), mode=mode, antialias=True)
+    if pixels:
+        return out[0]
     return Image.fromarray(out[0].permute(1, 2, 0).contiguous().numpy(), "RGB")  # (contiguous: a no-op view)
 
 
 def _resize(image: Any, target: dict[str, Any], size: tuple[int, int],
-            interpolation: InterpolationMode) -> tuple[Any, dict[str, Any]]:
+            interpolation: InterpolationMode, pixels: bool = False) -> tuple[Any, dict[str, Any]]:
     h0, w0 = image_size(image)
     image, target = _apply(_resize_functional, image, target, size=[int(size[0]), int(size[1])],
-                           interpolation=interpolation, antialias=True)
+                           interpolation=interpolation, antialias=True, pixels=pixels)
     h1, w1 = image_size(image)
     target["w_ratio"] = float(target.get("w_ratio", 1.0)) * w1 / w0
     target["h_ratio"] = float(target.get("h_ratio", 1.0)) * h1 / h0
@@ -288,10 +297,19 @@ class Compose(Transform):
 
     def apply(self, image, target, rng):
         steps, i = self.transforms, 0
+        own_pixels = False  # ``image`` is a uint8 pixel tensor made here (SquashResize's fast path), held nowhere else
         while i < len(steps):
             t = steps[i]
             if isinstance(t, Transform):
-                fresh = type(t) is ToTensor and isinstance(image, Image.Image)
+                fresh = type(t) is ToTensor and (isinstance(image, Image.Image) or own_pixels)
+                own_pixels = False
+                if (type(t) is SquashResize and isinstance(image, Image.Image) and i + 1 < len(steps)
+                        and type(steps[i + 1]) is ToTensor):
+                    # ToTensor comes next: take the resized pixels as a uint8 tensor (no PIL round trip)
+                    image, target = t.resize(image, _prepare(image, target), pixels=True)
+                    own_pixels = isinstance(image, torch.Tensor)
+                    i += 1
+                    continue
                 image, target = t(image, target, rng)
                 if fresh and i + 1 < len(steps) and type(steps[i + 1]) is Normalize:
                     # ToTensor just made this tensor and nobody else holds it: normalise it in place (same values
@@ -324,7 +342,12 @@ class SquashResize(Transform):
         self.interpolation = interpolation
 
     def apply(self, image, target, rng):
-        return _resize(image, target, self.size, self.interpolation)
+        return self.resize(image, target)
+
+    def resize(self, image, target, pixels: bool = False):
+        """``pixels=True``: an RGB PIL image that is shrunk may come back as a uint8 ``(3, h, w)`` tensor (see
+        ``_resize_functional``); only for a caller that converts it with ``ToTensor`` next."""
+        return _resize(image, target, self.size, self.interpolation, pixels=pixels)
 
 
 class RandomResize(Transform):
@@ -554,6 +577,10 @@ class ToTensor(Transform):
     still uint8 (``F.to_image`` gives a channels-last *view*, on which the float conversion, ``Normalize``'s
     per-channel broadcast and the collate copy run 2-3x slower). RGB images are split into planes by PIL (``split``
     is much faster than a strided uint8 transpose); other modes go through ``F.to_image``.
+
+    A uint8 ``(C, H, W)`` tensor (any strides; ``SquashResize`` hands one over inside ``Compose``) is scaled the
+    same way, into a contiguous float tensor: the conversion reads the strided pixels once, with the values of
+    ``F.to_dtype(..., scale=True)``.
     """
 
     def apply(self, image, target, rng):
@@ -563,6 +590,11 @@ class ToTensor(Transform):
             else:
                 planes = F.to_image(image).as_subclass(torch.Tensor).contiguous()
             image = F.to_dtype(planes, torch.float32, scale=True)
+        elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+            if image.ndim != 3:
+                raise ValueError(f"ToTensor expects a uint8 (C, H, W) tensor, got shape {tuple(image.shape)}")
+            # copy_ converts exactly (uint8 -> float32); the scale is F.to_dtype's own mul_(1 / 255)
+            image = torch.empty(image.shape, dtype=torch.float32).copy_(image).mul_(1.0 / 255)
         return image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else image, target
 
 
