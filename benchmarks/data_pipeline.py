@@ -298,6 +298,7 @@ def check_identical(tokenizer, urls: list[str], jpgs: list[bytes]) -> dict[str, 
     level. Also: how far the eval image is from the peer's tensor (normalised the same way)."""
     from ofa_lightning.data.samples import build_example
     from ofa_lightning.data.shards import iter_tar_samples
+    from ofa_lightning.data.transforms import image_tensor
 
     raws = [raw for url in urls for raw in iter_tar_samples(url)]
     report: dict[str, Any] = {}
@@ -308,6 +309,7 @@ def check_identical(tokenizer, urls: list[str], jpgs: list[bytes]) -> dict[str, 
         same, close, worst, translated, peer_diff = 0, 0, 0.0, 0, 0.0
         for k, raw in enumerate(raws):
             ex = build_example(task, raw, train=train, rng=random.Random(k))
+            ex.image = image_tensor(ex.image)  # the loaders leave the normalisation to the collate
             fields = json.loads(raw["json"])
             img = Image.open(io.BytesIO(raw["jpg"]))
             img.load()

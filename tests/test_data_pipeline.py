@@ -401,6 +401,36 @@ def test_collate_shapes_padding_and_masks():
         collate_examples([bad])
 
 
+def test_collate_normalises_pending_images_into_the_batch():
+    """Loader-built examples carry PendingImage pixels; collating them (mixed with float and text-only rows) gives
+    the batch the float examples give, to the bit. samples.build_example defers; the task called directly does not."""
+    from ofa_lightning.data.samples import build_example, decode_sample
+    from ofa_lightning.data.transforms import PendingImage, image_tensor
+    from ofa_lightning.tasks.caption import CaptionTask
+    from ofa_lightning.tokenizer import OFATokenizer
+
+    tokenizer = OFATokenizer.train_bpe(["a red square", "two blue dogs"], bpe_vocab_size=300, min_frequency=1)
+    task = CaptionTask(tokenizer, image_size=24)
+    rng = np.random.RandomState(0)
+    raws = []
+    for i in range(2):
+        buf = io.BytesIO()
+        Image.fromarray((rng.rand(30, 40, 3) * 255).astype(np.uint8)).save(buf, "PNG")
+        raws.append({"__key__": f"k{i}", "json": json.dumps({"id": f"c{i}", "captions": ["a red square"]}).encode(),
+                     "png": buf.getvalue()})
+    import random as _random
+    loaded = [build_example(task, raw, train=False, rng=_random.Random(i)) for i, raw in enumerate(raws)]
+    direct = [task.build_example(*decode_sample(raw), False, _random.Random(i)) for i, raw in enumerate(raws)]
+    assert all(isinstance(ex.image, PendingImage) for ex in loaded)
+    assert all(isinstance(ex.image, torch.Tensor) for ex in direct)
+    assert all(torch.equal(image_tensor(a.image), b.image) for a, b in zip(loaded, direct))
+    text = _ex(5, 1, 1, image=False)
+    for rows_a, rows_b in (([loaded[0], direct[1]], direct), ([loaded[0], text, loaded[1]], [direct[0], text, direct[1]])):
+        a = collate_examples(rows_a, pad_id=PAD)["patch_images"]
+        b = collate_examples(rows_b, pad_id=PAD)["patch_images"]
+        assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
 class _CollateInWorker(torch.utils.data.Dataset):
     def __len__(self):
         return 1

@@ -334,3 +334,30 @@ def test_to_tensor_scales_uint8_tensors_like_to_dtype():
     assert out.is_contiguous() and torch.equal(out, F.to_dtype(pixels.contiguous(), torch.float32, scale=True))
     with pytest.raises(ValueError, match="uint8"):
         ToTensor()(torch.zeros(2, 3, 5, 5, dtype=torch.uint8))
+
+
+def test_deferred_normalization_returns_pending_pixels_with_the_same_values():
+    """Inside ``deferred_normalization`` a Compose ending in ToTensor, Normalize returns a PendingImage whose float
+    image equals the normal output to the bit (SquashResize fast path and plain PIL input alike); other pipelines,
+    non-RGB images and calls outside the block return float tensors as before."""
+    from ofa_lightning.data.transforms import (ImageInfillingMask, PendingImage, deferred_normalization,
+                                               image_tensor)
+
+    img = Image.fromarray((np.random.RandomState(2).rand(60, 80, 3) * 255).astype(np.uint8))
+    for steps in ([SquashResize((48, 40)), ToTensor(), Normalize.named("imagenet")],
+                  [CenterCrop(50), ToTensor(), Normalize.named("ofa")]):
+        want, twant = Compose(steps)(img, {"boxes": [[10, 5, 50, 40]]})
+        with deferred_normalization():
+            got, tgot = Compose(steps)(img, {"boxes": [[10, 5, 50, 40]]})
+        assert isinstance(got, PendingImage) and got.pixels.dtype == torch.uint8
+        assert got.shape == want.shape and got.dtype == torch.float32
+        assert torch.equal(got.to_tensor(), want) and torch.equal(image_tensor(got), want)
+        out = torch.full((2, *want.shape), 7.0)
+        got.to_tensor(out=out[1])
+        assert torch.equal(out[1], want) and torch.all(out[0] == 7)
+        assert torch.equal(tgot["boxes"], twant["boxes"]) and tgot["size"] == twant["size"]
+    with deferred_normalization():
+        infill, _ = Compose([ToTensor(), Normalize.named("ofa"), ImageInfillingMask(16)])(img)
+        grey, _ = Compose([SquashResize(32), ToTensor(), Normalize([0.5], [0.5])])(img.convert("L"))
+    assert isinstance(infill, torch.Tensor) and isinstance(grey, torch.Tensor) and grey.shape == (1, 32, 32)
+    assert isinstance(Compose([SquashResize(32), ToTensor(), Normalize.named("ofa")])(img)[0], torch.Tensor)

@@ -42,6 +42,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import get_worker_info
 
+from ofa_lightning.data.transforms import PendingImage
 from ofa_lightning.tasks.base import IMAGE_TEXT_GROUP, OTHER_GROUP, Example
 
 __all__ = ["collate_examples", "collate_grouped", "iter_groups", "mark_padding", "length_key",
@@ -107,7 +108,9 @@ def _images(examples: Sequence[Example], text_image_size: int | None) -> tuple[t
     if not bool(masks.all()):  # every row is overwritten when all rows have an image: skip zero-filling then
         out.zero_()
     for i, ex in enumerate(examples):
-        if ex.image is not None:
+        if isinstance(ex.image, PendingImage):
+            ex.image.to_tensor(out=out[i])  # converted and normalised straight into the batch
+        elif ex.image is not None:
             out[i] = ex.image
     return out, masks
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from PIL import Image
 
+from ofa_lightning.data.transforms import deferred_normalization
 from ofa_lightning.tasks.base import Example, Task
 
 __all__ = ["DataStats", "Skip", "decode_sample", "build_example", "IMAGE_EXTS"]
@@ -161,7 +162,8 @@ def build_example(task: Task, raw: Mapping[str, Any], *, train: bool, rng: rando
     counted = getattr(task, "skips", None)  # the task's own Counter of skip reasons, when it keeps one
     before = dict(counted) if counted is not None else None
     try:
-        example = task.build_example(fields, image, train, rng)
+        with deferred_normalization():  # the collate normalises the pixels into the batch (transforms module doc)
+            example = task.build_example(fields, image, train, rng)
     except TASK_SAMPLE_ERRORS as exc:
         return Skip(f"{task.name}: {type(exc).__name__}", str(exc), sample_id)
     if example is None:

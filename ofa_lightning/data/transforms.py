@@ -2,6 +2,9 @@
 
 Every transform is called as ``image, target = t(image, target, rng)`` and :class:`Compose` threads the pair
 through a list of them. ``image`` is a PIL image until :class:`ToTensor`, a float tensor ``(3, H, W)`` after.
+Inside :func:`deferred_normalization` (the data loaders' workers) a ``Compose`` that ends in ``ToTensor,
+Normalize`` returns a :class:`PendingImage` instead: the uint8 pixels and the normalisation, which the collate
+applies while writing the batch (the same float values, without a per-sample float image and its copy).
 ``rng`` is a ``random.Random`` (the task's, so an example is a pure function of the sample and the rng); ``None``
 uses the ``random`` module.
 
@@ -36,9 +39,11 @@ Crops drop boxes that end up with zero width or height (OFA ``crop(delete=True)`
 """
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -68,6 +73,9 @@ __all__ = [
     "ToTensor",
     "Normalize",
     "ImageInfillingMask",
+    "PendingImage",
+    "deferred_normalization",
+    "image_tensor",
     "WithGlobalSeed",
     "make_target",
     "image_size",
@@ -303,6 +311,11 @@ class Compose(Transform):
             if isinstance(t, Transform):
                 fresh = type(t) is ToTensor and (isinstance(image, Image.Image) or own_pixels)
                 own_pixels = False
+                if (type(t) is ToTensor and i + 2 == len(steps) and type(steps[i + 1]) is Normalize
+                        and _DEFER_NORMALIZATION.get()):
+                    pending = PendingImage.of(image, steps[i + 1])
+                    if pending is not None:  # the collate does ToTensor + Normalize (see deferred_normalization)
+                        return pending, target
                 if (type(t) is SquashResize and isinstance(image, Image.Image) and i + 1 < len(steps)
                         and type(steps[i + 1]) is ToTensor):
                     # ToTensor comes next: take the resized pixels as a uint8 tensor (no PIL round trip)
@@ -325,6 +338,71 @@ class Compose(Transform):
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}," for t in self.transforms)
         return f"Compose([{inner}\n])"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# deferred normalisation (data loaders)
+# ---------------------------------------------------------------------------------------------------------------
+_DEFER_NORMALIZATION: contextvars.ContextVar[bool] = contextvars.ContextVar("ofa_defer_normalization", default=False)
+
+
+@contextmanager
+def deferred_normalization() -> Iterator[None]:
+    """Within this block, a :class:`Compose` whose last two steps are ``ToTensor(), Normalize(...)`` returns a
+    :class:`PendingImage` (uint8 pixels + mean/std) for an RGB image instead of the float tensor.
+
+    Why: the data loaders (``samples.build_example``) collate examples right after building them. Converting in the
+    collate writes each image's floats once, straight into the batch buffer, instead of allocating a float image
+    per sample (3 MB at 480 px) and copying it into the batch; buffered examples hold a quarter of the bytes. The
+    batch is the same to the bit (``PendingImage.to_tensor`` runs ``ToTensor`` and ``Normalize``'s own operations).
+    Outside the block (tasks called directly, the API, tests) transforms return float tensors as always."""
+    token = _DEFER_NORMALIZATION.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_NORMALIZATION.reset(token)
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """An image whose ``ToTensor`` + ``Normalize`` is still to be done: uint8 ``pixels`` ``(C, H, W)`` (any strides,
+    usually a channels-last view) and the ``Normalize`` to apply. ``shape``/``dtype`` are those of the float
+    image it becomes; :meth:`to_tensor` makes it (into ``out`` when given, e.g. a row of the batch)."""
+
+    pixels: torch.Tensor
+    normalize: "Normalize"
+
+    @classmethod
+    def of(cls, image: Any, normalize: "Normalize") -> "PendingImage | None":
+        """For what ``ToTensor`` would get: an RGB PIL image or a uint8 ``(3, H, W)`` tensor; None otherwise."""
+        if isinstance(image, Image.Image):
+            if image.mode != "RGB":
+                return None
+            image = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        if not (isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3):
+            return None
+        return cls(image, normalize)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.pixels.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def to_tensor(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The normalised float image: ``ToTensor`` then ``Normalize``, the same operations in the same order."""
+        if out is None:
+            out = torch.empty(self.pixels.shape, dtype=torch.float32)
+        out.copy_(self.pixels).mul_(1.0 / 255)  # = ToTensor on a uint8 tensor (F.to_dtype's scale)
+        return self.normalize.normalize_(out)
+
+
+def image_tensor(image: Any) -> Any:
+    """``image`` as the float tensor it stands for (a :class:`PendingImage` is converted; anything else is returned
+    as it is). For code that reads ``Example.image`` of examples made by the data loaders."""
+    return image.to_tensor() if isinstance(image, PendingImage) else image
 
 
 # ---------------------------------------------------------------------------------------------------------------
