@@ -464,6 +464,12 @@ def run(samples: int = 200, rounds: int = 5, check: bool = True, demo: bool = Fa
     demo_res = demo_data_wait() if demo else None
 
     results = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = "unknown CPU"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     say("")
     say(f"{'config':28s} {'ours':>8s} {'peer':>8s} {'ratio':>6s}   {'ours wall':>9s} {'peer wall':>9s}  "
         f"(samples/s per core = per CPU-second, best of {rounds} rounds; wall = best wall-clock rate)")
@@ -475,7 +481,7 @@ def run(samples: int = 200, rounds: int = 5, check: bool = True, demo: bool = Fa
         if CONFIGS[m["config"]][3]:
             results.append({"name": NAME, "config": m["config"], "ours": round(ours, 2), "peer": round(peer, 2),
                             "ratio": round(ours / peer, 4), "unit": "samples/s", "better": "higher",
-                            "peer_name": PEER_NAME})
+                            "peer_name": PEER_NAME, "date": when, "cpu": cpu, "rounds": rounds})
     say(f"(peer = plain PIL decode + 480x480 bicubic resize + to_tensor from in-memory bytes, in every row; ours adds "
         f"tar, JSON, normalisation, tokenising and collate; target >= {TARGET:.0f})")
     if demo_res:
