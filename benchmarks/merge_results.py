@@ -17,7 +17,7 @@ def main(data_json: str = str(HERE / "data_results.json")) -> int:
     lines = ["", "## Data pipeline (samples/s per core, `benchmarks/data_pipeline.py`)", "",
              "| config | ours | plain PIL decode+resize | ratio | target ≥ 200 | met |", "|---|---:|---:|---:|---|:---:|"]
     if data and "date" in data[0]:  # measured by its own run, so it carries its own date and machine
-        lines[2:2] = [f"Measured {data[0]['date']} on {data[0]['cpu']} (one process, one thread; samples per CPU-second, "
+        lines[3:3] = [f"Measured {data[0]['date']} on {data[0]['cpu']} (one process, one thread; samples per CPU-second, "
                       f"best of {data[0]['rounds']} rounds; the peer in the same run).", ""]
     for r in data:
         lines.append(f"| {r['config']} | {r['ours']:.0f} | {r['peer']:.0f} | {r['ratio']:.2f} | ≥ 200 | "
