@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from common import PAD, Batch
 from ofa_lightning.model.fused_ce import fused_smoothed_ce
+from ofa_lightning.model.resnet import STAGE_SEGMENT_BLOCKS
 
 LR = 1e-5
 
@@ -86,7 +87,7 @@ def prepare_ours(model, opts: TrainOptions):
     model.config.channels_last = opts.channels_last
     model.config.checkpoint_resnet = "stages" if opts.resnet_stage_checkpoint else opts.resnet_checkpoint
     model.config.activation_checkpointing = opts.layer_checkpoint
-    model.config.checkpoint_resnet_segments = [1, 2, 3] if opts.fine_segments else [8, 8, 8]
+    model.config.checkpoint_resnet_segments = [1, 2, 3] if opts.fine_segments else list(STAGE_SEGMENT_BLOCKS)
     model.configure_trunk()
     return model
 

@@ -226,14 +226,27 @@ def _resize_functional(inpt: Any, size: list[int], interpolation: InterpolationM
         return F.resize(inpt, size=size, interpolation=interpolation, antialias=antialias)
     if (inpt.height, inpt.width) == (h, w) and not pixels:
         return inpt.copy()
-    # an NCHW view of NHWC pixels (batch dim added first, so torch sees channels-last and keeps it in the output)
-    source = torch.from_numpy(np.array(inpt, dtype=np.uint8, copy=True))[None].permute(0, 3, 1, 2)
+    source = _rgb_pixels(inpt)
     if (inpt.height, inpt.width) == (h, w):
-        return source[0]
-    out = torch.nn.functional.interpolate(source, size=(h, w), mode=mode, antialias=True)
+        return source
+    # batch dim added first, so torch sees a channels-last NCHW tensor and keeps that layout in the output
+    out = torch.nn.functional.interpolate(source[None], size=(h, w), mode=mode, antialias=True)
     if pixels:
         return out[0]
     return Image.fromarray(out[0].permute(1, 2, 0).contiguous().numpy(), "RGB")  # (contiguous: a no-op view)
+
+
+def _rgb_pixels(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image's pixels as a uint8 ``(3, H, W)`` tensor: a channels-last view of an ``(H, W, 3)`` copy."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+
+
+def _scaled_float(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 ``(C, H, W)`` (any strides) -> float32 in ``[0, 1]`` (contiguous, or into ``out``), with the values of
+    ``F.to_dtype(..., scale=True)``: ``copy_`` converts exactly, then F.to_dtype's own ``mul_(1 / 255)``."""
+    if out is None:
+        out = torch.empty(pixels.shape, dtype=torch.float32)
+    return out.copy_(pixels).mul_(1.0 / 255)
 
 
 def _resize(image: Any, target: dict[str, Any], size: tuple[int, int],
@@ -378,7 +391,7 @@ class PendingImage:
         if isinstance(image, Image.Image):
             if image.mode != "RGB":
                 return None
-            image = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+            image = _rgb_pixels(image)
         if not (isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3):
             return None
         return cls(image, normalize)
@@ -393,10 +406,7 @@ class PendingImage:
 
     def to_tensor(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The normalised float image: ``ToTensor`` then ``Normalize``, the same operations in the same order."""
-        if out is None:
-            out = torch.empty(self.pixels.shape, dtype=torch.float32)
-        out.copy_(self.pixels).mul_(1.0 / 255)  # = ToTensor on a uint8 tensor (F.to_dtype's scale)
-        return self.normalize.normalize_(out)
+        return self.normalize.normalize_(_scaled_float(self.pixels, out))
 
 
 def image_tensor(image: Any) -> Any:
@@ -671,8 +681,7 @@ class ToTensor(Transform):
         elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
             if image.ndim != 3:
                 raise ValueError(f"ToTensor expects a uint8 (C, H, W) tensor, got shape {tuple(image.shape)}")
-            # copy_ converts exactly (uint8 -> float32); the scale is F.to_dtype's own mul_(1 / 255)
-            image = torch.empty(image.shape, dtype=torch.float32).copy_(image).mul_(1.0 / 255)
+            image = _scaled_float(image)
         return image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else image, target
 
 

@@ -14,7 +14,7 @@ the parameters or their names:
 * ``checkpoint`` — recompute the trunk's forward in the backward pass instead of
   keeping its activations. ``"blocks"`` (or ``True``): each bottleneck keeps only
   its input. ``"stages"``: only the inputs of a few segments are kept (the stem,
-  stage 1, stage 2, stage 3, each cut into chunks of at most ``segment_blocks[i]``
+  stage 1, stage 2, stage 3, each cut into chunks of at most ``segments[i]``
   blocks, by default ``STAGE_SEGMENT_BLOCKS`` = (8, 8, 8)). Both
   recompute the same forward once; ``"stages"`` keeps ~130 MB less for OFA-Tiny at
   batch 8, 256 px (bf16), and holds one segment's activations during its backward.
@@ -129,12 +129,12 @@ class OFAResNet(ResNet):
     checkpoint_mode: str = "off"
     fold_bn: bool = False
 
-    segment_blocks: tuple[int, int, int] = STAGE_SEGMENT_BLOCKS
+    segment_sizes: tuple[int, int, int] = STAGE_SEGMENT_BLOCKS  # "stages": the most blocks per segment, per stage
 
     def configure(self, channels_last: bool = False, checkpoint: bool | str = False,
                   fold_bn: bool = False, segments=STAGE_SEGMENT_BLOCKS) -> "OFAResNet":
         self.channels_last, self.checkpoint_mode, self.fold_bn = channels_last, checkpoint_mode(checkpoint), fold_bn
-        self.segment_blocks = segment_blocks(segments)
+        self.segment_sizes = segment_blocks(segments)
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self._folded = None
         return self
@@ -174,9 +174,9 @@ class OFAResNet(ResNet):
         return x
 
     def _segments(self) -> list[tuple[nn.Module, ...]]:
-        """The "stages" checkpoint segments: the stem, then each stage in chunks of ≤ ``segment_blocks`` blocks."""
+        """The "stages" checkpoint segments: the stem, then each stage in chunks of ≤ ``segment_sizes`` blocks."""
         segments = [(self.conv1, self.bn1, self.act1, self.maxpool)]
-        for name, chunk in zip(STAGES, self.segment_blocks):
+        for name, chunk in zip(STAGES, self.segment_sizes):
             blocks = tuple(getattr(self, name))
             segments += [blocks[i:i + chunk] for i in range(0, len(blocks), chunk)]
         return segments
