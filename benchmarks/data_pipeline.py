@@ -6,8 +6,8 @@ What is measured (one process, ``torch.set_num_threads(1)``, so samples/s = samp
 
 ours
     the per-sample path a DataLoader worker runs, through the real pieces: the shard tar is read
-    (``shards.iter_tar_samples`` / ``TarIndex``), each sample is decoded (``samples.decode_sample``: JSON + PIL
-    JPEG decode), built by ``CaptionTask.build_example`` (OFA's image transform, caption cleaning, BPE of prompt
+    (``shards.iter_tar_samples`` / ``TarIndex``), each sample is decoded (``samples.decode_sample``: JSON + JPEG
+    decode, by torchvision's libjpeg-turbo behind a PIL image, ``data/jpeg.py``), built by ``CaptionTask.build_example`` (OFA's image transform, caption cleaning, BPE of prompt
     and target) and the examples are collated into batches of 8.
 
     * ``caption-480-train``: ``MixtureStream.batches`` (the training worker loop: resampled shards, shuffle buffer,
@@ -27,7 +27,7 @@ Each configuration runs ``rounds`` interleaved rounds of ``samples`` samples for
 reported rate is ``samples / CPU seconds`` of this process (``time.process_time``; = per-core throughput, and
 insensitive to other processes on a shared machine) in the best round; wall-clock rates and medians are printed
 too. Before timing, every sample of the eval and pre-training configurations is also built through a *reference*
-copy of the pipeline as it was before the speed changes (``.convert("RGB")`` copy on decode, Pillow's resize, a
+copy of the pipeline as it was before the speed changes (PIL's JPEG decode and its ``.convert("RGB")`` copy, Pillow's resize, a
 channels-last ToTensor, PIL's affine for RandomAugment's translations): the token lists must be identical and the
 image tensors identical or within one 8-bit level (the shrinking resize runs on torch's uint8 kernel, which rounds
 about 0.2 % of the pixels differently from Pillow by 1/255).

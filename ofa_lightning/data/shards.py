@@ -204,7 +204,10 @@ def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Itera
     index = -1  # index of the sample whose members are being read
     finished = False
     try:
-        with tarfile.open(fileobj=handle, mode="r|*") as tar:
+        # a local file is read in tarfile's seeking mode: members before ``start`` are seeked over, not read, and a
+        # member is one read, not a chain of 10 KiB stream blocks joined; pipes and remote URLs must stream
+        local = not (_is_pipe(url) or _is_remote(url))
+        with tarfile.open(fileobj=handle, mode="r:*" if local else "r|*") as tar:
             for member, key, ext in _sample_members(tar):
                 if key != current_key:
                     if current is not None:

@@ -53,6 +53,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ofa_lightning.data.jpeg import DecodedJpeg
+
 __all__ = [
     "OFA_MEAN",
     "OFA_STD",
@@ -237,7 +239,12 @@ def _resize_functional(inpt: Any, size: list[int], interpolation: InterpolationM
 
 
 def _rgb_pixels(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image's pixels as a uint8 ``(3, H, W)`` tensor: a channels-last view of an ``(H, W, 3)`` copy."""
+    """An RGB PIL image's pixels as a uint8 ``(3, H, W)`` tensor: a channels-last view of an ``(H, W, 3)`` copy, or
+    a JPEG's decoded pixels when PIL has not loaded it (``data/jpeg.py``; not to be written into, like the copy is
+    not by any caller here)."""
+    pixels = image.decoded_pixels() if isinstance(image, DecodedJpeg) else None
+    if pixels is not None:
+        return pixels
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
 
@@ -672,6 +679,8 @@ class ToTensor(Transform):
     """
 
     def apply(self, image, target, rng):
+        if isinstance(image, DecodedJpeg) and image.decoded_pixels() is not None:
+            image = image.decoded_pixels()  # a JPEG PIL has not loaded (data/jpeg.py): its pixels, read once below
         if isinstance(image, Image.Image):
             if image.mode == "RGB":
                 planes = torch.from_numpy(np.stack([np.asarray(band) for band in image.split()]))
