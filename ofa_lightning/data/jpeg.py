@@ -19,8 +19,9 @@ route; greyscale, CMYK, PNG ... and any JPEG when torchvision's image library ca
 
 torchvision 0.29 deprecates its image decoders in favour of TorchCodec (a further dependency, built around FFmpeg)
 and warns on every call; :func:`_decode` silences that warning around each call (a global filter would not hold
-under pytest or ``-W error``, where the warning would turn every JPEG into a "corrupt image" skip). When a torchvision release drops ``decode_jpeg``, the
-import fails and every image goes through PIL again: slower (NOTES item 21), never different.
+under pytest or ``-W error``, where the warning would turn every JPEG into a "corrupt image" skip). When a
+torchvision release drops ``decode_jpeg``, the import fails and every image goes through PIL again: slower (NOTES
+item 21), never different.
 """
 from __future__ import annotations
 
