@@ -159,7 +159,7 @@ _TCMALLOC: list = []  # memo: [path or None]
 def find_tcmalloc() -> str | None:
     """Path of gperftools' tcmalloc for ``LD_PRELOAD``, or None. ``OFA_TCMALLOC`` (a path, or ``none``) wins;
     otherwise ``get_tcmalloc.sh`` looks for a system copy or one under ``.cache/tcmalloc`` and fetches Debian's
-    libtcmalloc-minimal4 there if needed (no root). Why: see benchmarks/NOTES.md, "Training peak RSS"."""
+    libtcmalloc-minimal4 there if needed (no root). Why: see docs/benchmarks.md."""
     if not _TCMALLOC:
         env = os.environ.get("OFA_TCMALLOC")
         if env is not None:

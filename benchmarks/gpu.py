@@ -491,7 +491,7 @@ def run(args, device, t_start: float, log) -> int:
     attempt("flex_parity", part_flex_parity, cfg, device, log)
     if "train" in res:
         # at most 60 % of what is left (compiling takes most of it): generation and the largest-batch searches
-        # need the rest (about 100 s on the H100 of 2026-11-26)
+        # need the rest (about 100 s on an H100)
         share = 0.6 * (deadline - time.perf_counter())
         attempt("variants", part_variants, cfg, device, log, res["train"]["flops_per_step"],
                 time.perf_counter() + share)

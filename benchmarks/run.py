@@ -65,7 +65,7 @@ UNITS = {"train_samples_per_s": "samples/s", "train_peak_rss_mb": "MB", "encoder
 LEAN_OPTIONS = "default,bf16,resnet_stage_checkpoint"
 # Leaner still, for more time: the encoder/decoder layers recomputed too (model.activation_checkpointing), which makes
 # the trunk's backward the peak, so the trunk's stages are cut finer (checkpoint_resnet_segments=[1, 2, 3]).
-# NOTES.md item 15: on the Intel machine of 2026-12-07 OFA-Tiny ~1.77-1.80 GB against ~1.88 GB at +5-10 % time.
+# On a 2-core Intel CPU: OFA-Tiny ~1.77-1.80 GB against ~1.88 GB, at +5-10 % time.
 LEANEST_OPTIONS = LEAN_OPTIONS + ",layer_checkpoint,fine_segments"
 LEAN_CONFIGS = {"lean": LEAN_OPTIONS, "leanest": LEANEST_OPTIONS}  # what train_rounds.py repeats
 TCMALLOC = "tcmalloc"  # environment placeholder, resolved by resolve_env()

@@ -17,7 +17,7 @@ from ofa_lightning.generation import GenerationConfig, generate
 from ofa_lightning.model import OFAConfig, OFAModel
 from ofa_lightning.tokenizer import OFATokenizer
 
-# OFA's instructions (OFA_REFERENCE §2; leading space, lower case).
+# OFA's instructions (OFA-Sys/OFA ``data/mm_data/*_dataset.py``; leading space, lower case).
 PROMPTS = {
     "caption": " what does the image describe?",
     "grounding": ' which region does the text " {text} " describe?',
@@ -25,7 +25,7 @@ PROMPTS = {
     "vqa": " {question}",
 }
 TEXT_TO_IMAGE_PROMPT = " what is the complete image? caption: {}"
-# Fine-tuning resolutions (§1.1): caption/VQA 480, RefCOCO 512.
+# Fine-tuning resolutions (OFA's run_scripts): caption/VQA 480, RefCOCO 512.
 IMAGE_SIZE = {"caption": 480, "vqa": 480, "grounding": 512, "grounded_caption": 480}
 
 
@@ -139,7 +139,7 @@ class OFA:
     @torch.no_grad()
     def generate_image(self, caption: str, vq: Any, reranker: Any = None, num_samples: int = 24, top_k: int = 256,
                        top_p: float = -1.0, temperature: float = 1.0, seed: int | None = 42) -> list[Any]:
-        """Text-to-image (OFA_REFERENCE §3): ``num_samples`` code grids sampled (top-k / top-p) from the code range,
+        """Text-to-image (OFA's ``tasks/mm_tasks/image_gen.py``): ``num_samples`` code grids sampled (top-k / top-p) from the code range,
         decoded with ``vq`` (a ``VQModel`` or its checkpoint path), reranked by CLIP when ``reranker`` is given (a
         ``ClipReranker`` or a local CLIP folder). Returns ``ImageSample`` s (``.image`` PIL, ``.codes``, ``.score``,
         ``.clip_score``), best first."""

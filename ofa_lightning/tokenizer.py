@@ -743,7 +743,8 @@ def _as_int_list(xs: Iterable[Any]) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# box quantisation (OFA_REFERENCE §2): bin = round(c / max_image_size * (num_bins - 1)), order x0 y0 x1 y1
+# box quantisation (OFA-Sys/OFA data/mm_data/refcoco_dataset.py):
+# bin = round(c / max_image_size * (num_bins - 1)), order x0 y0 x1 y1
 # ---------------------------------------------------------------------------------------------------------------
 def _check_box(box_xyxy: Any) -> list[float]:
     if hasattr(box_xyxy, "tolist"):

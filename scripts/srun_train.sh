@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Inside a SLURM allocation (salloc, or the body of scripts/sbatch_train.sbatch): srun starts one task per GPU on
-# every node; Lightning reads the SLURM environment (SLURMEnvironment) and spawns nothing (KIT_NOTES P2c).
+# every node; Lightning reads the SLURM environment (SLURMEnvironment) and spawns nothing.
 #
 #   salloc --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=10
 #   scripts/srun_train.sh experiment=pretrain_large

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-GPU / multi-node training with torchrun: one process per GPU, started from outside, so Lightning spawns
-# nothing and Hydra's run dir stays one per run (KIT_NOTES P2c). Run the same command on every node.
+# nothing and Hydra's run dir stays one per run. Run the same command on every node.
 #
 #   scripts/torchrun_train.sh experiment=caption_stage1_large module.init_from=ofa_large.pt          # 1 node
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 RUN_NAME=cap1 scripts/torchrun_train.sh experiment=...    # on node0

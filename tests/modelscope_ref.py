@@ -35,7 +35,7 @@ import torch
 
 OFA_PKG = "modelscope.models.multi_modal.ofa"
 
-# Tiny OFA (OFA_REFERENCE §1.1) with dropout off, in ModelScope's OFAConfig field names.
+# Tiny OFA (OFA's ofa_tiny_architecture) with dropout off, in ModelScope's OFAConfig field names.
 TINY_SIZE: dict[str, Any] = dict(
     vocab_size=59457,
     d_model=256,

@@ -1,4 +1,4 @@
-"""Bad input that the other suites did not already try (README "Reliability and bad input" lists every case and
+"""Bad input that the other suites did not already try (docs/reliability.md lists every case and
 the test of each): a truncated JPEG, non-UTF-8 text, an empty shard, an unreadable shard URL, a vocabulary that does
 not match the model; plus the skip counters reaching the logs."""
 from __future__ import annotations

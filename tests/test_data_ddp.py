@@ -152,7 +152,7 @@ class DDPRecorder(pl.LightningModule):
 
 
 # Lightning's ddp_spawn ranks fork their DataLoader worker after gloo's threads started: once in a few hundred runs the
-# fork inherits a held lock and the rank never returns (seen once on 2026-12-07). Bounded and retried, so such a hang
+# fork inherits a held lock and the rank never returns (rare). Bounded and retried, so such a hang
 # costs minutes, not the CI run; a real failure fails every attempt.
 @pytest.mark.timeout(240)
 @pytest.mark.flaky(reruns=2)

@@ -213,7 +213,7 @@ def test_every_family_covers_every_size():
 
 
 def test_ofa_hyperparameters_are_the_references(tmp_path):
-    """Spot checks against OFA_REFERENCE §4 (effective batch = micro x devices x accumulate)."""
+    """Spot checks against OFA's run_scripts (effective batch = micro x devices x accumulate)."""
     def c(name):
         return compose_config([f"experiment={name}"], tmp_path, tmp_path)
 

@@ -1,5 +1,5 @@
-"""Mixture sweeps: the sweep preset's dir / W&B-group logic, the DDP-under-multirun fix (KIT_NOTES P2: Lightning's
-launcher starts each job's ranks as plain runs into that job's dir), and (slow) a real 2-job multirun with
+"""Mixture sweeps: the sweep preset's dir / W&B-group logic, the DDP-under-multirun fix
+(Lightning-AI/pytorch-lightning#11617: Lightning's launcher starts each job's ranks as plain runs into that job's dir), and (slow) a real 2-job multirun with
 2-process gloo DDP per job: one run dir per job, one W&B run per job in one group, nothing duplicated."""
 from __future__ import annotations
 

@@ -660,7 +660,7 @@ def test_strict_mode_names_sample_and_field(tok):
 
 
 def test_yaml_only_task_on_real_shapes_shards(tok, tmp_path):
-    """The README's YAML-only task builds examples from the shards the shapes recipes write."""
+    """The docs' YAML-only task builds examples from the shards the shapes recipes write."""
     import json as _json
 
     import webdataset as wds

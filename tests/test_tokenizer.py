@@ -1,8 +1,8 @@
 """Tests for ofa_lightning.tokenizer.
 
 The parity tests compare against an independent GPT-2 BPE (tiktoken, built offline from encoder.json) mapped
-through dict.txt, which is exactly what OFA does. OFA's BPE files are found via $OFA_BPE_DIR, default
-<repo>/../shared/ofa_bpe; tests that need them are skipped when absent.
+through dict.txt, which is exactly what OFA does. OFA's BPE files are found via $OFA_BPE_DIR (the Makefile sets it);
+tests that need them are skipped when absent.
 """
 from __future__ import annotations
 

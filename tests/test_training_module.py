@@ -119,7 +119,7 @@ def batch_loss(module, batch) -> float:
 
 def test_fit_on_a_repeated_batch_overfits_and_uses_configured_schedule(monkeypatch):
     def forbidden(self):
-        raise AssertionError("estimated_stepping_batches must not be used (KIT_NOTES P8)")
+        raise AssertionError("estimated_stepping_batches must not be used (it drops the dataloader state on resume)")
 
     monkeypatch.setattr(pl.Trainer, "estimated_stepping_batches", property(forbidden))
     torch.manual_seed(0)

@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="project root: data/ and runs/ go here")
     # 500 scenes (400 train / 50 val / 50 test): each training scene comes back 3x as often as with 1,500 (each
     # question ~6 times in the 1,700 steps), which is what teaches "what color is the ...?" within the budget; with
-    # 1,500 scenes those questions stayed at chance, and with 600 the Intel machine's run fell short of VQA's margin
-    # (README "The demo").
+    # 1,500 scenes those questions stayed at chance (docs/tutorials/demo.md).
     parser.add_argument("--num-images", type=int, default=500, help="shapes scenes to generate (80/10/10 split)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the demo experiment, e.g. trainer.max_steps=50")
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> float | None:
     from ofa_lightning.training import hydra_ddp
     from ofa_lightning.training.run import train
 
-    # Lightning's DDP launcher starts this job's other ranks as plain runs into this job's dir (KIT_NOTES P2)
+    # Lightning's DDP launcher starts this job's other ranks as plain runs into this job's dir (training/hydra_ddp.py)
     hydra_ddp.install([f"run_name={hydra_ddp.quote_override(cfg.run_name)}"])
     with hydra_ddp.job_scope():
         metrics = train(cfg)

@@ -1,4 +1,5 @@
-"""Finite evaluation data that every rank walks in step and that covers each sample exactly once (KIT_NOTES P6).
+"""Finite evaluation data that every rank walks in step and that covers each sample exactly once (uneven ranks
+would hang in a collective).
 
 Two modes:
 

@@ -4,7 +4,7 @@ Why: on the 480 px caption path the JPEG decode is the largest single cost, and 
 getting its pixels out as an array (``np.array(image)``, ~0.4 ms for 640x480, PIL keeps RGB as 4-byte pixels and
 repacks them). ``torchvision.io.decode_jpeg`` decodes the same bytes with the same library straight into a uint8
 ``(3, H, W)`` tensor (a channels-last view, which is what torch's uint8 resize kernel wants), ~1.3 ms against PIL's
-~1.8 ms decode + copy (NOTES item 21). The pixels are equal to PIL's, bit for bit, for baseline, progressive,
+~1.8 ms decode + copy. The pixels are equal to PIL's, bit for bit, for baseline, progressive,
 optimised and 4:4:4 / 4:2:2 / 4:2:0 JPEGs (tests/test_jpeg.py checks them).
 
 The tasks' contract stays "a PIL image": :func:`open_image` returns a :class:`DecodedJpeg`, a real
@@ -20,8 +20,8 @@ route; greyscale, CMYK, PNG ... and any JPEG when torchvision's image library ca
 torchvision 0.29 deprecates its image decoders in favour of TorchCodec (a further dependency, built around FFmpeg)
 and warns on every call; :func:`_decode` silences that warning around each call (a global filter would not hold
 under pytest or ``-W error``, where the warning would turn every JPEG into a "corrupt image" skip). When a
-torchvision release drops ``decode_jpeg``, the import fails and every image goes through PIL again: slower (NOTES
-item 21), never different.
+torchvision release drops ``decode_jpeg``, the import fails and every image goes through PIL again: slower,
+never different.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The training stream: infinite, resampled, mixed per example, a pure function of where it starts.
 
-The batches of a rank are a pure function of ``(seed, rank, epoch, batch index within the epoch)`` (KIT_NOTES P8),
+The batches of a rank are a pure function of ``(seed, rank, epoch, batch index within the epoch)``,
 so a run resumed mid-epoch reads exactly the batches an uninterrupted run would have read:
 
 * batch ``b`` of an epoch belongs to *lane* ``b % W`` (W = DataLoader workers; a DataLoader hands out the workers'

@@ -1,4 +1,4 @@
-"""OFA's image transforms, box-aware (OFA_REFERENCE §2).
+"""OFA's image transforms, box-aware (OFA-Sys/OFA ``utils/transforms.py``).
 
 Every transform is called as ``image, target = t(image, target, rng)`` and :class:`Compose` threads the pair
 through a list of them. ``image`` is a PIL image until :class:`ToTensor`, a float tensor ``(3, H, W)`` after.

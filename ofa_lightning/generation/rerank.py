@@ -1,6 +1,7 @@
 """Text-to-image decoding: sample N code grids, decode them with the VQ tokenizer, rerank them with CLIP.
 
-OFA (OFA_REFERENCE §3): 24 independent samples per caption (top-k 256, temperature 1, exactly w² codes from the
+OFA (OFA-Sys/OFA ``tasks/mm_tasks/image_gen.py``): 24 independent samples per caption (top-k 256, temperature 1,
+exactly w² codes from the
 code range), VQGAN-decoded, reranked by CLIP ViT-B/16 image–text cosine similarity; the best is kept.
 
 :class:`ClipReranker` wraps transformers' ``CLIPModel`` — weights from a local folder
@@ -161,7 +162,7 @@ class ImageSample:
 
 def code_generation_config(num_codes: int, code_range: tuple[int, int], *, num_samples: int = 24, top_k: int = 256,
                            top_p: float = -1.0, temperature: float = 1.0, seed: int | None = 42):
-    """OFA's text-to-image sampling settings for ``num_codes`` codes from ``code_range`` (§3)."""
+    """OFA's text-to-image sampling settings for ``num_codes`` codes from ``code_range`` (OFA's image_gen task)."""
     from .settings import GenerationConfig
 
     return GenerationConfig.preset("text_to_image", beam_size=num_samples, sampling_topk=top_k, sampling_topp=top_p,

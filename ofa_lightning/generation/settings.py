@@ -1,4 +1,5 @@
-"""Decoding settings: one dataclass, named presets for OFA's tasks (OFA_REFERENCE §3).
+"""Decoding settings: one dataclass, named presets for OFA's tasks (OFA-Sys/OFA
+``run_scripts/*/evaluate_*.sh`` and ``models/sequence_generator.py``).
 
 Field names follow fairseq's generation arguments (``--beam``, ``--max-len-b``,
 ``--no-repeat-ngram-size``, ``--unnormalized``, ``--constraint-range`` ...) so
@@ -81,7 +82,7 @@ class GenerationConfig:
     # --- presets ---------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "GenerationConfig":
-        """OFA's decoding settings for a task (OFA_REFERENCE §3); kwargs override fields."""
+        """OFA's decoding settings for a task (its ``run_scripts/*/evaluate_*.sh``); kwargs override fields."""
         if name not in PRESETS:
             raise ValueError(f"unknown generation preset {name!r}; known: {', '.join(sorted(PRESETS))}")
         return replace(PRESETS[name], **overrides)

@@ -1,6 +1,6 @@
 """Shared machinery for DDP-safe metrics.
 
-Why this exists (KIT_NOTES P10): torchmetrics only all-gathers *tensor* states. Python strings kept in
+Why this exists (Lightning-AI/torchmetrics#538): torchmetrics only all-gathers *tensor* states. Python strings kept in
 list states are silently left rank-local, so every metric here stores its data as tensors:
 
 * strings become UTF-8 byte tensors plus a length tensor (:func:`encode_strings` / :func:`decode_strings`);

@@ -1,5 +1,5 @@
-"""Image-generation metrics through torchmetrics: CLIP score, FID and Inception Score (OFA_REFERENCE §5: text-to-image
-is reported as FID / IS on COCO with CLIP-reranked samples).
+"""Image-generation metrics through torchmetrics: CLIP score, FID and Inception Score (OFA paper, Sec. 4.1:
+text-to-image is reported as FID / IS on COCO with CLIP-reranked samples).
 
 Everything runs offline or not at all — weights always come from a path, nothing is downloaded:
 

@@ -1,4 +1,5 @@
-"""The OFA size catalogue: one dataclass, five named sizes (OFA_REFERENCE §1.1).
+"""The OFA size catalogue: one dataclass, five named sizes (OFA-Sys/OFA ``models/ofa/ofa.py``,
+``ofa_*_architecture``).
 
 Every architectural switch lives here so that a checkpoint's shape can be
 described by a config alone, litgpt-style: ``OFAConfig.from_name("tiny")``.
@@ -70,7 +71,7 @@ class OFAConfig:
     # (= true: keep each bottleneck's input) | "stages" (keep only a few segment inputs; least memory, same time)
     checkpoint_resnet: bool | str = False
     # "stages": the most blocks of stages 1, 2, 3 per recomputed segment. (1, 2, 3) holds ~45 MB less for OFA-Tiny
-    # when activation_checkpointing is on too (the trunk's backward is then the peak); more otherwise (NOTES item 15)
+    # when activation_checkpointing is on too (the trunk's backward is then the peak); more otherwise
     checkpoint_resnet_segments: list[int] = field(default_factory=lambda: [8, 8, 8])
     channels_last: bool = True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
     fold_batchnorm_inference: bool = True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)

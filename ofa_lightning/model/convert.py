@@ -1,6 +1,6 @@
 """Import OFA checkpoints: fairseq (OFA-Sys) and HF/ModelScope state dicts → :class:`OFAModel`.
 
-Our parameter names are OFA's fairseq names (OFA_REFERENCE §1.8), so a fairseq
+Our parameter names are OFA's fairseq names (OFA-Sys/OFA ``models/ofa/unify_transformer.py``), so a fairseq
 state dict copies over almost as is; the HF/ModelScope port renamed the
 NormFormer norms and the cross-attention, which are mapped back here. Every
 key is accounted for: loaded, rebuilt (bucket buffers), tied (output

@@ -1,4 +1,5 @@
-"""OFA's decoder, in text mode and in image-code mode (OFA_REFERENCE §1.5, §1.7).
+"""OFA's decoder, in text mode and in image-code mode (OFA-Sys/OFA ``models/ofa/unify_transformer.py``,
+``TransformerDecoder``).
 
 Text mode: 1-D positions, ``pos_ln`` and ``layernorm_embedding``, the 1-D
 relative table. Code mode (image infilling, text-to-image; per sample via
@@ -225,7 +226,7 @@ class Decoder(nn.Module):
         about 1.5× faster. The result is a transposed view (strides (1, rows)). Elsewhere, and
         in training, ``F.linear``: on an Intel CPU (MKL's own path) it is as fast and its
         contiguous rows spare the log-softmax that follows a transposed copy (OFA-Tiny beam
-        search 0.94 → 0.88 s per batch, 2026-12-07).
+        search 0.94 → 0.88 s per batch on an Intel CPU).
         """
         weight = self.embed_tokens.weight
         if vocab_ids is not None:

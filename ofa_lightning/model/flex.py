@@ -9,7 +9,7 @@ bias), were about half of an OFA-Base training step (``benchmarks/gpu_notes.md``
 
 FlexAttention forms the same scores inside one fused kernel, with nothing of size S × S in memory:
 
-* the absolute bias is a dot product ``pos_q · pos_kᵀ`` (OFA_REFERENCE §1.5), so it joins the attention's own
+* the absolute bias is a dot product ``pos_q · pos_kᵀ`` (OFA-Sys/OFA ``unify_transformer.py``), so it joins the attention's own
   product by concatenation along the head dimension: ``[q·scale ; pos_q] · [k ; pos_k]ᵀ = q·kᵀ·scale + pos_q·pos_kᵀ``
   (scale 1 in the kernel). Its gradient reaches ``pos_q`` / ``pos_k`` through the kernel's dq / dk;
 * the layer's relative bias is a lookup ``table[index[i, j], h]`` in ``score_mod``; the kernel's backward pass adds

@@ -19,7 +19,7 @@ run sat at the language prior (one constant box) for its first 500 steps. Two op
   ``ffn_layernorm`` before ``fc2``) start at gain ``g`` instead of 1 (:func:`encoder_branch_gain`), so each
   sub-layer adds less than the whole residual stream while attention is still unselective.
 
-Measured on the demo's shapes data (grounding alone, 500 steps, README "The demo"): Acc@0.5 0.017 (OFA's
+Measured on the demo's shapes data (grounding alone, 500 steps): Acc@0.5 0.017 (OFA's
 init) -> 0.087 (both) -> 0.157 (both, dropout 0). Checkpoints and converted OFA weights replace all of this.
 """
 from __future__ import annotations

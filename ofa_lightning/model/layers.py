@@ -1,8 +1,8 @@
-"""Pre-LN Transformer layers with NormFormer (OFA_REFERENCE §1.6).
+"""Pre-LN Transformer layers with NormFormer (OFA-Sys/OFA ``models/ofa/unify_transformer_layer.py``).
 
 Every attention and FFN sub-block is: LN → sublayer → extra LN (NormFormer)
 → dropout → drop-path → residual. Parameter names follow OFA's fairseq
-checkpoints (§1.8) so that conversion is a plain key copy.
+checkpoints so that conversion is a plain key copy.
 """
 from __future__ import annotations
 

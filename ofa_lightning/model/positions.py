@@ -1,4 +1,5 @@
-"""Position information of OFA (OFA_REFERENCE §1.5).
+"""Position information of OFA (OFA-Sys/OFA ``models/ofa/unify_transformer.py``:
+``make_token_bucket_position``, ``make_image_bucket_position``).
 
 OFA never adds positions to token inputs. Positions enter every attention as
 biases: a decoupled absolute bias (LN'd position embeddings through separate

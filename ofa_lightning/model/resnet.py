@@ -1,4 +1,4 @@
-"""OFA's image trunk: ResNet stages 1-3 from timm (OFA_REFERENCE §1.3).
+"""OFA's image trunk: ResNet stages 1-3 from timm (OFA-Sys/OFA ``models/ofa/resnet.py``).
 
 torchvision-style v1.5 Bottlenecks (stride on the 3×3 conv), stem conv7×7/2 +
 BN + ReLU + maxpool; no stage 4, pooling or classifier. Output stride 16 and
@@ -55,7 +55,7 @@ STAGES = ("layer1", "layer2", "layer3")
 CHECKPOINT_MODES = ("off", "blocks", "stages")
 # "stages" checkpointing: the most blocks of stages 1, 2 and 3 in one segment (a long stage, resnet101/152's stage 3,
 # is cut into several). Finer segments hold less during the trunk's backward pass but keep more segment inputs for the
-# whole backward pass; which wins depends on where the step's memory peak lies (benchmarks/NOTES.md item 15).
+# whole backward pass; which wins depends on where the step's memory peak lies (docs/benchmarks.md).
 STAGE_SEGMENT_BLOCKS = (8, 8, 8)
 
 

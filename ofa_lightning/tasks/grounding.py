@@ -16,7 +16,7 @@ Decoding: beam 5, exactly 4 tokens (min_len = max_len_b = 4), no_repeat_ngram 3.
 Option ``prompt_type`` (default ``none``, OFA's RefCOCO): ``prev_output`` also gives the decoder the source as a
 forced prefix, as OFA's VQA does; the loss stays on the 4 bins + EOS and evaluation forces the prefix, then decodes
 up to ``src_len + 4`` tokens and parses the first 4. The demo uses it: with ``none`` its from-scratch decoder drew the
-same box whatever the expression (README "The demo"). ``OFA.load`` reads it from the run's resolved config.
+same box whatever the expression (docs/tutorials/demo.md). ``OFA.load`` reads it from the run's resolved config.
 """
 from __future__ import annotations
 

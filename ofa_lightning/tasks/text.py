@@ -1,4 +1,5 @@
-"""Text cleaning, exactly as OFA's datasets do it (OFA_REFERENCE §2).
+"""Text cleaning, exactly as OFA's datasets do it (OFA-Sys/OFA ``data/ofa_dataset.py``,
+``pre_caption`` / ``pre_question``).
 
 * :func:`pre_caption` / :func:`pre_question` — OFA's ``OFADataset.pre_caption`` / ``pre_question``: lower-case;
   strip *leading* ``,.!?*#:;~``; ``-`` and ``/`` become spaces (captions also turn ``<person>`` into ``person``);

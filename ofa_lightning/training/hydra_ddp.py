@@ -1,4 +1,4 @@
-"""Lightning's DDP launcher under a Hydra multirun (KIT_NOTES §4 P2), fixed.
+"""Lightning's DDP launcher under a Hydra multirun (Lightning-AI/pytorch-lightning#11617), fixed.
 
 With ``strategy=ddp`` and several devices in one process tree, Lightning starts ranks 1..N-1 by re-running the
 script with ``sys.argv`` plus ``hydra.run.dir=<run.dir>``. In a multirun, ``sys.argv`` still holds ``-m`` and the

@@ -1,4 +1,5 @@
-"""OFA's training criterion: adjusted label-smoothed cross-entropy (OFA_REFERENCE §4, §2.2).
+"""OFA's training criterion: adjusted label-smoothed cross-entropy (OFA-Sys/OFA
+``criterions/label_smoothed_cross_entropy.py``).
 
 Per kept target token ``t`` with allowed set ``A_t`` (the whole vocabulary, a trie's next tokens, or the specials
 plus a token range) and example weight ``w`` (OFA's "conf", multiplying the log-probs)::

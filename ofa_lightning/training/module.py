@@ -12,11 +12,12 @@ them itself), and ``nonfinite.max_consecutive`` skips in a row stop the run with
 tasks of the batch (``guards.py``). Logged per step (rank-local, no collective): ``train/loss``, ``train/nll``,
 ``train/ntokens``, ``train/lr``, ``train/<task>/loss``, ``train/skipped_nonfinite``. The LR schedule length is the
 config's ``optim.max_steps`` (or the Trainer's configured ``max_steps``), never ``estimated_stepping_batches``
-(KIT_NOTES P8). Gradient clipping and precision are the Trainer's (``gradient_clip_val``, ``precision``).
+(reading it drops the stateful-dataloader state on resume, Lightning-AI/pytorch-lightning#20550). Gradient
+clipping and precision are the Trainer's (``gradient_clip_val``, ``precision``).
 
 Evaluation (validation and test): each batch is decoded the way its task says (``validation.py``), parsed with
 ``task.parse_prediction`` and fed to the task's metrics, kept per evaluation source in ``nn.ModuleDict`` s so they
-move with the module and sync across ranks (KIT_NOTES P10). At the end of the run ``<stage>/<source>/<metric>`` (and
+move with the module and sync across ranks (a plain list would do neither). At the end ``<stage>/<source>/<metric>`` (and
 ``<stage>/<source>/loss``) are logged, metrics reset, predictions gathered from all ranks, de-duplicated by id,
 kept in ``self.last_predictions`` and, with ``predictions_dir``, written by rank 0 as JSONL. ``<source>`` is the eval
 loader's mixture source name (``batch["source"]``), else the task name. With EMA on, evaluation runs on the averaged

@@ -1,4 +1,5 @@
-"""Optimiser, LR schedule and freezing, as OFA trains (OFA_REFERENCE §4).
+"""Optimiser, LR schedule and freezing, as OFA trains (OFA-Sys/OFA ``run_scripts/*/train_*.sh``:
+``--optimizer adam --lr-scheduler polynomial_decay``).
 
 * AdamW (fairseq ``adam`` with decoupled weight decay): betas (0.9, 0.999), eps 1e-8, weight decay 0.01 on *all*
   parameters as OFA does; ``exclude_norm_bias_from_decay`` puts 1-D parameters (norms, biases, head scales) in a
@@ -6,7 +7,8 @@
 * fairseq's ``polynomial_decay`` schedule: linear warm-up from 0 (``warmup_steps``, or ``warmup_ratio`` × max_steps,
   truncated as ``int(ratio * max_steps)``), then ``(peak − end_lr) · (1 − progress)^power + end_lr`` until
   ``max_steps``, ``end_lr`` after. The length is **config** (``max_steps``), never
-  ``trainer.estimated_stepping_batches`` (KIT_NOTES P8: touching it drops the stateful-dataloader state on resume).
+  ``trainer.estimated_stepping_batches`` (touching it drops the stateful-dataloader state on resume,
+  Lightning-AI/pytorch-lightning#20550).
 * Step semantics match fairseq: the LR after ``s`` finished updates is ``lr_at(s)``, and the first update runs at
   ``peak / warmup`` (fairseq's initial warm-up factor), so ``lr_at(0) = lr_at(1)`` when warming up.
 * Freezing: the shared token embedding (= the output projection; OFA's ``--freeze-encoder-embedding
@@ -118,7 +120,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_step
     """Per-update LambdaLR (use with ``interval="step"``); every group follows the schedule scaled to its own LR."""
     if max_steps is None or int(max_steps) <= 0:
         raise ValueError("the LR schedule needs a positive max_steps from the config (optim.max_steps or "
-                         "trainer.max_steps); it is never derived from the data loader (KIT_NOTES P8)")
+                         "trainer.max_steps); it is never derived from the data loader")
     max_steps = int(max_steps)
     if warmup_steps(cfg, max_steps) > max_steps:
         raise ValueError(f"warm-up ({warmup_steps(cfg, max_steps)} steps) is longer than max_steps={max_steps}")

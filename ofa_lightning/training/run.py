@@ -1,7 +1,7 @@
 """Assemble a run from a resolved Hydra config: tokenizer → DataModule → OFALitModule → Trainer.
 
 ``train(cfg)`` is what ``ofa-train`` calls (and what the tests call directly, LHT-style): every output goes
-under ``cfg.paths.output_dir`` (the Hydra run dir), never the working directory (KIT_NOTES P1).
+under ``cfg.paths.output_dir`` (the Hydra run dir), never the working directory (Hydra >= 1.2 does not chdir).
 """
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def _logger(cfg: DictConfig, run_dir: Path):
 
 def _finish_logger() -> None:
     """End the W&B run of this job (and wait for its log file) so the next multirun job starts its own
-    (KIT_NOTES P3)."""
+    (otherwise it reuses the live run)."""
     from ofa_lightning.training.tracking import finish_wandb
 
     finish_wandb()

@@ -1,4 +1,5 @@
-"""Self-critical sequence training (SCST) with a CIDEr-D reward: OFA's caption stage 2 (OFA_REFERENCE §4).
+"""Self-critical sequence training (SCST) with a CIDEr-D reward: OFA's caption stage 2 (OFA-Sys/OFA
+``criterions/scst_loss.py``, ``run_scripts/caption/train_caption_stage2.sh``).
 
 Per training batch (caption rows with their references in ``meta["reference"]``):
 

@@ -3,7 +3,7 @@
 * :func:`make_wandb_logger` — a ``WandbLogger`` whose run id lives in ``<run_dir>/wandb_id`` (a resumed job reuses
   it: ``id=…, resume="allow"``), whose files go under ``<run_dir>/wandb/`` and whose config is the resolved
   config (also dumped to ``<run_dir>/config_resolved.yaml``: parallel offline runs can lose config/summary,
-  KIT_NOTES P3). The mode is passed to ``wandb.init`` (never written to ``os.environ``, so one multirun job cannot
+  wandb/wandb#7227). The mode is passed to ``wandb.init`` (never written to ``os.environ``, so one multirun job cannot
   switch the next one offline).
 * :func:`finish_wandb` — ends the live run; call it in a ``finally`` at the end of every job, or the next job of a
   sequential multirun logs into this one's run (LHT #289).

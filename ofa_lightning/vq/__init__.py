@@ -1,7 +1,7 @@
 """VQ(GAN) image tokenizer: images ↔ discrete codes, compatible with taming-transformers checkpoints.
 
 OFA represents images to *generate* (image infilling, text-to-image) as the codes of taming's Gumbel-quantised
-f=8, 8,192-code VQGAN (OFA_REFERENCE §2.1). Plain PyTorch (no Lightning / Hydra), like ``ofa_lightning.model``::
+f=8, 8,192-code VQGAN (OFA-Sys/OFA ``models/taming``). Plain PyTorch (no Lightning / Hydra), like ``ofa_lightning.model``::
 
     from ofa_lightning.vq import VQModel
     vq = VQModel.from_taming("vqgan/last.ckpt", "vqgan/model.yaml")   # OFA's shipped tokenizer
