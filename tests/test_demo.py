@@ -30,7 +30,7 @@ def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
     logged = read_offline_run(run_dir)
     assert {"test/caption/cider", "test/vqa/vqa_acc", "test/grounding/acc"} <= set(logged["keys"])
     assert any(k.startswith("perf/samples_per_s") for k in logged["keys"])
-    assert any("grounding" in key for key in logged["tables"]) and logged["finished"]
+    assert any("grounding" in key for key in logged["tables"])
     assert (run_dir / "metrics.csv").is_file()
 
 

@@ -20,9 +20,9 @@ wandb = pytest.importorskip("wandb")
 
 from ofa_lightning.training.callbacks import (PredictionTables, ThroughputMonitor, batch_counts, box_iou,  # noqa: E402
                                               default_callbacks)
-from ofa_lightning.training.tracking import (MetricsFileLogger, finish_wandb, iter_wandb_records,  # noqa: E402
-                                             make_wandb_logger, read_metrics_csv, read_offline_run, read_run_id,
-                                             resolve_mode)
+from ofa_lightning.training.tracking import (MetricsFileLogger, finish_wandb, make_wandb_logger,  # noqa: E402
+                                             read_metrics_csv, read_offline_run, read_run_id, resolve_mode,
+                                             sweep_job_name)
 
 PAD = 1
 SRC_TOKENS, TGT_TOKENS = 5, 3       # non-pad tokens per row (source, target)
@@ -151,7 +151,7 @@ def _isolated_wandb(tmp_path, monkeypatch):
 
 def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("WANDB_DATA_DIR")  # let make_wandb_logger stage W&B artifacts in <run_dir>/wandb/data
+    monkeypatch.delenv("WANDB_DATA_DIR")  # let make_wandb_logger stage W&B's table files in the run's folder
     run_dir = tmp_path / "run"
     config = {"model": {"size": "tiny"}, "seed": 0, "blob": "x" * 40000}  # spans 2 blocks of the .wandb log
     logger = make_wandb_logger(run_dir, project="ofa-test", name="toy", group="g1", tags=["a", "b"],
@@ -164,13 +164,14 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
     trainer = fit(run_dir, logger, callbacks=[throughput, PredictionTables(run_dir=run_dir, max_rows=3)])
     assert trainer.global_step == 4
     assert wandb.run is not None and wandb.run.id == run_id
+    assert wandb.run.group == "g1" and list(wandb.run.tags) == ["a", "b"] and wandb.run.project == "ofa-test"
+    assert wandb.run.name == "toy" and wandb.run.config["model"] == {"size": "tiny"}
     assert finish_wandb() is True and wandb.run is None and finish_wandb() is False
+    assert "WANDB_DATA_DIR" not in os.environ  # set for the run's life only
 
     # ---- what the offline run holds
     run = read_offline_run(run_dir)
-    assert run["run_id"] == run_id and run["finished"] and run["exit_code"] == 0
-    assert os.path.dirname(run["dir"]) == str(run_dir / "wandb")
-    assert run["run"]["group"] == "g1" and run["run"]["tags"] == ["a", "b"] and run["run"]["project"] == "ofa-test"
+    assert run["run_id"] == run_id and os.path.dirname(run["dir"]) == str(run_dir / "wandb")
     assert run["config"]["model"] == {"size": "tiny"} and len(run["config"]["blob"]) == 40000
     assert [s for s, _ in run["values"]["val/toy/acc"]] == [1, 3]  # Lightning's logger step: global_step - 1
     assert [v for _, v in run["values"]["val/toy/acc"]] == [0.75, 0.75]  # k = 0..3: k == 3 wrong
@@ -183,14 +184,19 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
 
     tables = run["tables"]
     assert set(tables) == {"val/toy/predictions", "val/toybox/predictions"}
-    assert [t["step"] for t in tables["val/toy/predictions"]] == [1, 3]  # the step of the val metrics
+    assert len(tables["val/toy/predictions"]) == 2  # one per validation run
     toy = tables["val/toy/predictions"][-1]
     assert toy["columns"] == ["id", "image", "prompt", "prediction", "references", "score"]
     assert [r[0] for r in toy["data"]] == ["toy-0", "toy-1", "toy-2"]  # max_rows=3, pad row left out
-    image = toy["data"][0][1]  # the full table, from the run_table artifact staged in <run_dir>/wandb/data
-    assert image["_type"] == "image-file" and toy["data"][0][2] == "w10 w11 w12 w13 w14"
-    assert toy["artifact_table"].startswith(str(run_dir / "wandb" / "data"))
-    assert os.path.isfile(toy["media"][image["path"]])
+    image = toy["data"][0][1]  # the full table W&B staged for `wandb sync`, with its image cells
+    assert toy["staged_table"] and image["_type"] == "image-file" and toy["data"][0][2] == "w10 w11 w12 w13 w14"
+    # the run's folder is self-contained: every file a logged table references was staged inside it
+    for entries in tables.values():
+        for entry in entries:
+            assert entry["media"] and all(f is not None and f.startswith(run["dir"] + os.sep)
+                                          for f in entry["media"].values()), entry["media"]
+    assert image["path"] in toy["media"]
+    assert not (run_dir / "wandb" / "data").exists()
     assert [r[3] for r in toy["data"]] == ["cat", "dog", "cat"] and [r[5] for r in toy["data"]] == [1.0] * 3
     box_rows = tables["val/toybox/predictions"][-1]["data"]
     image = box_rows[1][1]  # k = 1: a predicted box (k = 0 predicts NaNs: reference box only)
@@ -229,28 +235,44 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
     assert both["run_id"] == run_id and len(both["dirs"]) == 2
     assert all(d.endswith("-" + run_id) for d in both["dirs"])
     assert [s for s, _ in both["values"]["val/toy/acc"]] == [1, 3, 1]
-    latest = read_offline_run(run_dir, segments="latest")
-    assert latest["dir"] == both["dirs"][-1] and [s for s, _ in latest["values"]["val/toy/acc"]] == [1]
+    assert len(both["tables"]["val/toy/predictions"]) == 3
+    assert all(f.startswith(both["dirs"][-1]) for f in both["tables"]["val/toy/predictions"][-1]["media"].values())
     csv_rows = read_metrics_csv(run_dir / "metrics.csv")  # appended, not truncated
     assert [r["step"] for r in csv_rows if r["key"] == "val/toy/acc"] == [1, 3, 1]
     assert wandb.run is None
 
 
-def test_wandb_file_framing(tmp_path):
-    """The reader rebuilds records split over 32 KiB blocks and stops cleanly at a truncated tail."""
-    run = wandb.init(project="p", dir=str(tmp_path), id="framing1", mode="offline",
-                     config={"big": "y" * 100_000})
-    run.log({"a": 1.5})
-    run.finish()
-    path = next(tmp_path.glob("wandb/offline-run-*-framing1/run-framing1.wandb"))
-    kinds = [r.WhichOneof("record_type") for r in iter_wandb_records(path)]
-    assert kinds[0] == "header" and kinds[-1] == "exit" and "history" in kinds
-    out = read_offline_run(tmp_path)
-    assert out["run_id"] == "framing1" and len(out["config"]["big"]) == 100_000 and out["values"]["a"] == [(0, 1.5)]
-    data = path.read_bytes()
-    path.write_bytes(data[: 40_000])  # mid-record: the config record spans the first block boundary
-    partial = list(iter_wandb_records(path))
-    assert 0 < len(partial) < len(kinds) and partial[0].WhichOneof("record_type") == "header"
+def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
+    """In a Hydra multirun job the W&B run is named by the job's overrides, not the (shared) run name."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from ofa_lightning.paths import CONF_DIR
+
+    assert sweep_job_name() is None  # no Hydra job
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["mixture=caption_only", "seed=1"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.job.override_dirname = "mixture=caption_only,seed=1"  # what Hydra sets per job
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert sweep_job_name() == "mixture=caption_only,seed=1"
+        make_wandb_logger(tmp_path / "job", name="same_for_every_job", mode="offline").experiment
+        assert wandb.run.name == "mixture=caption_only,seed=1"
+        finish_wandb()
+        OmegaConf.set_readonly(cfg.hydra, False)  # set_config made it read-only
+        with open_dict(cfg):
+            cfg.hydra.mode = RunMode.RUN
+        HydraConfig.instance().set_config(cfg)
+        assert sweep_job_name() is None
+    finally:
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
 
 
 def test_throughput_data_wait_flops_and_no_wandb(tmp_path):

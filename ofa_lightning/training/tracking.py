@@ -1,42 +1,35 @@
-"""W&B set-up that survives Hydra multiruns, resumes and offline machines, plus a reader for offline runs.
+"""W&B set-up that survives Hydra multiruns, resumes and offline machines, plus a reader for what a run logged.
 
 * :func:`make_wandb_logger` — a ``WandbLogger`` whose run id lives in ``<run_dir>/wandb_id`` (a resumed job reuses
   it: ``id=…, resume="allow"``), whose files go under ``<run_dir>/wandb/`` and whose config is the resolved
-  config (also dumped to ``<run_dir>/config_resolved.yaml``: parallel offline runs can lose config/summary,
-  wandb/wandb#7227). The mode is passed to ``wandb.init`` (never written to ``os.environ``, so one multirun job cannot
-  switch the next one offline).
+  config (also dumped to ``<run_dir>/config_resolved.yaml``). The mode is passed to ``wandb.init`` (never written
+  to ``os.environ``, so one multirun job cannot switch the next one offline). A job of a Hydra multirun is named
+  by its overrides (``mixture=caption_only,seed=1``, Hydra's ``hydra.job.override_dirname``). Files W&B stages for
+  logged tables (the full table, its images) are kept inside the run's ``[offline-]run-<ts>-<id>/`` folder, so
+  that folder alone is what ``wandb sync`` needs.
 * :func:`finish_wandb` — ends the live run; call it in a ``finally`` at the end of every job, or the next job of a
   sequential multirun logs into this one's run (LHT #289).
 * :class:`MetricsFileLogger` — a Lightning logger that appends every logged scalar to ``<run_dir>/metrics.csv``
   (``step,key,value`` rows) and ``<run_dir>/metrics.jsonl`` (one object per log call); rank 0 only. The
   ``PredictionTables`` callback attaches one when the Trainer has none, so these files exist with or without W&B.
-* :func:`read_offline_run` — what a run wrote locally (history, summary, config, tables), parsed from the
-  ``run-<id>.wandb`` transaction log, so tests and notebooks can check it without the W&B service.
-
-The ``.wandb`` file (wandb 0.31 ``wandb-core``; the same layout older Python SDKs wrote): a 7-byte header
-(``b":W&B"``, uint16 ``0xBEE1``, uint8 version 0), then LevelDB-log framing in 32 KiB blocks — each chunk has a
-7-byte header (uint32 CRC-32 of the type byte + payload, uint16 length, uint8 type: 1 full, 2 first, 3 middle,
-4 last), a block tail shorter than 7 bytes is zero padding — and each reassembled payload is one serialised
-``wandb.proto.wandb_internal_pb2.Record`` (``header``, ``run``, ``history``, ``summary``, ``config``, ``files``,
-``artifact``, ``telemetry``, ``stats``, ``output_raw``, ``exit``, …). wandb 0.31 no longer ships the Python
-``DataStore`` reader, hence the small reader here.
+* :func:`read_offline_run` — what a run logged, read from files it wrote in the open: ``metrics.jsonl`` (the same
+  keys and steps W&B got), ``config_resolved.yaml``, and each W&B run folder's ``files/`` and staged table files.
+  W&B's own ``run-<id>.wandb`` transaction log is a private format and is not parsed.
 """
 from __future__ import annotations
 
+import base64
 import csv
-import glob
+import hashlib
 import json
 import logging
 import netrc
 import os
 import re
-import struct
 import sys
 import time
-import zlib
 from argparse import Namespace
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -46,6 +39,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 __all__ = [
     "make_wandb_logger",
+    "sweep_job_name",
     "resolve_mode",
     "has_wandb_credentials",
     "read_run_id",
@@ -55,8 +49,8 @@ __all__ = [
     "logger_step",
     "MetricsFileLogger",
     "read_metrics_csv",
+    "read_metrics_jsonl",
     "find_wandb_runs",
-    "iter_wandb_records",
     "read_offline_run",
 ]
 
@@ -85,29 +79,21 @@ def resolve_mode(mode: str | None) -> str:
     """``offline`` | ``online`` | ``disabled`` for a requested mode. ``auto``: ``WANDB_MODE`` if it says offline or
     disabled, else online when credentials exist (:func:`has_wandb_credentials`), else offline. ``dryrun`` is
     offline; None is offline."""
-    mode = (mode or "offline").strip().lower()
-    if mode == "dryrun":
-        return "offline"
+    mode = (mode or "offline").strip().lower().replace("dryrun", "offline")
     if mode not in MODES:
         raise ValueError(f"W&B mode must be one of {MODES}, got {mode!r}")
     if mode != "auto":
         return mode
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env in ("offline", "dryrun"):
-        return "offline"
-    if env == "disabled":
-        return "disabled"
+    env = os.environ.get("WANDB_MODE", "").strip().lower().replace("dryrun", "offline")
+    if env in ("offline", "disabled"):
+        return env
     return "online" if has_wandb_credentials() else "offline"
 
 
 def read_run_id(run_dir: str | os.PathLike) -> str | None:
     """The W&B run id stored in ``<run_dir>/wandb_id`` (None when absent or empty)."""
     path = Path(run_dir) / RUN_ID_FILE
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return value or None
+    return (path.read_text(encoding="utf-8").strip() or None) if path.is_file() else None
 
 
 def write_run_id(run_dir: str | os.PathLike, run_id: str) -> Path:
@@ -120,27 +106,17 @@ def write_run_id(run_dir: str | os.PathLike, run_id: str) -> Path:
 
 
 def _new_run_id() -> str:
-    try:
-        from wandb.sdk.lib.runid import generate_id
+    from wandb.sdk.lib.runid import generate_id
 
-        return generate_id()
-    except ImportError:  # pragma: no cover - other wandb layouts
-        import secrets
-        import string
-
-        alphabet = string.ascii_lowercase + string.digits
-        return "".join(secrets.choice(alphabet) for _ in range(8))
+    return generate_id()
 
 
 def _plain(config: Any) -> Any:
     """A plain (resolved) container of a DictConfig / Namespace / Mapping."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(config, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(config, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(config, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(config, resolve=True)
     if isinstance(config, Namespace):
         return vars(config)
     return config
@@ -174,6 +150,18 @@ def _rank() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ logger
+def sweep_job_name() -> str | None:
+    """In a job of a Hydra multirun: its overrides as one name (``hydra.job.override_dirname``, e.g.
+    ``mixture=caption_only,seed=1``; keys listed in ``hydra.job.config.override_dirname.exclude_keys`` left out).
+    None outside a multirun or when the job has no override."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return str(HydraConfig.get().job.override_dirname or "") or None
+
+
 def make_wandb_logger(
     run_dir: str | os.PathLike,
     project: str = "ofa-lightning",
@@ -183,14 +171,15 @@ def make_wandb_logger(
     mode: str | None = "offline",
     resume_id: str | None = None,
     config: Mapping[str, Any] | None = None,
-    data_dir: str | os.PathLike | None = None,
     **wandb_kwargs: Any,
 ):
     """A ``WandbLogger`` for one run dir (or None when the resolved mode is ``disabled``).
 
     Args:
         run_dir: the job's output dir (Hydra run dir). W&B writes ``<run_dir>/wandb/{offline-,}run-<ts>-<id>/``.
-        project, name, group, tags: the W&B run's; ``name`` defaults to the run dir's name.
+        project, name, group, tags: the W&B run's. The name is, in order: the job's overrides in a Hydra
+            multirun (:func:`sweep_job_name`; the jobs of a sweep would otherwise share one name), ``name``, the
+            run dir's name.
         mode: ``offline`` (default), ``online``, ``auto`` (see :func:`resolve_mode`) or ``disabled``.
         resume_id: force this run id; else the one in ``<run_dir>/wandb_id``; else a new one. The id is written
             to ``<run_dir>/wandb_id`` (rank 0), so restarting a job in the same run dir continues its W&B run
@@ -198,13 +187,11 @@ def make_wandb_logger(
             (``wandb sync`` them in order).
         config: the resolved config; logged as the run's config (``wandb.init(config=…)``, i.e. when the run
             starts) and dumped to ``<run_dir>/config_resolved.yaml`` right away (also in ``disabled`` mode).
-        data_dir: W&B's data dir (``WANDB_DATA_DIR``), where logged tables and their images are staged as
-            artifacts until ``wandb sync`` (offline runs keep them there; default ``~/.local/share/wandb``).
-            Default: ``<run_dir>/wandb/data``, so a run dir holds everything ``wandb sync`` needs; a
-            ``WANDB_DATA_DIR`` set by the user before is left alone. This sets ``os.environ["WANDB_DATA_DIR"]``
-            (W&B reads it when a table is logged); the next ``make_wandb_logger`` call moves it to its run dir.
         wandb_kwargs: more ``wandb.init`` / ``WandbLogger`` arguments (``settings``, ``job_type``, ``notes``, …).
 
+    Logged tables: W&B copies a table and its images into its data dir (``WANDB_DATA_DIR``) for ``wandb sync`` to
+    upload. When the run starts, ``WANDB_DATA_DIR`` is pointed at the run's own folder (``<folder>/artifacts/
+    staging/``), so copying or syncing that folder keeps the images; a ``WANDB_DATA_DIR`` the user set is kept.
     The run itself starts lazily (first use of ``logger.experiment``, normally in ``trainer.fit``), on rank 0 only.
     """
     run_dir = Path(run_dir)
@@ -219,13 +206,22 @@ def make_wandb_logger(
 
     from pytorch_lightning.loggers import WandbLogger
 
+    class RunFolderWandbLogger(WandbLogger):
+        """Stages logged tables' files inside the run's own folder once the run exists."""
+
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            run = WandbLogger.experiment.fget(self)
+            _stage_in_run_folder(run)
+            return run
+
     run_id = resume_id or read_run_id(run_dir) or _new_run_id()
     if _rank() == 0 and read_run_id(run_dir) != run_id:
         write_run_id(run_dir, run_id)
     (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    _set_data_dir(Path(data_dir) if data_dir is not None else run_dir / "wandb" / "data")
     init: dict[str, Any] = {
-        "name": name or run_dir.name,
+        "name": sweep_job_name() or name or run_dir.name,
         "project": project,
         "save_dir": str(run_dir),
         "id": run_id,
@@ -239,87 +235,55 @@ def make_wandb_logger(
     if plain is not None:
         init["config"] = json.loads(json.dumps(plain, default=str))
     init.update(wandb_kwargs)
-    logger = WandbLogger(**init)
+    logger = RunFolderWandbLogger(**init)
     if getattr(logger, "_wandb_init", {}).get("anonymous", False) is None:
         logger._wandb_init.pop("anonymous")  # wandb 0.31 warns about the (unused) argument even when None
-    log.info("W&B %s run %s under %s", resolved, run_id, run_dir / "wandb")
+    log.info("W&B %s run %s (%s) under %s", resolved, run_id, init["name"], run_dir / "wandb")
     return logger
 
 
 _DATA_DIR_SET: str | None = None  # the WANDB_DATA_DIR this module set (a user's own value is never replaced)
 
 
-def _set_data_dir(path: Path) -> None:
+def _stage_in_run_folder(run: Any) -> None:
+    """Point ``WANDB_DATA_DIR`` (read by W&B each time it stages a file) at the live run's folder."""
     global _DATA_DIR_SET
     current = os.environ.get("WANDB_DATA_DIR")
     if current and current != _DATA_DIR_SET:
         return
-    path.mkdir(parents=True, exist_ok=True)
-    _DATA_DIR_SET = os.environ["WANDB_DATA_DIR"] = str(path)
-
-
-def finish_wandb(exit_code: int | None = None, wait_s: float = 10.0) -> bool:
-    """``wandb.finish()`` when a run is live (True) — end every (multirun) job with it. Never imports wandb.
-
-    wandb-core writes the ``.wandb`` transaction log asynchronously: ``wandb.finish()`` can return before the last
-    records are on disk. Up to ``wait_s`` seconds are spent waiting for the run's ``exit`` record, so the files are
-    complete for ``wandb sync``, :func:`read_offline_run` or the next job (0: do not wait)."""
-    wandb = sys.modules.get("wandb")
-    run = getattr(wandb, "run", None) if wandb is not None else None
-    if run is None:
-        return False
-    log_file = None
     try:
         folder = Path(run.dir).parent  # run.dir is <…>/[offline-]run-<ts>-<id>/files
-        log_file = next(iter(sorted(folder.glob("run-*.wandb"))), None) or folder / f"run-{run.id}.wandb"
-    except Exception:  # pragma: no cover - a disabled or odd run
-        pass
+    except (AttributeError, TypeError):  # a disabled run has no folder
+        return
+    if current != str(folder):
+        _DATA_DIR_SET = os.environ["WANDB_DATA_DIR"] = str(folder)
+
+
+def finish_wandb(exit_code: int | None = None) -> bool:
+    """``wandb.finish()`` when a run is live (True) — end every (multirun) job with it. Never imports wandb.
+    A ``WANDB_DATA_DIR`` set by :func:`make_wandb_logger` is unset again."""
+    global _DATA_DIR_SET
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if _DATA_DIR_SET is not None and os.environ.get("WANDB_DATA_DIR") == _DATA_DIR_SET:
+        del os.environ["WANDB_DATA_DIR"]
+    _DATA_DIR_SET = None
+    if run is None:
+        return False
     wandb.finish(exit_code=exit_code)
-    if log_file is not None and wait_s > 0:
-        _wait_for_exit(Path(log_file), wait_s)
     return True
-
-
-def _wait_for_exit(path: Path, wait_s: float) -> bool:
-    deadline, size = time.monotonic() + wait_s, -1
-    while time.monotonic() < deadline:
-        try:
-            now = path.stat().st_size
-        except OSError:
-            now = -1
-        if now != size and now > 0:
-            size = now
-            try:
-                last = None
-                for last in iter_wandb_records(path):
-                    pass
-                if last is not None and last.WhichOneof("record_type") == "exit":
-                    return True
-            except (OSError, ValueError):
-                pass
-        time.sleep(0.05)
-    log.warning("W&B: no exit record in %s after %.0f s", path, wait_s)
-    return False
 
 
 # ------------------------------------------------------------------------------------------------ metrics files
 def _scalar(value: Any) -> float | None:
-    if hasattr(value, "numel") and hasattr(value, "item"):
-        if value.numel() != 1:
-            return None
-        value = value.item()
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:  # numpy scalars
-        import numpy as np
+    """A one-element tensor / numpy scalar / bool / number as a float; None for anything else."""
+    import numpy as np
 
-        if isinstance(value, np.generic) and value.size == 1:
-            return float(value)
-    except ImportError:  # pragma: no cover
-        pass
-    return None
+    if hasattr(value, "numel") and hasattr(value, "item"):
+        value = value.item() if value.numel() == 1 else None
+    if isinstance(value, np.generic) and value.size == 1:
+        value = value.item()
+    return float(value) if isinstance(value, (bool, int, float)) else None
 
 
 class MetricsFileLogger(Logger):
@@ -339,33 +303,11 @@ class MetricsFileLogger(Logger):
         super().__init__()
         self._run_dir = Path(run_dir)
 
-    @property
-    def name(self) -> str:
-        return ""
-
-    @property
-    def version(self) -> str:
-        return ""
-
-    @property
-    def save_dir(self) -> str:
-        return str(self._run_dir)
-
-    @property
-    def root_dir(self) -> str:
-        return str(self._run_dir)
-
-    @property
-    def log_dir(self) -> str:
-        return str(self._run_dir)
-
-    @property
-    def csv_path(self) -> Path:
-        return self._run_dir / self.CSV_NAME
-
-    @property
-    def jsonl_path(self) -> Path:
-        return self._run_dir / self.JSONL_NAME
+    name = property(lambda self: "")
+    version = property(lambda self: "")
+    save_dir = root_dir = log_dir = property(lambda self: str(self._run_dir))
+    csv_path = property(lambda self: self._run_dir / self.CSV_NAME)
+    jsonl_path = property(lambda self: self._run_dir / self.JSONL_NAME)
 
     @property
     @rank_zero_experiment
@@ -408,63 +350,24 @@ def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-# ------------------------------------------------------------------------------------------------ offline reader
-_HEADER = struct.Struct("<4sHB")
-_CHUNK = struct.Struct("<IHB")
-_BLOCK = 32768
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The objects of a ``metrics.jsonl`` (``{"step", "time", <key>: value, …}`` per log call); a torn last line
+    (a run killed mid-write) is left out with a log line."""
+    rows = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            log.warning("%s:%d: not JSON, left out", path, number)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ reader
 _RUN_DIR_RE = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
-
-
-def iter_wandb_records(path: str | os.PathLike, check_crc: bool = True) -> Iterator[Any]:
-    """The ``wandb_internal_pb2.Record`` s of a ``.wandb`` file, in order. A truncated tail (a live run) or a
-    chunk with a bad checksum ends the iteration (with a log line) rather than raising."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = Path(path).read_bytes()
-    if len(data) < _HEADER.size:
-        return
-    ident, magic, version = _HEADER.unpack_from(data, 0)
-    if ident != b":W&B" or magic != 0xBEE1:
-        raise ValueError(f"{path}: not a W&B transaction log (header {ident!r} {magic:#x})")
-    pos, parts = _HEADER.size, []
-    while pos < len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _CHUNK.size:  # block trailer: zero padding
-            pos += left
-            continue
-        if pos + _CHUNK.size > len(data):
-            break
-        crc, length, kind = _CHUNK.unpack_from(data, pos)
-        start, end = pos + _CHUNK.size, pos + _CHUNK.size + length
-        if kind == 0 and length == 0:  # padding inside a pre-allocated block
-            pos = end
-            continue
-        if end > len(data):
-            log.info("%s: truncated record at byte %d (run still live?)", path, pos)
-            break
-        payload = data[start:end]
-        if check_crc and zlib.crc32(payload, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
-            log.warning("%s: checksum mismatch at byte %d; stopping", path, pos)
-            break
-        pos = end
-        if kind == _FULL:
-            parts = [payload]
-        elif kind == _FIRST:
-            parts = [payload]
-            continue
-        elif kind == _MIDDLE:
-            parts.append(payload)
-            continue
-        elif kind == _LAST:
-            parts.append(payload)
-        else:
-            log.warning("%s: unknown chunk type %d at byte %d; stopping", path, kind, pos)
-            break
-        record = pb.Record()
-        record.ParseFromString(b"".join(parts))
-        parts = []
-        yield record
+_TABLE_FILE_RE = re.compile(r"^media/table/(?P<key>.+)_(?P<step>\d+)_[0-9a-f]+\.table\.json$")
 
 
 def find_wandb_runs(run_dir: str | os.PathLike, run_id: str | None = None) -> list[Path]:
@@ -482,192 +385,111 @@ def find_wandb_runs(run_dir: str | os.PathLike, run_id: str | None = None) -> li
     return [p for _, _, p in sorted(found)]
 
 
-def _item_key(item: Any) -> list[str]:
-    return list(item.nested_key) if len(item.nested_key) else [item.key]
-
-
-def _set_nested(target: dict[str, Any], keys: list[str], value: Any) -> None:
-    for k in keys[:-1]:
-        nxt = target.get(k)
-        if not isinstance(nxt, dict):
-            nxt = target[k] = {}
-        target = nxt
-    target[keys[-1]] = value
-
-
-def _json(value_json: str) -> Any:
-    try:
-        return json.loads(value_json)
-    except ValueError:
-        return value_json
-
-
-_TABLE_TYPES = ("table-file", "incremental-table-file", "partitioned-table", "joined-table")
-
-
-def _read_segment(folder: Path) -> dict[str, Any]:
-    files = sorted(folder.glob("run-*.wandb"))
-    out: dict[str, Any] = {"dir": str(folder), "wandb_file": str(files[0]) if files else None, "history": [],
-                           "summary": {}, "config": {}, "records": Counter(), "run": {}, "exit_code": None,
-                           "finished": False, "artifacts": {}}
-    if not files:
-        return out
-    for record in iter_wandb_records(files[0]):
-        kind = record.WhichOneof("record_type")
-        out["records"][kind] += 1
-        if kind == "run":
-            run = record.run
-            out["run"] = {"run_id": run.run_id, "project": run.project, "entity": run.entity,
-                          "display_name": run.display_name, "group": run.run_group, "job_type": run.job_type,
-                          "tags": list(run.tags), "notes": run.notes}
-            for item in run.config.update:
-                _set_nested(out["config"], _item_key(item), _json(item.value_json))
-        elif kind == "config":
-            for item in record.config.update:
-                _set_nested(out["config"], _item_key(item), _json(item.value_json))
-            for item in record.config.remove:
-                out["config"].pop(_item_key(item)[0], None)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _set_nested(row, _item_key(item), _json(item.value_json))
-            out["history"].append(row)
-        elif kind == "summary":
-            for item in record.summary.update:
-                _set_nested(out["summary"], _item_key(item), _json(item.value_json))
-            for item in record.summary.remove:
-                out["summary"].pop(_item_key(item)[0], None)
-        elif kind == "artifact":
-            art = record.artifact
-            contents = {c.path: c.local_path for c in art.manifest.contents}
-            for client_id in (art.client_id, art.sequence_client_id):
-                if client_id:
-                    out["artifacts"][client_id] = contents
-        elif kind == "exit":
-            out["finished"] = True
-            out["exit_code"] = record.exit.exit_code
-    return out
-
-
-def _artifact_file(ref: Any, artifacts: Mapping[str, Mapping[str, str]]) -> tuple[dict[str, str], str | None]:
-    """(manifest contents, local path of the referenced file) of a ``wandb-client-artifact://<client id>[:alias]/
-    <path>`` reference."""
-    if not isinstance(ref, str) or not ref.startswith("wandb-client-artifact://"):
-        return {}, None
-    client, _, name = ref[len("wandb-client-artifact://"):].partition("/")
-    contents = dict(artifacts.get(client.split(":", 1)[0], {}))
-    return contents, contents.get(name)
-
-
-def _tables(history: list[dict[str, Any]], folders: list[Path],
-            artifacts: Mapping[str, Mapping[str, str]]) -> dict[str, list[dict[str, Any]]]:
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for row in history:
-        for key, value in row.items():
-            if not (isinstance(value, dict) and value.get("_type") in _TABLE_TYPES and value.get("path")):
+def _staged_files(folder: Path) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, str]]:
+    """The tables W&B staged in ``folder`` (mtime, content) and ``{sha256 hex | base64 MD5: path}`` of every staged
+    file (images are referenced by SHA-256, class maps by base64 MD5)."""
+    tables, by_digest = [], {}
+    for path in sorted((folder / "artifacts" / "staging").glob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        by_digest[hashlib.sha256(data).hexdigest()] = str(path)
+        by_digest[base64.b64encode(hashlib.md5(data).digest()).decode()] = str(path)
+        if data[:1] == b"{":
+            try:
+                content = json.loads(data)
+            except ValueError:
                 continue
-            entry: dict[str, Any] = {"path": None, "step": row.get("trainer/global_step", row.get("_step")),
-                                     "columns": None, "data": None, "ncols": value.get("ncols"),
-                                     "nrows": value.get("nrows"), "media": {}}
-            for folder in reversed(folders):  # the run's copy (media cells reduced to their type name)
-                candidate = folder / "files" / value["path"]
-                if candidate.is_file():
-                    entry["path"] = str(candidate)
-                    try:
-                        content = json.loads(candidate.read_text(encoding="utf-8"))
-                        entry["columns"], entry["data"] = content.get("columns"), content.get("data")
-                    except (OSError, ValueError):
-                        pass
-                    break
-            # the full table (media cells as dicts) and its media: the staged files of the run_table artifact
-            contents, full = _artifact_file(value.get("artifact_path"), artifacts)
-            if full is None:
-                contents, full = _artifact_file(value.get("_latest_artifact_path"), artifacts)
-            if full is not None and os.path.isfile(full):
-                try:
-                    content = json.loads(Path(full).read_text(encoding="utf-8"))
-                    entry["columns"], entry["data"] = content.get("columns"), content.get("data")
-                    entry["artifact_table"] = full
-                    entry["media"] = {p: lp for p, lp in contents.items() if not p.endswith(".table.json")}
-                except (OSError, ValueError):
-                    pass
-            tables.setdefault(key, []).append(entry)
+            if isinstance(content, dict) and "columns" in content and "data" in content:
+                tables.append((path.stat().st_mtime, content))
+    return sorted(tables, key=lambda t: t[0]), by_digest
+
+
+def table_media(data: list[list[Any]], by_digest: Mapping[str, str]) -> dict[str, str | None]:
+    """``{referenced path: staged file or None}`` for every file the cells of a table reference (images by
+    ``sha256``, their class maps by ``digest``)."""
+    media: dict[str, str | None] = {}
+
+    def visit(cell: Any) -> None:
+        if isinstance(cell, dict):
+            if isinstance(cell.get("path"), str) and (cell.get("sha256") or cell.get("digest")):
+                media[cell["path"]] = by_digest.get(cell.get("sha256") or cell.get("digest"))
+            for value in cell.values():
+                visit(value)
+        elif isinstance(cell, list):
+            for value in cell:
+                visit(value)
+
+    visit(data)
+    return media
+
+
+def _folder_tables(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """``{key: [table, …]}`` of one run folder, by step: W&B's copy under ``files/`` (media cells reduced to their
+    type name, e.g. ``"Image"``), replaced by the full staged table (cells such as ``{"_type": "image-file",
+    "path", "boxes", …}``) when one with the same columns and ids was staged."""
+    staged, by_digest = _staged_files(folder)
+    found = []
+    for path in (folder / "files" / "media" / "table").rglob("*.table.json"):
+        m = _TABLE_FILE_RE.match(path.relative_to(folder / "files").as_posix())
+        if m:
+            found.append((int(m["step"]), m["key"], path))
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for step, key, path in sorted(found, key=lambda f: (f[0], f[1])):
+        content = json.loads(path.read_text(encoding="utf-8"))
+        entry = {"path": str(path), "step": step, "columns": content.get("columns"), "data": content.get("data"),
+                 "staged_table": None, "media": {}}
+        ids = [row[0] for row in entry["data"] or []]
+        for i, (_, full) in enumerate(staged):
+            if full["columns"] == entry["columns"] and [row[0] for row in full["data"]] == ids:
+                entry["data"], entry["staged_table"] = full["data"], True
+                entry["media"] = table_media(full["data"], by_digest)
+                del staged[i]
+                break
+        tables.setdefault(key, []).append(entry)
     return tables
 
 
-def read_offline_run(run_dir: str | os.PathLike, run_id: str | None = None, segments: str = "all") -> dict[str, Any]:
-    """What a W&B run wrote locally, read from its ``.wandb`` transaction log(s) and ``files/``.
+def read_offline_run(run_dir: str | os.PathLike, run_id: str | None = None) -> dict[str, Any]:
+    """What a run logged: ``<run_dir>/metrics.jsonl`` (every scalar, at the step W&B got it), the resolved config
+    and its W&B folders' tables and files.
 
     Args:
-        run_dir: the job's run dir (``<run_dir>/wandb/…`` is searched), a ``wandb`` dir, or one run folder.
-        run_id: which run; default ``<run_dir>/wandb_id``, else the newest run folder's id.
-        segments: ``"all"`` — every folder of that id, oldest first (a resumed offline run writes one folder per
-            restart; history is concatenated, summary/config merged, later wins) — or ``"latest"``.
+        run_dir: the job's run dir (``<run_dir>/wandb/…`` holds the W&B folders).
+        run_id: which W&B run; default ``<run_dir>/wandb_id``, else the newest folder's id.
 
-    Returns a dict: ``run_id``, ``dirs`` (the folders read), ``dir`` (the newest), ``run`` (project, group, tags,
-    display name…), ``config`` (without ``_wandb``), ``history`` (one dict per ``wandb.log`` call, nested values
-    such as table references as dicts), ``keys`` (sorted user history keys, ``_``-prefixed ones left out),
-    ``values`` (``{key: [(trainer/global_step or _step, value), …]}`` for scalar keys), ``summary``, ``tables``
-    (``{key: [{"path", "step", "columns", "data", "nrows", "ncols", "media", "artifact_table"}]}``), ``files``
-    (paths under ``files/``, relative), ``records`` (record-type counts), ``finished`` / ``exit_code`` (of the
-    newest folder).
-
-    Tables: wandb 0.31 writes ``files/media/table/<key>_<step>_<hash>.table.json`` with media cells reduced to
-    their type name (``"Image"``) and puts the full table (cells such as ``{"_type": "image-file", "path":
-    "media/images/….png", "boxes": …}``) and its media into a ``run_table`` artifact, staged (until ``wandb sync``)
-    under ``$WANDB_DATA_DIR/artifacts/staging`` — ``<run_dir>/wandb/data`` with :func:`make_wandb_logger`. When the
-    staged files are there, ``data`` is the full table and ``media`` maps each media path to its staged file.
+    Returns a dict: ``run_id``, ``dirs`` (the W&B folders of that id, oldest first: one per restart offline), ``dir``
+    (the newest), ``config`` (``config_resolved.yaml``), ``history`` (the ``metrics.jsonl`` objects), ``keys``
+    (sorted), ``values`` (``{key: [(step, value), …]}``), ``summary`` (each key's last value), ``tables``
+    (``{key: [{"path", "step", "columns", "data", "staged_table", "media"}]}`` over all folders: ``media`` maps each
+    file a table cell references to its staged copy inside the folder, None when it is not there), ``files``
+    (paths under the folders' ``files/``, relative).
     """
+    import yaml
+
     run_dir = Path(run_dir)
-    if run_id is None and not _RUN_DIR_RE.match(run_dir.name):
-        run_id = read_run_id(run_dir)
+    run_id = run_id or read_run_id(run_dir)
     folders = find_wandb_runs(run_dir, run_id)
-    if not folders and run_id is not None:
-        raise FileNotFoundError(f"no W&B run folder for id {run_id!r} under {run_dir}")
     if not folders:
-        raise FileNotFoundError(f"no W&B run folder under {run_dir}")
+        raise FileNotFoundError(f"no W&B run folder{f' for id {run_id!r}' if run_id else ''} under {run_dir}")
     if run_id is None:
         run_id = _RUN_DIR_RE.match(folders[-1].name).group(2)
         folders = [f for f in folders if _RUN_DIR_RE.match(f.name).group(2) == run_id]
-    if segments == "latest":
-        folders = folders[-1:]
-    elif segments != "all":
-        raise ValueError(f"segments must be 'all' or 'latest', got {segments!r}")
-
-    result: dict[str, Any] = {"run_id": run_id, "dirs": [str(f) for f in folders], "dir": str(folders[-1]),
-                              "history": [], "summary": {}, "config": {}, "run": {}, "records": Counter(),
-                              "finished": False, "exit_code": None}
-    artifacts: dict[str, Mapping[str, str]] = {}
-    for folder in folders:
-        seg = _read_segment(folder)
-        result["history"].extend(seg["history"])
-        result["summary"].update(seg["summary"])
-        result["config"].update(seg["config"])
-        result["run"] = seg["run"] or result["run"]
-        result["records"].update(seg["records"])
-        artifacts.update(seg["artifacts"])
-        result["finished"], result["exit_code"] = seg["finished"], seg["exit_code"]
-    result["config"].pop("_wandb", None)
-    keys: set[str] = set()
+    history = read_metrics_jsonl(run_dir / MetricsFileLogger.JSONL_NAME) \
+        if (run_dir / MetricsFileLogger.JSONL_NAME).is_file() else []
     values: dict[str, list[tuple[Any, float]]] = {}
-    for row in result["history"]:
-        step = row.get("trainer/global_step", row.get("_step"))
+    for row in history:
         for key, value in row.items():
-            if key.startswith("_"):
-                continue
-            keys.add(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                values.setdefault(key, []).append((step, value))
-            elif isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
-                values.setdefault(key, []).append((step, float(value.replace("Infinity", "inf"))))
-    result["keys"] = sorted(keys)
-    result["values"] = values
-    result["tables"] = _tables(result["history"], folders, artifacts)
+            if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                values.setdefault(key, []).append((row.get("step"), float(value)))
+    config_path = run_dir / CONFIG_FILE
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    tables: dict[str, list[dict[str, Any]]] = {}
     files: set[str] = set()
     for folder in folders:
-        root = folder / "files"
-        for p in glob.glob(str(root / "**" / "*"), recursive=True):
-            if os.path.isfile(p):
-                files.add(os.path.relpath(p, root))
-    result["files"] = sorted(files)
-    return result
+        for key, entries in _folder_tables(folder).items():
+            tables.setdefault(key, []).extend(entries)
+        files.update(p.relative_to(folder / "files").as_posix() for p in (folder / "files").rglob("*") if p.is_file())
+    return {"run_id": run_id, "dirs": [str(f) for f in folders], "dir": str(folders[-1]), "config": config or {},
+            "history": history, "keys": sorted(values), "values": values,
+            "summary": {k: pairs[-1][1] for k, pairs in values.items()}, "tables": tables, "files": sorted(files)}
