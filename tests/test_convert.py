@@ -11,19 +11,11 @@ from ofa_lightning.model import OFAConfig, OFAModel
 from ofa_lightning.model.convert import (from_fairseq_checkpoint, from_state_dict, load_converted,
                                          load_state_dict_into, to_ofa_names)
 
+from docs_standins import fairseq_layout as fairseq_style
+
 
 def small(**kw) -> OFAModel:
     return OFAModel(OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=2, vocab_size=400, **kw)).eval()
-
-
-def fairseq_style(model: OFAModel) -> dict:
-    """What an OFA fairseq checkpoint's ``model`` holds: our names + tied projection + buffers."""
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    sd["decoder.output_projection.weight"] = sd["decoder.embed_tokens.weight"]
-    sd["encoder.token_rp_bucket"] = torch.zeros(3, 3, dtype=torch.long)
-    sd["decoder.image_position_idx"] = torch.zeros(5, dtype=torch.long)
-    sd["encoder.version"] = torch.tensor([3.0])
-    return sd
 
 
 def same_outputs(a: OFAModel, b: OFAModel) -> bool:
