@@ -8,8 +8,8 @@ Markers (an HTML comment on the line(s) right before a fence; a ``file:`` marker
     <!-- docs-test: needs: NAME[, NAME] -->   create these stand-ins first (tests/docs_standins.py)
     <!-- docs-test: file: slow -->            every block of the file is slow
 
-```bash and ```python blocks run; ```sh / ```shell / ```py are refused (write ```bash, ```python or ```text);
-every other language, and a fence with none, is shown text.
+```bash and ```python blocks run; ```sh / ```shell / ```zsh / ```py / ```python3 are refused (write ```bash,
+```python or ```text); every other language (```text, ```console, ```yaml, ...) and a bare fence is shown text.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from docs_standins import REPO_ROOT, STAND_INS
 
 RUN_LANGS = ("bash", "python")
-REFUSED_LANGS = {"sh": "bash", "shell": "bash", "zsh": "bash", "console": None, "py": "python", "python3": "python"}
+REFUSED_LANGS = {"sh": "bash", "shell": "bash", "zsh": "bash", "py": "python", "python3": "python"}
 # Variables that make a run differ from a user's: the test session's own settings, path overrides.
 UNSET_PREFIXES = ("OFA_", "WANDB_", "PYTEST_")
 UNSET_NAMES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
@@ -128,10 +128,8 @@ def parse_markdown(text: str, path: str) -> list[Block]:
             end += 1
         body = [ln[len(indent):] if ln.startswith(indent) else ln.lstrip(" ") for ln in lines[i + 1:end]]
         if lang in REFUSED_LANGS:
-            hint = REFUSED_LANGS[lang]
             raise DocsMarkerError(f"{path}:{lineno}: fence language '{lang}' is not run by the docs test; write "
-                                  + (f"```{hint} (run) or ```text (shown only)" if hint else
-                                     "```bash (run) or ```text (shown only, e.g. output)"))
+                                  f"```{REFUSED_LANGS[lang]} (run) or ```text (shown only)")
         if lang in RUN_LANGS:
             p = pending or _Pending()
             blocks.append(Block(path, lineno, lang, "\n".join(body) + "\n", slow=p.slow, skip=p.skip,
@@ -227,6 +225,8 @@ class RunResult:
                 f"{b.where} ({b.lang}) exited with status {self.returncode}" if b else
                 f"docs script failed outside any block (status {self.returncode})")
         code = f"\n--- block ---\n{b.code.rstrip()}" if b else ""
+        if b and b.lang == "python":
+            code += f"\n(python's '<stdin>', line N is {b.path}:{b.line}+N)"
         return f"{head}{code}\n--- last {TAIL_LINES} lines of output ---\n{self.tail()}"
 
 
