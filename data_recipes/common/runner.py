@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
+import os
 import random
 import re
 import sys
@@ -25,6 +27,8 @@ from data_recipes.common.errors import BadSample, PrepareError
 from data_recipes.common.files import clear_run_caches
 from data_recipes.common.manifest import (MANIFEST_NAME, MAX_SKIP_RECORDS, SIZES_NAME, load_manifest,
                                           new_manifest, save_manifest, sha256_file)
+from data_recipes.common.parallel import ordered_map
+from data_recipes.common.sample import Candidate, Sample
 from data_recipes.common.writer import PARTIAL_SUFFIX, ShardWriter, encode_fields
 
 #: Options that do not change what a split contains, so a re-run may differ in them.
@@ -125,6 +129,58 @@ def _count(counter: dict[str, int], key: str) -> None:
     counter[key] = counter.get(key, 0) + 1
 
 
+def _attempt(item: tuple[int, Candidate], source: str, split: str) -> tuple[Sample | None, bytes | None, str | None]:
+    """Builds one candidate: (sample, its JSON bytes, None) or (None, None, skip reason). Runs in workers."""
+    _, cand = item
+    try:
+        sample = cand.build()
+        if sample.key != cand.key:
+            raise RuntimeError(f"{source}: built key {sample.key!r} != candidate key {cand.key!r}")
+        fields = dict(sample.fields)
+        fields.update(id=sample.key, source=source, split=split)
+        return sample, encode_fields(fields), None
+    except BadSample as exc:
+        return None, None, str(exc)
+
+
+def _workers(recipe: ModuleType, args: argparse.Namespace) -> int:
+    """Worker processes for recipes whose candidates can be pickled (PARALLEL_BUILD); 1 for the others."""
+    if not getattr(recipe, "PARALLEL_BUILD", False):
+        return 1
+    return getattr(args, "workers", None) or max(1, min(8, os.cpu_count() or 1))
+
+
+class _FailureGuard:
+    """Stops a split where most rows fail (wrong column, image root or box format), naming the first errors."""
+
+    CHECKS_AT = (20, 100, 1000)
+    FIRST_ERRORS = 5
+
+    def __init__(self, recipe: str, split: str, max_fraction: float | None):
+        self.recipe, self.split, self.max_fraction = recipe, split, max_fraction
+        self.rows = self.bad = 0
+        self.first: list[str] = []
+
+    def add(self, origin: str, reason: str | None) -> None:
+        self.rows += 1
+        if reason is not None:
+            self.bad += 1
+            if len(self.first) < self.FIRST_ERRORS:
+                self.first.append(f"{origin}: {reason}")
+        if self.rows in self.CHECKS_AT or self.rows % 10_000 == 0:
+            self.check(final=False)
+
+    def check(self, final: bool) -> None:
+        if self.max_fraction is None or self.max_fraction >= 1 or self.rows < 2:
+            return
+        if self.bad > self.max_fraction * self.rows:
+            when = "" if final else f" of the first {self.rows}"
+            raise PrepareError(f"{self.recipe}/{self.split}: {self.bad}{when} of {self.rows} rows failed "
+                               f"(more than {self.max_fraction:.0%}); first errors: " + "; ".join(self.first)
+                               + ". Check --map, --image-column, --image-root and --box-format "
+                               "(or raise --max-bad-fraction)")
+
+
 def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest: dict[str, Any], split: str,
                seen: set[str]) -> None:
     state = manifest["splits"].get(split)
@@ -162,36 +218,39 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
     writer: ShardWriter | None = None
     next_index = consumed
     bar = tqdm(total=total, desc=f"{recipe.NAME}/{split}", unit="sample", disable=args.quiet, leave=False)
-    try:
+    failures = _FailureGuard(recipe.NAME, split, getattr(args, "max_bad_fraction", None))
+
+    def todo() -> Iterator[tuple[int, Candidate]]:
         for index, cand in enumerate(candidates):
-            bar.update(1)
             if index < consumed:
+                bar.update(1)
                 if index not in skipped_before:
                     seen.add(cand.key)
                 continue
+            yield index, cand
+
+    results = ordered_map(functools.partial(_attempt, source=recipe.NAME, split=split), todo(),
+                          _workers(recipe, args))
+    try:
+        for (index, cand), (sample, payload, reason) in results:
+            bar.update(1)
             if args.max_samples is not None and written >= args.max_samples:
                 break
             next_index = index + 1
-            try:
-                if cand.key in seen:
-                    raise BadSample(f"duplicate id: {cand.key} was already written")
-                sample = cand.build()
-                if sample.key != cand.key:
-                    raise RuntimeError(f"{recipe.NAME}: built key {sample.key!r} != candidate key {cand.key!r}")
-                fields = dict(sample.fields)
-                fields.update(id=sample.key, source=recipe.NAME, split=split)
-                payload = encode_fields(fields)
-            except BadSample as exc:
+            if cand.key in seen:
+                reason = f"duplicate id: {cand.key} was already written"
+            if reason is not None:
                 if args.strict:
-                    raise PrepareError(f"{cand.origin}: sample {cand.key}: {exc}") from None
-                reason = str(exc)
+                    raise PrepareError(f"{cand.origin}: sample {cand.key}: {reason}")
                 counters["num_skipped"] += 1
                 _count(counters["skip_reasons"], reason.split(":", 1)[0])
                 if len(state["skipped"]) < MAX_SKIP_RECORDS:
                     state["skipped"].append({"index": index, "id": cand.key, "reason": reason,
                                              "origin": cand.origin})
                 bar.set_postfix(skipped=sum(s["num_skipped"] for s in state["shards"]) + counters["num_skipped"])
+                failures.add(cand.origin, reason)
                 continue
+            failures.add(cand.origin, None)
             seen.add(sample.key)
             for warning in sample.warnings:
                 _count(counters["warnings"], warning)
@@ -207,6 +266,7 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
                                         "sha256": info.sha256, **counters})
                 counters = _new_counters(next_index)
                 save_manifest(out, manifest)
+        failures.check(final=True)
         counters["end_index"] = next_index
         if writer is not None:
             info = writer.commit()
@@ -217,6 +277,7 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
         state["tail"] = counters
         state["complete"] = True
     finally:
+        results.close()
         bar.close()
         if writer is not None:
             writer.abort()

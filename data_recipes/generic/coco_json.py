@@ -1,0 +1,117 @@
+"""Your own COCO-format annotation JSON (captions, or instances with boxes and categories) + an image folder.
+
+Inputs
+  --input   [SPLIT=]FILE (repeatable): {"images": [{id, file_name, width?, height?}], "annotations": [{image_id,
+            caption? | bbox? category_id? ...}], "categories"?: [{id, name}]} as written by COCO, CVAT, Label
+            Studio, Roboflow ... (bare files: --split-column / --split-ratio / all `train`, as `table`)
+  --images  the folder holding the file_name paths (default: the JSON's folder; same as --image-root)
+  --task    per image: caption / image_text_matching (captions = every caption of the image), detection
+            (boxes = every bbox, labels = their category names), image_classification (class_name = the first
+            annotation's category); per annotation: grounding / grounded_caption (box = its bbox, expression =
+            its caption, or --map expression=FIELD, else its category name), vqa and fields (any annotation
+            field via --map, e.g. question=question)
+Records: per image {file_name, image_id, width, height, captions, bboxes, categories}; per annotation the
+annotation's own fields plus file_name, image_id, width, height, category. Boxes are COCO's xywh in pixels
+unless --box-format says otherwise; crowd annotations (iscrowd=1) are left out of detection.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from data_recipes.common.errors import PrepareError
+from data_recipes.common.files import file_stamp, load_json_file, require_file, run_cache
+from data_recipes.generic import engine
+from data_recipes.generic.engine import Part
+from data_recipes.generic.options import add_generic_arguments, settings
+
+NAME = "coco_json"
+DESCRIPTION = "your COCO-format JSON (captions / instances) + image folder -> samples for any task"
+PARALLEL_BUILD = True
+PER_IMAGE_TASKS = {"caption", "image_text_matching", "detection", "image_classification"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]FILE",
+                        help="a COCO-format annotation JSON (repeatable); SPLIT=FILE gives the file's split")
+    parser.add_argument("--images", type=Path, default=None, help="folder holding the images' file_name paths")
+    add_generic_arguments(parser)
+
+
+@run_cache(maxsize=4)
+def _load(stamp: tuple) -> tuple[list, dict, dict]:
+    path = Path(stamp[0])
+    data = load_json_file(path, "a COCO-format annotation JSON")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise PrepareError(f"{path} has no 'images' list: is it a COCO-format annotation file?")
+    by_image: dict = defaultdict(list)
+    for ann in data.get("annotations") or []:
+        if isinstance(ann, dict):
+            by_image[ann.get("image_id")].append(ann)
+    cats = {c.get("id"): c.get("name") for c in data.get("categories") or [] if isinstance(c, dict)}
+    return data["images"], dict(by_image), cats
+
+
+def _image_fields(info: dict) -> dict[str, Any]:
+    return {"file_name": info.get("file_name"), "image_id": info.get("id"), "width": info.get("width"),
+            "height": info.get("height")}
+
+
+class CocoSource:
+    default_box_format = "xywh"
+
+    def parts(self, args: argparse.Namespace) -> list[Part]:
+        parts = []
+        for value in args.input:
+            split, sep, path = value.partition("=")
+            if not sep or "/" in split or not split:
+                split, path = None, value
+            path = require_file(Path(path), "a COCO-format annotation JSON")
+            root = args.images if args.images is not None else path.parent
+            parts.append(Part(label=path.stem, split=split, default_root=root, handle=path))
+        return parts
+
+    def records(self, args: argparse.Namespace, part: Part) -> Iterator[tuple[int, str, Any]]:
+        images, by_image, cats = _load(file_stamp(part.handle))
+        task = settings(args).task
+        number = 0
+        for position, info in enumerate(images):
+            if not isinstance(info, dict):
+                continue
+            anns = by_image.get(info.get("id"), [])
+            if task in PER_IMAGE_TASKS:
+                number += 1
+                kept = [a for a in anns if not a.get("iscrowd")]
+                boxed = [a for a in kept if a.get("bbox") is not None]
+                record = {**_image_fields(info),
+                          "captions": [a["caption"] for a in kept if isinstance(a.get("caption"), str)],
+                          "bboxes": [a["bbox"] for a in boxed],
+                          "categories": [cats.get(a.get("category_id"), a.get("category_id")) for a in boxed]}
+                if task == "image_classification" and record["categories"]:
+                    record["class_name"] = record["categories"][0]
+                yield number, f"{part.handle} images[{position}]", record
+                continue
+            for ann_position, ann in enumerate(anns):
+                number += 1
+                record = {**ann, **_image_fields(info), "category": cats.get(ann.get("category_id"))}
+                if "expression" not in record:
+                    record["expression"] = ann.get("caption") or record["category"]
+                yield number, f"{part.handle} images[{position}] annotation {ann_position}", record
+
+
+SOURCE = CocoSource()
+
+
+def available_splits(args: argparse.Namespace) -> list[str]:
+    return engine.available_splits(SOURCE, args)
+
+
+def candidates(args: argparse.Namespace, split: str):
+    return engine.candidates(SOURCE, args, split)
+
+
+def write_extras(args: argparse.Namespace, out: Path) -> dict[str, str]:
+    return engine.write_extras(SOURCE, args, out)
