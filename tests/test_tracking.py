@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 pl = pytest.importorskip("pytorch_lightning")
 wandb = pytest.importorskip("wandb")
 
-from ofa_lightning.training.callbacks import (PredictionTables, ThroughputMonitor, batch_counts, box_iou,  # noqa: E402
-                                              default_callbacks)
+from ofa_lightning.training.callbacks import (PredictionTables, StepProgressBar, ThroughputMonitor,  # noqa: E402
+                                              batch_counts, box_iou, default_callbacks)
 from ofa_lightning.training.tracking import (MetricsFileLogger, finish_wandb, make_wandb_logger,  # noqa: E402
                                              read_metrics_csv, read_offline_run, read_run_id, resolve_mode,
                                              sweep_job_name)
@@ -326,12 +326,12 @@ def test_modes_disabled_and_default_callbacks(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"tracking": {"throughput": {"window": 5, "peak_flops": 2e9},
                                          "predictions": {"max_rows": 4, "enabled": True}}})
     cbs = default_callbacks(cfg, tmp_path)
-    assert [type(c) for c in cbs] == [ThroughputMonitor, PredictionTables]
+    assert [type(c) for c in cbs] == [ThroughputMonitor, PredictionTables, StepProgressBar]
     assert cbs[0].window == 5 and cbs[0].peak_flops == 2e9 and cbs[1].max_rows == 4
     assert str(cbs[1].run_dir) == str(tmp_path)
     cfg = OmegaConf.create({"tracking": {"throughput": {"enabled": False}}})
-    assert [type(c) for c in default_callbacks(cfg, tmp_path)] == [PredictionTables]
-    assert len(default_callbacks(OmegaConf.create({}), tmp_path)) == 2
+    assert [type(c) for c in default_callbacks(cfg, tmp_path)] == [PredictionTables, StepProgressBar]
+    assert len(default_callbacks(OmegaConf.create({}), tmp_path)) == 3
 
 
 def test_with_ofa_module_and_collate(tmp_path):

@@ -63,7 +63,10 @@ class OFADataModule(pl.LightningDataModule):
             None = ``patch_images`` is None for such batches.
         batches_per_epoch: batches per rank that make a Lightning "epoch" (eval/checkpoint cadence); None = endless
             stream (then use ``max_steps``). Rounded up to a multiple of ``num_workers``.
-        persistent_workers, pin_memory, prefetch_factor: passed to the training DataLoader.
+        persistent_workers, pin_memory, prefetch_factor: passed to the training DataLoader; ``pin_memory`` only
+            takes effect when the Trainer runs on a GPU. Worker counts (training and evaluation) are kept within the
+            cores this process may use, shared by the ranks of the machine (``os.sched_getaffinity``), with a log
+            line when one is lowered.
         multiprocessing_context: DataLoader start method ("fork", "spawn", "forkserver"; None = default); the
             shared epoch/step Values are created in the same context.
         eval: evaluation settings, keys as in ``EVAL_DEFAULTS``.
@@ -122,6 +125,7 @@ class OFADataModule(pl.LightningDataModule):
         self._position: SharedPosition | None = None
         self._manual_position = (0, 0)
         self.train_dataset: MixtureStream | None = None
+        self._lowered: set[str] = set()  # worker settings already reported as lowered
 
     # ---- set-up ---------------------------------------------------------------------------------------------
     def _task_for(self, source: MixtureSource) -> Task:
@@ -229,21 +233,47 @@ class OFADataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         if self._position is None:
             self._position = SharedPosition(self.multiprocessing_context)
+        workers = self._usable_workers(self.num_workers, "data.num_workers")
         sources = [StreamSource(s.name, self.tasks[s.name], self.train_urls[s.name], s.ratio,
                                 sizes=self._train_sizes(s.name)) for s in self.sources]
         self.train_dataset = MixtureStream(
             sources, self.micro_batch_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
             bucket_factor=self.bucket_factor, group_batches=self.group_batches, pad_id=self.pad_id,
             text_image_size=self.text_image_size, batches_per_epoch=self.batches_per_epoch,
-            position=self._position, rank=rank, world_size=world, num_workers=self.num_workers,
+            position=self._position, rank=rank, world_size=world, num_workers=workers,
             segment_batches=self.segment_batches)
-        workers = self.num_workers
         return StreamLoader(
-            self.train_dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+            self.train_dataset, batch_size=None, num_workers=workers, pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
             position_fn=self.current_position)
+
+    def _pin_memory(self) -> bool:
+        """``pin_memory`` when the batches go to a GPU (pinned host memory is of no use to a CPU run)."""
+        if not self.pin_memory:
+            return False
+        trainer = getattr(self, "trainer", None)
+        try:
+            return trainer.strategy.root_device.type == "cuda"
+        except AttributeError:  # no Trainer attached
+            import torch
+
+            return torch.cuda.is_available()
+
+    def _usable_workers(self, requested: int, setting: str) -> int:
+        """``requested`` workers, at most the cores this process may use divided by the ranks on this machine."""
+        if requested <= 0:
+            return 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or getattr(getattr(self, "trainer", None), "num_devices", 1)
+                    or 1)
+        usable = max(1, cores // max(1, ranks))
+        if requested > usable and setting not in self._lowered:
+            self._lowered.add(setting)
+            log.warning("%s=%d but %d core(s) per rank are available: using %d workers", setting, requested,
+                        usable, usable)
+        return min(requested, usable)
 
     # ---- evaluation -----------------------------------------------------------------------------------------
     def eval_dataloader(self, name: str, which: str = "val") -> DataLoader:
@@ -252,7 +282,8 @@ class OFADataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         batch_size = int(self.eval_cfg["micro_batch_size"] or self.micro_batch_size)
         workers = self.eval_cfg["num_workers"]
-        workers = self.num_workers if workers is None else int(workers)
+        workers = self._usable_workers(self.num_workers if workers is None else int(workers),
+                                       "data.eval.num_workers")
         task = self.tasks[name]
         context = self.multiprocessing_context if workers > 0 else None
         if self.eval_cfg["mode"] == "split":
@@ -263,7 +294,7 @@ class OFADataModule(pl.LightningDataModule):
         sampler = PaddedDistributedSampler(dataset, world, rank) if world > 1 else None
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                           collate_fn=EvalCollate(name, self.pad_id, self.text_image_size),
-                          pin_memory=self.pin_memory, multiprocessing_context=context)
+                          pin_memory=self._pin_memory(), multiprocessing_context=context)
 
     def val_dataloader(self) -> list[DataLoader]:
         if not self.val_names:

@@ -166,6 +166,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["wall_seconds"] = round(time.time() - start, 1)
     if trainer.global_rank == 0:  # one writer under DDP (rank-local train/* values would race)
         (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    from ofa_lightning.training.callbacks import print_run_summary  # the final metrics table and the run dir
+
+    print_run_summary(metrics, run_dir, rank=trainer.global_rank)
     return metrics
 
 
