@@ -174,8 +174,8 @@ class _FailureGuard:
         if self.max_fraction is None or self.max_fraction >= 1 or self.rows < 2:
             return
         if self.bad > self.max_fraction * self.rows:
-            when = "" if final else f" of the first {self.rows}"
-            raise PrepareError(f"{self.recipe}/{self.split}: {self.bad}{when} of {self.rows} rows failed "
+            rows = f"{self.rows} rows" if final else f"the first {self.rows} rows"
+            raise PrepareError(f"{self.recipe}/{self.split}: {self.bad} of {rows} failed "
                                f"(more than {self.max_fraction:.0%}); first errors: " + "; ".join(self.first)
                                + ". Check --map, --image-column, --image-root and --box-format "
                                "(or raise --max-bad-fraction)")

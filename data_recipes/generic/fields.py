@@ -9,12 +9,17 @@ copied as they are (the template task reads any field); an output name `box` / `
 Kinds: text (a non-empty UTF-8 string; numbers become text), texts (a list of them; a plain string is one item;
 a string holding a JSON list is parsed; with --list-sep a string is split), box (4 numbers in --box-format,
 converted to pixel [x0, y0, x1, y1] and checked against the image size), boxes (a list of boxes), number(s), int.
+
+VQA answers become `answers` (the raw list) and `answer_conf` ({answer: weight}, what the VQA task trains on):
+with `answer_weights` (one number per answer) the weights as given; with a list of human answers the VQA
+agreement score 0.3 / 0.6 / 0.9 / 1.0 for 1 / 2 / 3 / 4+ equal answers; a single `answer` weighs 1.0.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +27,10 @@ from typing import Any
 from data_recipes.common.checks import check_image, require_int, require_number, require_text
 from data_recipes.common.errors import BadSample
 from data_recipes.common.sample import Sample
-from data_recipes.common.vqa_answers import soft_scores
 from data_recipes.generic.images import read_image_value
 
+#: Weight of an answer given by n of the human answers (VQA's min(1, n / 3) accuracy, as OFA's VQA data).
+VQA_AGREEMENT_SCORE = {1: 0.3, 2: 0.6, 3: 0.9}
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh", "xyxy-norm", "xywh-norm", "cxcywh-norm")
 #: A box may overhang the image by this many pixels (rounding in annotation tools); it is then clipped.
 BOX_TOLERANCE_PX = 1.0
@@ -191,10 +197,7 @@ def convert_box(value: Any, name: str, box_format: str | None, width: int, heigh
 def _lookup(record: dict, spec: Spec, out: str) -> Any:
     mapped = dict(spec.field_map)
     if out in mapped:
-        column = mapped[out]
-        if column not in record:
-            raise BadSample(f"missing field: {out!r} (column {column!r} is not in this record)")
-        return record[column]
+        return record.get(mapped[out])
     for name in (out, *FIELD_ALIASES.get(out, ())):
         if name in record:
             return record[name]
@@ -251,7 +254,8 @@ def _vqa_answers(fields: dict) -> None:
         for a, w in zip(answers, weights):
             conf[a] = max(conf.get(a, 0.0), w)
     elif answers is not None:
-        conf = soft_scores(answers) if len(answers) > 1 else {answers[0]: 1.0}
+        counts = Counter(" ".join(a.split()) for a in answers)
+        conf = {a: VQA_AGREEMENT_SCORE.get(n, 1.0) for a, n in counts.most_common()}
     elif answer is not None:
         fields["answers"] = [answer]
         conf = {answer: 1.0}
@@ -283,9 +287,13 @@ def build_sample(spec: Spec, record: dict, key: str, row: int, image_id: str | N
     for name in names:
         value = _lookup(record, spec, name)
         if value is None:
+            if name in profile.optional:
+                continue
+            if name in mapped:
+                raise BadSample(f"missing field: {name!r} (column {mapped[name]!r} is absent or empty)")
             if name in profile.required:
-                raise BadSample(f"missing field: {name!r} (map it with --map {name}=COLUMN)")
-            continue
+                raise BadSample(f"missing field: {name!r} (no column of that name; map one with --map "
+                                f"{name}=COLUMN)")
         fields[name] = convert(kind_of(spec.task, name), value, name, spec, size)
     if spec.task == "vqa":
         _vqa_answers(fields)
