@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ofa_lightning.paths import CONF_DIR
+from ofa_lightning.cli._hydra import hydra_command
 
 
 def run(cfg: DictConfig) -> dict:
@@ -36,12 +35,14 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def report(cfg: DictConfig) -> None:
     metrics = run(cfg)
     for key, value in sorted(metrics.items()):
         print(f"{key:<40} {value:.4f}")
     print(Path(cfg.paths.output_dir) / "metrics.json")
+
+
+main = hydra_command("eval", report, prog="ofa-eval")
 
 
 if __name__ == "__main__":
