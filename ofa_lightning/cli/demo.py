@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ofa_lightning.paths import REPO_ROOT
+from ofa_lightning.cli._hydra import apply_smoke, report_errors, smoke_enabled
 
 # (metric key in the run's test metrics, baseline function, margin rule)
 CHECKS = {
@@ -28,14 +28,22 @@ CHECKS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ofa-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="project root: data/ and runs/ go here")
+    parser.add_argument("--root", type=Path, default=Path.cwd(),
+                        help="project root: data/ and runs/ go here (default: the current directory)")
     # 500 scenes (400 train / 50 val / 50 test): each training scene comes back 3x as often as with 1,500 (each
     # question ~6 times in the 1,700 steps), which is what teaches "what color is the ...?" within the budget; with
     # 1,500 scenes those questions stayed at chance (docs/tutorials/demo.md).
-    parser.add_argument("--num-images", type=int, default=500, help="shapes scenes to generate (80/10/10 split)")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="shapes scenes to generate (80/10/10 split; default 500, 40 under OFA_SMOKE=1)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the demo experiment, e.g. trainer.max_steps=50")
     args = parser.parse_args(argv)
+    return report_errors("ofa-demo", lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
+    smoke = smoke_enabled()
+    num_images = args.num_images or (40 if smoke else 500)
     start = time.time()
 
     from data_recipes.shapes_pipeline import build_shapes_shards
@@ -45,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     run_name = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.root / "runs" / "demo" / run_name
     cfg = compose_config(["experiment=demo", f"run_name={run_name}", *args.overrides], run_dir, args.root)
+    if smoke:
+        apply_smoke(cfg, "train")
     image_size = int(cfg.data.task_options.image_size)
 
     data = args.root / "data" / "shapes"
     print(f"[1/4] shapes scenes ({image_size} px) -> official raw formats -> recipes -> shards under {data}",
           flush=True)
     # a few seconds: always rebuilt, so shards from other arguments never block the demo
-    build_shapes_shards(data, num_images=args.num_images, seed=0, image_size=image_size, quiet=False, overwrite=True)
+    build_shapes_shards(data, num_images=num_images, seed=0, image_size=image_size, quiet=False, overwrite=True)
     print(f"[2/4] training the demo configuration ({cfg.trainer.max_steps} steps) in {run_dir}", flush=True)
     metrics = train(cfg)
 

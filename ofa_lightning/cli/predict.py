@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from ofa_lightning.paths import CONF_DIR
+from ofa_lightning.cli._hydra import hydra_command
 
 
 def run(cfg: DictConfig) -> dict:
@@ -75,12 +74,14 @@ def _text_to_image(cfg: DictConfig, ofa, caption: str) -> dict:
     return result
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="predict", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def report(cfg: DictConfig) -> None:
     result = run(cfg)
     print(result["text"] if result["box"] is None else f"{result['text']}  box={[round(v, 1) for v in result['box']]}")
     if "image_with_box" in result:
         print(result["image_with_box"])
+
+
+main = hydra_command("predict", report, prog="ofa-predict")
 
 
 if __name__ == "__main__":
