@@ -1,10 +1,22 @@
 """The inference façade (used by ``ofa-predict`` and the notebooks): load a checkpoint, ``generate(image, prompt)``.
 
-Checkpoints: our Lightning ``.ckpt`` (the tokenizer is read from its run dir's ``tokenizer/``), a file written by
-``ofa-convert``, or an OFA fairseq / HF ``.pt`` (these two need OFA's BPE files as ``tokenizer=``).
+Checkpoints: our Lightning ``.ckpt``, a file written by ``ofa-convert``, or an OFA fairseq / HF ``.pt`` (these two
+need OFA's BPE files as ``tokenizer=``).
+
+An ``ofa-train`` checkpoint carries its model card (``training/model_card.py``): the tokenizer and every task of the
+run as it was trained (image size, bins, ``prompt_type``, the closed answer set, decoding settings); a checkpoint
+written before the card existed is read through its run dir (``config_resolved.yaml``, ``tokenizer/``).
+``generate(image, prompt, task)`` builds the input with that task object and decodes it with the evaluation's own
+code (``training/validation.py``: beam search, trie, all-candidate scoring, the task's ``parse_prediction``), so
+it answers what ``ofa-eval`` answers for the same image and instruction. Where no task of that name was trained (a
+converted checkpoint, or another task), OFA's task with its defaults is used (``prompt_types`` and ``image_size``
+given to :meth:`OFA.load` on top); a preset name that is no task (e.g. ``vqa_zero_shot``) decodes with that preset.
 """
 from __future__ import annotations
 
+import copy
+import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,18 +27,22 @@ from PIL import Image
 from ofa_lightning.data.transforms import Compose, Normalize, SquashResize, ToTensor
 from ofa_lightning.generation import GenerationConfig, generate
 from ofa_lightning.model import OFAConfig, OFAModel
+from ofa_lightning.tasks.caption import CAPTION_PROMPT
+from ofa_lightning.tasks.grounded_caption import GROUNDED_CAPTION_PROMPT
+from ofa_lightning.tasks.grounding import GROUNDING_PROMPT
+from ofa_lightning.tasks.text_to_image import TEXT_TO_IMAGE_PROMPT
 from ofa_lightning.tokenizer import OFATokenizer
 
-# OFA's instructions (OFA-Sys/OFA ``data/mm_data/*_dataset.py``; leading space, lower case).
+log = logging.getLogger(__name__)
+
+# OFA's instructions, from the task modules (leading space, lower case).
 PROMPTS = {
-    "caption": " what does the image describe?",
-    "grounding": ' which region does the text " {text} " describe?',
-    "grounded_caption": " what does the region describe? region: {region}",
+    "caption": CAPTION_PROMPT,
+    "grounding": GROUNDING_PROMPT.replace("{}", "{text}"),
+    "grounded_caption": GROUNDED_CAPTION_PROMPT + " {region}",
     "vqa": " {question}",
 }
-TEXT_TO_IMAGE_PROMPT = " what is the complete image? caption: {}"
-# Fine-tuning resolutions (OFA's run_scripts): caption/VQA 480, RefCOCO 512.
-IMAGE_SIZE = {"caption": 480, "vqa": 480, "grounding": 512, "grounded_caption": 480}
+__all__ = ["OFA", "Prediction", "PROMPTS", "TEXT_TO_IMAGE_PROMPT"]
 
 
 @dataclass
@@ -34,43 +50,57 @@ class Prediction:
     text: str
     tokens: list[int]
     box: list[float] | None = None  # pixels of the input image, when the output is 4 location bins
-    score: float | None = None
+    score: float | None = None      # the hypothesis' score (preset decoding only)
 
 
 class OFA:
-    """A model + tokenizer pair ready for prompts."""
+    """A model + tokenizer pair ready for prompts, with the tasks it was trained on (``tasks``: {name: Task})."""
 
     def __init__(self, model: OFAModel, tokenizer: OFATokenizer, image_size: int | None = None,
-                 device: str | torch.device = "cpu", prompt_types: dict[str, str] | None = None):
+                 device: str | torch.device = "cpu", prompt_types: dict[str, str] | None = None,
+                 tasks: dict[str, Any] | None = None):
         if model.config.vocab_size != tokenizer.vocab_size:
             raise ValueError(f"model vocabulary {model.config.vocab_size} != tokenizer vocabulary "
                              f"{tokenizer.vocab_size}: wrong tokenizer for this checkpoint")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
+        #: input size for every image task (None: each task's own, as trained)
         self.image_size = image_size
         self.device = torch.device(device)
-        #: task -> OFA prompt_type the model was trained with ("none" unless its run says otherwise)
-        self.prompt_types = dict(prompt_types or {})
+        #: the trained tasks by mixture source name (from the checkpoint's model card)
+        self.tasks: dict[str, Any] = dict(tasks or {})
+        given = dict(prompt_types or {})
+        for task in self.tasks.values():
+            if "prompt_type" in task.options:
+                given.setdefault(type(task).name, str(task.options["prompt_type"]))
+        #: task -> OFA prompt_type the model was trained with, where the run set one
+        self.prompt_types = given
+        self._defaults: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
     def load(cls, checkpoint: str | Path, tokenizer: str | Path | OFATokenizer | None = None,
              image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False,
              prompt_types: dict[str, str] | None = None) -> "OFA":
-        """``prompt_types``: task -> OFA ``prompt_type`` the model was trained with (e.g. ``{"grounding":
-        "prev_output"}``); read from the run's ``config_resolved.yaml`` for our checkpoints when not given. Converted
-        and OFA checkpoints carry none: pass it when the model was trained with a non-default prompt."""
+        """Our checkpoints bring their tokenizer, tasks and image sizes (the model card); ``tokenizer`` /
+        ``image_size`` replace them when given. ``prompt_types`` (task -> OFA ``prompt_type``, e.g.
+        ``{"grounding": "prev_output"}``) is for converted and OFA checkpoints, which do not say how their model
+        was prompted in training."""
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        tasks: dict[str, Any] = {}
+        card = None
         if "hyper_parameters" in data and "state_dict" in data:  # our Lightning checkpoint
+            from ofa_lightning.training.model_card import read_model_card
+
             model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
             state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
             model.load_state_dict(state)
-            tokenizer = tokenizer or _run_dir_tokenizer(path)
-            if prompt_types is None:
-                prompt_types = _run_dir_prompt_types(path)
+            card = read_model_card(data, path)
+            if tokenizer is None:
+                tokenizer = card.tokenizer()
         elif "model_config" in data:  # written by ofa-convert
             from ofa_lightning.model.convert import load_converted
 
@@ -85,56 +115,114 @@ class OFA:
             tdir = Path(tokenizer)
             tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
                 OFATokenizer.from_ofa_files(tdir)
-        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types)
+        if card is not None:
+            tasks = card.tasks(tokenizer)
+        return cls(model, tokenizer, image_size, device, prompt_types=prompt_types, tasks=tasks)
+
+    # ---------------------------------------------------------------------------------------------- tasks
+    def task(self, name: str):
+        """The task ``name`` (a mixture source or task name, or an alias such as ``refcoco``) as the model was
+        trained on it; else OFA's task with its defaults; None when ``name`` is no task (a decoding preset)."""
+        from ofa_lightning.tasks import ALIASES, TASKS, build_task
+
+        if name in self.tasks:
+            return self._sized(self.tasks[name])
+        canonical = ALIASES.get(name, name)
+        for task in self.tasks.values():
+            if type(task).name == canonical:
+                return self._sized(task)
+        if canonical not in TASKS or canonical == "template":
+            return None
+        if canonical not in self._defaults:
+            options: dict[str, Any] = {}
+            if canonical in self.prompt_types:
+                options["prompt_type"] = self.prompt_types[canonical]
+            task = build_task(canonical, self.tokenizer, **options)
+            if self.image_size and "image_size" in task.cfg:
+                options["image_size"] = self.image_size
+                if "max_image_size" in task.cfg:  # bins span the input image, as OFA's 512 px boxes over 512 px
+                    options["max_image_size"] = self.image_size
+                task = build_task(canonical, self.tokenizer, **options)
+            self._defaults[canonical] = task
+        return self._defaults[canonical]
+
+    def _sized(self, task):
+        """A trained task, with ``image_size`` in its options when this façade was given one."""
+        if not self.image_size or int(task.cfg.get("image_size") or 0) in (0, int(self.image_size)):
+            return task
+        key = f"{id(task)}@{self.image_size}"
+        if key not in self._defaults:
+            sized = copy.copy(task)
+            sized.cfg = {**task.cfg, "image_size": int(self.image_size)}
+            sized._transforms = {}
+            self._defaults[key] = sized
+        return self._defaults[key]
 
     # ------------------------------------------------------------------------------------------- inference
     def prepare_image(self, image: Image.Image | str | Path, size: int) -> tuple[torch.Tensor, float, float]:
-        if not isinstance(image, Image.Image):
-            image = Image.open(image)
-        image = image.convert("RGB")
+        """OFA's fine-tuning squash to ``size`` px, normalised; returns the tensor and the resize ratios."""
+        image = _rgb(image)
         pipeline = Compose([SquashResize(size), ToTensor(), Normalize.named("ofa")])
         tensor, target = pipeline(image, {"boxes": torch.zeros(0, 4)})
         return tensor, target.get("w_ratio", size / image.width), target.get("h_ratio", size / image.height)
 
+    def example(self, task, image: Image.Image | str | Path | None, prompt: str):
+        """The evaluation ``Example`` of one instruction: the task's image pipeline, the prompt as its source,
+        the decoder prompt of its ``prompt_type``."""
+        from ofa_lightning.tasks.base import Example
+
+        text = prompt if prompt.startswith(" ") else " " + prompt
+        source = task.wrap_source(task.encode(text.lower()))
+        prompt_type = task.cfg.get("prompt_type", "none")
+        prev, target, decoder_prompt = task.teacher_forcing(source, [], prompt_type)
+        tensor, meta = None, {}
+        if image is not None and hasattr(task, "transform"):
+            tensor, info = task.transform(_rgb(image), False, random.Random(0), {"boxes": torch.zeros(0, 4)})
+            meta = {k: info[k] for k in ("w_ratio", "h_ratio") if k in info}
+        return Example(id="prompt", task=type(task).name, source=source, prev_output=prev, target=target,
+                       image=tensor, meta=meta, decoder_prompt=decoder_prompt)
+
     @torch.no_grad()
     def generate(self, image: Image.Image | str | Path | None, prompt: str, task: str = "caption",
                  **overrides: Any) -> Prediction:
-        """Run one instruction. ``task`` picks OFA's decoding settings (caption, vqa, refcoco, …)."""
-        preset = {"grounding": "refcoco", "grounded_caption": "caption", "vqa": "vqa_zero_shot"}.get(task, task)
-        if task == "grounding":
-            # OFA decodes boxes unconstrained (a fine-tuned model has learnt to emit bins); the façade restricts
-            # the output to location bins so that an under-trained model still returns a box. Not ``gen_code``:
-            # that switches the decoder into image-code mode (code positions), which scrambles the boxes.
-            overrides.setdefault("constraint_range", self.tokenizer.bin_range)
+        """Run one instruction as ``task`` (a trained source / task name, another OFA task, or a decoding
+        preset such as ``vqa_zero_shot``); ``overrides`` are ``GenerationConfig`` fields."""
+        spec = self.task(task)
+        if spec is None:
+            return self._generate_preset(image, prompt, task, **overrides)
+        from ofa_lightning.data.collate import collate_examples
+        from ofa_lightning.training.validation import predict_batch
+
+        if overrides:
+            spec = copy.copy(spec)
+            spec.cfg = {**spec.cfg, "generation": {**(spec.cfg.get("generation") or {}), **overrides}}
+        pad = self.tokenizer.pad_id
+        batch = collate_examples([self.example(spec, image, prompt)], pad_id=pad)
+        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        record = predict_batch(self.model, spec, batch, pad)[0]
+        tokens = [t for t in record["tokens"] if t != self.tokenizer.eos_id]
+        prediction = record["prediction"]
+        if isinstance(prediction, str):
+            return Prediction(prediction, tokens)
+        box = None
+        if isinstance(prediction, (list, tuple)) and len(prediction) == 4 and all(v == v for v in prediction):
+            box = [float(v) for v in prediction]
+        return Prediction(self.tokenizer.decode(tokens).strip(), tokens, box)
+
+    def _generate_preset(self, image, prompt: str, preset: str, **overrides: Any) -> Prediction:
+        """A decoding preset that is no task (``vqa_zero_shot``, ``caption_huge``, ...): the prompt in the encoder,
+        the image squashed to ``image_size`` (480 when not given)."""
+        config = GenerationConfig.preset(preset, **overrides)
         text = prompt if prompt.startswith(" ") else " " + prompt
         source = torch.tensor([self.tokenizer.encode(text.lower(), add_bos=True, add_eos=True)], device=self.device)
-        prefix = None
-        if task == "grounding" and self.prompt_types.get("grounding", "none") == "prev_output":
-            # trained with the expression as the decoder's prefix (GroundingTask prompt_type): the prefix is forced,
-            # then 4 tokens (the range constraint applies after the prefix) and EOS
-            prefix = source[:, 1:-1]
-            overrides.setdefault("min_len", prefix.shape[1] + 4)
-            overrides.setdefault("max_len_b", prefix.shape[1] + 4)
-        config = GenerationConfig.preset(preset, **overrides)
         batch: dict[str, Any] = {"input_ids": source}
-        ratios = (1.0, 1.0)
         if image is not None:
-            size = self.image_size or IMAGE_SIZE.get(task, 480)
-            pixels, w_ratio, h_ratio = self.prepare_image(image, size)
+            pixels, _, _ = self.prepare_image(image, self.image_size or 480)
             batch["patch_images"] = pixels[None].to(self.device)
             batch["patch_masks"] = torch.tensor([True], device=self.device)
-            ratios = (w_ratio * 512 / size, h_ratio * 512 / size)  # bins are relative to 512 (OFA)
-        hyp = generate(self.model, batch, config, prefix_tokens=prefix)[0][0]
+        hyp = generate(self.model, batch, config)[0][0]
         tokens = [t for t in hyp.tokens.tolist() if t != self.tokenizer.eos_id]
-        box = None
-        lo, hi = self.tokenizer.bin_range
-        if len(tokens) == 4 and all(lo <= t < hi for t in tokens):
-            # OFA's de-quantisation, without bins_to_box's validation: an inverted box is returned as decoded
-            scale = 512 / (self.tokenizer.num_bins - 1)
-            bins = self.tokenizer.ids_to_bins(tokens)
-            box = [bins[0] * scale / ratios[0], bins[1] * scale / ratios[1],
-                   bins[2] * scale / ratios[0], bins[3] * scale / ratios[1]]
-        return Prediction(self.tokenizer.decode(tokens).strip(), tokens, box, float(hyp.score))
+        return Prediction(self.tokenizer.decode(tokens).strip(), tokens, None, float(hyp.score))
 
     @torch.no_grad()
     def generate_image(self, caption: str, vq: Any, reranker: Any = None, num_samples: int = 24, top_k: int = 256,
@@ -161,36 +249,26 @@ class OFA:
                                temperature=temperature, seed=seed)[0]
 
     def caption(self, image) -> str:
-        return self.generate(image, PROMPTS["caption"], "caption").text
+        return self.generate(image, self.task("caption").prompt, "caption").text
 
     def answer(self, image, question: str) -> str:
-        return self.generate(image, PROMPTS["vqa"].format(question=question.rstrip("?") + "?"), "vqa").text
+        """The question as VQA evaluation writes it (``VQATask.question_text``: OFA's ``pre_question``, ``?``)."""
+        task = self.task("vqa")
+        return self.generate(image, task.question_text({"question": question}), "vqa").text
 
     def ground(self, image, text: str) -> list[float] | None:
-        return self.generate(image, PROMPTS["grounding"].format(text=text), "grounding").box
+        """The expression as grounding evaluation writes it (OFA's ``pre_caption``, the task's instruction)."""
+        from ofa_lightning.tasks.text import pre_caption
+
+        task = self.task("grounding")
+        expression = pre_caption(text, task.cfg["max_src_words"])
+        return self.generate(image, task.prompt.format(expression), "grounding").box
 
 
-def _run_dir_prompt_types(ckpt: Path) -> dict[str, str]:
-    """Task -> ``prompt_type`` from the run's ``config_resolved.yaml`` (mixture options), when the run dir has one."""
-    for parent in ckpt.parents:
-        cfg_path = parent / "config_resolved.yaml"
-        if cfg_path.is_file():
-            from omegaconf import OmegaConf
-
-            mixture = OmegaConf.load(cfg_path).get("mixture") or {}
-            found: dict[str, str] = {}
-            for name, entry in mixture.items():
-                if entry is None:
-                    continue
-                prompt_type = (entry.get("options") or {}).get("prompt_type")
-                if prompt_type:
-                    found[str(entry.get("task") or name)] = str(prompt_type)
-            return found
-    return {}
-
-
-def _run_dir_tokenizer(ckpt: Path) -> Path | None:
-    for parent in ckpt.parents:
-        if (parent / "tokenizer" / "ofa_tokenizer.json").exists():
-            return parent / "tokenizer"
-    return None
+def _rgb(image: Image.Image | str | Path) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        image = Image.open(path)
+    return image.convert("RGB")

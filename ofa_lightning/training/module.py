@@ -45,6 +45,7 @@ from .batch import K, batch_size, iter_loss_groups, select_rows
 from .ema import EMA, EMAConfig, _tracked
 from .guards import NonFiniteGuard, batch_task_counts, grads_are_finite
 from .loss import LossConfig, LossOutput, grouped_loss, is_finite, seq2seq_loss
+from .model_card import CARD_KEY, module_card
 from .optim import OptimConfig, apply_freezing, build_optimizer, build_scheduler
 from .tracking import _plain
 from .validation import TokenLoss, metric_inputs, metric_results, predict_batch
@@ -511,6 +512,7 @@ class OFALitModule(pl.LightningModule):
         checkpoint["ofa_nonfinite"] = self.nonfinite.state_dict()
         checkpoint["ofa_training"] = {"skipped_nonfinite": self.skipped_nonfinite, "samples_seen": self.samples_seen,
                                       "tokens_seen": self.tokens_seen}
+        checkpoint[CARD_KEY] = module_card(self)  # model_card.py: config, tokenizer, tasks, decoding
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None and "ema" in checkpoint:

@@ -147,6 +147,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     mcfg = OmegaConf.to_container(cfg.module, resolve=True)
     module = OFALitModule(model_config, tokenizer=tokenizer, predictions_dir=str(run_dir / "predictions"), **mcfg)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into every checkpoint (model_card.py)
 
     logger = _logger(cfg, run_dir)
     trainer_kwargs = trainer_arguments(cfg)
@@ -232,8 +233,9 @@ def compose_config(overrides: list[str], output_dir: str | Path, root_dir: str |
 
 
 def evaluate(train_cfg: DictConfig, ckpt_path: str | Path, out_dir: str | Path, split: str = "test",
-             tokenizer_dir: str | Path | None = None) -> dict[str, float]:
-    """Evaluate a checkpoint with its training run's data/task settings; predictions go to ``out_dir``."""
+             tokenizer_dir: str | Path | None = None, tokenizer: OFATokenizer | None = None) -> dict[str, float]:
+    """Evaluate a checkpoint with its training run's data/task settings; predictions go to ``out_dir``. The
+    tokenizer: ``tokenizer``, else the one saved in ``tokenizer_dir``, else built from ``train_cfg``."""
     import torch
 
     from ofa_lightning.data import OFADataModule
@@ -243,13 +245,15 @@ def evaluate(train_cfg: DictConfig, ckpt_path: str | Path, out_dir: str | Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    tokenizer = OFATokenizer.load(tokenizer_dir) if tokenizer_dir else build_tokenizer(train_cfg, None, out_dir)
+    if tokenizer is None:
+        tokenizer = OFATokenizer.load(tokenizer_dir) if tokenizer_dir else build_tokenizer(train_cfg, None, out_dir)
     data_kwargs = OmegaConf.to_container(train_cfg.data, resolve=True)
     data_kwargs.pop("_target_", None)
     datamodule = OFADataModule(**data_kwargs, tokenizer=tokenizer)
     module = OFALitModule(build_model_config(train_cfg, tokenizer), tokenizer=tokenizer,
                           predictions_dir=str(out_dir / "predictions"),
                           **OmegaConf.to_container(train_cfg.module, resolve=True))
+    module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
