@@ -24,6 +24,7 @@ import os
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from braceexpand import braceexpand
@@ -116,8 +117,30 @@ def _resolve_one(spec: str, split: str | None) -> list[str]:
     missing = [u for u in urls if not os.path.isfile(u)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"shard not found: {missing[0]}{more} (from spec {spec!r})")
+        raise FileNotFoundError(f"shard not found: {missing[0]}{more} (from spec {spec!r}); "
+                                f"{_prepare_hint(missing[0])}")
     return urls
+
+
+def _prepare_hint(missing: str) -> str:
+    """The ``ofa-prepare`` command that writes the shard folder a missing path lies in (shards live in
+    ``<shards root>/<recipe>/``); the recipe list when the folder is not named after a recipe."""
+    folder = Path(missing)
+    while folder.suffix == ".tar" or any(ch in folder.name for ch in "*?[{"):
+        folder = folder.parent
+    try:
+        shown = folder.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = folder
+    try:
+        from data_recipes.registry import load_recipes
+
+        recipes = set(load_recipes())
+    except Exception:  # noqa: BLE001 - a hint must never hide the error it explains
+        recipes = set()
+    if folder.name in recipes:
+        return f"make it with: ofa-prepare {folder.name} --out {shown} (ofa-prepare {folder.name} --help: its inputs)"
+    return f"make it with: ofa-prepare <recipe> --out {shown} (ofa-prepare --list: the recipes)"
 
 
 def resolve_shards(spec: str | Sequence[str], split: str | None = None) -> list[str]:
