@@ -10,19 +10,23 @@ from ofa_lightning.cli._hydra import hydra_command
 
 
 def run(cfg: DictConfig) -> dict:
+    """Evaluate ``ckpt_path`` with its run's config, tokenizer and tasks: the checkpoint's model card
+    (``training/model_card.py``), else the run dir beside it (``config_resolved.yaml``, ``tokenizer/``)."""
+    from ofa_lightning.training.model_card import read_model_card
     from ofa_lightning.training.run import evaluate
 
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} is not a file (e.g. runs/<task>/<run>/checkpoints/last.ckpt)")
-    run_dir = next((p for p in ckpt.parents if (p / "config_resolved.yaml").exists()), None)
-    if run_dir is None:
-        raise FileNotFoundError(f"no config_resolved.yaml in any folder above {ckpt}: not a run written by ofa-train")
-    train_cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    card = read_model_card(ckpt)
+    if card.config is None:
+        raise FileNotFoundError(f"{ckpt} carries no run config and no folder above it holds config_resolved.yaml: "
+                                "not a checkpoint written by ofa-train")
+    train_cfg = OmegaConf.create(card.config)
     for key, value in (cfg.overrides or {}).items():
         OmegaConf.update(train_cfg, key, value, force_add=True)
     out_dir = Path(cfg.paths.output_dir)
-    metrics = evaluate(train_cfg, ckpt, out_dir, split=cfg.split, tokenizer_dir=run_dir / "tokenizer")
+    metrics = evaluate(train_cfg, ckpt, out_dir, split=cfg.split, tokenizer=card.tokenizer())
     if cfg.official:
         from ofa_lightning.metrics import official_caption_scores
 
