@@ -39,6 +39,26 @@ def categorise(name: str) -> str:
     return "other"
 
 
+def kernel_breakdown(prof, steps: int, device_type: str = "CUDA") -> dict:
+    """Kernel time per step by category, its total and the largest kernels, from a finished ``torch.profiler``
+    run over ``steps`` steps. ``device_type="CPU"``: the CPU operators' self times stand in for kernels."""
+    by_cat: dict = defaultdict(float)
+    kernels = []
+    for e in prof.key_averages():
+        if device_type == "CUDA":
+            dt = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+        else:
+            dt = e.self_cpu_time_total
+        if dt and e.device_type.name == device_type:
+            by_cat[categorise(e.key)] += dt
+            kernels.append((dt, e.key[:90], e.count))
+    total = sum(by_cat.values())
+    return {"kernel_share": {k: v / total for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+            "kernel_ms_per_step": total / steps / 1000,
+            "top_kernels": [(round(dt / steps / 1000, 2), k, c // steps)
+                            for dt, k, c in sorted(kernels, reverse=True)[:25]]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(HERE))
@@ -66,17 +86,7 @@ def main() -> None:
         for _ in range(3):
             step()
         gpu.sync(device)
-    by_cat: dict = defaultdict(float)
-    kernels = []
-    for e in prof.key_averages():
-        dt = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
-        if dt and e.device_type.name == "CUDA":
-            by_cat[categorise(e.key)] += dt
-            kernels.append((dt, e.key[:90], e.count))
-    total = sum(by_cat.values())
-    res["kernel_share"] = {k: v / total for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}
-    res["kernel_ms_per_step"] = total / 3 / 1000
-    res["top_kernels"] = [(round(dt / 3 / 1000, 2), k, c // 3) for dt, k, c in sorted(kernels, reverse=True)[:25]]
+    res.update(kernel_breakdown(prof, 3))
     print(json.dumps(res["kernel_share"], indent=1), res["kernel_ms_per_step"], flush=True)
     for row in res["top_kernels"]:
         print(row, flush=True)
