@@ -7,7 +7,6 @@ Each test checks what the kit's tasks then read: the shards are fed through `bui
 from __future__ import annotations
 
 import base64
-import io
 import itertools
 import json
 import random
@@ -200,6 +199,18 @@ def test_hf_dataset_saved_to_disk_with_image_feature(photos, tmp_path, tok, monk
     [(_, fields, image)] = samples(out, "test")
     assert fields["captions"] == ["a cat"] and image == (photos / "chelsea.jpg").read_bytes()
     assert len(examples(tok, "caption", out)) == 2
+    # a folder of local Parquet files: splits from the file names, read by datasets in streaming mode
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "pq").mkdir()
+    data = (photos / "rocket.jpg").read_bytes()
+    for split, n in (("train", 3), ("validation", 1)):
+        pq.write_table(pa.table({"picture": [{"bytes": data, "path": None}] * n, "text": ["a rocket"] * n}),
+                       tmp_path / "pq" / f"{split}.parquet")
+    manifest = prepare("hf_dataset", "--dataset", str(tmp_path / "pq"), "--task", "image_text_matching",
+                       "--image-column", "picture", "--map", "captions=text", "--out", str(tmp_path / "pq_out"))
+    assert {s: manifest["splits"][s]["num_samples"] for s in manifest["splits"]} == {"train": 3, "validation": 1}
 
 
 def test_text_only_and_template_fields(photos, tmp_path, tok):
