@@ -9,6 +9,7 @@ import os
 import shutil
 
 import matplotlib
+import matplotlib.container
 
 matplotlib.use("Agg")
 
@@ -54,11 +55,16 @@ def test_load_run_reads_config_final_metrics_checkpoint_and_tokenizer(run0, tmp_
         runs.load_run(tmp_path)
 
 
-def test_latest_run_is_the_newest(project):
+def test_latest_run_is_the_newest(project, monkeypatch):
     root, sweep_dir = project
     assert runs.latest_run(root / "runs") == sweep_dir / "1"
     with pytest.raises(FileNotFoundError, match="no run dir"):
         runs.latest_run(root / "data")
+    monkeypatch.chdir(root)  # by default: runs/ of the working directory, where ofa-train writes
+    assert runs.latest_run() == sweep_dir / "1" and sweep.latest_sweep() == sweep_dir
+    monkeypatch.chdir(root / "data")
+    with pytest.raises(FileNotFoundError, match=str(root / "data" / "runs")):
+        runs.latest_run()
 
 
 def test_metrics_frame_matches_the_logged_files(run0, tmp_path):
@@ -238,6 +244,52 @@ def test_compare_table_has_each_tasks_headline_metric(project, run0, run1):
     assert list(val.columns[1:4]) == ["caption loss", "grounding loss", "vqa loss"]
 
 
+@pytest.fixture()
+def seeded(project, tmp_path):
+    """The tiny sweep plus two more seeds of job 0 (copies with ``seed=N`` added to the overrides and a different
+    CIDEr): groups {0, 0-seed1, 0-seed2} and {1}."""
+    sweep_dir = project[1]
+    out = tmp_path / "seeded"
+    skip = shutil.ignore_patterns("checkpoints", "wandb", "tokenizer")
+    for name, source, seed, cider in (("0", "0", None, None), ("1", "1", None, None), ("2", "0", 1, 0.5),
+                                      ("3", "0", 2, 0.8)):
+        shutil.copytree(sweep_dir / source, out / name, ignore=skip)
+        if seed is not None:
+            overrides = yaml.safe_load((out / name / ".hydra" / "overrides.yaml").read_text())
+            (out / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]))
+            final = json.loads((out / name / "final_metrics.json").read_text())
+            final["test/caption/cider"] = cider
+            (out / name / "final_metrics.json").write_text(json.dumps(final))
+    return out
+
+
+def test_runs_differing_only_by_seed_are_summarised_with_a_t_interval(seeded, run0):
+    from scipy import stats
+
+    loaded = sweep.load_sweep(seeded)
+    groups = sweep.seed_groups(loaded)
+    assert [[r.path.name for r in members] for members in groups.values()] == [["0", "2", "3"], ["1"]]
+    assert list(groups) == ["caption_vqa_grounding", "caption+vqa (logger=none, mixture.grounding=null)"]
+    summary = sweep.summarize(loaded)
+    first = summary.iloc[0]
+    values = [run0.final["test/caption/cider"], 0.5, 0.8]
+    mean = sum(values) / 3
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    assert first["seeds"] == 3 and first["caption CIDEr"] == pytest.approx(mean)
+    assert first["caption CIDEr ±95%"] == pytest.approx(stats.t.ppf(0.975, 2) * sd / math.sqrt(3))
+    assert first["vqa VQA acc ±95%"] == pytest.approx(0.0, abs=1e-12)  # the copies kept run 0's accuracy
+    # n: the samples each run evaluated for the metric's source (its records of the last test evaluation)
+    records = runs.prediction_files(run0.path).query("stage == 'test' and kind == 'records' and source == 'vqa'")
+    assert first["vqa VQA acc n"] == len(records["path"].iloc[-1].read_text().splitlines()) > 0
+    second = summary.iloc[1]
+    assert second["seeds"] == 1 and math.isnan(second["caption CIDEr ±95%"])  # one seed: no interval
+    assert math.isnan(second["grounding Acc@0.5"]) and math.isnan(second["grounding Acc@0.5 n"])
+    shown = sweep.display_summary(summary)
+    assert shown.iloc[0]["caption CIDEr"].startswith(f"{mean:.4g} ± ")
+    assert shown.iloc[0]["vqa VQA acc"].endswith(f"(n={int(first['vqa VQA acc n'])})")
+    assert shown.iloc[1]["grounding Acc@0.5"] == "n/a" and " ± " not in shown.iloc[1]["vqa VQA acc"]
+
+
 # ------------------------------------------------------------------------------------------------ plots
 def test_run_figures_are_drawn_and_saved(run0, tmp_path):
     frame = run0.metrics()
@@ -267,15 +319,19 @@ def test_gallery_draws_boxes_and_marks(run0, tmp_path):
         drawn = [p for p in ax.patches if isinstance(p, Rectangle)]
         pred_ok = not any(math.isnan(v) for v in row["prediction"])
         assert len(drawn) == 1 + pred_ok  # the reference always, the prediction when it is a box
-        assert ax.get_title().startswith(plots.RIGHT if row["correct"] else plots.WRONG)
+        # the verdict is under its own image (nothing above it, where the previous row's images end)
+        assert ax.get_xlabel().startswith(plots.RIGHT if row["correct"] else plots.WRONG) and not ax.get_title()
+    for source, row_axes in (("vqa", grid[6:9]), ("caption", grid[0:3])):
+        labelled = [ax for ax in row_axes if ax.get_xlabel()]  # a source with fewer rows leaves panels empty
+        assert labelled and all(f"\n{source}: " in ax.get_xlabel() for ax in labelled)  # each names its own row
     # a hand-made right answer: ✓ in green, both boxes drawn
     image = Image.new("RGB", (40, 30), "white")
     fig = plots.plot_gallery({"grounding": [{"id": "a", "task": "grounding", "prompt": "p", "image": image,
                                              "prediction": [1, 2, 20, 20], "reference": [1, 2, 20, 21],
                                              "score": 0.95, "correct": True}]})
     ax = fig.axes[0]
-    assert ax.get_title().startswith(plots.RIGHT) and len(ax.patches) == 2
-    assert matplotlib.colors.to_hex(ax.title.get_color()) == plots.REFERENCE_COLOR
+    assert ax.get_xlabel().startswith(plots.RIGHT) and len(ax.patches) == 2
+    assert matplotlib.colors.to_hex(ax.xaxis.label.get_color()) == plots.REFERENCE_COLOR
 
 
 def test_sweep_figures(project, tmp_path):
@@ -292,23 +348,66 @@ def test_sweep_figures(project, tmp_path):
     assert (tmp_path / "sweep.png").is_file()
 
 
+def test_sweep_figures_keep_one_style_per_run_and_show_intervals(seeded):
+    loaded = sweep.load_sweep(seeded)
+    labels = sweep.run_labels(loaded)
+    groups = {g: [labels[loaded.index(r)] for r in members] for g, members in sweep.seed_groups(loaded).items()}
+    styles = plots.run_styles(groups)
+    assert [styles[lab]["color"] for lab in labels] == ["C0", "C1", "C0", "C0"]  # seeds share their group's colour
+    assert [styles[lab]["linestyle"] for lab in labels] == ["-", "-", "--", ":"]
+    frames = {lab: r.metrics() for lab, r in zip(labels, loaded)}
+    fig = plots.plot_runs_curves(frames, pattern=plots.CURVE_GROUPS["validation metrics"], styles=styles)
+    assert {ax.get_title() for ax in fig.axes if ax.lines} >= {"val/vqa/vqa_acc", "val/caption/cider"}
+    for ax in fig.axes:  # the same run looks the same in every panel
+        for line in ax.lines:
+            expected = styles[line.get_label()]
+            assert matplotlib.colors.to_hex(line.get_color()) == matplotlib.colors.to_hex(expected["color"])
+            assert line.get_linestyle() == expected["linestyle"]
+    summary = sweep.summarize(loaded)
+    fig = plots.plot_sweep(summary, ["caption CIDEr"])
+    bars = fig.axes[0]
+    assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in bars.patches] == [
+        matplotlib.colors.to_hex(c) for c in ("C0", "C1")]  # a group's bar has its curves' colour
+    bar_container = next(c for c in bars.containers if isinstance(c, matplotlib.container.BarContainer))
+    assert bar_container.errorbar is not None  # the confidence interval
+
+
 # ------------------------------------------------------------------------------------------------ ofa-report
 def test_report_prints_text_markdown_and_csv(project, run1, capsys, tmp_path):
     from ofa_lightning.cli.report import main
 
     sweep_dir = project[1]
-    assert main([str(sweep_dir)]) == 0
+    assert main([str(sweep_dir), "--per-run"]) == 0
     text = capsys.readouterr().out
-    assert "caption_vqa_grounding" in text and "n/a" in text and "run_dir" not in text
-    assert main([str(sweep_dir), "--markdown"]) == 0
+    assert "caption_vqa_grounding" in text and "n/a" in text and "run_dir" not in text and "(2 runs)" in text
+    assert main([str(sweep_dir), "--markdown", "--per-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| run | mixture | caption CIDEr")
     assert lines[1].startswith("|---|---|---:")
-    assert main([str(sweep_dir), "--csv"]) == 0
+    assert main([str(sweep_dir), "--csv", "--per-run"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="run")
     assert len(table) == 2 and table.iloc[1]["vqa loss"] == pytest.approx(run1.final["test/vqa/loss"])
-    assert main([str(sweep_dir), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert main([str(sweep_dir), "--csv", str(tmp_path / "t.csv"), "--per-run"]) == 0
     assert pd.read_csv(tmp_path / "t.csv").shape[0] == 2
+
+
+def test_report_groups_seeds_by_default(seeded, capsys, monkeypatch):
+    from ofa_lightning.cli.report import main
+
+    assert main([str(seeded), "--markdown"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| group | mixture | seeds | caption CIDEr")
+    first = [c.strip() for c in lines[2].split("|")]
+    assert first[1:4] == ["caption_vqa_grounding", "caption_vqa_grounding", "3"]
+    assert " ± " in first[4] and "(n=" in first[4]
+    assert main([str(seeded), "--csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="group")
+    assert list(table["seeds"]) == [3, 1] and "caption CIDEr ±95%" in table and "vqa VQA acc n" in table
+    monkeypatch.chdir(seeded.parent)  # no sweep dir given: the newest multirun dir under ./runs
+    (seeded.parent / "runs").mkdir()
+    shutil.copytree(seeded, seeded.parent / "runs" / "multirun-20260101-000000")
+    assert main([]) == 0
+    assert "multirun-20260101-000000 (2 groups of seeds)" in capsys.readouterr().out
 
 
 def test_report_fails_clearly_without_runs(tmp_path, capsys):

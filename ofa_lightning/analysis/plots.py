@@ -1,9 +1,14 @@
 """Matplotlib figures for runs and sweeps: curves, throughput, mixture, prediction gallery, sweep bars.
 
 Every function returns the ``Figure`` (made with ``pyplot``, so a notebook shows it) and saves it when given
-``save=<path>``. Boxes are drawn in the image's own pixels: green the reference, red the prediction. A gallery
-panel's title is marked ``✓`` (right: score >= 0.5, i.e. IoU >= 0.5 or VQA soft score >= 0.5) or ``✗`` (wrong);
-captions have no per-row verdict (their metric is corpus-level) and show their references instead.
+``save=<path>``. Boxes are drawn in the image's own pixels: green the reference, red the prediction. Under each
+gallery image, its verdict ``✓`` (right: score >= 0.5, i.e. IoU >= 0.5 or VQA soft score >= 0.5) or ``✗`` (wrong)
+with the prediction, then the prompt and the references; captions have no per-row verdict (their metric is
+corpus-level).
+
+Several runs (a sweep): each run keeps one colour and line style in every panel (:func:`run_styles`). Runs that
+differ only by their seed share a colour (their group's, the same as the group's bar in :func:`plot_sweep`) and
+are told apart by the line style (solid, dashed, dotted, dash-dot, in seed order).
 """
 from __future__ import annotations
 
@@ -17,11 +22,13 @@ import pandas as pd
 from .runs import metric_curves, throughput
 
 __all__ = ["plot_curves", "plot_throughput", "plot_mixture", "plot_gallery", "plot_sweep", "plot_runs_curves",
-           "draw_box", "show_image", "save_figure", "CURVE_GROUPS", "REFERENCE_COLOR", "PREDICTION_COLOR"]
+           "run_styles", "draw_box", "show_image", "save_figure", "CURVE_GROUPS", "REFERENCE_COLOR",
+           "PREDICTION_COLOR", "LINE_STYLES"]
 
 REFERENCE_COLOR = "#1a9641"
 PREDICTION_COLOR = "#d7191c"
 RIGHT, WRONG = "\u2713", "\u2717"
+LINE_STYLES = ("-", "--", ":", "-.")  # the seeds of one group, in order
 # panel title -> regex over logged keys
 CURVE_GROUPS = {
     "training loss": r"^train/(loss|[^/]+/loss)$",
@@ -166,7 +173,7 @@ def plot_gallery(predictions: dict[str, list[dict[str, Any]]], per_source: int =
                  save: str | Path | None = None):
     """Rows from :func:`~.runs.load_predictions` (with images from :func:`~.runs.attach_images`): one row of
     panels per source. Each panel: the image with the reference (green) and predicted (red) boxes for box
-    tasks; title ``✓``/``✗`` + the prediction; underneath the prompt and the references."""
+    tasks; under it, in the verdict's colour, ``✓``/``✗`` + the prediction, the prompt and the references."""
     picked = [(source, row) for source, rows in predictions.items() for row in rows[:per_source]]
     if not picked:
         raise ValueError("no predictions to show (did the run evaluate?)")
@@ -194,38 +201,55 @@ def plot_gallery(predictions: dict[str, list[dict[str, Any]]], per_source: int =
             mark = {True: RIGHT, False: WRONG}.get(row.get("correct"), "")
             color = {True: REFERENCE_COLOR, False: PREDICTION_COLOR}.get(row.get("correct"), "black")
             score = f" ({row['score']:.2f})" if isinstance(row.get("score"), float) else ""
-            ax.set_title(f"{mark} {_short(row.get('prediction'), 26, 2)}{score}".strip(), color=color, fontsize=9)
+            verdict = f"{mark} {_short(row.get('prediction'), 26, 2)}{score}".strip()
             caption = f"{source}: {_short(row.get('prompt') or '', 34, 2)}\nref: {_short(row.get('reference'), 34, 2)}"
+            # everything about a panel under its own image (a title would sit right under the row above),
+            # coloured by the verdict
             if image is not None:
-                ax.set_xlabel(caption, fontsize=7)
+                ax.set_xlabel(f"{verdict}\n{caption}", color=color, fontsize=8)
             else:
-                ax.text(0.0, 0.5, caption, fontsize=7, transform=ax.transAxes, va="center")
+                ax.text(0.0, 0.5, f"{verdict}\n{caption}", fontsize=7, transform=ax.transAxes, va="center")
     fig.tight_layout()
     return save_figure(fig, save)
 
 
+def run_styles(groups: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """``{run label: {"color", "linestyle"}}`` from ``{group: [run label, …]}`` (e.g. the seed groups of
+    :func:`~.sweep.seed_groups`): one colour per group (``C0``, ``C1``, … in group order, as :func:`plot_sweep`
+    colours the group's bar), one :data:`LINE_STYLES` entry per run of a group."""
+    return {label: {"color": f"C{g % 10}", "linestyle": LINE_STYLES[k % len(LINE_STYLES)]}
+            for g, labels in enumerate(groups.values()) for k, label in enumerate(labels)}
+
+
 def plot_runs_curves(frames: dict[str, pd.DataFrame], pattern: str = r"^train/(loss|[^/]+/loss)$",
-                     ncols: int = 3, save: str | Path | None = None):
+                     ncols: int = 3, save: str | Path | None = None,
+                     styles: dict[str, dict[str, str]] | None = None):
     """Several runs on the same axes: one panel per logged key matching ``pattern`` (default: the training loss
-    and each task's), one line per run (``frames``: ``{label: metrics frame}``)."""
+    and each task's; ``CURVE_GROUPS["validation metrics"]`` for the evaluation metrics), one line per run
+    (``frames``: ``{label: metrics frame}``) against the step. Each run keeps its style (``styles``, from
+    :func:`run_styles`; default one colour per run) in every panel."""
     curves = {label: metric_curves(frame, pattern) for label, frame in frames.items()}
     keys = sorted({k for wide in curves.values() for k in wide.columns})
     if not keys:
         raise ValueError(f"no run logged a key matching {pattern!r}")
+    styles = styles or run_styles({label: [label] for label in frames})
     fig, axes = _grid(len(keys), ncols, (4.5, 3.2))
     for ax, key in zip(axes, keys):
-        _curve_panel(ax, key, [(label, wide[key]) for label, wide in curves.items() if key in wide.columns])
+        _curve_panel(ax, key, [(label, wide[key]) for label, wide in curves.items() if key in wide.columns],
+                     styles)
     fig.tight_layout()
     return save_figure(fig, save)
 
 
 def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int = 3,
                save: str | Path | None = None):
-    """One bar panel per metric column of :func:`~.sweep.compare` (default: every numeric column but
-    ``wall_seconds``), one bar per run; runs that did not evaluate a metric are marked ``n/a``."""
+    """One bar panel per metric column of :func:`~.sweep.compare` (one bar per run) or :func:`~.sweep.summarize`
+    (one bar per group of seeds: the mean, with its confidence interval as an error bar). Default: every metric
+    column but ``wall_seconds``. Bars are coloured ``C0``, ``C1``, … in row order; a row that did not evaluate a
+    metric is marked ``n/a``."""
     if columns is None:
-        columns = [c for c in table.columns if c not in ("mixture", "run_dir", "wall_seconds")
-                   and pd.api.types.is_numeric_dtype(table[c])]
+        columns = [c for c in table.columns if c not in ("mixture", "run_dir", "run_dirs", "wall_seconds", "seeds")
+                   and " ±" not in c and not c.endswith(" n") and pd.api.types.is_numeric_dtype(table[c])]
     if not columns:
         raise ValueError("no metric columns to plot")
     fig, axes = _grid(len(columns), ncols, (max(3.5, 1.1 * len(table) + 1.5), 3.4))
@@ -233,7 +257,9 @@ def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int
     for ax, column in zip(axes, columns):
         values = table[column].astype(float)
         xs = list(range(len(values)))
-        ax.bar(xs, values.fillna(0.0), color=[f"C{i % 10}" for i in xs])
+        spread = next((table[c].astype(float) for c in table.columns if c.startswith(f"{column} ±")), None)
+        ax.bar(xs, values.fillna(0.0), color=[f"C{i % 10}" for i in xs],
+               yerr=None if spread is None else spread.fillna(0.0), capsize=4)
         for x, v in zip(xs, values):
             ax.text(x, 0 if math.isnan(v) else v, "n/a" if math.isnan(v) else f"{v:.3g}", ha="center",
                     va="bottom", fontsize=8)
@@ -245,11 +271,13 @@ def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int
     return save_figure(fig, save)
 
 
-def _curve_panel(ax, title: str, lines: list[tuple[str, "pd.Series"]]) -> None:
+def _curve_panel(ax, title: str, lines: list[tuple[str, "pd.Series"]],
+                 styles: dict[str, dict[str, str]] | None = None) -> None:
     """One panel of step curves: each ``(label, series)`` without its gaps, markers when there are few points."""
     for label, series in lines:
         series = series.dropna()
-        ax.plot(series.index, series.values, marker="o" if len(series) < 10 else None, label=label)
+        ax.plot(series.index, series.values, marker="o" if len(series) < 10 else None, label=label,
+                **(styles or {}).get(label, {}))
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

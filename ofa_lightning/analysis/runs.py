@@ -95,10 +95,9 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 def latest_run(root: str | Path | None = None) -> Path:
-    """The most recently finished (else started) run dir under ``root`` (default: the repository's ``runs/``)."""
-    from ofa_lightning.paths import REPO_ROOT
-
-    root = Path(root) if root is not None else REPO_ROOT / "runs"
+    """The most recently finished (else started) run dir under ``root`` (default: ``runs/`` in the working
+    directory, where ``ofa-train`` writes)."""
+    root = Path(root) if root is not None else Path.cwd() / "runs"
     found = [p.parent for name in (FINAL_FILE, CONFIG_FILE) for p in root.rglob(name)] if root.is_dir() else []
     found = [p for p in found if "wandb" not in p.parts]
     if not found:

@@ -6,7 +6,10 @@ A sweep dir is a Hydra multirun dir (``ofa-train -m mixture=a,b,c`` → ``<sweep
 or the mixture's source names) plus the other overrides that differ between the runs.
 
 :func:`compare` gives one row per run with the headline metric of each evaluated source (CIDEr for captioning,
-VQA accuracy, Acc@0.5 for grounding, …) and its loss, from ``final_metrics.json``.
+VQA accuracy, Acc@0.5 for grounding, …) and its loss, from ``final_metrics.json``. :func:`summarize` groups the
+runs that differ only by ``seed`` (:func:`seed_groups`) and gives, per metric, the mean over the seeds, the
+half-width of its 95 % confidence interval (Student's t with ``seeds - 1`` degrees of freedom: the spread of the
+seeds, not of the evaluation samples) and the number of samples each run evaluated for it.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import pandas as pd
 from .runs import CONFIG_FILE, FINAL_FILE, Run, is_run_dir, load_run
 
 __all__ = ["find_runs", "latest_sweep", "hydra_overrides", "mixture_name", "run_labels", "load_sweep", "compare",
-           "metric_columns", "HEADLINE", "NoRunsError"]
+           "metric_columns", "seed_groups", "summarize", "display_summary", "evaluated_samples", "confidence_interval", "HEADLINE",
+           "NoRunsError"]
 
 # metric name -> display name, in the order columns are shown (``loss`` last)
 HEADLINE = {"cider": "CIDEr", "vqa_acc": "VQA acc", "acc": "Acc@0.5", "accuracy": "accuracy", "loss": "loss"}
@@ -56,11 +60,9 @@ def _natural(text: str) -> list[Any]:
 
 
 def latest_sweep(root: str | Path | None = None) -> Path:
-    """The newest Hydra multirun dir under ``root`` (default: the repository's ``runs/``): a folder with Hydra's
-    ``multirun.yaml``, or one named ``multirun-*`` (``conf/hydra/default.yaml``'s sweep dir)."""
-    from ofa_lightning.paths import REPO_ROOT
-
-    root = Path(root) if root is not None else REPO_ROOT / "runs"
+    """The newest Hydra multirun dir under ``root`` (default: ``runs/`` in the working directory, where ``ofa-train``
+    writes): a folder with Hydra's ``multirun.yaml``, or one named ``multirun-*``."""
+    root = Path(root) if root is not None else Path.cwd() / "runs"
     found: set[Path] = set()
     if root.is_dir():
         found.update(p.parent for p in root.rglob("multirun.yaml"))
@@ -113,12 +115,12 @@ def mixture_name(run: Run, overrides: list[str] | None = None) -> str:
     return "+".join(names) or "?"
 
 
-def run_labels(runs: list[Run]) -> list[str]:
-    """One label per run: its mixture name, plus the non-mixture overrides whose values differ between runs;
-    made unique with the run dir name when two runs would share one."""
+def run_labels(runs: list[Run], ignore: tuple[str, ...] = ()) -> list[str]:
+    """One label per run: its mixture name, plus the non-mixture overrides whose values differ between runs
+    (keys in ``ignore`` left out); made unique with the run dir name when two runs would share one."""
     overrides = [hydra_overrides(r.path) for r in runs]
     parsed = [dict(o.lstrip("+~").partition("=")[::2] for o in ov) for ov in overrides]
-    keys = sorted({k for p in parsed for k in p if k != "mixture"})
+    keys = sorted({k for p in parsed for k in p if k != "mixture" and k not in ignore})
     varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
     labels = []
     for run, ov, p in zip(runs, overrides, parsed):
@@ -168,3 +170,108 @@ def compare(sweep: str | Path | list[Run], stage: str = "test", metrics: tuple[s
         row["run_dir"] = str(run.path)
         rows.append(row)
     return pd.DataFrame(rows, index=pd.Index(labels, name="run"))
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+SEED_KEY = "seed"
+# config keys that name or place a run rather than change what it computes
+_NOT_SETTINGS = ("seed", "run_name", "paths", "logger", "tags", "sweep_name", "resume")
+
+
+def _settings(run: Run) -> str:
+    """What makes a run's result what it is, apart from its seed: its overrides without ``seed`` (a Hydra job),
+    else its resolved config without the keys that only name or place it."""
+    if (run.path / ".hydra" / "overrides.yaml").is_file():
+        parsed = dict(o.lstrip("+~").partition("=")[::2] for o in hydra_overrides(run.path))
+        parsed.pop(SEED_KEY, None)
+        return repr(sorted(parsed.items()))
+    return repr(sorted((k, repr(v)) for k, v in run.config.items() if k not in _NOT_SETTINGS))
+
+
+def seed_groups(runs: list[Run]) -> dict[str, list[Run]]:
+    """``{label: runs}``: runs that differ only by ``seed`` share a group, labelled like :func:`run_labels` with
+    ``seed`` left out (groups in the order their first run comes)."""
+    keys = [_settings(r) for r in runs]
+    firsts = list(dict.fromkeys(keys))
+    labels = run_labels([runs[keys.index(k)] for k in firsts], ignore=(SEED_KEY,))
+    return {label: [r for r, k in zip(runs, keys) if k == key] for label, key in zip(labels, firsts)}
+
+
+def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the ``level`` confidence interval of the mean) of ``values`` (NaNs left out), with
+    Student's t; the half-width is NaN with fewer than two values."""
+    import numpy as np
+    from scipy import stats
+
+    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if data.size == 0:
+        return math.nan, math.nan
+    if data.size < 2:
+        return float(data[0]), math.nan
+    sem = float(data.std(ddof=1)) / math.sqrt(data.size)
+    return float(data.mean()), float(stats.t.ppf(0.5 + level / 2, data.size - 1) * sem)
+
+
+def evaluated_samples(run: Run, stage: str = "test") -> dict[str, int]:
+    """``{source: samples}`` the run's last ``stage`` evaluation scored (the records ``OFALitModule`` wrote to
+    ``predictions/<stage>_<source>_step<N>.jsonl``; padding rows are not written)."""
+    from .runs import prediction_files
+
+    files = prediction_files(run.path)
+    files = files[(files["stage"] == stage) & (files["kind"] == "records")]
+    if files.empty:
+        return {}
+    last = files[files["step"] == files["step"].max()]
+    return {str(source): sum(1 for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+            for source, path in zip(last["source"], last["path"])}
+
+
+def summarize(sweep: str | Path | list[Run], stage: str = "test", metrics: tuple[str, ...] | None = None,
+              extra: tuple[str, ...] = ("train/loss", "wall_seconds"), level: float = 0.95) -> pd.DataFrame:
+    """One row per :func:`seed_groups` group, indexed by its label: ``mixture``, ``seeds`` (runs in the group),
+    then for each headline metric column ``M`` of :func:`compare` (and each ``extra`` key): ``M`` (mean over the
+    seeds), ``M ±95%`` (half-width of the confidence interval; NaN for one seed) and, for evaluation metrics,
+    ``M n`` (samples each run evaluated for it; the smallest when the seeds differ); ``run_dirs`` last."""
+    runs = load_sweep(sweep) if not isinstance(sweep, list) else sweep
+    if not runs:
+        raise NoRunsError("no runs to compare")
+    ordered = metric_columns({key: 0.0 for run in runs for key in run.final}, stage, metrics)
+    pct = f"±{level * 100:g}%"
+    rows, labels = [], []
+    for label, members in seed_groups(runs).items():
+        counts = [evaluated_samples(r, stage) for r in members]
+        row: dict[str, Any] = {"mixture": mixture_name(members[0]), "seeds": len(members)}
+        for name, key in [*ordered.items(), *((k, k) for k in extra)]:
+            row[name], row[f"{name} {pct}"] = confidence_interval([float(r.final.get(key, math.nan))
+                                                                   for r in members], level)
+            if key in ordered.values():
+                source = key.split("/")[1]
+                seen = [c[source] for c in counts if source in c]
+                row[f"{name} n"] = min(seen) if seen and not math.isnan(row[name]) else math.nan
+        row["run_dirs"] = ";".join(str(r.path) for r in members)
+        rows.append(row)
+        labels.append(label)
+    return pd.DataFrame(rows, index=pd.Index(labels, name="group"))
+
+
+def display_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize`'s ``M``, ``M ±95%``, ``M n`` columns as one text column ``M`` per metric:
+    ``0.412 ± 0.031 (n=500)`` (no ``±`` part for one seed; ``n/a`` for a metric the group did not evaluate)."""
+    def number(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+
+    spreads = [c for c in summary.columns if " ±" in c]
+    out = summary[[c for c in summary.columns if c not in spreads and not c.endswith(" n")]].copy()
+    for column in spreads:
+        name = column.rsplit(" ±", 1)[0]
+        counts = summary[f"{name} n"] if f"{name} n" in summary.columns else [math.nan] * len(summary)
+        cells = []
+        for mean, half, n in zip(summary[name], summary[column], counts):
+            text = number(float(mean))
+            if not math.isnan(mean) and not math.isnan(half):
+                text += f" ± {number(float(half))}"
+            if not math.isnan(mean) and not math.isnan(n):
+                text += f" (n={int(n)})"
+            cells.append(text)
+        out[name] = cells
+    return out
