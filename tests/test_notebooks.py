@@ -16,7 +16,8 @@ EXPECTED = {
     "01_inspect_run.ipynb": (("OFA_RUN_DIR", "OFA_FIGURES_DIR"),
                              ("curves.png", "throughput.png", "mixture.png", "gallery.png"), ("offline",)),
     "02_compare_mixtures.ipynb": (("OFA_SWEEP_DIR", "OFA_FIGURES_DIR"),
-                                  ("sweep_metrics.png", "sweep_losses.png", "sweep_curves.png"), ("(2 runs)",)),
+                                  ("sweep_metrics.png", "sweep_losses.png", "sweep_curves.png", "sweep_train_loss.png"),
+                                  ("(2 runs)", "2 groups of seeds")),
     "03_try_the_model.ipynb": (("OFA_CHECKPOINT", "OFA_SOURCE_CHECKPOINT", "OFA_TOKENIZER", "OFA_FIGURES_DIR"),
                                ("try.png", "try_converted.png"),
                                ("grounded_qa", "answers exactly like the original")),
@@ -80,7 +81,11 @@ def test_notebook_runs_against_a_tiny_run_and_makes_its_figures(name, project, t
     })
     for var in ("OFA_IMAGE", "OFA_SOURCE_CHECKPOINT", "OFA_TOKENIZER", "OFA_STAGE"):
         env.pop(var, None)
-    nb = _execute(name, env, tmp_path)
+    cwd = tmp_path
+    if name == "02_compare_mixtures.ipynb":  # its default: the newest sweep under runs/ of the working directory
+        env.pop("OFA_SWEEP_DIR")
+        cwd = root
+    nb = _execute(name, env, cwd)
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
@@ -93,3 +98,5 @@ def test_notebook_runs_against_a_tiny_run_and_makes_its_figures(name, project, t
                      for o in outputs)
     for line in shown:
         assert line in text, f"{name}: {line!r} not in the outputs"
+    if name == "02_compare_mixtures.ipynb":
+        assert f"{sweep_dir} (2 runs)" in text
