@@ -63,7 +63,7 @@ def fsdp_wrap(model, device):
         LossModule(model, device), auto_wrap_policy=ModuleWrapPolicy({EncoderLayer, DecoderLayer}),
         sharding_strategy=ShardingStrategy.FULL_SHARD,
         mixed_precision=FSDPPrecision("bf16-mixed").mixed_precision_config,
-        device_id=device if device.type == "cuda" else None, use_orig_params=True)
+        device_id=torch.cuda.current_device() if device.type == "cuda" else None, use_orig_params=True)
 
 
 def free(device) -> None:
