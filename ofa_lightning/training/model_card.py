@@ -5,6 +5,7 @@ numbers only, so ``torch.load(weights_only=True)`` reads it)::
 
     format      1
     config      the run's resolved Hydra config (what ``config_resolved.yaml`` holds), or None
+    choices     the run's Hydra config group choices (``model: tiny``, ``experiment: demo`` ...), or None
     tokenizer   {file name: text} of the saved tokenizer (``vocab.json``, ``merges.txt``, ``ofa_tokenizer.json``)
     tasks       {source name: {"task": task name, "options": the task's options}}: each task as training built it
                 (image size, bins' ``max_image_size``, ``prompt_type``, the closed answer set as a list instead of a
@@ -79,8 +80,10 @@ def task_entry(task) -> dict[str, Any]:
     return {"task": type(task).name, "options": _plain(options)}
 
 
-def build_model_card(tokenizer, tasks: Mapping[str, Any], config: Any = None) -> dict[str, Any]:
-    """The card of a model trained with ``tokenizer`` on ``tasks`` ({source name: Task}) under ``config``."""
+def build_model_card(tokenizer, tasks: Mapping[str, Any], config: Any = None,
+                     choices: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The card of a model trained with ``tokenizer`` on ``tasks`` ({source name: Task}) under ``config`` (Hydra's
+    config group ``choices`` beside it, for ``resume``)."""
     decoding = {}
     for name, task in tasks.items():
         try:
@@ -90,6 +93,7 @@ def build_model_card(tokenizer, tasks: Mapping[str, Any], config: Any = None) ->
     return {
         "format": CARD_FORMAT,
         "config": _plain(config) if config is not None else None,
+        "choices": _plain(dict(choices)) if choices else None,
         "tokenizer": tokenizer_files(tokenizer) if tokenizer is not None else None,
         "tasks": {str(name): task_entry(task) for name, task in tasks.items()},
         "decoding": decoding,
@@ -210,6 +214,7 @@ def module_card(module) -> dict[str, Any]:
     cached = getattr(module, "_ofa_model_card", None)
     if cached is None or cached[0] != key:
         tokenizer = module.tokenizer if hasattr(module.tokenizer, "save") else None
-        cached = (key, build_model_card(tokenizer, module.tasks, getattr(module, "run_config", None)))
+        cached = (key, build_model_card(tokenizer, module.tasks, getattr(module, "run_config", None),
+                                        getattr(module, "run_choices", None)))
         module._ofa_model_card = cached
     return cached[1]

@@ -59,13 +59,34 @@ def build_tokenizer(cfg: DictConfig, datamodule, run_dir: Path) -> OFATokenizer:
         return OFATokenizer.load(saved)
     if tcfg.kind == "ofa_bpe":
         tokenizer = OFATokenizer.from_ofa_files(tcfg.path, num_codes=tcfg.num_codes, num_bins=tcfg.num_bins)
+    elif tcfg.kind == "checkpoint":
+        tokenizer = checkpoint_tokenizer(tcfg.get("path"))
     elif tcfg.kind == "trained":
         texts = training_texts(datamodule, int(tcfg.max_samples))
         tokenizer = OFATokenizer.train_bpe(texts, bpe_vocab_size=tcfg.bpe_vocab_size, num_codes=tcfg.num_codes,
                                            num_bins=tcfg.num_bins)
     else:
-        raise ValueError(f"tokenizer.kind must be 'ofa_bpe' or 'trained', got {tcfg.kind!r}")
+        raise ValueError(f"tokenizer.kind must be 'ofa_bpe', 'trained' or 'checkpoint', got {tcfg.kind!r}")
     tokenizer.save(saved)
+    return tokenizer
+
+
+def checkpoint_tokenizer(path: str | Path | None) -> OFATokenizer:
+    """``tokenizer=checkpoint``: the tokenizer an ``ofa-train`` checkpoint carries (its model card, or its run dir's
+    ``tokenizer/``); a converted or OFA checkpoint has none, and the message says to use ``tokenizer=ofa_bpe``."""
+    from ofa_lightning.errors import UserError
+    from ofa_lightning.model.convert import load_checkpoint_file
+    from ofa_lightning.training.model_card import read_model_card
+
+    if not path:
+        raise UserError("tokenizer=checkpoint takes the tokenizer of module.init_from=<checkpoint>; none is given")
+    data = load_checkpoint_file(path)
+    tokenizer = read_model_card(data, path).tokenizer() if "hyper_parameters" in data else None
+    if tokenizer is None:
+        kind = "an ofa-train checkpoint without a tokenizer beside it" if "hyper_parameters" in data else \
+            "an OFA or ofa-convert checkpoint: it stores no tokenizer"
+        raise UserError(f"tokenizer=checkpoint: {path} is {kind}; OFA's checkpoints use OFA's BPE vocabulary, "
+                        "tokenizer=ofa_bpe (tokenizer.path=<folder of encoder.json, vocab.bpe, dict.txt>)")
     return tokenizer
 
 
@@ -77,23 +98,6 @@ def build_model_config(cfg: DictConfig, tokenizer: OFATokenizer) -> OFAConfig:
     if config.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"model.vocab_size={config.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids")
     return config
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint to resume from: ``resume=auto`` -> ``<run_dir>/checkpoints/last.ckpt`` when present (written
-    atomically, so it is always complete: ``checkpointing.py``), a path, or None."""
-    if not cfg.resume:
-        return None
-    if cfg.resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.exists():
-            log.info("resume=auto: continuing from %s", last)
-            return str(last)
-        return None
-    path = Path(cfg.resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint there (use resume=auto or a .ckpt path)")
-    return str(path)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
@@ -128,10 +132,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from ofa_lightning.data import OFADataModule
     from ofa_lightning.training.module import OFALitModule
 
+    from ofa_lightning.training.resume import (PublishRunRecord, discard_deferred_hydra_dir, prepare_resume,
+                                               publish_run_record)
+
     start = time.time()
     run_dir = Path(cfg.paths.output_dir)
+    try:  # resume: the run's own config + the overrides given now, shapes checked; nothing written (resume.py)
+        plan = prepare_resume(cfg, run_dir)
+    except BaseException:
+        discard_deferred_hydra_dir()
+        raise
+    cfg = plan.cfg
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+    if plan.ckpt_path is None:  # a resumed run's record is written once its checkpoint has loaded
+        publish_run_record(cfg, run_dir)
     if int(os.environ.get("RANK", 0)) == 0:  # partial files of a checkpoint write that was killed
         from ofa_lightning.training.checkpointing import remove_stale_temporaries
 
@@ -141,22 +155,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
     data_kwargs.pop("_target_", None)
     datamodule = OFADataModule(**data_kwargs)
-    tokenizer = build_tokenizer(cfg, datamodule, run_dir)
+    tokenizer = plan.tokenizer or build_tokenizer(cfg, datamodule, run_dir)
     datamodule.tokenizer = tokenizer
     model_config = build_model_config(cfg, tokenizer)
 
     mcfg = OmegaConf.to_container(cfg.module, resolve=True)
     module = OFALitModule(model_config, tokenizer=tokenizer, predictions_dir=str(run_dir / "predictions"), **mcfg)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into every checkpoint (model_card.py)
+    module.run_choices = plan.choices
 
     logger = _logger(cfg, run_dir)
     trainer_kwargs = trainer_arguments(cfg)
+    callbacks = build_callbacks(cfg, run_dir)
+    if plan.ckpt_path is not None:
+        callbacks.append(PublishRunRecord(cfg, run_dir, tokenizer))
     trainer = pl.Trainer(**trainer_kwargs, logger=logger if logger is not None else False,
-                         callbacks=build_callbacks(cfg, run_dir), default_root_dir=str(run_dir),
+                         callbacks=callbacks, default_root_dir=str(run_dir),
                          enable_checkpointing=True)
     try:
         # weights_only=True: resuming never runs pickled code (our checkpoints hold tensors, containers, scalars)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.test_after_fit:
             results = trainer.test(module, datamodule=datamodule, verbose=False)

@@ -1,0 +1,291 @@
+"""``resume=``: continue a run from its checkpoint with the run's own config, and leave its record intact.
+
+``resume=auto`` continues ``<run dir>/checkpoints/last.ckpt``; ``resume=<path>`` continues that checkpoint (into
+this job's run dir). What happens, in order, before anything in the run dir is written:
+
+1. The run's config is rebuilt from the checkpoint's model card (``model_card.py``; older checkpoints: the run
+   dir's ``config_resolved.yaml``), and only the overrides given now are applied to it (Hydra's override list of
+   this job): ``key=value`` takes the new value; a config group given again with the run's own choice
+   (``experiment=demo`` for a demo run) changes nothing, another choice replaces that group's section
+   (``trainer=gpu``); another choice of a global group (``experiment``, ``debug``) is refused, as a resumed run
+   keeps its experiment. ``paths.output_dir`` is this job's run dir. Called as ``train(cfg)`` without Hydra (no
+   override list), the config given is used as it is.
+2. An override that changes the shape of a trained tensor is refused in one line naming each changed key, e.g.
+   ``model.encoder_layers: trained 1, given 4`` (``tokenizer.*`` settings too: they change the vocabulary).
+3. Nothing in the run dir is written until the checkpoint has loaded: ``config_resolved.yaml`` (and the tokenizer
+   when the run dir has none) are written by :class:`PublishRunRecord` when training starts, after Lightning
+   restored the checkpoint; Hydra's own ``.hydra/`` of a ``resume`` job is first written to a temporary folder
+   (:class:`DeferRunRecord`, a Hydra callback in ``conf/hydra/default.yaml``) and moved into the run dir then.
+
+``resume=auto`` with no ``last.ckpt`` yet: when the run dir holds nothing but this job's log (a new run, or one
+killed before its first checkpoint), one log line says so and the run starts at step 0, so one command both starts
+and restarts a preemptible job. When the run dir holds anything else (another run's files), it is refused in one
+line: ``resume=auto`` never starts a fresh run over another run's record.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ofa_lightning.errors import UserError
+
+try:  # hydra is a dependency; the callback base only matters inside a Hydra app
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+import pytorch_lightning as pl
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ResumePlan", "prepare_resume", "PublishRunRecord", "DeferRunRecord", "publish_run_record",
+           "discard_deferred_hydra_dir", "hydra_overrides"]
+
+HYDRA_TMP_PREFIX = "ofa-hydra-"
+# tokenizer settings that do not change the vocabulary
+_TOKENIZER_FREE = {"path", "max_samples"}
+
+
+class DeferRunRecord(_HydraCallback):
+    """Hydra callback: a job with ``resume`` set writes Hydra's ``.hydra/`` into a temporary folder (an absolute
+    ``hydra.output_subdir``); :func:`publish_run_record` moves it into the run dir once the checkpoint has loaded."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not OmegaConf.select(config, "resume", default=None) or config.hydra.get("output_subdir") is None:
+            return
+        from omegaconf import read_write
+
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.output_subdir = tempfile.mkdtemp(prefix=HYDRA_TMP_PREFIX)
+
+
+@dataclass
+class ResumePlan:
+    cfg: DictConfig
+    ckpt_path: str | None = None
+    tokenizer: Any = None  # the run's tokenizer from the checkpoint's model card (None: build or load as usual)
+    choices: dict[str, str] | None = None  # the run's config group choices (kept in the model card)
+
+
+def hydra_overrides() -> tuple[list[str], dict[str, str]] | None:
+    """(this job's overrides, its config group choices), or None outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        return list(hc.overrides.task), {str(k): str(v) for k, v in hc.runtime.choices.items() if v is not None}
+    except (ImportError, ValueError):
+        return None
+
+
+def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
+    if cfg.resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resume=auto: continuing from %s", last)
+            return last
+        own = {".hydra", f"{cfg.get('task_name', 'train')}.log"}
+        other = sorted(p.name for p in run_dir.iterdir() if p.name not in own) if run_dir.is_dir() else []
+        if other:
+            raise UserError(f"resume=auto: no checkpoint at {last}, but {run_dir} holds another run's files "
+                            f"({', '.join(other[:4])}); pass resume=<a .ckpt>, another run_name, or remove the folder")
+        log.warning("resume=auto: %s has no checkpoint yet: starting at step 0", run_dir)
+        return None
+    path = Path(str(cfg.resume))
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint there (use resume=auto or a .ckpt path)")
+    return path
+
+
+def prepare_resume(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], dict[str, str]] | None = None
+                   ) -> ResumePlan:
+    """The config and checkpoint a run continues from (see the module doc); writes nothing."""
+    overrides = overrides if overrides is not None else hydra_overrides()
+    choices = overrides[1] if overrides is not None else None
+    if not cfg.get("resume"):
+        return ResumePlan(cfg, choices=choices)
+    path = _checkpoint_path(cfg, Path(run_dir))
+    if path is None:
+        return ResumePlan(cfg, choices=choices)
+    import torch
+
+    from .model_card import read_model_card
+
+    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    card = read_model_card(data, path)
+    merged, saved_choices = cfg, (data.get(_CARD) or {}).get("choices")
+    if card.config is not None and overrides is not None:
+        merged, applied = rebuild_config(cfg, card.config, overrides[0], overrides[1], saved_choices)
+        choices = {**(saved_choices or choices or {}), **applied}
+    tokenizer = card.tokenizer()
+    check_shapes(data, merged, card.config, tokenizer, path)
+    return ResumePlan(merged, str(path), tokenizer, choices)
+
+
+_CARD = "ofa_model_card"
+
+
+def rebuild_config(now: DictConfig, saved: dict[str, Any], overrides: list[str], choices: dict[str, str],
+                   saved_choices: dict[str, str] | None) -> tuple[DictConfig, dict[str, str]]:
+    """``saved`` with the overrides given now applied (values taken from ``now``, the config Hydra composed), and
+    the config group choices that changed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    merged = OmegaConf.create(saved)
+    applied: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        if key in choices:  # a config group
+            if saved_choices and saved_choices.get(key) == choices[key]:
+                continue
+            section = OmegaConf.select(now, key.replace("/", "."), default=None)
+            if isinstance(section, DictConfig):
+                OmegaConf.update(merged, key.replace("/", "."), OmegaConf.to_container(section, resolve=True),
+                                 merge=False, force_add=True)
+                applied[key] = choices[key]
+            elif saved_choices:
+                raise UserError(f"resume: {key}={choices[key]} is not the run's {key}={saved_choices.get(key)}; a "
+                                f"resumed run keeps its {key} (start a new run_name for another)")
+            else:
+                log.warning("resume: %s=%s is taken as the run's own (its checkpoint does not record it)", key,
+                            choices[key])
+        elif override.is_delete():
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(merged, parent) if parent else merged
+            if isinstance(node, DictConfig) and leaf in node:
+                with open_dict(node):
+                    del node[leaf]
+        else:
+            _take(merged, now, key)
+            # keys defined by reference to it follow (module.optim.max_steps: ${trainer.max_steps})
+            for dependent in _references(OmegaConf.to_container(now, resolve=False), key):
+                _take(merged, now, dependent)
+    with open_dict(merged):
+        merged.paths.output_dir = str(now.paths.output_dir)  # this job's run dir
+    return merged, applied
+
+
+def _take(merged: DictConfig, now: DictConfig, key: str) -> None:
+    value = OmegaConf.select(now, key, default=None)
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    OmegaConf.update(merged, key, value, merge=False, force_add=True)
+
+
+def _references(node: Any, key: str, prefix: str = "") -> list[str]:
+    """Dotted keys of ``node`` (an unresolved container) whose value interpolates ``key``."""
+    out = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.extend(_references(v, key, f"{prefix}{k}."))
+    elif isinstance(node, str) and ("${" + key + "}" in node or "${" + key + "." in node):
+        out.append(prefix[:-1])
+    return out
+
+
+def _leaf_diffs(trained: Any, given: Any, prefix: str) -> list[str]:
+    if isinstance(trained, dict) and isinstance(given, dict):
+        out = []
+        for key in sorted(set(trained) | set(given), key=str):
+            out.extend(_leaf_diffs(trained.get(key), given.get(key), f"{prefix}.{key}"))
+        return out
+    return [] if trained == given else [f"{prefix}: trained {trained}, given {given}"]
+
+
+def _shapes(model_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    import torch
+
+    from ofa_lightning.model import OFAConfig, OFAModel
+
+    with torch.device("meta"):
+        model = OFAModel(OFAConfig(**model_config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_shapes(data: dict[str, Any], cfg: DictConfig, saved: dict[str, Any] | None, tokenizer: Any,
+                 path: Path) -> None:
+    """Refuse (one line) a config whose model would not take the checkpoint's tensors."""
+    from ofa_lightning.model import OFAConfig
+
+    trained = dict(data.get("hyper_parameters", {}).get("model_config") or {})
+    if not trained:
+        return
+    diffs = []
+    if saved is not None:  # tokenizer settings change the vocabulary (the run's saved tokenizer is reused)
+        free = {f"tokenizer.{k}" for k in _TOKENIZER_FREE}
+        diffs = [d for d in _leaf_diffs(saved.get("tokenizer"), OmegaConf.to_container(cfg.tokenizer, resolve=True),
+                                        "tokenizer") if d.split(":")[0] not in free]
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if model.get("vocab_size") is None:
+        model["vocab_size"] = tokenizer.vocab_size if tokenizer is not None else trained.get("vocab_size")
+    given = OFAConfig.from_dict(model).to_dict()
+    if _shapes(trained) != _shapes(given):
+        diffs += [f"model.{k}: trained {trained.get(k)}, given {v}" for k, v in given.items() if trained.get(k) != v]
+    if diffs:
+        raise UserError(f"resume from {path}: {'; '.join(diffs)} would not fit the trained weights; resume with the "
+                        "run's values, or start a new run (module.init_from=<checkpoint> to start from its weights)")
+
+
+def _deferred_hydra_dir() -> Path | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        sub = HydraConfig.get().get("output_subdir")
+    except (ImportError, ValueError):
+        return None
+    if sub and Path(sub).is_absolute() and Path(sub).name.startswith(HYDRA_TMP_PREFIX) and Path(sub).is_dir():
+        return Path(sub)
+    return None
+
+
+def discard_deferred_hydra_dir() -> None:
+    """Remove this job's temporary ``.hydra`` (a job that did not start, or a rank other than 0)."""
+    tmp = _deferred_hydra_dir()
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_run_record(cfg: DictConfig, run_dir: Path, tokenizer: Any = None) -> None:
+    """Write the run's record into its dir: ``config_resolved.yaml``, the tokenizer when the dir has none, and
+    Hydra's ``.hydra/`` of a resume job (moved from its temporary folder). Rank 0 only."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        discard_deferred_hydra_dir()
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+    if tokenizer is not None and hasattr(tokenizer, "save") and not (run_dir / "tokenizer" / "ofa_tokenizer.json").exists():
+        tokenizer.save(run_dir / "tokenizer")
+    tmp = _deferred_hydra_dir()
+    if tmp is not None:
+        dest = run_dir / ".hydra"
+        dest.mkdir(exist_ok=True)
+        for item in tmp.iterdir():
+            shutil.move(str(item), str(dest / item.name))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class PublishRunRecord(pl.Callback):
+    """Writes the run record (:func:`publish_run_record`) when training starts: after Lightning restored the
+    checkpoint (weights, optimiser, loops)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, tokenizer: Any = None):
+        self.cfg, self.run_dir, self.tokenizer = cfg, Path(run_dir), tokenizer
+        self.done = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.done:
+            publish_run_record(self.cfg, self.run_dir, self.tokenizer)
+            self.done = True
