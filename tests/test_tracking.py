@@ -243,7 +243,8 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
 
 
 def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
-    """In a Hydra multirun job the W&B run is named by the job's overrides, not the (shared) run name."""
+    """In a Hydra multirun job the W&B run is named by the job's values of the swept keys, not the (shared) run
+    name; without the sweep's multirun.yaml, by all the job's overrides."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -253,18 +254,27 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
     from ofa_lightning.paths import CONF_DIR
 
     assert sweep_job_name() is None  # no Hydra job
+    job = ["mixture=caption_only", "seed=1", "trainer.max_steps=5"]
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["mixture=caption_only", "seed=1"], return_hydra_config=True)
+        cfg = compose("train", overrides=job, return_hydra_config=True)
+    sweep_dir = tmp_path / "multirun-20260101-000000"
+    (sweep_dir / "1").mkdir(parents=True)
+    # what Hydra's sweeper writes into the sweep dir and sets in each job
+    OmegaConf.save({"hydra": {"overrides": {"task": ["mixture=caption_only,vqa_only", "seed=0,1",
+                                                       "trainer.max_steps=5"]}}}, sweep_dir / "multirun.yaml")
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
-        cfg.hydra.job.override_dirname = "mixture=caption_only,seed=1"  # what Hydra sets per job
+        cfg.hydra.runtime.output_dir = str(sweep_dir / "1")
+        cfg.hydra.job.override_dirname = "mixture=caption_only,seed=1,trainer.max_steps=5"
     HydraConfig.instance().set_config(cfg)
     try:
         assert sweep_job_name() == "mixture=caption_only,seed=1"
         make_wandb_logger(tmp_path / "job", name="same_for_every_job", mode="offline").experiment
         assert wandb.run.name == "mixture=caption_only,seed=1"
         finish_wandb()
+        (sweep_dir / "multirun.yaml").unlink()
+        assert sweep_job_name() == "mixture=caption_only,seed=1,trainer.max_steps=5"
         OmegaConf.set_readonly(cfg.hydra, False)  # set_config made it read-only
         with open_dict(cfg):
             cfg.hydra.mode = RunMode.RUN

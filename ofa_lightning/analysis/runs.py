@@ -112,7 +112,7 @@ def latest_run(root: str | Path | None = None) -> Path:
 # ------------------------------------------------------------------------------------------------ metrics
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """Every logged scalar as a long frame ``step, key, value, time`` (from ``metrics.csv``, else
-    ``metrics.jsonl``, else the offline W&B run). Empty frame (same columns) when the run logged nothing."""
+    ``metrics.jsonl``). Empty frame (same columns) when the run logged nothing."""
     run_dir = Path(run_dir)
     columns = ["step", "key", "value", "time"]
     csv_path, jsonl_path = run_dir / "metrics.csv", run_dir / "metrics.jsonl"
@@ -121,22 +121,16 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
 
         frame = pd.DataFrame(read_metrics_csv(csv_path), columns=columns)
     elif jsonl_path.is_file():
+        from ofa_lightning.training.tracking import read_metrics_jsonl
+
         rows = []
-        for line in jsonl_path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
+        for record in read_metrics_jsonl(jsonl_path):
             step, when = record.pop("step", None), record.pop("time", None)
             rows.extend({"step": step, "key": k, "value": float(v), "time": when}
                         for k, v in record.items() if isinstance(v, (int, float)))
         frame = pd.DataFrame(rows, columns=columns)
     else:
-        try:
-            logged = wandb_run(run_dir)
-        except FileNotFoundError:
-            return pd.DataFrame(columns=columns)
-        frame = pd.DataFrame([{"step": s, "key": k, "value": float(v), "time": None}
-                              for k, pairs in logged.get("values", {}).items() for s, v in pairs], columns=columns)
+        return pd.DataFrame(columns=columns)
     frame["step"] = pd.to_numeric(frame["step"], errors="coerce").astype("Int64")
     frame["value"] = frame["value"].astype(float)
     return frame
@@ -337,8 +331,9 @@ def attach_images(run: Run, predictions: dict[str, list[dict[str, Any]]], stage:
 
 # ------------------------------------------------------------------------------------------------ W&B
 def wandb_run(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]:
-    """The run's W&B record: offline, what :func:`~ofa_lightning.training.tracking.read_offline_run` parses from
-    ``<run_dir>/wandb`` (``keys``, ``values``, ``summary``, ``tables``…, plus ``source="offline"``); online
+    """The run's W&B record: offline, what :func:`~ofa_lightning.training.tracking.read_offline_run` reads from the
+    run dir and its ``wandb/`` folders (``keys``, ``values``, ``summary``, ``tables``…, plus ``source="offline"``);
+    online
     (``online=True``, or None with credentials and a run logged online), ``wandb.Api().run`` (``source="online"``,
     ``url``, ``summary``, ``history`` as a DataFrame). Raises ``FileNotFoundError`` when the run has no W&B run."""
     from ofa_lightning.training.tracking import has_wandb_credentials, read_offline_run, read_run_id

@@ -1,20 +1,17 @@
 """W&B set-up that survives Hydra multiruns, resumes and offline machines, plus a reader for what a run logged.
 
 * :func:`make_wandb_logger` — a ``WandbLogger`` whose run id lives in ``<run_dir>/wandb_id`` (a resumed job reuses
-  it: ``id=…, resume="allow"``), whose files go under ``<run_dir>/wandb/`` and whose config is the resolved
-  config (also dumped to ``<run_dir>/config_resolved.yaml``). The mode is passed to ``wandb.init`` (never written
-  to ``os.environ``, so one multirun job cannot switch the next one offline). A job of a Hydra multirun is named
-  by its overrides (``mixture=caption_only,seed=1``, Hydra's ``hydra.job.override_dirname``). Files W&B stages for
-  logged tables (the full table, its images) are kept inside the run's ``[offline-]run-<ts>-<id>/`` folder, so
-  that folder alone is what ``wandb sync`` needs.
-* :func:`finish_wandb` — ends the live run; call it in a ``finally`` at the end of every job, or the next job of a
-  sequential multirun logs into this one's run (LHT #289).
-* :class:`MetricsFileLogger` — a Lightning logger that appends every logged scalar to ``<run_dir>/metrics.csv``
-  (``step,key,value`` rows) and ``<run_dir>/metrics.jsonl`` (one object per log call); rank 0 only. The
-  ``PredictionTables`` callback attaches one when the Trainer has none, so these files exist with or without W&B.
-* :func:`read_offline_run` — what a run logged, read from files it wrote in the open: ``metrics.jsonl`` (the same
-  keys and steps W&B got), ``config_resolved.yaml``, and each W&B run folder's ``files/`` and staged table files.
-  W&B's own ``run-<id>.wandb`` transaction log is a private format and is not parsed.
+  it), whose files go under ``<run_dir>/wandb/``, whose config is the resolved config (also in
+  ``config_resolved.yaml``) and whose mode is passed to ``wandb.init`` (never to ``os.environ``). A multirun job is
+  named by its swept overrides (``mixture=caption_only,seed=1``). What W&B stages for logged tables (the full
+  table, its images) stays inside the run's ``[offline-]run-<ts>-<id>/`` folder: that folder is what
+  ``wandb sync`` needs.
+* :func:`finish_wandb` — ends the live run; call it at the end of every job, or the next job of a sequential
+  multirun logs into this one's run (LHT #289).
+* :class:`MetricsFileLogger` — appends every logged scalar to ``<run_dir>/metrics.csv`` and ``metrics.jsonl``
+  (rank 0), with or without W&B (``PredictionTables`` attaches one when the Trainer has none).
+* :func:`read_offline_run` — what a run logged, from files it writes in the open (``metrics.jsonl``, the config,
+  each W&B folder's ``files/`` and staged tables); W&B's private ``run-<id>.wandb`` log is not parsed.
 """
 from __future__ import annotations
 
@@ -37,22 +34,9 @@ from urllib.parse import urlparse
 from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = [
-    "make_wandb_logger",
-    "sweep_job_name",
-    "resolve_mode",
-    "has_wandb_credentials",
-    "read_run_id",
-    "write_run_id",
-    "dump_config",
-    "finish_wandb",
-    "logger_step",
-    "MetricsFileLogger",
-    "read_metrics_csv",
-    "read_metrics_jsonl",
-    "find_wandb_runs",
-    "read_offline_run",
-]
+__all__ = ["make_wandb_logger", "sweep_job_name", "resolve_mode", "has_wandb_credentials", "read_run_id",
+           "write_run_id", "dump_config", "finish_wandb", "logger_step", "MetricsFileLogger", "read_metrics_csv",
+           "read_metrics_jsonl", "find_wandb_runs", "read_offline_run"]
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +135,26 @@ def _rank() -> int:
 
 # ------------------------------------------------------------------------------------------------ logger
 def sweep_job_name() -> str | None:
-    """In a job of a Hydra multirun: its overrides as one name (``hydra.job.override_dirname``, e.g.
-    ``mixture=caption_only,seed=1``; keys listed in ``hydra.job.config.override_dirname.exclude_keys`` left out).
-    None outside a multirun or when the job has no override."""
+    """In a job of a Hydra multirun: the job's values of the swept keys (``mixture=caption_only,seed=1`` for
+    ``-m mixture=… seed=0,1``; the sweep's ``multirun.yaml`` says which keys were swept), else all its overrides
+    (``hydra.job.override_dirname``). None outside a multirun."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return str(HydraConfig.get().job.override_dirname or "") or None
+    hydra_cfg = HydraConfig.get()
+    swept: set[str] = set()
+    for folder in list(Path(hydra_cfg.runtime.output_dir).parents)[:3]:  # the sweep dir holds multirun.yaml
+        if (folder / "multirun.yaml").is_file():
+            task = OmegaConf.load(folder / "multirun.yaml").hydra.overrides.task
+            parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
+            swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+            break
+    job = [str(o) for o in hydra_cfg.overrides.task if str(o).lstrip("+~").partition("=")[0] in swept]
+    return ",".join(job) or str(hydra_cfg.job.override_dirname or "") or None
 
 
 def make_wandb_logger(
