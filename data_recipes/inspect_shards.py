@@ -181,7 +181,7 @@ class SplitStats:
                 parts.append(f"{_summary(self.list_lengths[name])} items")
             if self.words.get(name):
                 parts.append(f"{_summary(self.words[name])} words")
-            out.append(f"    {name:<18} " + "; ".join(parts))
+            out.append(f"    {name:<22} " + "; ".join(parts))
         if self.answers:
             out.append("  top answers: " + ", ".join(f"{a} {n}" for a, n in self.answers.most_common(8)))
         if self.labels:

@@ -171,7 +171,7 @@ class _FailureGuard:
             self.check(final=False)
 
     def check(self, final: bool) -> None:
-        if self.max_fraction is None or self.max_fraction >= 1 or self.rows < 2:
+        if self.max_fraction is None or self.max_fraction >= 1 or self.rows == 0:
             return
         if self.bad > self.max_fraction * self.rows:
             rows = f"{self.rows} rows" if final else f"the first {self.rows} rows"
