@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", action="store_true", help="also run the blocks marked slow")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per run of a file's blocks")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)
     failures = 0
     with tempfile.TemporaryDirectory(prefix="ofa-docs-") as tmp:
         cache = Path(tmp) / "standins"
