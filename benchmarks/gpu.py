@@ -26,7 +26,8 @@ Measures, in one run, with random weights and synthetic caption batches (480 px,
 Writes ``gpu_results.json`` and ``gpu_results.md`` into ``--out`` (default ``benchmarks/``; ``run.py`` includes the
 markdown in ``RESULTS.md``) after every part, so a run cut short keeps what it measured. Each part has a time
 share so that the run ends within ``--budget-s`` (default 480 s); a watchdog ends the process at
-``--hard-limit-s`` (default 570 s) whatever is running.
+``--hard-limit-s`` (default 570 s) whatever is running. ``--parts`` runs only some parts (say, again after one
+failed).
 
 ``--dry-run`` runs every part on the CPU with OFA-Tiny shrunk to toy shapes (seconds; ``tests/test_gpu_benchmark.py``):
 PyTorch's FlexAttention has no CPU backward, so the flex rows train through its eager reference with that guard
@@ -94,6 +95,11 @@ def flex_cpu_guards_lifted(active: bool):
         fa._validate_device, flex.refuse_cpu_backward = saved
 
 
+# the parts --parts can pick, in the order they run (a part that needs another one's result is skipped without it)
+PARTS = ("train", "profile", "port", "generate", "targets", "flex_parity", "variants", "max_batch")
+PART_OF = {"port_train": "port", "port_profile": "port", "generate_profile": "generate"}
+
+
 def config(dry_run: bool) -> argparse.Namespace:
     common = dict(parity_batch=2, profile_steps=2)
     if dry_run:
@@ -120,7 +126,11 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=480.0, help="time the parts share (from the script's start)")
     p.add_argument("--hard-limit-s", type=float, default=570.0,
                    help="the watchdog ends the process here, whatever runs (results are saved after each part)")
+    p.add_argument("--parts", default="all", help=f"comma list of the parts to run (default all): {', '.join(PARTS)}")
     args = p.parse_args(argv)
+    unknown = set() if args.parts == "all" else set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     t_start = T_IMPORT if __name__ == "__main__" else time.perf_counter()
     log = lambda m: print(f"[gpu {time.perf_counter() - t_start:6.1f}s] {m}", flush=True)  # noqa: E731
     if args.dry_run:
@@ -161,6 +171,7 @@ def run(args, device, t_start: float, log) -> int:
     from gpu_report import markdown
 
     cfg = config(args.dry_run)
+    parts = set(PARTS if args.parts == "all" else args.parts.split(","))
     OVERRIDES.clear()
     OVERRIDES.update(cfg.overrides)
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="ofa_gpu_dry_")) if args.dry_run else HERE)
@@ -177,6 +188,8 @@ def run(args, device, t_start: float, log) -> int:
 
     def attempt(key: str, part, *a) -> None:
         """Run one part; keep going when it fails (its error is reported), and save what there is so far."""
+        if PART_OF.get(key, key) not in parts:
+            return
         try:
             res[key] = part(*a)
         except Exception as exc:  # noqa: BLE001 - reported in the results, not hidden
@@ -216,11 +229,14 @@ def run(args, device, t_start: float, log) -> int:
     if "train" in res:
         # at most 60 % of what is left (compiling takes most of it), and the largest-batch searches keep theirs
         left = deadline - time.perf_counter()
-        share = max(0.0, min(0.6 * left, left - cfg.max_batch_reserve_s))
+        share = left if "max_batch" not in parts else max(0.0, min(0.6 * left, left - cfg.max_batch_reserve_s))
         attempt("variants", part_variants, cfg, device, log, res["train"]["flops_per_step"],
                 time.perf_counter() + share)
+    elif "variants" in parts:
+        res["not_run"] = {"variants": "their MFU needs the default step's FLOPs: part train did not run or failed"}
+        log(f"variants: not run: {res['not_run']['variants']}")
     res["max_batch"] = []
-    for i, size in enumerate(cfg.large_sizes):
+    for i, size in enumerate(cfg.large_sizes if "max_batch" in parts else ()):
         share = (deadline - time.perf_counter()) / (len(cfg.large_sizes) - i)
         try:
             res["max_batch"] += part_max_batch(size, cfg, device, log, time.perf_counter() + share)
@@ -228,6 +244,7 @@ def run(args, device, t_start: float, log) -> int:
             res["errors"][f"max_batch_{size}"] = f"{type(exc).__name__}: {exc}"[:300]
             log(f"max batch {size}: failed: {res['errors'][f'max_batch_{size}']}")
         save()
+    save()
     log(f"wrote {out / 'gpu_results.json'} and {out / 'gpu_results.md'}")
     return 1 if res["errors"] else 0
 

@@ -102,6 +102,12 @@ def test_dry_run_variants_parity_and_capacity(dry, gpu):
         fa._validate_device(q, q, q)
 
 
+def test_unknown_part_is_refused_by_name(gpu, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu.main(["--dry-run", "--parts", "train,trian"])
+    assert exit_.value.code == 2 and "unknown part(s) trian; known: train," in capsys.readouterr().err
+
+
 def test_fused_layer_norm_falls_back_to_eager_and_matches_it_in_bf16(gpu):
     from gpu_parts import fuse_norms, layer_norm_in
 
