@@ -162,7 +162,7 @@ def test_cider_scst_style_rewards_rank_captions():
         ("A man's hat", "a man 's hat"),
         ("They don't know", "they do n't know"),
         ("A black-and-white photo - old", "a black-and-white photo old"),
-        ('The "best" (only) pizza; really?', "the best only pizza really"),
+        ('The "best" (only) pizza; really?', "the best -lrb- only -rrb- pizza really"),
         ("It costs 3.5 dollars, about 1,000 yen...", "it costs 3.5 dollars about 1,000 yen"),
         ("\u2018quoted\u2019 at five o'clock", "quoted at five o'clock"),
         ("  ...  ", ""),

@@ -27,7 +27,7 @@ from .grounding import GroundingAccuracy, grounding_iou
 from .official import official_caption_scores
 from .rouge_l import rouge_l_scores
 from .summarization import RougeN
-from .tokenize import simple_tokenize
+from .tokenize import ptb_tokenize, ptb_tokenize_lines, simple_tokenize
 from .vqa import VQAAccuracy, normalize_vqa_answer, vqa_official_accuracy
 
 METRICS: dict[str, type[Metric]] = {
@@ -70,6 +70,8 @@ __all__ = [
     "normalize_label",
     "normalize_vqa_answer",
     "official_caption_scores",
+    "ptb_tokenize",
+    "ptb_tokenize_lines",
     "rouge_l_scores",
     "simple_tokenize",
     "vqa_official_accuracy",
