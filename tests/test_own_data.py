@@ -266,6 +266,12 @@ def test_workers_give_identical_shards_and_the_pool_streams(photos, tmp_path):
                         "--out", str(tmp_path / f"w{workers}")])
         digests.append([s["sha256"] for s in manifest["splits"]["train"]["shards"]])
     assert digests[0] == digests[1] and len(digests[0]) == 3
+    (tmp_path / "w2" / "train-000002.tar").unlink()  # a lost shard: the re-run writes it again, the same
+    (tmp_path / "w2" / "train-000001.tar").write_bytes(b"truncated")
+    manifest = run(["table", "--input", str(tmp_path / "c.csv"), "--image-root", str(photos), "--task", "caption",
+                    "--map", "captions=text", "--shard-size", "10", "--quiet", "--workers", "2",
+                    "--out", str(tmp_path / "w2")])
+    assert [s["sha256"] for s in manifest["splits"]["train"]["shards"]] == digests[0]
     # an endless input: only a bounded window is ever submitted, so taking 40 results returns
     assert [r for _, r in itertools.islice(ordered_map(abs, itertools.count(), 2), 40)][-1] == 39
 
@@ -292,3 +298,25 @@ def test_inspect_reports_stats_skips_and_draws_boxes(photos, tmp_path, capsys):
         reds = sum(1 for x in range(4, 260) for y in range(4, 260)
                    if pixels.getpixel((x, y)) == (255, 48, 48))
     assert reds > 100
+
+
+@pytest.mark.parametrize("box_format, raw", [
+    ("xyxy", [10, 20, 90, 120]), ("xywh", [10, 20, 80, 100]), ("cxcywh", [50, 70, 80, 100]),
+    ("xyxy-norm", [0.05, 0.1, 0.45, 0.6]), ("xywh-norm", "0.05 0.1 0.4 0.5"), ("cxcywh-norm", "[0.25, 0.35, 0.4, 0.5]"),
+])
+def test_box_formats_convert_to_pixel_xyxy(box_format, raw):
+    from data_recipes.generic.fields import convert_box
+
+    assert convert_box(raw, "box", box_format, 200, 200) == pytest.approx([10, 20, 90, 120])
+
+
+def test_boxes_are_checked_against_the_image():
+    from data_recipes.common.errors import BadSample
+    from data_recipes.generic.fields import convert_box
+
+    assert convert_box([-0.5, 0, 100.8, 50], "box", "xyxy", 100, 50) == [0.0, 0.0, 100.0, 50.0]  # 1 px overhang
+    for raw, fmt, reason in [([0, 0, 103, 50], "xyxy", "box outside image"), ([0, 0, 1.2, 0.5], "xyxy-norm",
+                             "box outside image"), ([50, 10, 20, 40], "xyxy", "bad box"),
+                             ([1, 2, 3], "xywh", "bad box")]:
+        with pytest.raises(BadSample, match=reason):
+            convert_box(raw, "box", fmt, 100, 50)
