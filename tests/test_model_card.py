@@ -17,8 +17,8 @@ from data_recipes.shapes_pipeline import build_shapes_shards
 
 SHARDS = {"caption": "coco_caption", "vqa": "vqav2", "grounding": "refcoco"}
 TRAIN = ["experiment=demo", "run_name=card", "logger=none", "model.encoder_layers=1", "model.decoder_layers=1",
-         "trainer.precision=32-true", "trainer.max_steps=30", "trainer.val_check_interval=30",
-         "checkpoint_every_n_steps=30", "data.micro_batch_size=4", "data.num_workers=0", "data.batches_per_epoch=30",
+         "trainer.precision=32-true", "trainer.max_steps=20", "trainer.val_check_interval=20",
+         "checkpoint_every_n_steps=20", "data.micro_batch_size=4", "data.num_workers=0", "data.batches_per_epoch=20",
          "data.eval.num_workers=0", "data.eval.max_samples=6", "tokenizer.max_samples=200", "test_after_fit=false"]
 
 
@@ -32,20 +32,27 @@ def _command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny demo run trained by `ofa-train`, evaluated by `ofa-eval`; the checkpoint copied on its own."""
+    """A tiny demo run trained by `ofa-train`; its checkpoint copied on its own into another folder."""
     project = tmp_path_factory.mktemp("card_project")
     build_shapes_shards(project / "data" / "shapes", num_images=30, seed=2, image_size=96)
     _command("train", *TRAIN, cwd=project)
     ckpt = project / "runs" / "demo" / "card" / "checkpoints" / "last.ckpt"
+    user = tmp_path_factory.mktemp("elsewhere")
+    lone = user / "model.ckpt"
+    shutil.copy(ckpt, lone)
+    return project, user, lone, ckpt
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    """`ofa-eval` of the run's checkpoint: its test predictions by task."""
+    project, _, _, ckpt = trained
     _command("eval", f"ckpt_path={ckpt}", "run_name=ev", cwd=project)
     predictions = {}
     for path in (project / "runs" / "eval" / "ev" / "predictions").glob("test_*.jsonl"):
         source = path.name.split("_")[1]
         predictions[source] = [json.loads(line) for line in path.read_text().splitlines()]
-    user = tmp_path_factory.mktemp("elsewhere")
-    lone = user / "model.ckpt"
-    shutil.copy(ckpt, lone)
-    return project, user, lone, predictions
+    return predictions
 
 
 def _samples(project: Path, task: str) -> dict[str, tuple[dict, bytes]]:
@@ -66,7 +73,9 @@ def _same_box(got, expected) -> bool:
 
 
 def test_the_checkpoint_carries_its_model_card(trained):
-    _, _, lone, _ = trained
+    from ofa_lightning.api import OFA
+
+    _, user, lone, _ = trained
     card = torch.load(lone, map_location="cpu", weights_only=True)["ofa_model_card"]
     tasks = card["tasks"]
     assert tasks["grounding"]["options"]["prompt_type"] == "prev_output"
@@ -75,12 +84,20 @@ def test_the_checkpoint_carries_its_model_card(trained):
     assert card["num_bins"] == 32 and card["config"]["tokenizer"]["num_bins"] == 32
     assert set(card["tokenizer"]) == {"vocab.json", "merges.txt", "ofa_tokenizer.json"}
     assert card["decoding"]["caption"]["beam_size"] == 5
+    ofa = OFA.load(lone)   # no run dir beside it
+    assert ofa.task("vqa").cfg["image_size"] == 96 and ofa.task("grounding").cfg["prompt_type"] == "prev_output"
+    from PIL import Image
+
+    Image.new("RGB", (96, 96), "white").save(user / "blank.png")
+    assert ofa.answer(user / "blank.png", "how many shapes are there?") in tasks["vqa"]["options"]["candidates"]
 
 
-def test_predict_and_the_python_api_answer_what_eval_answered(trained):
+@pytest.mark.slow  # ofa-eval and three ofa-predict processes (~2 min on 2 cores)
+def test_predict_and_the_python_api_answer_what_eval_answered(trained, evaluated):
     from ofa_lightning.api import OFA
 
-    project, user, lone, predictions = trained
+    project, user, lone, _ = trained
+    predictions = evaluated
     assert set(predictions) == set(SHARDS) and all(predictions.values())
     ofa = OFA.load(lone)
     assert ofa.prompt_types == {"grounding": "prev_output"} and ofa.tokenizer.num_bins == 32

@@ -69,6 +69,7 @@ def test_resume_auto_keeps_the_runs_config_and_applies_only_the_new_overrides(pr
     assert "resume=auto" in OmegaConf.load(run / ".hydra" / "overrides.yaml")   # this job's record, moved in
 
 
+@pytest.mark.slow  # two more ofa-train processes
 def test_resume_auto_without_a_checkpoint_says_so(project):
     other = project / "runs" / "demo" / "other"
     other.mkdir(parents=True)
