@@ -62,6 +62,10 @@ from gpu_parts import (  # noqa: E402,F401 - re-exported for gpu_ceiling.py and 
 )
 
 
+__all__ = ["BOS", "EOS", "OVERRIDES", "PAD", "VARIANTS", "Step", "build", "compile_parts", "fuse_norms", "loss_fn",
+           "make_batch", "peak_flops", "reset_peak", "step_flops", "sync", "timed", "config", "main"]
+
+
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -112,6 +112,13 @@ def search(make_step, label: str, size: str, cfg, device, log, deadline: float) 
 
 def part_max_batch(size: str, cfg, device, log, deadline: float) -> list[dict]:
     """Both modes for one size, the time share split between them; a mode that cannot run gets a row saying why."""
+    try:
+        return both_modes(size, cfg, device, log, deadline)
+    finally:
+        free(device)  # the model is gone with both_modes' frame
+
+
+def both_modes(size: str, cfg, device, log, deadline: float) -> list[dict]:
     model = build(size, device, checkpointing=True)
     rows = []
 
@@ -130,7 +137,6 @@ def part_max_batch(size: str, cfg, device, log, deadline: float) -> list[dict]:
                 return step
 
             rows.append(search(sharded, MODES[1], size, cfg, device, log, deadline))
-            del wrapped
     except RuntimeError as exc:
         if is_oom(exc):
             raise
@@ -138,6 +144,4 @@ def part_max_batch(size: str, cfg, device, log, deadline: float) -> list[dict]:
         reason = f"{type(exc).__name__}: {exc}"[:200]
         rows.append({"size": size, "mode": MODES[1], "px": cfg.px, "skipped": reason})
         log(f"max batch {size} ({MODES[1]}): skipped: {reason}")
-    del model
-    free(device)
     return rows

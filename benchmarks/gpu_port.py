@@ -37,11 +37,11 @@ def port_kwargs(size: str, dropout: float) -> dict:
 
 
 def build_port(size: str, device, train: bool):
-    try:
-        import modelscope  # noqa: F401
-    except ImportError as exc:
+    import importlib.util
+
+    if importlib.util.find_spec("modelscope") is None:
         raise ImportError("the ModelScope port is a dev dependency: pip install -e '.[dev]' (modelscope, "
-                          "transformers)") from exc
+                          "transformers)")
     from modelscope_ref import build_ms_model
 
     model, _ = build_ms_model(port_kwargs(size, 0.1 if train else 0.0), seed=0)
