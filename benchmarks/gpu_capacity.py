@@ -107,7 +107,8 @@ def search(make_step, label: str, size: str, cfg, device, log, deadline: float) 
         log(f"max batch {size} ({label}): batch {mid} {'fits' if ok else 'OOM'}")
         good, bad = (mid, bad) if ok else (good, mid)
     return {"size": size, "mode": label, "px": cfg.px, "largest_batch_found": good, "first_oom_batch": bad,
-            "capped": bad is None, "complete": bad is not None and bad - good <= max(1, good // 8)}
+            "capped": bad is None and bs > cfg.max_batch_cap,
+            "complete": bad is not None and bad - good <= max(1, good // 8)}
 
 
 def part_max_batch(size: str, cfg, device, log, deadline: float) -> list[dict]:
@@ -119,6 +120,9 @@ def part_max_batch(size: str, cfg, device, log, deadline: float) -> list[dict]:
 
 
 def both_modes(size: str, cfg, device, log, deadline: float) -> list[dict]:
+    if time.perf_counter() >= deadline:
+        log(f"max batch {size}: skipped: time budget")
+        return [{"size": size, "mode": mode, "px": cfg.px, "skipped": "time budget"} for mode in MODES]
     model = build(size, device, checkpointing=True)
     rows = []
 

@@ -102,6 +102,36 @@ def test_dry_run_variants_parity_and_capacity(dry, gpu):
         fa._validate_device(q, q, q)
 
 
+def test_largest_batch_search_doubles_then_bisects_and_says_why_it_stopped(gpu):
+    import time
+    from types import SimpleNamespace
+
+    from gpu_capacity import search
+
+    tried = []
+
+    class FakeStep:  # out of memory above 37 samples
+        def __init__(self, bs):
+            tried.append(bs)
+            self.bs, self.model = bs, torch.nn.Linear(1, 1)
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+        def __call__(self):
+            if self.bs > 37:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    cfg = SimpleNamespace(max_batch_start=4, max_batch_cap=4096, px=480)
+    cpu = torch.device("cpu")
+    row = search(FakeStep, "mode", "large", cfg, cpu, lambda m: None, time.perf_counter() + 60)
+    assert tried[:5] == [4, 8, 16, 32, 64] and row["first_oom_batch"] - row["largest_batch_found"] <= 4
+    assert 33 <= row["largest_batch_found"] <= 37 and row["complete"] and not row["capped"]
+    capped = search(FakeStep, "mode", "large", SimpleNamespace(**{**vars(cfg), "max_batch_cap": 16}), cpu,
+                    lambda m: None, time.perf_counter() + 60)
+    assert capped["largest_batch_found"] == 16 and capped["capped"] and not capped["complete"]
+    late = search(FakeStep, "mode", "large", cfg, cpu, lambda m: None, time.perf_counter() - 1)
+    assert late["largest_batch_found"] == 0 and not late["capped"] and not late["complete"]
+
+
 def test_unknown_part_is_refused_by_name(gpu, capsys):
     with pytest.raises(SystemExit) as exit_:
         gpu.main(["--dry-run", "--parts", "train,trian"])
