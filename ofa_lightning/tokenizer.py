@@ -395,8 +395,9 @@ class OFATokenizer:
             directory = Path(spec).expanduser()
             if not directory.exists():
                 raise FileNotFoundError(
-                    f"BPE directory {directory} does not exist (expected {', '.join(_OFA_FILES)} or "
-                    f"{', '.join(_HF_FILES)} in it)"
+                    f"BPE directory {directory} does not exist: OFA's BPE files ({', '.join(_OFA_FILES)}) come with "
+                    "OFA (github.com/OFA-Sys/OFA, utils/BPE/); put them in ./ofa_bpe, export OFA_BPE_DIR=<folder>, "
+                    "or pass tokenizer.path=<folder>"
                 )
             if not directory.is_dir():
                 raise FileNotFoundError(f"{directory} is not a directory; pass the directory holding the BPE files")

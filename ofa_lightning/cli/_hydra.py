@@ -198,10 +198,15 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+_OWN_FULL_ERROR = "OFA_CLI_SET_HYDRA_FULL_ERROR"  # marks a HYDRA_FULL_ERROR=1 that this module set (children inherit it)
+_DEBUG_AT_START = _env_true(DEBUG_ENV) or (_env_true("HYDRA_FULL_ERROR") and not _env_true(_OWN_FULL_ERROR))
+
+
 def report_errors(prog: str, entry: Callable[[], Any]) -> Any:
     """Run ``entry``; user errors become ``<prog>: error: <one line>`` on stderr and exit status 2."""
-    debug = _env_true(DEBUG_ENV) or _env_true("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: this function reports
+    debug = _DEBUG_AT_START or _env_true(DEBUG_ENV)
+    if not _env_true("HYDRA_FULL_ERROR"):  # Hydra re-raises instead of printing: this function reports
+        os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
     try:
         return entry()
     except Exception as exc:  # noqa: BLE001 - sorted into user errors and bugs below
@@ -220,7 +225,8 @@ def hydra_command(config_name: str, task: Callable[[Any], Any], prog: str) -> Ca
     def task_function(cfg):
         if smoke_enabled():
             apply_smoke(cfg, config_name)
-        return task(cfg)
+        # inside the job too: Hydra would print its own "Error executing job" line before re-raising
+        return report_errors(prog, lambda: task(cfg))
 
     if task_function.__module__ == "__main__":  # python -m ofa_lightning.cli.<x>: Hydra names the job by module
         spec = getattr(sys.modules["__main__"], "__spec__", None)

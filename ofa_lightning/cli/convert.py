@@ -10,10 +10,6 @@ import argparse
 import sys
 from dataclasses import asdict
 
-import torch
-
-from ofa_lightning.model.convert import checkpoint_config, fairseq_state_dict, from_state_dict, load_checkpoint_file
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ofa-convert", description=__doc__,
@@ -28,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow arbitrary pickled objects (torch.load weights_only=False); only for trusted files")
     args = parser.parse_args(argv)
+    import torch
+
+    from ofa_lightning.model.convert import checkpoint_config, fairseq_state_dict, from_state_dict, load_checkpoint_file
 
     try:
         raw = load_checkpoint_file(args.checkpoint, trust_checkpoint=args.trust_checkpoint)

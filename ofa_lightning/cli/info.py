@@ -1,17 +1,22 @@
-"""``ofa-info``: what the kit knows — the size catalogue with settings and parameter counts."""
+"""``ofa-info``: what the kit knows — the model size catalogue (tiny … huge) with each size's settings and
+parameter counts (built on the meta device: nothing is allocated).
+
+  ofa-info sizes            # a table
+  ofa-info sizes --json     # the same as JSON
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
-import torch
-
-from ofa_lightning.model import CATALOGUE, OFAModel
-from ofa_lightning.model.config import REFERENCE_PARAM_COUNTS
-
 
 def size_table() -> list[dict]:
     """Each catalogue size with its settings and parameter counts (built on the meta device)."""
+    import torch
+
+    from ofa_lightning.model import CATALOGUE, OFAModel
+    from ofa_lightning.model.config import REFERENCE_PARAM_COUNTS
+
     rows = []
     for name, cfg in CATALOGUE.items():
         with torch.device("meta"):
@@ -27,7 +32,8 @@ def size_table() -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="ofa-info", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ofa-info", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     sizes = sub.add_parser("sizes", help="the model size catalogue")
     sizes.add_argument("--json", action="store_true", help="print JSON instead of a table")
