@@ -82,3 +82,76 @@ def test_two_ranks_dedupe_by_id():
     out = ranks[1].compute()
     assert float(out["acc"]) == pytest.approx(3 / 10)
     assert float(out["invalid"]) == 3
+
+
+def _ofa_calculate_ap_score(hyps, refs, thresh=0.5):
+    """OFA-Sys/OFA utils/eval_utils.py, eval_refcoco._calculate_ap_score (Apache-2.0), verbatim."""
+    interacts = torch.cat(
+        [torch.where(hyps[:, :2] < refs[:, :2], refs[:, :2], hyps[:, :2]),
+         torch.where(hyps[:, 2:] < refs[:, 2:], hyps[:, 2:], refs[:, 2:])],
+        dim=1
+    )
+    area_predictions = (hyps[:, 2] - hyps[:, 0]) * (hyps[:, 3] - hyps[:, 1])
+    area_targets = (refs[:, 2] - refs[:, 0]) * (refs[:, 3] - refs[:, 1])
+    interacts_w = interacts[:, 2] - interacts[:, 0]
+    interacts_h = interacts[:, 3] - interacts[:, 1]
+    area_interacts = interacts_w * interacts_h
+    ious = area_interacts / (area_predictions + area_targets - area_interacts + 1e-6)
+    return ((ious >= thresh) & (interacts_w > 0) & (interacts_h > 0)).float()
+
+
+def _boundary_boxes():
+    """Pairs at IoU exactly 0.5 over many scales (sub-pixel to large), touching, zero-size and nested boxes."""
+    preds, tgts = [], []
+    for s in [0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 16, 33, 100, 640]:
+        preds += [[0, 0, s, s], [0, 0, s, s], [0, 0, s, s], [0, 0, s, 0], [s, s, s, s]]
+        tgts += [[0, 0, s, 2 * s], [0, 0, s, 2 * s + 1e-3], [s, 0, 2 * s, s], [0, 0, s, s], [0, 0, s, s]]
+    return torch.tensor(preds, dtype=torch.float32), torch.tensor(tgts, dtype=torch.float32)
+
+
+def test_acc_equals_ofa_on_boundary_and_degenerate_boxes():
+    p, t = _boundary_boxes()
+    ofa = _ofa_calculate_ap_score(p, t).bool()
+    assert ofa.tolist() == grounding_iou(p, t)[1].tolist()
+    # OFA's "+ 1e-6" fails an exact 0.5 on tiny unions only; ">=" accepts it otherwise
+    exact_half = ofa[0::5].tolist()
+    assert exact_half[0] is False and exact_half[-1] is True
+
+
+def test_acc_equals_ofa_on_random_boxes_including_inverted():
+    g = torch.Generator().manual_seed(36)
+    p = torch.rand(20000, 4, generator=g) * 600
+    t = torch.rand(20000, 4, generator=g) * 600
+    t = torch.cat([torch.minimum(t[:, :2], t[:, 2:]), torch.maximum(t[:, :2], t[:, 2:])], 1)
+    near = torch.rand(20000, 1, generator=g) < 0.5  # half the predictions jitter around the target
+    p = torch.where(near, t + torch.randn(20000, 4, generator=g) * 15, p)
+    _, correct, invalid = grounding_iou(p, t)
+    assert invalid.any() and correct.float().mean() > 0.2  # inverted predictions and many hits
+    assert correct.tolist() == _ofa_calculate_ap_score(p, t).bool().tolist()
+
+
+def test_dequantised_bins_give_ofa_decisions():
+    # OFA: hyps = bins / (num_bins - 1) * max_image_size, then / w_resize_ratio (x) and / h_resize_ratio (y),
+    # in float32; the kit's tokenizer.bins_to_box does the same in float64.
+    from ofa_lightning.tokenizer import bins_to_box
+
+    g = torch.Generator().manual_seed(7)
+    n, num_bins, size = 5000, 1000, 512
+    bins = torch.randint(0, num_bins, (n, 4), generator=g)
+    bins = torch.cat([torch.minimum(bins[:, :2], bins[:, 2:]), torch.maximum(bins[:, :2], bins[:, 2:])], 1)
+    w_ratio = size / (torch.rand(n, generator=g) * 500 + 100)
+    h_ratio = size / (torch.rand(n, generator=g) * 500 + 100)
+    hyps = bins / (num_bins - 1) * size
+    hyps[:, ::2] /= w_ratio.unsqueeze(1)
+    hyps[:, 1::2] /= h_ratio.unsqueeze(1)
+    kit = torch.tensor(
+        [bins_to_box(b, size, num_bins, float(w), float(h)) for b, w, h in zip(bins.tolist(), w_ratio, h_ratio)]
+    )
+    torch.testing.assert_close(kit.float(), hyps, rtol=1e-6, atol=1e-4)
+    targets = hyps + torch.randn(n, 4, generator=g) * 20
+    targets = torch.cat([torch.minimum(targets[:, :2], targets[:, 2:]), torch.maximum(targets[:, :2], targets[:, 2:])], 1)
+    ofa = _ofa_calculate_ap_score(hyps, targets).bool()
+    assert grounding_iou(kit, targets)[1].tolist() == ofa.tolist()
+    m = GroundingAccuracy()
+    m.update(kit, targets)
+    assert float(m.compute()["acc"]) == ofa.double().mean().item()

@@ -1,15 +1,25 @@
 """Visual grounding (RefCOCO/+/g) Acc@0.5 and mean IoU as a DDP-safe torchmetrics Metric.
 
-OFA's rule: a predicted box is correct iff IoU >= 0.5 *and* the intersection has positive width and
-height. Boxes are ``x1, y1, x2, y2`` in pixels of the original image.
+Acc@0.5 is OFA's own rule (``eval_refcoco._calculate_ap_score`` in OFA-Sys/OFA ``utils/eval_utils.py``,
+the same function as ``RefcocoTask._calculate_ap_score``), computed the way OFA computes it: boxes
+``x1, y1, x2, y2`` in pixels of the original image (OFA de-quantises the 4 generated bins as
+``bin / (num_bins - 1) * max_image_size / resize_ratio``), cast to float32, and a prediction is correct iff
 
-IoU is computed in float64 as ``inter / union`` (union clamped at 1e-6 against division by zero). OFA
-writes ``inter / (union + 1e-6)`` in float32, where the 1e-6 is absorbed for any union above a few
-square pixels, so the two agree on real boxes; an IoU of exactly 0.5 is correct here.
+    inter / (area_pred + area_target - inter + 1e-6) >= threshold   (float32, ">=": exactly 0.5 counts)
+    and the intersection has positive width and height.
 
-A predicted box with a non-finite coordinate or ``x2 < x1`` / ``y2 < y1`` scores IoU 0, is wrong and is
-counted in ``invalid`` instead of raising: a model early in training emits such boxes. Invalid
-*targets* are data errors and raise ``ValueError``.
+So touching boxes and zero-width/zero-height boxes (prediction or target) are never correct, and the 1e-6
+makes an IoU of exactly 0.5 fail when the union is tiny (a 1x1 box against 1x2 fails, 4x4 against 4x8
+passes), as in OFA
+(``tests/test_metrics_grounding.py`` compares against OFA's function on random, boundary and degenerate
+boxes).
+
+IoU (``miou``; OFA reports none) is ``inter / union`` in float64 with the intersection clamped at 0 and
+the union at 1e-6, torchvision's ``box_iou`` on valid boxes.
+
+A predicted box with a non-finite coordinate or ``x2 < x1`` / ``y2 < y1`` scores IoU 0, is wrong (as it is
+in OFA, whose intersection then has negative width) and is counted in ``invalid`` instead of raising: a
+model early in training emits such boxes. Invalid *targets* are data errors and raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from torchvision.ops import box_area
 
 from ._base import IdsLike, SampleScoreMetric
 
-__all__ = ["GroundingAccuracy", "grounding_iou"]
+__all__ = ["GroundingAccuracy", "grounding_iou", "ofa_correct"]
 
 BoxesLike = Union[Tensor, Sequence[Sequence[float]]]
 
@@ -52,8 +62,21 @@ def grounding_iou(pred: BoxesLike, target: BoxesLike, threshold: float = 0.5) ->
     inter = wh.clamp(min=0).prod(dim=1)
     union = box_area(p) + box_area(g) - inter
     iou = torch.where(invalid, torch.zeros_like(inter), inter / union.clamp(min=1e-6))
-    correct = (iou >= threshold) & (wh[:, 0] > 0) & (wh[:, 1] > 0) & ~invalid
+    correct = ofa_correct(p, g, threshold) & ~invalid
     return iou, correct, invalid
+
+
+def ofa_correct(pred: Tensor, target: Tensor, threshold: float = 0.5) -> Tensor:
+    """OFA's ``_calculate_ap_score`` decision per row (bool), in float32 with OFA's operation order."""
+    hyps, refs = pred.to(torch.float32), target.to(torch.float32)
+    lt = torch.where(hyps[:, :2] < refs[:, :2], refs[:, :2], hyps[:, :2])
+    rb = torch.where(hyps[:, 2:] < refs[:, 2:], hyps[:, 2:], refs[:, 2:])
+    area_p = (hyps[:, 2] - hyps[:, 0]) * (hyps[:, 3] - hyps[:, 1])
+    area_t = (refs[:, 2] - refs[:, 0]) * (refs[:, 3] - refs[:, 1])
+    inter_w, inter_h = rb[:, 0] - lt[:, 0], rb[:, 1] - lt[:, 1]
+    inter = inter_w * inter_h
+    ious = inter / (area_p + area_t - inter + 1e-6)
+    return (ious >= threshold) & (inter_w > 0) & (inter_h > 0)
 
 
 class GroundingAccuracy(SampleScoreMetric):
