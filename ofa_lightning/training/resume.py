@@ -17,10 +17,11 @@ this job's run dir). What happens, in order, before anything in the run dir is w
    restored the checkpoint; Hydra's own ``.hydra/`` of a ``resume`` job is first written to a temporary folder
    (:class:`DeferRunRecord`, a Hydra callback in ``conf/hydra/default.yaml``) and moved into the run dir then.
 
-``resume=auto`` with no ``last.ckpt`` yet: when the run dir holds nothing but this job's log (a new run, or one
-killed before its first checkpoint), one log line says so and the run starts at step 0, so one command both starts
-and restarts a preemptible job. When the run dir holds anything else (another run's files), it is refused in one
-line: ``resume=auto`` never starts a fresh run over another run's record.
+``resume=auto`` with no ``last.ckpt`` yet: when the run dir is new (nothing but this job's log), or holds this very
+run stopped before its first checkpoint (its ``config_resolved.yaml`` equals this config), one log line says so and
+the run starts at step 0, so one command both starts and restarts a preemptible job. When the run dir holds
+another run's files, it is refused in one line: ``resume=auto`` never starts a fresh run over another run's
+record.
 """
 from __future__ import annotations
 
@@ -93,9 +94,11 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
         if last.is_file():
             log.info("resume=auto: continuing from %s", last)
             return last
-        own = {".hydra", f"{cfg.get('task_name', 'train')}.log"}
-        other = sorted(p.name for p in run_dir.iterdir() if p.name not in own) if run_dir.is_dir() else []
-        if other:
+        # this job's own files (Hydra's log and record, the tokenizer another rank of it may have saved already)
+        own = {".hydra", "tokenizer", f"{cfg.get('task_name', 'train')}.log"}
+        other = sorted(p.name for p in run_dir.iterdir() if p.name not in own and p.suffix != ".log") \
+            if run_dir.is_dir() else []
+        if other and _launch_rank() == 0 and not _same_run(cfg, run_dir):  # other ranks: rank 0's record
             raise UserError(f"resume=auto: no checkpoint at {last}, but {run_dir} holds another run's files "
                             f"({', '.join(other[:4])}); pass resume=<a .ckpt>, another run_name, or remove the folder")
         log.warning("resume=auto: %s has no checkpoint yet: starting at step 0", run_dir)
@@ -104,6 +107,30 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint there (use resume=auto or a .ckpt path)")
     return path
+
+
+def _same_run(cfg: DictConfig, run_dir: Path) -> bool:
+    """The run dir's ``config_resolved.yaml`` is this config: the same run, stopped before its first checkpoint."""
+    saved = run_dir / "config_resolved.yaml"
+    if not saved.is_file():
+        return False
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        now = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an unreadable record is not this run's
+        return False
+    for config in (before, now):
+        config.pop("resume", None)
+    return before == now
+
+
+def _launch_rank() -> int:
+    """This process' rank as its launcher set it (torchrun, srun, Lightning's DDP children); 0 when alone."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def prepare_resume(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], dict[str, str]] | None = None
