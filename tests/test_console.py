@@ -17,7 +17,8 @@ TINY = ["experiment=demo", "debug=fdr", "data.micro_batch_size=4", "data.task_op
         "model.encoder_layers=1", "model.decoder_layers=1", "tokenizer.max_samples=50", "mixture.detection=null",
         "logger=none"]
 # warnings a CPU run must not print (the kit sets what they complain about)
-AVOIDABLE = (r"pin_memory", r"does not have many workers", r"deprecated", r"Precision .* not supported")
+AVOIDABLE = (r"pin_memory", r"does not have many workers", r"deprecated", r"Precision .* not supported",
+             r"IterableDataset. has .__len__. defined")
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,10 @@ def test_a_run_prints_step_progress_its_metrics_table_and_run_dir(shapes_root, t
     from ofa_lightning.training.run import compose_config, train
 
     run_dir = tmp_path / "run"
-    # 4 steps over 2-batch "epochs" of the stream; pinned memory asked for on a CPU-only run
+    # 4 steps over 2-batch "epochs" of the stream; pinned memory asked for on a CPU-only run; loader workers
     cfg = compose_config([*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "data.batches_per_epoch=2",
-                          "data.pin_memory=true"], run_dir, shapes_root)
+                          "data.pin_memory=true", "data.num_workers=2", "data.eval.num_workers=1"],
+                         run_dir, shapes_root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

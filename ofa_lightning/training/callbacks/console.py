@@ -121,7 +121,10 @@ def quiet_known_warnings() -> None:
     * "does not have many workers": the worker counts are settings (``data.num_workers``,
       ``data.eval.num_workers``), kept within the cores by the DataModule; Lightning suggests more for every loader,
       including the small per-source evaluation loaders and ``num_workers=0`` debugging runs.
+    * "Your `IterableDataset` has `__len__` defined": ``MixtureStream`` sizes each worker's share exactly
+      (``ofa_lightning/data/datamodule.py``), so the length is right with several workers.
     """
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
     warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers")
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
