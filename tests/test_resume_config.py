@@ -103,3 +103,25 @@ def test_tokenizer_checkpoint_names_ofa_bpe_for_an_ofa_checkpoint(tmp_path):
         checkpoint_tokenizer(converted)
     with pytest.raises(UserError, match="module.init_from"):
         checkpoint_tokenizer(None)
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(project, tmp_path, caplog):
+    import shutil
+
+    from ofa_lightning.errors import UserError
+    from ofa_lightning.training.resume import prepare_resume
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    good = run / "checkpoints" / "step=3.ckpt"
+    shutil.copy(project / "runs" / "demo" / "r" / "checkpoints" / "last.ckpt", good)
+    (run / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes()[:4096])   # a write cut short
+    cfg = OmegaConf.load(project / "runs" / "demo" / "r" / "config_resolved.yaml")
+    cfg.resume, cfg.paths.output_dir = "auto", str(run)
+    with caplog.at_level("WARNING"):
+        plan = prepare_resume(cfg, run)
+    assert plan.ckpt_path == str(good)
+    assert "cannot read the checkpoint" in caplog.text and f"continuing from {good} instead" in caplog.text
+    good.unlink()
+    with pytest.raises(UserError, match=r"cannot read the checkpoint .*last\.ckpt.*no other readable checkpoint"):
+        prepare_resume(cfg, run)

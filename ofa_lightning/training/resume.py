@@ -91,8 +91,7 @@ def hydra_overrides() -> tuple[list[str], dict[str, str]] | None:
 def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.resume == "auto":
         last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resume=auto: continuing from %s", last)
+        if last.is_file() or any((run_dir / "checkpoints").glob("*.ckpt")):
             return last
         # this job's own files (Hydra's log and record, the tokenizer another rank of it may have saved already)
         own = {".hydra", "tokenizer", f"{cfg.get('task_name', 'train')}.log"}
@@ -107,6 +106,41 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint there (use resume=auto or a .ckpt path)")
     return path
+
+
+def _read(path: Path, what: str) -> dict[str, Any]:
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, damaged, or not a checkpoint: said in one line
+        raise UserError(f"{what}: cannot read the checkpoint {path} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise UserError(f"{what}: {path} is not a training checkpoint (no state_dict)")
+    return data
+
+
+def _newest_good(last: Path) -> tuple[Path, dict[str, Any]]:
+    """``last.ckpt``, else (damaged) the newest other readable checkpoint beside it, saying which and why."""
+    others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    candidates = ([last] if last.is_file() else []) + others
+    problems = []
+    for path in candidates:
+        try:
+            data = _read(path, "resume=auto")
+        except UserError as exc:
+            problems.append(str(exc))
+            log.warning("%s; trying the next newest checkpoint", exc)
+            continue
+        if problems:
+            log.warning("resume=auto: continuing from %s instead (%s)", path, problems[0])
+        else:
+            log.info("resume=auto: continuing from %s", path)
+        return path, data
+    raise UserError(f"{problems[0]}; no other readable checkpoint in {last.parent}" if problems else
+                    f"resume=auto: no checkpoint in {last.parent}")
 
 
 def _same_run(cfg: DictConfig, run_dir: Path) -> bool:
@@ -143,11 +177,9 @@ def prepare_resume(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], d
     path = _checkpoint_path(cfg, Path(run_dir))
     if path is None:
         return ResumePlan(cfg, choices=choices)
-    import torch
-
     from .model_card import read_model_card
 
-    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    path, data = _newest_good(path) if cfg.resume == "auto" else (path, _read(path, f"resume={cfg.resume}"))
     card = read_model_card(data, path)
     merged, saved_choices = cfg, (data.get(_CARD) or {}).get("choices")
     if card.config is not None and overrides is not None:
