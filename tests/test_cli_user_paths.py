@@ -195,6 +195,10 @@ def test_missing_mandatory_value_and_user_errors_are_one_line():
     assert user_error_message(info.value) == "missing value for 'ckpt_path': give ckpt_path=... on the command line"
     assert user_error_message(UserError("bad\nvalue")) == "bad value"
     assert user_error_message(RuntimeError("a bug")) is None  # not a user error: the traceback stays
+    worker = ValueError("Caught ValueError in DataLoader worker process 1.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\n    g()\nValueError: images must share a size")
+    assert user_error_message(worker) == ("Caught ValueError in DataLoader worker process 1 "
+                                          "ValueError: images must share a size")
 
 
 # --- OFA_SMOKE ---------------------------------------------------------------------------------------------------

@@ -124,8 +124,11 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
     return out[:at] + extra + out[at:]
 
 
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+def _one_line(text) -> str:
+    lines = [part.strip() for part in str(text).splitlines() if part.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):  # re-raised from a DataLoader worker
+        lines = [lines[0].rstrip("."), lines[-1]]
+    return " ".join(lines)
 
 
 def _causes(exc: BaseException):
