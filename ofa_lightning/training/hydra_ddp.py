@@ -42,6 +42,8 @@ def job_subprocess_cmd(local_rank: int, module: str = "ofa_lightning.cli.train",
     command = [sys.executable, "-m", module]
     if hc.job.config_name:
         command.append(f"--config-name={hc.job.config_name}")
+    # a user's config folder (--config-dir): the child composes from it too (OFA_CONFIG_PATH is inherited)
+    command += [f"--config-dir={s.path}" for s in hc.runtime.config_sources if s.provider == "command-line"]
     command += [str(o) for o in hc.overrides.task]
     command += [str(o) for o in hc.overrides.hydra if not str(o).lstrip("+~").startswith(_DROP_HYDRA)]
     command += list(extra)
