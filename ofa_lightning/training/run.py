@@ -234,18 +234,19 @@ def compose_config(overrides: list[str], output_dir: str | Path, root_dir: str |
                    config_name: str = "train") -> DictConfig:
     """Compose the Hydra config outside ``@hydra.main`` (tests, ``ofa-demo``, notebooks).
 
-    ``paths.output_dir`` / ``paths.root_dir`` are given explicitly because no Hydra run dir exists here.
+    ``paths.output_dir`` is given explicitly because no Hydra run dir exists here; ``paths.root_dir`` defaults to
+    the launch directory, as in the ``ofa-*`` commands; the folders in ``OFA_CONFIG_PATH`` are searched too.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from ofa_lightning.paths import CONF_DIR, REPO_ROOT
+    from ofa_lightning.paths import CONF_DIR, LAUNCH_DIR, search_path_override
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=[
-            *overrides, f"paths.output_dir={Path(output_dir).resolve()}",
-            f"paths.root_dir={Path(root_dir or REPO_ROOT).resolve()}"])
+            *overrides, *search_path_override(), f"paths.output_dir={Path(output_dir).resolve()}",
+            f"paths.root_dir={Path(root_dir or LAUNCH_DIR).resolve()}"])
     GlobalHydra.instance().clear()
     return cfg
 
