@@ -81,16 +81,16 @@ class OFA:
     @classmethod
     def load(cls, checkpoint: str | Path, tokenizer: str | Path | OFATokenizer | None = None,
              image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False,
-             prompt_types: dict[str, str] | None = None) -> "OFA":
+             prompt_types: dict[str, str] | None = None, tasks: dict[str, Any] | None = None) -> "OFA":
         """Our checkpoints bring their tokenizer, tasks and image sizes (the model card); ``tokenizer`` /
-        ``image_size`` replace them when given. ``prompt_types`` (task -> OFA ``prompt_type``, e.g.
-        ``{"grounding": "prev_output"}``) is for converted and OFA checkpoints, which do not say how their model
-        was prompted in training."""
+        ``image_size`` replace them when given. Converted and OFA checkpoints do not say how their model was
+        trained: ``prompt_types`` (task -> OFA ``prompt_type``, e.g. ``{"grounding": "prev_output"}``) adjusts OFA's
+        task defaults, and ``tasks`` ({name: Task}, e.g. ``OFA.load(original).tasks`` for its converted copy) gives
+        the tasks themselves."""
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
-        tasks: dict[str, Any] = {}
         card = None
         if "hyper_parameters" in data and "state_dict" in data:  # our Lightning checkpoint
             from ofa_lightning.training.model_card import read_model_card
@@ -115,8 +115,8 @@ class OFA:
             tdir = Path(tokenizer)
             tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
                 OFATokenizer.from_ofa_files(tdir)
-        if card is not None:
-            tasks = card.tasks(tokenizer)
+        if tasks is None:
+            tasks = card.tasks(tokenizer) if card is not None else {}
         return cls(model, tokenizer, image_size, device, prompt_types=prompt_types, tasks=tasks)
 
     # ---------------------------------------------------------------------------------------------- tasks

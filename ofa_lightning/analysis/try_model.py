@@ -38,7 +38,7 @@ def run_dir_of(checkpoint: str | Path) -> Path | None:
 
 
 def load_model(checkpoint: str | Path, tokenizer: Any = None, image_size: int | None = None,
-               device: str = "cpu", prompt_types: dict[str, str] | None = None) -> OFA:
+               device: str = "cpu", prompt_types: dict[str, str] | None = None, tasks: Any = None) -> OFA:
     """``OFA.load`` with the run's input size (``data.task_options.image_size``) when the checkpoint is ours and
     no ``image_size`` is given (OFA's per-task sizes otherwise: 480 caption/VQA, 512 grounding). ``prompt_types``:
     see ``OFA.load`` (a converted checkpoint does not know how its model was prompted in training)."""
@@ -47,7 +47,7 @@ def load_model(checkpoint: str | Path, tokenizer: Any = None, image_size: int | 
         options = (load_run(run_dir).config.get("data") or {}).get("task_options") or {}
         image_size = options.get("image_size")
     return OFA.load(checkpoint, tokenizer=tokenizer, image_size=int(image_size) if image_size else None,
-                    device=device, prompt_types=prompt_types)
+                    device=device, prompt_types=prompt_types, tasks=tasks)
 
 
 def export_fairseq_layout(checkpoint: str | Path, out: str | Path) -> Path:
