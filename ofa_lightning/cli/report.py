@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     except NoRunsError as exc:
         print(f"ofa-report: error: {exc}", file=sys.stderr)
         return 2
-    what = "runs" if args.per_run else "groups of seeds"
+    what = ("run" if args.per_run else "group of seeds") if len(table) == 1 else \
+        ("runs" if args.per_run else "groups of seeds")
     if args.csv is not None:
         text = table.to_csv()
         if args.csv == "-":
