@@ -16,5 +16,5 @@ setup(
     packages=[*find_namespace_packages(include=["ofa_lightning", "ofa_lightning.*", "data_recipes", "data_recipes.*"]),
               *CONF_PACKAGES],
     package_dir={"ofa_lightning.conf": "conf"},
-    package_data={name: ["*.yaml"] for name in CONF_PACKAGES},
+    package_data={**{name: ["*.yaml"] for name in CONF_PACKAGES}, "ofa_lightning.serve": ["static/*"]},
 )
