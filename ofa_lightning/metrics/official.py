@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["official_caption_scores"]
 
 
-def official_caption_scores(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
+def official_caption_scores(
+    preds: Sequence[str], refs: Sequence[Sequence[str]], per_image: bool = False
+) -> dict[str, Any]:
     """Score captions with pycocoevalcap (PTB tokenization, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).
+
+    SPICE is not included: pycocoevalcap's SPICE downloads Stanford CoreNLP 3.6.0 models on first use.
 
     Args:
         preds: one raw caption per image.
         refs: the raw reference captions of each image.
+        per_image: also return ``"<name>_per_image"`` lists (one float per image, in input order).
 
     Returns:
         ``{"bleu_1".."bleu_4", "meteor", "rouge_l", "cider"}`` on pycocoevalcap's scale.
@@ -48,14 +54,20 @@ def official_caption_scores(preds: Sequence[str], refs: Sequence[Sequence[str]])
     tok = PTBTokenizer()
     gts, res = tok.tokenize(gts_raw), tok.tokenize(res_raw)
 
-    out: dict[str, float] = {}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    out: dict[str, Any] = {}
+    bleu, bleu_images = Bleu(4).compute_score(gts, res, verbose=0)
     out.update({f"bleu_{k + 1}": float(b) for k, b in enumerate(bleu)})
+    if per_image:
+        out.update({f"bleu_{k + 1}_per_image": [float(x) for x in b] for k, b in enumerate(bleu_images)})
     meteor = Meteor()  # starts a JVM subprocess; pycocoevalcap stops it when the object is deleted
     try:
-        out["meteor"] = float(meteor.compute_score(gts, res)[0])
+        scores = {"meteor": meteor.compute_score(gts, res)}
     finally:
         del meteor
-    out["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
-    out["cider"] = float(Cider().compute_score(gts, res)[0])
+    scores["rouge_l"] = Rouge().compute_score(gts, res)
+    scores["cider"] = Cider().compute_score(gts, res)
+    for name, (overall, images) in scores.items():
+        out[name] = float(overall)
+        if per_image:
+            out[f"{name}_per_image"] = [float(x) for x in images]
     return out
