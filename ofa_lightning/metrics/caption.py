@@ -6,7 +6,8 @@ samples, drops padded duplicates by id (first occurrence wins) and runs the pure
 :mod:`.cider`, :mod:`.bleu` and :mod:`.rouge_l`, which reproduce pycocoevalcap's ``Cider``, ``Bleu(4)``
 and ``Rouge`` on the same tokenized strings.
 
-Tokenization defaults to :func:`~.tokenize.simple_tokenize` (Java-free, PTB-like); pass
+Tokenization defaults to :func:`~.tokenize.simple_tokenize`: pycocoevalcap's Stanford PTBTokenizer
+pipeline re-implemented without Java (exact; see :mod:`.ptb_tokenizer` and docs/metrics.md); pass
 ``tokenizer=None`` when the strings are already tokenized. CIDEr is not decomposable over batches
 (its IDF depends on the whole reference set), hence the sample-level states.
 
