@@ -15,7 +15,6 @@ given to :meth:`OFA.load` on top); a preset name that is no task (e.g. ``vqa_zer
 from __future__ import annotations
 
 import copy
-import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from ofa_lightning.tasks.grounded_caption import GROUNDED_CAPTION_PROMPT
 from ofa_lightning.tasks.grounding import GROUNDING_PROMPT
 from ofa_lightning.tasks.text_to_image import TEXT_TO_IMAGE_PROMPT
 from ofa_lightning.tokenizer import OFATokenizer
-
-log = logging.getLogger(__name__)
 
 # OFA's instructions, from the task modules (leading space, lower case).
 PROMPTS = {

@@ -182,6 +182,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 metrics.update({k: float(v) for k, v in r.items()})
     finally:
         _finish_logger()
+        discard_deferred_hydra_dir()  # a resume that stopped before its checkpoint loaded: Hydra's record is dropped
     metrics["wall_seconds"] = round(time.time() - start, 1)
     if trainer.global_rank == 0:  # one writer under DDP (rank-local train/* values would race)
         (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
