@@ -23,6 +23,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver) || \
+		echo "chromium not installed (needs root): the ofa-serve browser test will skip"
 	$(PY) -m pytest -q -m slow
 
 # gperftools' tcmalloc for the memory-lean benchmark rows (system copy, or Debian's package unpacked under .cache/;
