@@ -14,7 +14,8 @@ SHORT_STEPS = 1500  # `make demo` trains experiment=demo's trainer.max_steps (1,
 def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
     assert main(["--root", str(tmp_path), "--num-images", "60", "debug=fdr", "data.micro_batch_size=4",
                  "data.task_options.image_size=64"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr()
+    last = printed.out.strip().splitlines()[-1]
     report = json.loads(Path(last).read_text())
     assert Path(last).parent.parent == tmp_path / "runs" / "demo"
     assert set(report["metrics"]) == {"caption CIDEr-D", "VQA accuracy", "grounding Acc@0.5"}
@@ -24,6 +25,7 @@ def test_demo_end_to_end_on_tiny_schedule(tmp_path, capsys):
     assert report["wandb_offline_run"] and Path(report["wandb_offline_run"]).is_dir()
     run_dir = Path(report["run_dir"])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "tokenizer").is_dir()
+    assert printed.err.strip().splitlines()[-1].endswith(f"ofa-serve ckpt_path={run_dir.resolve()}/checkpoints/last.ckpt")
     # what offline W&B wrote: the evaluation metrics, the throughput keys and a prediction table per task
     from ofa_lightning.training.tracking import read_offline_run
 

@@ -4,13 +4,15 @@ shapes scenes in official raw formats → recipes → WebDataset shards → trai
 (OFA-Tiny, caption + VQA + grounding mixed per example, with OFA's detection task as an unevaluated auxiliary)
 → evaluate on held-out scenes → a table of
 CIDEr-D, VQA accuracy and Acc@0.5 beside trivial baselines (most frequent caption, majority answer,
-whole-image box). The last line printed is the path of ``demo_metrics.json`` in the run dir.
+whole-image box). The last line printed is the path of ``demo_metrics.json`` in the run dir; then, on stderr, the
+``ofa-serve`` command that serves the trained model.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -92,7 +94,17 @@ def _demo(args: argparse.Namespace) -> int:
     if report["wandb_offline_run"]:
         print(f"W&B offline run: {report['wandb_offline_run']} (wandb sync it to upload)")
     print(path.resolve())
+    print(f"serve this model (web page + HTTP API): ofa-serve ckpt_path={_shown(run_dir / 'checkpoints' / 'last.ckpt')}",
+          file=sys.stderr, flush=True)  # stdout's last line stays the metrics path
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
 
 
 if __name__ == "__main__":
