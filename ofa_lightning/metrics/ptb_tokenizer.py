@@ -20,6 +20,7 @@ pycocoevalcap does for every caption but the last of its file) and by nothing el
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -264,6 +265,7 @@ def ptb_tokenize_lines(captions: Iterable[str]) -> list[str]:
     return [_finish(line) for line in out]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # evaluation re-tokenizes the same references every epoch
 def ptb_tokenize(caption: str) -> str:
     """Tokenize one caption (see the module docstring for the context-dependent corners).
 
