@@ -228,6 +228,9 @@ def hydra_command(config_name: str, task: Callable[[Any], Any], prog: str) -> Ca
     def task_function(cfg):
         if smoke_enabled():
             apply_smoke(cfg, config_name)
+        from ofa_lightning.training.callbacks.console import quiet_known_warnings
+
+        quiet_known_warnings()  # eval and predict build their Trainer without the training callbacks
         # inside the job too: Hydra would print its own "Error executing job" line before re-raising
         return report_errors(prog, lambda: task(cfg))
 
