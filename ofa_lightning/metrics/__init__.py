@@ -1,5 +1,9 @@
 """DDP-safe evaluation metrics for OFA tasks (all states are tensors; Java-free by default).
 
+The caption, VQA and grounding metrics equal the official tools (pycocoevalcap with its Java
+PTBTokenizer, GT-Vision-Lab's ``vqaEval.py``, OFA's ``eval_refcoco``); docs/metrics.md lists how each
+equality is tested.
+
 =============  ===================================  ==========================================
 registry name  class                                task
 =============  ===================================  ==========================================
