@@ -71,7 +71,8 @@ def test_health_and_info_describe_the_model(ofa):
     assert info["tokenizer"] == {"vocab_size": ofa.tokenizer.vocab_size, "num_bins": 32, "num_codes": 0}
     assert info["trained_tasks"]["caption"]["image_size"] == 64
     assert info["tasks"]["caption"]["trained"] and not info["tasks"]["vqa"]["trained"]
-    assert not info["tasks"]["text_to_image"]["usable"] and "vq_path" in info["tasks"]["text_to_image"]["reason"]
+    assert info["model"]["d_model"] == 32 and info["model"]["encoder_layers"] == 1
+    assert not info["tasks"]["text_to_image"]["usable"] and "no image codes" in info["tasks"]["text_to_image"]["reason"]
     assert page.status_code == 200 and 'id="canvas"' in page.text and "/predict" in page.text
 
 
@@ -178,7 +179,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     ({"task": "vqa", "instruction": "   "}, _png(), 400, "empty instruction"),
     ({"task": "vqa", "instruction": "why " * 200}, _png(), 413, "instruction too long"),
     ({"task": "painting"}, _png(), 400, "unknown task 'painting'"),
-    ({"task": "text_to_image", "instruction": "a cat"}, None, 400, "vq_path"),
+    ({"task": "text_to_image", "instruction": "a cat"}, None, 400, "cannot generate images"),
     ({"task": "grounded_caption"}, _png(), 400, "needs region"),
     ({"task": "grounded_caption", "region": "1,2,3"}, _png(), 400, "4 numbers"),
     ({"task": "caption"}, None, 400, "needs an image"),

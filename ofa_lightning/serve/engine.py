@@ -88,7 +88,9 @@ class ServeEngine:
         out = {}
         for name, (ofa_task, field_help) in TASKS.items():
             usable, reason = True, None
-            if name == "text_to_image" and not self._vq_path:
+            if name == "text_to_image" and not self.ofa.tokenizer.num_codes:
+                usable, reason = False, "the checkpoint's tokenizer has no image codes: it cannot generate images"
+            elif name == "text_to_image" and not self._vq_path:
                 usable, reason = False, "needs a VQ model: start ofa-serve with vq_path=<VQ checkpoint>"
             out[name] = {"trained": ofa_task in trained or name == "instruction" and "caption" in trained,
                          "usable": usable, "reason": reason, "instruction": field_help,
@@ -100,8 +102,8 @@ class ServeEngine:
         config = model.config
         return {
             "parameters": int(sum(p.numel() for p in model.parameters())),
-            "model": {k: getattr(config, k) for k in ("embed_dim", "encoder_layers", "decoder_layers",
-                                                       "attention_heads", "vocab_size") if hasattr(config, k)},
+            "model": {k: getattr(config, k) for k in ("name", "d_model", "encoder_layers", "decoder_layers",
+                                                       "encoder_attention_heads", "resnet_type", "vocab_size")},
             "tokenizer": {"vocab_size": tok.vocab_size, "num_bins": tok.num_bins, "num_codes": tok.num_codes},
             "trained_tasks": self.trained_tasks(),
             "image_size": self.ofa.image_size,
