@@ -95,7 +95,8 @@ def apply_smoke(cfg, config_name: str) -> None:
         elif config_name == "predict":
             for key, value in SMOKE_PREDICT.items():
                 put(cfg, key, value)
-    os.environ.setdefault("WANDB_MODE", "offline")
+    if os.environ.get("WANDB_MODE") != "disabled":
+        os.environ["WANDB_MODE"] = "offline"
     print(f"{SMOKE_ENV}=1: smoke run (2 steps, micro batch 2, 2 eval samples per split, no W&B network)",
           file=sys.stderr, flush=True)
 
