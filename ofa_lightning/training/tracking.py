@@ -7,7 +7,7 @@
   table, its images) stays inside the run's ``[offline-]run-<ts>-<id>/`` folder: that folder is what
   ``wandb sync`` needs.
 * :func:`finish_wandb` — ends the live run; call it at the end of every job, or the next job of a sequential
-  multirun logs into this one's run (LHT #289).
+  multirun logs into this one's run (ashleve/lightning-hydra-template#289).
 * :class:`MetricsFileLogger` — appends every logged scalar to ``<run_dir>/metrics.csv`` and ``metrics.jsonl``
   (rank 0), with or without W&B (``PredictionTables`` attaches one when the Trainer has none).
 * :func:`read_offline_run` — what a run logged, from files it writes in the open (``metrics.jsonl``, the config,
