@@ -244,3 +244,27 @@ def test_cli_help_default_host_and_one_line_errors(tmp_path):
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == "ofa-serve: error: checkpoint not found: nowhere.ckpt"
+
+
+def test_text_to_image_answers_a_png(tmp_path):
+    from ofa_lightning.vq import VQConfig, VQModel
+
+    torch.manual_seed(0)
+    tok = OFATokenizer.train_bpe(["a red circle on a blue square"] * 10, bpe_vocab_size=300, num_codes=16, num_bins=8)
+    model = OFAModel(OFAConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, code_image_size=32,
+                               vocab_size=tok.vocab_size, dropout=0.0))
+    VQModel(VQConfig.preset("shapes_small", n_embed=12, ch=8, norm_groups=4, resolution=32)).save(tmp_path / "vq.pt")
+    without_vq = ServeEngine(OFA(model, tok)).available_tasks()["text_to_image"]
+    assert not without_vq["usable"] and "vq_path" in without_vq["reason"]
+    app = create_app(ServeEngine(OFA(model, tok), vq_path=str(tmp_path / "vq.pt"), t2i_samples=2))
+
+    async def body(client):
+        return await client.post("/predict", json={"task": "text_to_image", "instruction": "A red circle"})
+
+    response = _run(app, body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["prompt"] == " what is the complete image? caption: a red circle" and answer["text"] == "a red circle"
+    image = Image.open(io.BytesIO(base64.b64decode(answer["image_png_base64"])))
+    assert image.format == "PNG" and image.size == (32, 32)
