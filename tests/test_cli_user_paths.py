@@ -42,6 +42,7 @@ HELP = {
     "ofa-demo": ("ofa_lightning.cli.demo", "the kit's main job on the embedded ``shapes`` data"),
     "ofa-convert": ("ofa_lightning.cli.convert", "an OFA fairseq checkpoint"),
     "ofa-report": ("ofa_lightning.cli.report", "a sweep's runs side by side"),
+    "ofa-serve": ("ofa_lightning.cli.serve", "ofa-serve: a web page and a JSON HTTP API"),
     "ofa-prepare": ("data_recipes.cli", "Convert raw public datasets into WebDataset shards"),
 }
 
