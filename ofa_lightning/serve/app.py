@@ -163,10 +163,10 @@ def create_app(engine: ServeEngine, max_batch: int = 8, wait_ms: float = 10.0, m
         region = _region(fields.get("region"))
         instruction, warning = engine.check(task, fields.get("instruction"), data is not None, region)
         image = await run_in_threadpool(decode_image, data, max_image_pixels) if data is not None else None
-        item = engine.prepare(ServeRequest(task, instruction, image, region))
         if warning:
             log.warning("%s", warning)
         try:
+            item = engine.prepare(ServeRequest(task, instruction, image, region))
             result, batch_size = await _with_timeout(batcher.submit(task, item), request_timeout_s)
         except BadRequest:
             raise
