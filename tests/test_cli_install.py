@@ -56,6 +56,7 @@ def test_regular_install_ships_conf_and_runs_from_an_empty_dir(tmp_path):
     installed = {p.relative_to(site / "ofa_lightning" / "conf") for p in (site / "ofa_lightning" / "conf").rglob("*.yaml")}
     assert installed == {p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml")}
 
+    assert yaml.safe_load(run("ofa-train", "--cfg", "job").stdout)["task_name"] == "train"
     cfg = yaml.safe_load(run("ofa-train", "experiment=demo", "--cfg", "job", "--resolve").stdout)
     assert cfg["paths"]["root_dir"] == str(empty.resolve()) and cfg["model"]["d_model"] > 0
     assert "coco_caption" in run("ofa-prepare", "--list").stdout
