@@ -76,7 +76,7 @@ def _serve(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, 
                f"max_batch={max_batch}", f"wait_ms={args.wait_ms}", f"max_queue={max(64, 2 * args.concurrency)}",
                f"device={args.device}", "log_level=warning"]
     if args.tokenizer:
-        command.append(f"tokenizer={args.tokenizer}")
+        command.append(f"tokenizer_path={args.tokenizer}")
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             cwd=args.workdir)
     url = f"http://127.0.0.1:{port}"

@@ -87,7 +87,10 @@ class OFA:
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        data = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        from ofa_lightning.model.convert import load_checkpoint_file
+
+        # weights_only=True with the allow-list OFA's fairseq checkpoints need (their argparse args)
+        data = load_checkpoint_file(path, trust_checkpoint=trust_checkpoint)
         card = None
         if "hyper_parameters" in data and "state_dict" in data:  # our Lightning checkpoint
             from ofa_lightning.training.model_card import read_model_card
@@ -107,7 +110,8 @@ class OFA:
 
             model, _ = from_state_dict(fairseq_state_dict(data))
         if tokenizer is None:
-            raise ValueError(f"{path} carries no tokenizer: pass tokenizer= (OFA's BPE folder or a saved tokenizer)")
+            raise ValueError(f"{path} carries no tokenizer: pass tokenizer= (ofa-predict / ofa-serve: tokenizer_path=), OFA's "
+                             "BPE folder or a saved tokenizer")
         if not isinstance(tokenizer, OFATokenizer):
             tdir = Path(tokenizer)
             tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \

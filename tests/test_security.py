@@ -124,6 +124,8 @@ ALLOWED_SHELL = {
     ("benchmarks/scaling.py", "subprocess.run(cmd, capture_output=True"),
     # the benchmark looks up tcmalloc with its own fixed script and the repository's cache folder: no shell
     ("benchmarks/common.py", 'subprocess.run(["bash", str(script), str(REPO / ".cache" / "tcmalloc")]'),
+    # the serving load test starts ofa-serve as a child: fixed argv list (checkpoint path and port as key=value), no shell
+    ("benchmarks/serve_load.py", "subprocess.Popen(command, stdout=subprocess.DEVNULL"),
 }
 
 

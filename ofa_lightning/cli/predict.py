@@ -15,7 +15,7 @@ def run(cfg: DictConfig) -> dict:
 
     from ofa_lightning.api import OFA
 
-    ofa = OFA.load(cfg.ckpt_path, tokenizer=cfg.tokenizer, image_size=cfg.image_size)
+    ofa = OFA.load(cfg.ckpt_path, tokenizer=cfg.tokenizer_path, image_size=cfg.image_size)
     caption = text_to_image_caption(cfg.prompt, cfg.decoding)
     if caption is not None:
         return _text_to_image(cfg, ofa, caption)

@@ -20,7 +20,7 @@ def build_app(cfg: DictConfig):
     from ofa_lightning.serve.engine import ServeEngine
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ofa = OFA.load(cfg.ckpt_path, tokenizer=cfg.tokenizer, image_size=cfg.image_size, device=device)
+    ofa = OFA.load(cfg.ckpt_path, tokenizer=cfg.tokenizer_path, image_size=cfg.image_size, device=device)
     engine = ServeEngine(ofa, max_instruction_chars=cfg.max_instruction_chars, vq_path=cfg.vq_path,
                          vq_config=cfg.vq_config, t2i_samples=cfg.t2i_samples)
     return create_app(engine, max_batch=cfg.max_batch, wait_ms=cfg.wait_ms, max_queue=cfg.max_queue,
