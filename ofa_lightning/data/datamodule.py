@@ -271,8 +271,9 @@ class OFADataModule(pl.LightningDataModule):
         usable = max(1, cores // max(1, ranks))
         if requested > usable and setting not in self._lowered:
             self._lowered.add(setting)
-            log.warning("%s=%d but %d core(s) per rank are available: using %d workers", setting, requested,
-                        usable, usable)
+            # info, not a warning: the default (4) is meant for cluster nodes, and adapting to a laptop is expected
+            log.info("%s=%d but %d core(s) per rank are available: using %d workers", setting, requested,
+                     usable, usable)
         return min(requested, usable)
 
     # ---- evaluation -----------------------------------------------------------------------------------------
