@@ -89,8 +89,8 @@ def parse_mixture(mixture: Any) -> list[MixtureSource]:
         # mixture.vqa.options and .ratio; mixture=caption_only has no vqa): such a settings-only entry is no source.
         options_only = [name for name, entry in items if isinstance(entry, Mapping) and entry
                         and set(entry) <= {"options", "ratio"}]
-        for name in options_only:
-            log.warning("mixture entry %r only sets options/ratio (no task, no shards), so it is not part of this "
+        for name in options_only:  # info: presets tune entries for the mixtures that have them (the usual case)
+            log.info("mixture entry %r only sets options/ratio (no task, no shards), so it is not part of this "
                         "mixture and is ignored; give it `task` and `shards` to train on it", name)
         items = [(name, entry) for name, entry in items if name not in options_only]
     elif isinstance(mixture, Sequence) and not isinstance(mixture, str):
