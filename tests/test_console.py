@@ -91,7 +91,7 @@ def test_worker_counts_stay_within_the_cores(caplog):
 
     cores = len(os.sched_getaffinity(0))
     dm = OFADataModule(mixture={"caption": {"task": "caption", "shards": "unused"}}, num_workers=cores + 8)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO", logger="ofa_lightning.data.datamodule"):
         assert dm._usable_workers(cores + 8, "data.num_workers") == cores  # one rank on this machine
     assert f"data.num_workers={cores + 8} but {cores} core(s)" in caplog.text
     assert dm._usable_workers(0, "data.num_workers") == 0 and dm._usable_workers(1, "x") == 1
