@@ -33,6 +33,13 @@ failed).
 PyTorch's FlexAttention has no CPU backward, so the flex rows train through its eager reference with that guard
 lifted (a logic check only); the compiled rows are skipped (the test compares the compiled layers and trunk with
 eager on the CPU); FSDP refuses the CPU, which its row reports. Its default output folder is a temporary one.
+
+On a machine that lacks the port's packages and has no network, bring their wheels along (matching its Python),
+made beforehand with ``pip download --no-deps -d .whl modelscope modelscope-hub "transformers<4.58" "tokenizers<0.23"
+"huggingface-hub<1.0"`` (plus ``cryptography cffi pycparser`` when missing), then::
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    python3 benchmarks/gpu.py --out "$OUT" --budget-s 460 --hard-limit-s 545
 """
 from __future__ import annotations
 
