@@ -199,3 +199,10 @@ def write_extras(source: Source, args: argparse.Namespace, out: Path) -> dict[st
     write_json_atomic(out / CLASSES_FILE, classes)
     return {CLASSES_FILE: f"{len(classes)} class names, sorted"}
 
+
+
+def recipe_hooks(source: Source):
+    """The runner's hooks of a generic recipe module (``available_splits``, ``candidates``, ``write_extras``), bound
+    to its ``source``: ``available_splits, candidates, write_extras = engine.recipe_hooks(SOURCE)``."""
+    return (functools.partial(available_splits, source), functools.partial(candidates, source),
+            functools.partial(write_extras, source))

@@ -132,14 +132,4 @@ def _parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
 
 SOURCE = TableSource()
 
-
-def available_splits(args: argparse.Namespace) -> list[str]:
-    return engine.available_splits(SOURCE, args)
-
-
-def candidates(args: argparse.Namespace, split: str):
-    return engine.candidates(SOURCE, args, split)
-
-
-def write_extras(args: argparse.Namespace, out: Path) -> dict[str, str]:
-    return engine.write_extras(SOURCE, args, out)
+available_splits, candidates, write_extras = engine.recipe_hooks(SOURCE)
