@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # OFA's GPT-2 BPE files (encoder.json, vocab.bpe, dict.txt); tests that need them skip with a reason when absent.
 export OFA_BPE_DIR ?= $(abspath ../shared/ofa_bpe)
 
-.PHONY: install demo test test-slow bench tcmalloc clean
+.PHONY: install demo test lint test-slow bench tcmalloc clean
 
 install: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml setup.py
 demo: $(STAMP)
 	$(VENV)/bin/ofa-demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: $(STAMP)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

@@ -4,15 +4,16 @@ Both implementations see the same batch: 8 samples, 256 px images, 20 source
 tokens and 20 target tokens (each row padded to 20; lengths vary per row as
 in a real caption batch, see :func:`make_batch`).
 """
+
 from __future__ import annotations
 
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -31,10 +32,26 @@ THREADS = 2
 
 # ModelScope OFAConfig fields for each size (medium: d 512, 4+4 layers, 8 heads, ffn 2048, resnet101).
 MS_SIZES = {
-    "tiny": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, resnet_type="resnet50"),
-    "medium": dict(d_model=512, encoder_layers=4, decoder_layers=4, encoder_attention_heads=8,
-                   decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, resnet_type="resnet101"),
+    "tiny": dict(
+        d_model=256,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        resnet_type="resnet50",
+    ),
+    "medium": dict(
+        d_model=512,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        resnet_type="resnet101",
+    ),
 }
 # OFA's fine-tuning regularisation: dropout 0.1 on residual branches, none in attention / FFN activations.
 TRAIN_DROPOUT = dict(dropout=0.1, attention_dropout=0.0, activation_dropout=0.0)
@@ -62,8 +79,14 @@ class Batch:
         return int(self.target.ne(PAD).sum())
 
 
-def make_batch(seed: int = 0, batch: int = BATCH, px: int = IMAGE_PX, src_len: int = SRC_LEN,
-               tgt_len: int = TGT_LEN, full: bool = False) -> Batch:
+def make_batch(
+    seed: int = 0,
+    batch: int = BATCH,
+    px: int = IMAGE_PX,
+    src_len: int = SRC_LEN,
+    tgt_len: int = TGT_LEN,
+    full: bool = False,
+) -> Batch:
     """A caption-like batch: per-row lengths in [10, 20] (the longest row is 20), so ~25 % padding.
 
     ``full=True`` gives every row all 20 tokens (no padding at all).
@@ -111,8 +134,9 @@ def ours_from_peer(peer):
 
 
 # ------------------------------------------------------------------ timing
-def time_calls(fn: Callable[[], object], warmup: int, repeats: int, label: str = "",
-               log: Callable[[str], None] | None = None) -> list[float]:
+def time_calls(
+    fn: Callable[[], object], warmup: int, repeats: int, label: str = "", log: Callable[[str], None] | None = None
+) -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; returns wall times in seconds."""
     for i in range(warmup):
         t0 = time.perf_counter()
@@ -171,8 +195,12 @@ def find_tcmalloc() -> str | None:
 
             script = Path(__file__).resolve().parent / "get_tcmalloc.sh"
             try:
-                proc = subprocess.run(["bash", str(script), str(REPO / ".cache" / "tcmalloc")], capture_output=True,
-                                      text=True, timeout=120)
+                proc = subprocess.run(
+                    ["bash", str(script), str(REPO / ".cache" / "tcmalloc")],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 path = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
                 if path is None:
                     log(f"tcmalloc not available ({proc.stderr.strip() or 'no path'}): the lean rows use glibc")

@@ -13,6 +13,7 @@ combined with ``resnet_stage_checkpoint``: Dynamo does not trace a ``checkpoint`
 BN-safe recomputation needs). Finding: 7-20 % slower and 150-180 MB more than eager on a
 2-core CPU, so training does not compile the trunk.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,6 @@ import sys
 import time
 
 import torch
-
 from common import build_ours, current_rss_mb, make_batch, peak_rss_mb, setup_threads
 from train_step import TrainStep, options_from_string
 
@@ -35,8 +35,12 @@ def main(argv: list[str]) -> int:
     size, mode, steps = argv[0], argv[1], int(argv[2])
     setup_threads()
     model = build_ours(size, train=True)
-    step = TrainStep("ours", model, make_batch(seed=0),
-                     options_from_string(os.environ.get("OPTS", "default,bf16,resnet_stage_checkpoint")))
+    step = TrainStep(
+        "ours",
+        model,
+        make_batch(seed=0),
+        options_from_string(os.environ.get("OPTS", "default,bf16,resnet_stage_checkpoint")),
+    )
     if mode == "segments":
         import ofa_lightning.model.resnet as resnet
 
@@ -50,8 +54,10 @@ def main(argv: list[str]) -> int:
         loss = step()
         times.append(time.perf_counter() - t0)
         print(f"step {i}: {times[-1]:.3f} s, loss {loss:.5f}, RSS {current_rss_mb():.0f} MB", flush=True)
-    print(f"RESULT {size} {mode}: median step {statistics.median(times[2:]):.3f} s (after 2 warm-up steps), "
-          f"first step {times[0]:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
+    print(
+        f"RESULT {size} {mode}: median step {statistics.median(times[2:]):.3f} s (after 2 warm-up steps), "
+        f"first step {times[0]:.1f} s, peak RSS {peak_rss_mb():.0f} MB"
+    )
     return 0
 
 

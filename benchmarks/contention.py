@@ -11,13 +11,14 @@ calls (or runs out of its attempt/time budget) and reports the median of the
 clean ones, falling back to all calls (flagged) when too few were clean.
 Before each call it also waits (a bounded time) for the machine to go quiet.
 """
+
 from __future__ import annotations
 
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 CLEAN_OTHER_FRAC = 0.10  # other processes may use at most 10 % of the machine during a clean call
 NCPU = os.cpu_count() or 1
@@ -42,7 +43,7 @@ def _own_seconds() -> float:
 class Probe:
     """Wall time, own CPU time and other processes' CPU share over an interval."""
 
-    def __enter__(self) -> "Probe":
+    def __enter__(self) -> Probe:
         self._w0, self._o0, self._b0 = time.perf_counter(), _own_seconds(), _busy_seconds()
         return self
 
@@ -102,9 +103,18 @@ class Timing:
         return d
 
 
-def timed(fn: Callable[[], object], *, warmup: int, repeats: int, max_attempts: int | None = None,
-          budget_s: float | None = None, quiet_wait_s: float = 20.0, wait_budget_s: float | None = None,
-          label: str = "", log: Callable[[str], None] | None = None) -> Timing:
+def timed(
+    fn: Callable[[], object],
+    *,
+    warmup: int,
+    repeats: int,
+    max_attempts: int | None = None,
+    budget_s: float | None = None,
+    quiet_wait_s: float = 20.0,
+    wait_budget_s: float | None = None,
+    label: str = "",
+    log: Callable[[str], None] | None = None,
+) -> Timing:
     """Warm up, then time ``fn`` until ``repeats`` clean calls.
 
     Gives up earlier when ``max_attempts`` calls were made, when the calls took
@@ -132,7 +142,7 @@ def timed(fn: Callable[[], object], *, warmup: int, repeats: int, max_attempts: 
     return out
 
 
-def _probe_call(out: "Timing", fn: Callable[[], object], label: str, log: Callable[[str], None] | None) -> None:
+def _probe_call(out: Timing, fn: Callable[[], object], label: str, log: Callable[[str], None] | None) -> None:
     """One probed call of ``fn``: its wall time, the other processes' CPU share and clean/disturbed go to ``out``."""
     with Probe() as p:
         fn()
@@ -144,9 +154,17 @@ def _probe_call(out: "Timing", fn: Callable[[], object], label: str, log: Callab
         log(f"  {label} {len(out.times)}: {p.wall:.3f} s{flag}")
 
 
-def timed_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repeats: int | dict[str, int],
-                      max_rounds: int | None = None, quiet_wait_s: float = 20.0, wait_budget_s: float | None = None,
-                      label: str = "", log: Callable[[str], None] | None = None) -> dict[str, Timing]:
+def timed_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    warmup: int,
+    repeats: int | dict[str, int],
+    max_rounds: int | None = None,
+    quiet_wait_s: float = 20.0,
+    wait_budget_s: float | None = None,
+    label: str = "",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Timing]:
     """Time several functions in alternation (A, B, C, A, B, C, ...), so that slow drifts of the
     machine's speed hit all of them alike and their ratios stay fair.
 

@@ -42,6 +42,7 @@ Demo check (``--skip-demo-check`` to skip): would the demo's training loop (``ex
 caption + VQA + grounding mixture, micro-batch 16, 128 px, 2 workers, OFA-Tiny on CPU) wait on data? It times the
 real ``OFADataModule`` train loader (2 workers) and one tiny-model optimisation step on its batches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -89,8 +91,10 @@ def synthetic_jpeg(rng: np.random.Generator, width: int = 640, height: int = 480
     """A photo-like JPEG: colour gradient + sinusoidal textures + shapes, slightly blurred, with grain."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     c = rng.uniform(0, 255, (3, 3)).astype(np.float32)
-    img = np.stack([c[i, 0] + (c[i, 1] - c[i, 0]) * xx / width * 0.7 + (c[i, 2] - c[i, 0]) * yy / height * 0.5
-                    for i in range(3)], -1)
+    img = np.stack(
+        [c[i, 0] + (c[i, 1] - c[i, 0]) * xx / width * 0.7 + (c[i, 2] - c[i, 0]) * yy / height * 0.5 for i in range(3)],
+        -1,
+    )
     for _ in range(3):  # textured areas (fabric / foliage-like)
         fx, fy, phase, amp = rng.uniform(0.02, 0.4), rng.uniform(0.02, 0.4), rng.uniform(0, 6.3), rng.uniform(8, 30)
         img += (amp * np.sin(fx * xx + fy * yy + phase))[..., None] * rng.uniform(0.3, 1.0, 3).astype(np.float32)
@@ -109,8 +113,9 @@ def synthetic_jpeg(rng: np.random.Generator, width: int = 640, height: int = 480
             draw.polygon([(x0, y0), (x1, y0 + (y1 - y0) // 3), ((x0 + x1) // 2, y1)], fill=colour)
     im = im.filter(ImageFilter.GaussianBlur(0.8))
     coarse = rng.normal(128, 8, (height // 2, width // 2, 3))
-    coarse = np.asarray(Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize((width, height),
-                                                                                       Image.BILINEAR), np.float32)
+    coarse = np.asarray(
+        Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize((width, height), Image.BILINEAR), np.float32
+    )
     pixels = np.asarray(im, np.float32) + (coarse - 128) + rng.normal(0, 8, (height, width, 3)).astype(np.float32)
     out = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=quality)
@@ -130,10 +135,18 @@ def write_caption_shards(folder: str | Path, samples: int, seed: int = 0, shard_
         with wds.TarWriter(url) as writer:
             for i in range(start, min(samples, start + shard_size)):
                 picks = rng.choice(len(CAPTIONS), 5, replace=False)
-                fields = {"id": f"syn{i:06d}", "source": "synthetic", "split": "train", "image_id": i,
-                          "captions": [CAPTIONS[j] for j in picks], "width": 640, "height": 480}
-                writer.write({"__key__": f"{i:06d}", "json": json.dumps(fields).encode("utf-8"),
-                              "jpg": synthetic_jpeg(rng)})
+                fields = {
+                    "id": f"syn{i:06d}",
+                    "source": "synthetic",
+                    "split": "train",
+                    "image_id": i,
+                    "captions": [CAPTIONS[j] for j in picks],
+                    "width": 640,
+                    "height": 480,
+                }
+                writer.write(
+                    {"__key__": f"{i:06d}", "json": json.dumps(fields).encode("utf-8"), "jpg": synthetic_jpeg(rng)}
+                )
         urls.append(url)
     return urls
 
@@ -169,8 +182,9 @@ def ours_batches(task, urls: list[str], loader: str, seed: int = 0) -> Iterator[
     if loader == "stream":
         from ofa_lightning.data.stream import MixtureStream, StreamSource
 
-        stream = MixtureStream([StreamSource("caption", task, urls)], BATCH, seed=seed, shuffle_buffer=64,
-                               pad_id=task.tokenizer.pad_id)
+        stream = MixtureStream(
+            [StreamSource("caption", task, urls)], BATCH, seed=seed, shuffle_buffer=64, pad_id=task.tokenizer.pad_id
+        )
         yield from stream.batches(rank=0, worker=0, num_workers=1)
         return
     from ofa_lightning.data.evaluation import EvalCollate, EvalDataset
@@ -208,8 +222,9 @@ def _timed(fn: Callable[[], int]) -> tuple[int, float, float]:
     return n, time.perf_counter() - w0, time.process_time() - c0
 
 
-def measure_config(name: str, tokenizer, urls: list[str], jpgs: list[bytes], samples: int,
-                   rounds: int) -> dict[str, Any]:
+def measure_config(
+    name: str, tokenizer, urls: list[str], jpgs: list[bytes], samples: int, rounds: int
+) -> dict[str, Any]:
     options, train, loader, _ = CONFIGS[name]
     task = make_task(tokenizer, options)
     n_batches = max(1, math.ceil(samples / BATCH))
@@ -240,10 +255,16 @@ def measure_config(name: str, tokenizer, urls: list[str], jpgs: list[bytes], sam
     for who, rs in runs.items():
         cpu = [n / c for n, _, c in rs]
         wall = [n / w for n, w, _ in rs]
-        out[who] = {"cpu_best": max(cpu), "cpu_median": statistics.median(cpu), "wall_best": max(wall),
-                    "wall_median": statistics.median(wall), "samples": rs[0][0]}
-    out["augment"] = "RandomResize+CenterCrop+RandomAugment(2,7)" if options.get("mode") == "pretrain" else \
-        "SquashResize(480)"
+        out[who] = {
+            "cpu_best": max(cpu),
+            "cpu_median": statistics.median(cpu),
+            "wall_best": max(wall),
+            "wall_median": statistics.median(wall),
+            "samples": rs[0][0],
+        }
+    out["augment"] = (
+        "RandomResize+CenterCrop+RandomAugment(2,7)" if options.get("mode") == "pretrain" else "SquashResize(480)"
+    )
     return out
 
 
@@ -265,15 +286,25 @@ def _reference_task(tokenizer, options: dict[str, Any]):
         def apply_op(self, name, arg, image, target):
             if name in ("TranslateX", "TranslateY"):
                 shift = [-arg, 0.0] if name == "TranslateX" else [0.0, -arg]
-                return T._apply(F.affine, image, target, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0],
-                                interpolation=InterpolationMode.BILINEAR, fill=[float(self.fill)] * 3)
+                return T._apply(
+                    F.affine,
+                    image,
+                    target,
+                    angle=0.0,
+                    translate=shift,
+                    scale=1.0,
+                    shear=[0.0, 0.0],
+                    interpolation=InterpolationMode.BILINEAR,
+                    fill=[float(self.fill)] * 3,
+                )
             return super().apply_op(name, arg, image, target)
 
     class RefSquashResize(T.SquashResize):  # Pillow's own resize for every image
         def apply(self, image, target, rng):
             h0, w0 = T.image_size(image)
-            image, target = T._apply(F.resize, image, target, size=list(self.size), interpolation=self.interpolation,
-                                     antialias=True)
+            image, target = T._apply(
+                F.resize, image, target, size=list(self.size), interpolation=self.interpolation, antialias=True
+            )
             target["w_ratio"] = float(target.get("w_ratio", 1.0)) * T.image_size(image)[1] / w0
             target["h_ratio"] = float(target.get("h_ratio", 1.0)) * T.image_size(image)[0] / h0
             return image, target
@@ -282,8 +313,15 @@ def _reference_task(tokenizer, options: dict[str, Any]):
         def build_transform(self, train):
             size = int(self.cfg["image_size"])
             if self.cfg.get("mode") == "pretrain" and train:
-                return T.Compose([T.RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
-                                  T.CenterCrop(size), RefRandomAugment(2, 7), RefToTensor(), self.normalize()])
+                return T.Compose(
+                    [
+                        T.RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
+                        T.CenterCrop(size),
+                        RefRandomAugment(2, 7),
+                        RefToTensor(),
+                        self.normalize(),
+                    ]
+                )
             return T.Compose([RefSquashResize(size), RefToTensor(), self.normalize()])
 
     return RefCaption(tokenizer, **options)
@@ -363,23 +401,45 @@ def demo_data_wait(batches: int = 30, steps: int = 4, seed: int = 0) -> dict[str
     micro_batch = int(exp_data.get("micro_batch_size", data_cfg.get("micro_batch_size", 8)))
     task_options = dict(exp_data.get("task_options") or {"image_size": 128})
     workers = int(exp_data.get("num_workers", data_cfg.get("num_workers", 2)))
-    size = next((d["override /model"] for d in experiment.get("defaults") or []
-                 if isinstance(d, dict) and "override /model" in d), "tiny")
+    size = next(
+        (
+            d["override /model"]
+            for d in experiment.get("defaults") or []
+            if isinstance(d, dict) and "override /model" in d
+        ),
+        "tiny",
+    )
 
     with tempfile.TemporaryDirectory(prefix="ofa_demo_wait_") as tmp:
         build_shapes_shards(Path(tmp), num_images=200, seed=seed, image_size=int(task_options.get("image_size", 128)))
         shards = Path(tmp) / "shards"
-        texts = [c for u in resolve_shards(str(shards / "coco_caption"), "train") for s in iter_tar_samples(u)
-                 for c in json.loads(s["json"])["captions"]]
-        texts += [json.loads(s["json"])["question"] for u in resolve_shards(str(shards / "vqav2"), "train")
-                  for s in iter_tar_samples(u)]
+        texts = [
+            c
+            for u in resolve_shards(str(shards / "coco_caption"), "train")
+            for s in iter_tar_samples(u)
+            for c in json.loads(s["json"])["captions"]
+        ]
+        texts += [
+            json.loads(s["json"])["question"]
+            for u in resolve_shards(str(shards / "vqav2"), "train")
+            for s in iter_tar_samples(u)
+        ]
         tokenizer = OFATokenizer.train_bpe(texts, bpe_vocab_size=600, num_codes=0, num_bins=1000)  # tokenizer: trained
         if "vqa" in mixture:
             mixture["vqa"].setdefault("options", {})["candidates"] = str(shards / "vqav2" / "answers.json")
-        dm = OFADataModule(mixture=mixture, shards_root=str(shards), micro_batch_size=micro_batch,
-                           num_workers=workers, shuffle_buffer=int(data_cfg.get("shuffle_buffer", 64)),
-                           batches_per_epoch=None, persistent_workers=False, pin_memory=False,
-                           task_options=task_options, tokenizer=tokenizer, seed=seed)
+        dm = OFADataModule(
+            mixture=mixture,
+            shards_root=str(shards),
+            micro_batch_size=micro_batch,
+            num_workers=workers,
+            shuffle_buffer=int(data_cfg.get("shuffle_buffer", 64)),
+            batches_per_epoch=None,
+            persistent_workers=False,
+            pin_memory=False,
+            task_options=task_options,
+            tokenizer=tokenizer,
+            seed=seed,
+        )
         dm.setup("fit")
         loader = dm.train_dataloader()
 
@@ -412,30 +472,43 @@ def demo_data_wait(batches: int = 30, steps: int = 4, seed: int = 0) -> dict[str
             opt.zero_grad(set_to_none=True)
             enc = model.encode(batch["input_ids"], batch["patch_images"], batch["patch_masks"])
             logits = model.decode(batch["prev_output_tokens"], enc)
-            loss = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["target"].reshape(-1),
-                                    ignore_index=pad)
+            loss = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["target"].reshape(-1), ignore_index=pad)
             loss.backward()
             opt.step()
 
         threads = torch.get_num_threads()
         step(kept[0])
         walls = []
-        for b in kept[1: 1 + steps]:
+        for b in kept[1 : 1 + steps]:
             walls.append(_timed(lambda: step(b) or 1)[1])
         with single_thread():
             step(kept[0])
-            cpus = [_timed(lambda: step(b) or 1)[2] for b in kept[1: 1 + steps]]
+            cpus = [_timed(lambda: step(b) or 1)[2] for b in kept[1 : 1 + steps]]
     step_wall, step_cpu = min(walls), min(cpus)
-    return {"micro_batch": micro_batch, "image_size": task_options.get("image_size"), "workers": workers,
-            "model": size, "threads": threads, "cpu_ms_per_batch": cpu_per_batch * 1e3,
-            "loader_ms_per_batch": loader_per_batch * 1e3, "step_ms": step_wall * 1e3,
-            "step_cpu_ms_1_thread": step_cpu * 1e3, "waits": loader_per_batch > step_wall,
-            "data_cpu_share": cpu_per_batch / (cpu_per_batch + step_cpu)}
+    return {
+        "micro_batch": micro_batch,
+        "image_size": task_options.get("image_size"),
+        "workers": workers,
+        "model": size,
+        "threads": threads,
+        "cpu_ms_per_batch": cpu_per_batch * 1e3,
+        "loader_ms_per_batch": loader_per_batch * 1e3,
+        "step_ms": step_wall * 1e3,
+        "step_cpu_ms_1_thread": step_cpu * 1e3,
+        "waits": loader_per_batch > step_wall,
+        "data_cpu_share": cpu_per_batch / (cpu_per_batch + step_cpu),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def run(samples: int = 200, rounds: int = 5, check: bool = True, demo: bool = False,
-        details: dict[str, Any] | None = None, verbose: bool = True) -> list[dict[str, Any]]:
+def run(
+    samples: int = 200,
+    rounds: int = 5,
+    check: bool = True,
+    demo: bool = False,
+    details: dict[str, Any] | None = None,
+    verbose: bool = True,
+) -> list[dict[str, Any]]:
     """Measures both modes and returns the result objects (see the module doc). ``details`` (a dict), when
     given, receives every measurement, the identity check and the demo check. Use ``samples >= 200``: a round of
     the train configuration includes filling the 64-sample shuffle buffer and RandomAugment's random op mix,
@@ -448,16 +521,23 @@ def run(samples: int = 200, rounds: int = 5, check: bool = True, demo: bool = Fa
         t0 = time.perf_counter()
         urls = write_caption_shards(tmp, samples)
         jpgs = [raw["jpg"] for url in urls for raw in iter_tar_samples(url)]
-        say(f"shards: {len(jpgs)} synthetic 640x480 JPEGs (q90, mean {np.mean([len(j) for j in jpgs]) / 1024:.0f} "
-            f"KiB) in {len(urls)} tar(s), made in {time.perf_counter() - t0:.1f}s")
+        say(
+            f"shards: {len(jpgs)} synthetic 640x480 JPEGs (q90, mean {np.mean([len(j) for j in jpgs]) / 1024:.0f} "
+            f"KiB) in {len(urls)} tar(s), made in {time.perf_counter() - t0:.1f}s"
+        )
         tokenizer, tok_name = load_tokenizer()
         say(f"tokenizer: {tok_name}; torch threads: {torch.get_num_threads()}")
         checks = check_identical(tokenizer, urls, jpgs) if check else {}
         for name, c in checks.items():
-            extra = (f", {c['with_translate']} with a translation" if "with_translate" in c else
-                     f", max |ours - normalised peer| = {c['max_abs_diff_vs_peer']:.2g}")
-            say(f"check {name}: {c['identical']}/{c['of']} examples identical to the reference pipeline, "
-                f"{c['within_one_level']}/{c['of']} within one 8-bit level (max |diff| {c['max_abs_diff']:.3g}){extra}")
+            extra = (
+                f", {c['with_translate']} with a translation"
+                if "with_translate" in c
+                else f", max |ours - normalised peer| = {c['max_abs_diff_vs_peer']:.2g}"
+            )
+            say(
+                f"check {name}: {c['identical']}/{c['of']} examples identical to the reference pipeline, "
+                f"{c['within_one_level']}/{c['of']} within one 8-bit level (max |diff| {c['max_abs_diff']:.3g}){extra}"
+            )
             if c["within_one_level"] != c["of"]:
                 raise AssertionError(f"{name}: the pipeline's results changed ({c})")
         measured = [measure_config(name, tokenizer, urls, jpgs, samples, rounds) for name in CONFIGS]
@@ -471,31 +551,57 @@ def run(samples: int = 200, rounds: int = 5, check: bool = True, demo: bool = Fa
         cpu = "unknown CPU"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     say("")
-    say(f"{'config':28s} {'ours':>8s} {'peer':>8s} {'ratio':>6s}   {'ours wall':>9s} {'peer wall':>9s}  "
-        f"(samples/s per core = per CPU-second, best of {rounds} rounds; wall = best wall-clock rate)")
+    say(
+        f"{'config':28s} {'ours':>8s} {'peer':>8s} {'ratio':>6s}   {'ours wall':>9s} {'peer wall':>9s}  "
+        f"(samples/s per core = per CPU-second, best of {rounds} rounds; wall = best wall-clock rate)"
+    )
     for m in measured:
         ours, peer = m["ours"]["cpu_best"], m["peer"]["cpu_best"]
         flag = "" if ours >= TARGET else f"  < target {TARGET:.0f}"
-        say(f"{m['config']:28s} {ours:8.1f} {peer:8.1f} {ours / peer:6.2f}   {m['ours']['wall_best']:9.1f} "
-            f"{m['peer']['wall_best']:9.1f}  {m['augment']}{flag}")
+        say(
+            f"{m['config']:28s} {ours:8.1f} {peer:8.1f} {ours / peer:6.2f}   {m['ours']['wall_best']:9.1f} "
+            f"{m['peer']['wall_best']:9.1f}  {m['augment']}{flag}"
+        )
         if CONFIGS[m["config"]][3]:
-            results.append({"name": NAME, "config": m["config"], "ours": round(ours, 2), "peer": round(peer, 2),
-                            "ratio": round(ours / peer, 4), "unit": "samples/s", "better": "higher",
-                            "peer_name": PEER_NAME, "date": when, "cpu": cpu, "rounds": rounds})
-    say(f"(peer = plain PIL decode + 480x480 bicubic resize + to_tensor from in-memory bytes, in every row; ours adds "
-        f"tar, JSON, normalisation, tokenising and collate; target >= {TARGET:.0f})")
+            results.append(
+                {
+                    "name": NAME,
+                    "config": m["config"],
+                    "ours": round(ours, 2),
+                    "peer": round(peer, 2),
+                    "ratio": round(ours / peer, 4),
+                    "unit": "samples/s",
+                    "better": "higher",
+                    "peer_name": PEER_NAME,
+                    "date": when,
+                    "cpu": cpu,
+                    "rounds": rounds,
+                }
+            )
+    say(
+        f"(peer = plain PIL decode + 480x480 bicubic resize + to_tensor from in-memory bytes, in every row; ours adds "
+        f"tar, JSON, normalisation, tokenising and collate; target >= {TARGET:.0f})"
+    )
     if demo_res:
         d = demo_res
         say("")
-        say(f"demo loop (experiment=demo: micro-batch {d['micro_batch']}, {d['image_size']} px, caption+vqa+grounding, "
-            f"{d['workers']} workers, OFA-{d['model']}):")
-        say(f"  data: {d['cpu_ms_per_batch']:.1f} ms of one core per batch; the {d['workers']}-worker DataLoader "
-            f"delivers a batch every {d['loader_ms_per_batch']:.1f} ms")
-        say(f"  step: {d['step_ms']:.0f} ms wall ({d['threads']} threads), "
-            f"{d['step_cpu_ms_1_thread']:.0f} ms on 1 thread")
-        say(f"  -> {'the loop WAITS on data' if d['waits'] else 'the loop does not wait on data'}; data is "
+        say(
+            f"demo loop (experiment=demo: micro-batch {d['micro_batch']}, {d['image_size']} px, caption+vqa+grounding, "
+            f"{d['workers']} workers, OFA-{d['model']}):"
+        )
+        say(
+            f"  data: {d['cpu_ms_per_batch']:.1f} ms of one core per batch; the {d['workers']}-worker DataLoader "
+            f"delivers a batch every {d['loader_ms_per_batch']:.1f} ms"
+        )
+        say(
+            f"  step: {d['step_ms']:.0f} ms wall ({d['threads']} threads), "
+            f"{d['step_cpu_ms_1_thread']:.0f} ms on 1 thread"
+        )
+        say(
+            f"  -> {'the loop WAITS on data' if d['waits'] else 'the loop does not wait on data'}; data is "
             f"{100 * d['data_cpu_share']:.1f}% of the CPU work per step; a step would have to take under "
-            f"{d['loader_ms_per_batch']:.0f} ms (e.g. on a GPU) before the {d['workers']} workers became the limit")
+            f"{d['loader_ms_per_batch']:.0f} ms (e.g. on a GPU) before the {d['workers']} workers became the limit"
+        )
     if details is not None:
         details.update({"measured": measured, "checks": checks, "demo": demo_res})
     return results
@@ -511,8 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-demo-check", action="store_true", help="skip the demo data-wait check")
     args = parser.parse_args(argv)
     details: dict[str, Any] = {}
-    results = run(args.samples, args.rounds, check=not args.skip_check, demo=not args.skip_demo_check,
-                  details=details)
+    results = run(args.samples, args.rounds, check=not args.skip_check, demo=not args.skip_demo_check, details=details)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")

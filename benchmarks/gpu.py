@@ -41,6 +41,7 @@ made beforehand with ``pip download --no-deps -d .whl modelscope modelscope-hub 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     python3 benchmarks/gpu.py --out "$OUT" --budget-s 460 --hard-limit-s 545
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,22 +63,56 @@ for _p in (REPO, HERE, REPO / "tests"):  # ofa_lightning, the benchmark modules,
         sys.path.insert(0, str(_p))
 
 import torch  # noqa: E402
-
 from gpu_parts import (  # noqa: E402,F401 - re-exported for gpu_ceiling.py and gpu_profile.py
-    BOS, EOS, OVERRIDES, PAD, VARIANTS, Step, build, compile_parts, fuse_norms, loss_fn, make_batch, peak_flops,
-    reset_peak, step_flops, sync, timed,
+    BOS,
+    EOS,
+    OVERRIDES,
+    PAD,
+    VARIANTS,
+    Step,
+    build,
+    compile_parts,
+    fuse_norms,
+    loss_fn,
+    make_batch,
+    peak_flops,
+    reset_peak,
+    step_flops,
+    sync,
+    timed,
 )
 
-
-__all__ = ["BOS", "EOS", "OVERRIDES", "PAD", "VARIANTS", "Step", "build", "compile_parts", "fuse_norms", "loss_fn",
-           "make_batch", "peak_flops", "reset_peak", "step_flops", "sync", "timed", "config", "main"]
+__all__ = [
+    "BOS",
+    "EOS",
+    "OVERRIDES",
+    "PAD",
+    "VARIANTS",
+    "Step",
+    "build",
+    "compile_parts",
+    "fuse_norms",
+    "loss_fn",
+    "make_batch",
+    "peak_flops",
+    "reset_peak",
+    "step_flops",
+    "sync",
+    "timed",
+    "config",
+    "main",
+]
 
 
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
     for name in ("triton", "modelscope", "transformers", "pytorch-lightning"):
         try:
             out[name] = version(name)
@@ -114,20 +149,65 @@ PART_OF = {"port_train": "port", "port_profile": "port", "generate_profile": "ge
 def config(dry_run: bool) -> argparse.Namespace:
     common = dict(parity_batch=2, profile_steps=2)
     if dry_run:
-        return argparse.Namespace(**common, base_size="tiny", large_sizes=("tiny",), px=32, src=6, tgt=6,
-                                  train_batch=2, warmup=0, repeats=1, port_warmup=0, port_repeats=1,
-                                  max_batch_start=1, max_batch_cap=2, gen_batch=2, gen_tokens=3, gen_repeats=1,
-                                  port_gen_repeats=1, vocab=300, parity_tol=1e-4, compile_variants=False,
-                                  max_batch_reserve_s=0.0,
-                                  overrides=dict(d_model=32, encoder_layers=1, decoder_layers=1,
-                                                 encoder_attention_heads=2, decoder_attention_heads=2,
-                                                 encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=300,
-                                                 max_source_positions=64, max_target_positions=64))
-    return argparse.Namespace(**common, base_size="base", large_sizes=("large", "huge"), px=480, src=20, tgt=20,
-                              train_batch=32, warmup=3, repeats=10, port_warmup=2, port_repeats=5,
-                              max_batch_start=16, max_batch_cap=4096, gen_batch=32, gen_tokens=20, gen_repeats=3,
-                              port_gen_repeats=2, vocab=50260, parity_tol=1e-3, compile_variants=True,
-                              max_batch_reserve_s=150.0, overrides={})
+        return argparse.Namespace(
+            **common,
+            base_size="tiny",
+            large_sizes=("tiny",),
+            px=32,
+            src=6,
+            tgt=6,
+            train_batch=2,
+            warmup=0,
+            repeats=1,
+            port_warmup=0,
+            port_repeats=1,
+            max_batch_start=1,
+            max_batch_cap=2,
+            gen_batch=2,
+            gen_tokens=3,
+            gen_repeats=1,
+            port_gen_repeats=1,
+            vocab=300,
+            parity_tol=1e-4,
+            compile_variants=False,
+            max_batch_reserve_s=0.0,
+            overrides=dict(
+                d_model=32,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                vocab_size=300,
+                max_source_positions=64,
+                max_target_positions=64,
+            ),
+        )
+    return argparse.Namespace(
+        **common,
+        base_size="base",
+        large_sizes=("large", "huge"),
+        px=480,
+        src=20,
+        tgt=20,
+        train_batch=32,
+        warmup=3,
+        repeats=10,
+        port_warmup=2,
+        port_repeats=5,
+        max_batch_start=16,
+        max_batch_cap=4096,
+        gen_batch=32,
+        gen_tokens=20,
+        gen_repeats=3,
+        port_gen_repeats=2,
+        vocab=50260,
+        parity_tol=1e-3,
+        compile_variants=True,
+        max_batch_reserve_s=150.0,
+        overrides={},
+    )
 
 
 def main(argv=None) -> int:
@@ -135,8 +215,12 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="CPU, OFA-Tiny, toy shapes: checks the logic in seconds")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/, or a temporary one with --dry-run)")
     p.add_argument("--budget-s", type=float, default=480.0, help="time the parts share (from the script's start)")
-    p.add_argument("--hard-limit-s", type=float, default=570.0,
-                   help="the watchdog ends the process here, whatever runs (results are saved after each part)")
+    p.add_argument(
+        "--hard-limit-s",
+        type=float,
+        default=570.0,
+        help="the watchdog ends the process here, whatever runs (results are saved after each part)",
+    )
     p.add_argument("--parts", default="all", help=f"comma list of the parts to run (default all): {', '.join(PARTS)}")
     args = p.parse_args(argv)
     unknown = set() if args.parts == "all" else set(args.parts.split(",")) - set(PARTS)
@@ -157,8 +241,11 @@ def main(argv=None) -> int:
         return 2
 
     def hard_stop() -> None:
-        print(f"[gpu] hard limit of {args.hard_limit_s:.0f} s reached: stopping; the results saved so far stay",
-              file=sys.stderr, flush=True)
+        print(
+            f"[gpu] hard limit of {args.hard_limit_s:.0f} s reached: stopping; the results saved so far stay",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(3)
 
     watchdog = threading.Timer(max(1.0, args.hard_limit_s - (time.perf_counter() - t_start)), hard_stop)
@@ -187,8 +274,14 @@ def run(args, device, t_start: float, log) -> int:
     OVERRIDES.update(cfg.overrides)
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="ofa_gpu_dry_")) if args.dry_run else HERE)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
-    res: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": name, "versions": versions(),
-                 "dry_run": args.dry_run, "budget_s": args.budget_s, "errors": {}}
+    res: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "device": name,
+        "versions": versions(),
+        "dry_run": args.dry_run,
+        "budget_s": args.budget_s,
+        "errors": {},
+    }
     deadline = t_start + args.budget_s
     out.mkdir(parents=True, exist_ok=True)
 
@@ -212,8 +305,10 @@ def run(args, device, t_start: float, log) -> int:
         model = build(cfg.base_size, device)
         step = Step(model, make_batch(cfg.train_batch, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab), device)
         prof = profile_calls(step, device, cfg.profile_steps)
-        log(f"profile: {prof['kernel_ms_per_step']:.1f} ms of kernels per step: "
-            + ", ".join(f"{k} {100 * v:.0f} %" for k, v in list(prof["kernel_share"].items())[:4]))
+        log(
+            f"profile: {prof['kernel_ms_per_step']:.1f} ms of kernels per step: "
+            + ", ".join(f"{k} {100 * v:.0f} %" for k, v in list(prof["kernel_share"].items())[:4])
+        )
         del step, model
         reset_peak(device)
         return prof
@@ -241,8 +336,9 @@ def run(args, device, t_start: float, log) -> int:
         # at most 60 % of what is left (compiling takes most of it), and the largest-batch searches keep theirs
         left = deadline - time.perf_counter()
         share = left if "max_batch" not in parts else max(0.0, min(0.6 * left, left - cfg.max_batch_reserve_s))
-        attempt("variants", part_variants, cfg, device, log, res["train"]["flops_per_step"],
-                time.perf_counter() + share)
+        attempt(
+            "variants", part_variants, cfg, device, log, res["train"]["flops_per_step"], time.perf_counter() + share
+        )
     elif "variants" in parts:
         res["not_run"] = {"variants": "their MFU needs the default step's FLOPs: part train did not run or failed"}
         log(f"variants: not run: {res['not_run']['variants']}")

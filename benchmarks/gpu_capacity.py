@@ -7,6 +7,7 @@ NO_SHARD, so the FSDP row shows what the wrapper itself costs or saves on the ca
 Each size is built once; each probe is one training step with a fresh optimiser at that batch (doubling, then
 bisection on out-of-memory, within the part's time share).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,8 @@ import tempfile
 import time
 
 import torch
-from torch import nn
-
 from gpu_parts import Step, build, is_oom, loss_fn, make_batch, sync
+from torch import nn
 
 MODES = ("activation checkpointing", "activation checkpointing + FSDP (trainer=fsdp)")
 
@@ -60,10 +60,13 @@ def fsdp_wrap(model, device):
     from ofa_lightning.model.layers import DecoderLayer, EncoderLayer
 
     return FullyShardedDataParallel(
-        LossModule(model, device), auto_wrap_policy=ModuleWrapPolicy({EncoderLayer, DecoderLayer}),
+        LossModule(model, device),
+        auto_wrap_policy=ModuleWrapPolicy({EncoderLayer, DecoderLayer}),
         sharding_strategy=ShardingStrategy.FULL_SHARD,
         mixed_precision=FSDPPrecision("bf16-mixed").mixed_precision_config,
-        device_id=torch.cuda.current_device() if device.type == "cuda" else None, use_orig_params=True)
+        device_id=torch.cuda.current_device() if device.type == "cuda" else None,
+        use_orig_params=True,
+    )
 
 
 def free(device) -> None:
@@ -106,9 +109,15 @@ def search(make_step, label: str, size: str, cfg, device, log, deadline: float) 
         ok = fits(make_step, mid, device)
         log(f"max batch {size} ({label}): batch {mid} {'fits' if ok else 'OOM'}")
         good, bad = (mid, bad) if ok else (good, mid)
-    return {"size": size, "mode": label, "px": cfg.px, "largest_batch_found": good, "first_oom_batch": bad,
-            "capped": bad is None and bs > cfg.max_batch_cap,
-            "complete": bad is not None and bad - good <= max(1, good // 8)}
+    return {
+        "size": size,
+        "mode": label,
+        "px": cfg.px,
+        "largest_batch_found": good,
+        "first_oom_batch": bad,
+        "capped": bad is None and bs > cfg.max_batch_cap,
+        "complete": bad is not None and bad - good <= max(1, good // 8),
+    }
 
 
 def part_max_batch(size: str, cfg, device, log, deadline: float) -> list[dict]:

@@ -23,6 +23,7 @@ Everything else (residual adds, GELU, dropout, casts) is left out, so the bound 
 ceiling, not a forecast. Writes ``gpu_ceiling.json`` and ``gpu_ceiling.md`` into ``--out`` (default
 ``benchmarks/``); ``run.py`` includes the markdown in ``RESULTS.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,24 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import gpu  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-
-import gpu  # noqa: E402
 
 H100_PEAK_BF16 = 989e12  # dense bf16 FLOP/s, H100 SXM (what gpu.py's MFU divides by)
 H100_HBM = 3.35e12  # bytes/s, H100 SXM HBM3
 HBM_EFFICIENCY = 0.9  # share of the nominal bandwidth a streaming kernel reaches
-KINDS = {"convolution": "convolution", "convolution_backward": "convolution", "mm": "linear", "addmm": "linear",
-         "bmm": "attention", "baddbmm": "attention", "_scaled_dot_product": "attention", "_flash": "attention",
-         "_efficient_attention": "attention"}
+KINDS = {
+    "convolution": "convolution",
+    "convolution_backward": "convolution",
+    "mm": "linear",
+    "addmm": "linear",
+    "bmm": "attention",
+    "baddbmm": "attention",
+    "_scaled_dot_product": "attention",
+    "_flash": "attention",
+    "_efficient_attention": "attention",
+}
 
 
 def kind_of(op) -> str:
@@ -79,8 +87,13 @@ def count(size: str, px: int, src: int, tgt: int) -> dict:
     for op, n in counter.get_flop_counts()["Global"].items():
         flops[kind_of(op)] += n
     params = sum(p.numel() for p in model.parameters())
-    return {"flops": dict(flops), "flops_total": sum(flops.values()), "batchnorm_elements": elements["BatchNorm2d"],
-            "layernorm_elements": elements["LayerNorm"], "parameters": params}
+    return {
+        "flops": dict(flops),
+        "flops_total": sum(flops.values()),
+        "batchnorm_elements": elements["BatchNorm2d"],
+        "layernorm_elements": elements["LayerNorm"],
+        "parameters": params,
+    }
 
 
 def bound(c: dict, profile: dict | None, batch: int, peak: float = H100_PEAK_BF16) -> dict:
@@ -105,34 +118,60 @@ def bound(c: dict, profile: dict | None, batch: int, peak: float = H100_PEAK_BF1
         t_gemm = gemm / rate
         t = t_gemm + sum(parts.values())
         t_frozen = t - parts["batchnorm (train mode, 8 bf16 passes)"]
-        rows[label] = {"gemm_rate_tflops": rate / 1e12, "gemm_s": t_gemm, "step_s": t, "mfu": total / t / peak,
-                       "mfu_frozen_bn": total / t_frozen / peak}
+        rows[label] = {
+            "gemm_rate_tflops": rate / 1e12,
+            "gemm_s": t_gemm,
+            "step_s": t,
+            "mfu": total / t / peak,
+            "mfu_frozen_bn": total / t_frozen / peak,
+        }
     need = total / (0.45 * peak)
-    return {"batch": batch, "flops_per_step": total, "flops_share": {k: v / total for k, v in flops.items()},
-            "parts_s": parts, "rows": rows, "step_for_45pct_s": need,
-            "measured": None if not profile else profile.get(f"batch{batch}")}
+    return {
+        "batch": batch,
+        "flops_per_step": total,
+        "flops_share": {k: v / total for k, v in flops.items()},
+        "parts_s": parts,
+        "rows": rows,
+        "step_for_45pct_s": need,
+        "measured": None if not profile else profile.get(f"batch{batch}"),
+    }
 
 
 def markdown(res: dict) -> str:
     b = res["bound"]
-    L = ["### How high the GPU MFU can go (`benchmarks/gpu_ceiling.py`)", "",
-         f"OFA-{res['size'].capitalize()}, {res['px']} px, bf16, batch {b['batch']}: {b['flops_per_step'] / 1e12:.2f} "
-         "TFLOP per training step (" + ", ".join(f"{k} {100 * v:.0f} %" for k, v in
-                                                 sorted(b["flops_share"].items(), key=lambda kv: -kv[1])) + "). "
-         f"BatchNorm sees {res['counts']['batchnorm_elements'] / 1e6:.1f} M and LayerNorm "
-         f"{res['counts']['layernorm_elements'] / 1e6:.1f} M elements per sample. Lower bound on the step, from the "
-         f"parts no PyTorch implementation avoids (HBM at {HBM_EFFICIENCY:.0%} of {H100_HBM / 1e12:.2f} TB/s, dense "
-         f"bf16 peak {H100_PEAK_BF16 / 1e12:.0f} TFLOP/s; residual adds, GELU, dropout and casts left out):", "",
-         "| part | ms per step |", "|---|---:|"]
+    L = [
+        "### How high the GPU MFU can go (`benchmarks/gpu_ceiling.py`)",
+        "",
+        f"OFA-{res['size'].capitalize()}, {res['px']} px, bf16, batch {b['batch']}: {b['flops_per_step'] / 1e12:.2f} "
+        "TFLOP per training step ("
+        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(b["flops_share"].items(), key=lambda kv: -kv[1]))
+        + "). "
+        f"BatchNorm sees {res['counts']['batchnorm_elements'] / 1e6:.1f} M and LayerNorm "
+        f"{res['counts']['layernorm_elements'] / 1e6:.1f} M elements per sample. Lower bound on the step, from the "
+        f"parts no PyTorch implementation avoids (HBM at {HBM_EFFICIENCY:.0%} of {H100_HBM / 1e12:.2f} TB/s, dense "
+        f"bf16 peak {H100_PEAK_BF16 / 1e12:.0f} TFLOP/s; residual adds, GELU, dropout and casts left out):",
+        "",
+        "| part | ms per step |",
+        "|---|---:|",
+    ]
     L += [f"| {k} | {1e3 * v:.1f} |" for k, v in b["parts_s"].items()]
-    L += ["", "| convolutions + linears | their rate (TFLOP/s) | bound on the step (ms) | MFU ceiling | "
-              "MFU ceiling, frozen BN folded into the convolutions |", "|---|---:|---:|---:|---:|"]
+    L += [
+        "",
+        "| convolutions + linears | their rate (TFLOP/s) | bound on the step (ms) | MFU ceiling | "
+        "MFU ceiling, frozen BN folded into the convolutions |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label, r in b["rows"].items():
-        L.append(f"| {label} | {r['gemm_rate_tflops']:.0f} | {1e3 * r['step_s']:.1f} | {100 * r['mfu']:.1f} % | "
-                 f"{100 * r['mfu_frozen_bn']:.1f} % |")
+        L.append(
+            f"| {label} | {r['gemm_rate_tflops']:.0f} | {1e3 * r['step_s']:.1f} | {100 * r['mfu']:.1f} % | "
+            f"{100 * r['mfu_frozen_bn']:.1f} % |"
+        )
     m = b.get("measured")
-    L += ["", f"45 % MFU needs the whole step in {1e3 * b['step_for_45pct_s']:.1f} ms."
-          + (f" Measured (profile): {1e3 * m['step_s']:.0f} ms, {100 * m['mfu']:.1f} %." if m else "")]
+    L += [
+        "",
+        f"45 % MFU needs the whole step in {1e3 * b['step_for_45pct_s']:.1f} ms."
+        + (f" Measured (profile): {1e3 * m['step_s']:.0f} ms, {100 * m['mfu']:.1f} %." if m else ""),
+    ]
     return "\n".join(L) + "\n"
 
 
@@ -148,8 +187,14 @@ def main(argv=None) -> int:
     counts = count(args.size, args.px, 20, 20)
     prof_path = Path(args.profile)
     profile = json.loads(prof_path.read_text()) if prof_path.exists() else None
-    res = {"size": args.size, "px": args.px, "counts": counts, "bound": bound(counts, profile, args.batch),
-           "profile": str(prof_path) if profile else None, "runtime_s": time.perf_counter() - t0}
+    res = {
+        "size": args.size,
+        "px": args.px,
+        "counts": counts,
+        "bound": bound(counts, profile, args.batch),
+        "profile": str(prof_path) if profile else None,
+        "runtime_s": time.perf_counter() - t0,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_ceiling.json").write_text(json.dumps(res, indent=2) + "\n")

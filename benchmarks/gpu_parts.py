@@ -1,6 +1,7 @@
 """The measured parts of ``gpu.py`` for our model: set-up, the default training step, its variants, the flex parity
 check and caption generation. ``gpu_ceiling.py`` and ``gpu_profile.py`` build their steps from the same helpers
 (through ``gpu``, which re-exports them)."""
+
 from __future__ import annotations
 
 import time
@@ -22,17 +23,22 @@ def make_batch(batch: int, px: int, src: int, tgt: int, device, seed: int = 0, v
     target[:, -1] = EOS
     prev = torch.cat([torch.full((batch, 1), BOS), target[:, :-1]], dim=1)
     images = torch.randn(batch, 3, px, px, generator=g)
-    return dict(input_ids=ids.to(device), patch_images=images.to(device),
-                patch_masks=torch.ones(batch, dtype=torch.bool, device=device),
-                prev=prev.to(device), target=target.to(device))
+    return dict(
+        input_ids=ids.to(device),
+        patch_images=images.to(device),
+        patch_masks=torch.ones(batch, dtype=torch.bool, device=device),
+        prev=prev.to(device),
+        target=target.to(device),
+    )
 
 
 def build(size: str, device, checkpointing: bool = False, **overrides):
     from ofa_lightning.model import OFAModel
 
     torch.manual_seed(0)
-    kwargs = dict(dropout=0.1, activation_checkpointing=checkpointing, checkpoint_resnet=checkpointing,
-                  channels_last=True)
+    kwargs = dict(
+        dropout=0.1, activation_checkpointing=checkpointing, checkpoint_resnet=checkpointing, channels_last=True
+    )
     model = OFAModel.from_name(size, **{**kwargs, **OVERRIDES, **overrides})
     return model.to(device)
 
@@ -122,8 +128,13 @@ def is_oom(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- the default step
 def part_train(cfg, device, log) -> dict:
     model = build(cfg.base_size, device)
-    out = {"size": cfg.base_size, "px": cfg.px, "batch": cfg.train_batch, "tokens": f"{cfg.src} + {cfg.tgt}",
-           "step_s_at": {}}
+    out = {
+        "size": cfg.base_size,
+        "px": cfg.px,
+        "batch": cfg.train_batch,
+        "tokens": f"{cfg.src} + {cfg.tgt}",
+        "step_s_at": {},
+    }
     mem = {}
     for bs in (cfg.train_batch // 2, cfg.train_batch):
         step = Step(model, make_batch(bs, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab), device)
@@ -134,15 +145,25 @@ def part_train(cfg, device, log) -> dict:
         if bs == cfg.train_batch:
             flops = step_flops(model, step.batch, device)
             peak = peak_flops(device)
-            out.update(step_s=t, samples_per_s=bs / t, flops_per_step=flops, achieved_tflops=flops / t / 1e12,
-                       peak_tflops=None if peak is None else peak / 1e12,
-                       mfu=None if peak is None else flops / t / peak, loss=step())
+            out.update(
+                step_s=t,
+                samples_per_s=bs / t,
+                flops_per_step=flops,
+                achieved_tflops=flops / t / 1e12,
+                peak_tflops=None if peak is None else peak / 1e12,
+                mfu=None if peak is None else flops / t / peak,
+                loss=step(),
+            )
         del step
         log(f"train {cfg.base_size} batch {bs}: {t:.3f} s/step, peak {mem[bs]:.2f} GiB")
     lo, hi = cfg.train_batch // 2, cfg.train_batch
     per = (mem[hi] - mem[lo]) / (hi - lo)
-    out.update(peak_mem_gb={str(k): v for k, v in mem.items()}, mem_per_sample_gb=per,
-               fixed_mem_gb=mem[hi] - per * hi, peak_mem_per_sample_gb=mem[hi] / hi)
+    out.update(
+        peak_mem_gb={str(k): v for k, v in mem.items()},
+        mem_per_sample_gb=per,
+        fixed_mem_gb=mem[hi] - per * hi,
+        peak_mem_per_sample_gb=mem[hi] / hi,
+    )
     del model
     return out
 
@@ -196,8 +217,12 @@ VARIANTS = {
     "ResNet in NCHW (channels-last off)": (dict(channels_last=False), "", False, 20.0),
     "fused LayerNorms (bf16 in and out)": ({}, "", True, 20.0),
     "flex attention": (dict(attention_kernel="flex"), "", False, 60.0),
-    "flex attention + frozen BatchNorm (OFA --freeze-resnet)": (dict(attention_kernel="flex", freeze_resnet_bn=True),
-                                                                "", False, 30.0),
+    "flex attention + frozen BatchNorm (OFA --freeze-resnet)": (
+        dict(attention_kernel="flex", freeze_resnet_bn=True),
+        "",
+        False,
+        30.0,
+    ),
     "flex attention + fused LayerNorms": (dict(attention_kernel="flex"), "", True, 30.0),
     "flex attention + compiled layers": (dict(attention_kernel="flex"), "layers", False, 90.0),
     "flex attention + compiled layers and ResNet trunk": (dict(attention_kernel="flex"), "layers+trunk", False, 180.0),
@@ -239,11 +264,20 @@ def part_flex_parity(cfg, device, log) -> dict:
         if d > worst:
             worst, worst_name = d, name
     ok = abs(loss_f - loss_d) <= 1e-4 * max(1.0, abs(loss_d)) and worst <= cfg.parity_tol
-    log(f"flex parity: loss {loss_d:.6f} vs {loss_f:.6f}, max rel grad diff {worst:.2e} ({worst_name}): "
-        f"{'ok' if ok else 'FAILED'}")
+    log(
+        f"flex parity: loss {loss_d:.6f} vs {loss_f:.6f}, max rel grad diff {worst:.2e} ({worst_name}): "
+        f"{'ok' if ok else 'FAILED'}"
+    )
     del dense, flex
-    return {"batch": cfg.parity_batch, "loss_default": loss_d, "loss_flex": loss_f, "max_rel_grad_diff": worst,
-            "worst_parameter": worst_name, "tolerance": cfg.parity_tol, "ok": ok}
+    return {
+        "batch": cfg.parity_batch,
+        "loss_default": loss_d,
+        "loss_flex": loss_f,
+        "max_rel_grad_diff": worst,
+        "worst_parameter": worst_name,
+        "tolerance": cfg.parity_tol,
+        "ok": ok,
+    }
 
 
 def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list[dict]:
@@ -253,8 +287,13 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
     for label, (overrides, compiled, fused, allowance) in VARIANTS.items():
         row = {"variant": label, **overrides, "compiled": compiled, "fused_layernorms": fused}
         if compiled and not cfg.compile_variants:
-            rows.append({**row, "skipped": "no torch.compile in the dry run (tests/test_gpu_benchmark.py compares "
-                                           "the compiled layers and trunk with eager on the CPU)"})
+            rows.append(
+                {
+                    **row,
+                    "skipped": "no torch.compile in the dry run (tests/test_gpu_benchmark.py compares "
+                    "the compiled layers and trunk with eager on the CPU)",
+                }
+            )
             continue
         # a compile cannot be cut short: start a row only with its expected cost left (the run must stay well
         # inside a 10-minute device call, or nothing comes back)
@@ -275,9 +314,14 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
             first = time.perf_counter() - t0
             reset_peak(device)
             t = timed(step, device, max(cfg.warmup - 1, 0), cfg.repeats)
-            row.update(step_s=t, samples_per_s=cfg.train_batch / t, first_step_s=first,
-                       peak_mem_gb=peak_mem_gb(device), mfu=None if peak is None else dense_flops / t / peak,
-                       loss=step())
+            row.update(
+                step_s=t,
+                samples_per_s=cfg.train_batch / t,
+                first_step_s=first,
+                peak_mem_gb=peak_mem_gb(device),
+                mfu=None if peak is None else dense_flops / t / peak,
+                loss=step(),
+            )
             log(f"variant {label}: {t:.3f} s/step (first step {first:.1f} s), peak {row['peak_mem_gb']:.2f} GiB")
         except Exception as exc:  # one failing variant (say, a compile error) keeps the others' rows
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -292,8 +336,9 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
 def caption_config(tokens: int):
     from ofa_lightning.generation import GenerationConfig
 
-    return GenerationConfig.preset("caption", beam_size=5, max_len_a=0.0, max_len_b=tokens, min_len=tokens,
-                                   no_repeat_ngram_size=3)
+    return GenerationConfig.preset(
+        "caption", beam_size=5, max_len_a=0.0, max_len_b=tokens, min_len=tokens, no_repeat_ngram_size=3
+    )
 
 
 def generate_fn(model, batch: dict, device, tokens: int, out: dict | None = None):

@@ -7,6 +7,7 @@ ignoring padding) with torch's default AdamW, as in the CPU benchmark. Generatio
 port's weights (``benchmarks/common.py``'s ``ours_from_peer``), so both search the same model; the port through its
 fairseq-style ``SequenceGenerator``, ours through ``ofa_lightning.generation.generate``.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,16 @@ import time
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the port's import warns about GenerationMixin
 
 import torch  # noqa: E402
-
 from gpu_parts import (  # noqa: E402
-    autocast, generate_fn, is_oom, make_batch, peak_mem_gb, reset_peak, sync, timed, OVERRIDES,
+    OVERRIDES,
+    autocast,
+    generate_fn,
+    is_oom,
+    make_batch,
+    peak_mem_gb,
+    reset_peak,
+    sync,
+    timed,
 )
 
 
@@ -26,22 +34,32 @@ def port_kwargs(size: str, dropout: float) -> dict:
     from ofa_lightning.model.config import OFAConfig
 
     c = OFAConfig.from_name(size, **{**OVERRIDES, "dropout": dropout})
-    return dict(vocab_size=c.vocab_size, d_model=c.d_model, encoder_layers=c.encoder_layers,
-                decoder_layers=c.decoder_layers, encoder_attention_heads=c.encoder_attention_heads,
-                decoder_attention_heads=c.decoder_attention_heads, encoder_ffn_dim=c.encoder_ffn_dim,
-                decoder_ffn_dim=c.decoder_ffn_dim, resnet_type=c.resnet_type, dropout=c.dropout,
-                attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout,
-                max_position_embeddings=c.max_source_positions, token_bucket_size=c.token_bucket_size,
-                image_bucket_size=c.image_bucket_size, attn_scale_factor=c.attn_scale_factor,
-                code_image_size=c.code_image_size)
+    return dict(
+        vocab_size=c.vocab_size,
+        d_model=c.d_model,
+        encoder_layers=c.encoder_layers,
+        decoder_layers=c.decoder_layers,
+        encoder_attention_heads=c.encoder_attention_heads,
+        decoder_attention_heads=c.decoder_attention_heads,
+        encoder_ffn_dim=c.encoder_ffn_dim,
+        decoder_ffn_dim=c.decoder_ffn_dim,
+        resnet_type=c.resnet_type,
+        dropout=c.dropout,
+        attention_dropout=c.attention_dropout,
+        activation_dropout=c.activation_dropout,
+        max_position_embeddings=c.max_source_positions,
+        token_bucket_size=c.token_bucket_size,
+        image_bucket_size=c.image_bucket_size,
+        attn_scale_factor=c.attn_scale_factor,
+        code_image_size=c.code_image_size,
+    )
 
 
 def build_port(size: str, device, train: bool):
     import importlib.util
 
     if importlib.util.find_spec("modelscope") is None:
-        raise ImportError("the ModelScope port is a dev dependency: pip install -e '.[dev]' (modelscope, "
-                          "transformers)")
+        raise ImportError("the ModelScope port is a dev dependency: pip install -e '.[dev]' (modelscope, transformers)")
     from modelscope_ref import build_ms_model
 
     model, _ = build_ms_model(port_kwargs(size, 0.1 if train else 0.0), seed=0)
@@ -87,8 +105,9 @@ def part_port_train(cfg, device, log, ours: dict | None) -> dict:
             reset_peak(device)
             t = timed(step, device, cfg.port_warmup, cfg.port_repeats)
             mem = peak_mem_gb(device)
-            out.update(batch=bs, step_s=t, samples_per_s=bs / t, peak_mem_gb=mem, peak_mem_per_sample_gb=mem / bs,
-                       loss=step())
+            out.update(
+                batch=bs, step_s=t, samples_per_s=bs / t, peak_mem_gb=mem, peak_mem_per_sample_gb=mem / bs, loss=step()
+            )
             log(f"port train {cfg.base_size} batch {bs}: {t:.3f} s/step, peak {mem:.2f} GiB")
             break
         except (RuntimeError, torch.OutOfMemoryError) as exc:
@@ -114,8 +133,9 @@ def port_generate_fn(port, batch: dict, tokens: int, vocab: int, out: dict | Non
     """A call that generates beam-5 captions with the port's own ``SequenceGenerator`` under bf16 autocast."""
     from modelscope_ref import ms_generate, ms_sequence_generator
 
-    gen = ms_sequence_generator(vocab_size=vocab, beam_size=5, max_len_a=0, max_len_b=tokens, min_len=tokens,
-                                no_repeat_ngram_size=3)
+    gen = ms_sequence_generator(
+        vocab_size=vocab, beam_size=5, max_len_a=0, max_len_b=tokens, min_len=tokens, no_repeat_ngram_size=3
+    )
     device = batch["input_ids"].device
 
     def run():
@@ -138,8 +158,10 @@ def part_generate(cfg, device, log) -> dict:
     port.to(device)
     b = make_batch(cfg.gen_batch, cfg.px, cfg.src, cfg.tgt, device, vocab=cfg.vocab)
     hyps: dict = {}
-    fns = {"ours": generate_fn(ours, b, device, cfg.gen_tokens, hyps),
-           "port": port_generate_fn(port, b, cfg.gen_tokens, cfg.vocab, hyps)}
+    fns = {
+        "ours": generate_fn(ours, b, device, cfg.gen_tokens, hyps),
+        "port": port_generate_fn(port, b, cfg.gen_tokens, cfg.vocab, hyps),
+    }
     res: dict = {"size": cfg.base_size, "px": cfg.px, "batch": cfg.gen_batch, "beam": 5, "tokens": cfg.gen_tokens}
     for name, fn in fns.items():
         t0 = time.perf_counter()
@@ -150,8 +172,10 @@ def part_generate(cfg, device, log) -> dict:
         t = timed(fn, device, 0, repeats)
         res[name] = {"s_per_batch": t, "images_per_s": cfg.gen_batch / t, "first_call_s": first}
         log(f"generate {name} {cfg.base_size} batch {cfg.gen_batch}: {t:.3f} s/batch")
-    same = sum(bool(torch.equal(hyps["ours"][i][0].tokens.cpu(), hyps["port"][i][0]["tokens"].cpu()))
-               for i in range(cfg.gen_batch))
+    same = sum(
+        bool(torch.equal(hyps["ours"][i][0].tokens.cpu(), hyps["port"][i][0]["tokens"].cpu()))
+        for i in range(cfg.gen_batch)
+    )
     res["same_best_tokens"] = f"{same} of {cfg.gen_batch}"
     res["speedup"] = res["port"]["s_per_batch"] / res["ours"]["s_per_batch"]
     res["calls"] = fns

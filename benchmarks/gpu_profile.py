@@ -4,6 +4,7 @@ Prints and writes (``--out``) the step time at batch 32 and 64, a kernel-time br
 ``torch.profiler`` (convolution, matmul, attention, normalisation, elementwise, optimiser, other) and the step
 time with each encoder/decoder layer compiled by ``torch.compile``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import torch  # noqa: E402
-
 import gpu  # noqa: E402
+import torch  # noqa: E402
 
 CATEGORIES = [  # first match wins (kernel names, lower case)
     ("convolution", ("conv", "cudnn", "implicit_gemm", "wgrad", "dgrad", "fprop", "sm90_xmma")),
@@ -53,21 +53,31 @@ def kernel_breakdown(prof, steps: int, device_type: str = "CUDA") -> dict:
             by_cat[categorise(e.key)] += dt
             kernels.append((dt, e.key[:90], e.count))
     total = sum(by_cat.values())
-    return {"kernel_share": {k: v / total for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
-            "kernel_ms_per_step": total / steps / 1000,
-            "top_kernels": [(round(dt / steps / 1000, 2), k, c // steps)
-                            for dt, k, c in sorted(kernels, reverse=True)[:25]]}
+    return {
+        "kernel_share": {k: v / total for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+        "kernel_ms_per_step": total / steps / 1000,
+        "top_kernels": [
+            (round(dt / steps / 1000, 2), k, c // steps) for dt, k, c in sorted(kernels, reverse=True)[:25]
+        ],
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(HERE))
-    p.add_argument("--attention-kernel", default="sdpa", choices=("sdpa", "flex"),
-                   help="model.attention_kernel of the profiled model (flex: ofa_lightning/model/flex.py)")
+    p.add_argument(
+        "--attention-kernel",
+        default="sdpa",
+        choices=("sdpa", "flex"),
+        help="model.attention_kernel of the profiled model (flex: ofa_lightning/model/flex.py)",
+    )
     args = p.parse_args()
     device = torch.device("cuda")
-    res: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                 "attention_kernel": args.attention_kernel}
+    res: dict = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "attention_kernel": args.attention_kernel,
+    }
     model = gpu.build("base", device, attention_kernel=args.attention_kernel)
     peak = gpu.peak_flops(device)
     for batch in (32, 64):
@@ -75,13 +85,15 @@ def main() -> None:
         step = gpu.Step(model, b, device)
         t = gpu.timed(step, device, warmup=2, repeats=5)
         flops = gpu.step_flops(model, b, device)
-        res[f"batch{batch}"] = {"step_s": t, "samples_per_s": batch / t, "mfu": flops / t / peak}   # peak: FLOP/s
+        res[f"batch{batch}"] = {"step_s": t, "samples_per_s": batch / t, "mfu": flops / t / peak}  # peak: FLOP/s
         print(batch, res[f"batch{batch}"], flush=True)
         del step
     b = gpu.make_batch(32, 480, 20, 20, device)
     step = gpu.Step(model, b, device)
-    step(); gpu.sync(device)
+    step()
+    gpu.sync(device)
     from torch.profiler import ProfilerActivity, profile
+
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         for _ in range(3):
             step()
@@ -106,21 +118,34 @@ def main() -> None:
 
 def to_markdown(res: dict) -> str:
     """The profile as the RESULTS.md section ``run.py`` includes (``gpu_profile.md``)."""
-    L = ["### Where an OFA-Base training step spends its GPU time (`benchmarks/gpu_profile.py`)", "",
-         f"{res['device']}; torch {res['torch']}; bf16 autocast, 480 px, 20 + 20 tokens, random init; "
-         f"`model.attention_kernel={res.get('attention_kernel', 'sdpa')}`.", "",
-         "| batch | step (s) | samples/s | MFU |", "|---:|---:|---:|---:|"]
+    L = [
+        "### Where an OFA-Base training step spends its GPU time (`benchmarks/gpu_profile.py`)",
+        "",
+        f"{res['device']}; torch {res['torch']}; bf16 autocast, 480 px, 20 + 20 tokens, random init; "
+        f"`model.attention_kernel={res.get('attention_kernel', 'sdpa')}`.",
+        "",
+        "| batch | step (s) | samples/s | MFU |",
+        "|---:|---:|---:|---:|",
+    ]
     for key in ("batch32", "batch64"):
         r = res[key]
         L.append(f"| {key[5:]} | {r['step_s']:.3f} | {r['samples_per_s']:.1f} | {100 * r['mfu']:.1f} % |")
     comp = res.get("compiled_layers", {})
     if "step_s" in comp:
-        L += ["", f"Each encoder/decoder layer compiled with `torch.compile` (batch 32): {comp['step_s']:.3f} s/step, "
-                  f"{comp['samples_per_s']:.1f} samples/s ({comp['compile_and_warmup_s']:.0f} s to compile and warm up)."]
+        L += [
+            "",
+            f"Each encoder/decoder layer compiled with `torch.compile` (batch 32): {comp['step_s']:.3f} s/step, "
+            f"{comp['samples_per_s']:.1f} samples/s ({comp['compile_and_warmup_s']:.0f} s to compile and warm up).",
+        ]
     elif comp:
         L += ["", f"`torch.compile` of the layers failed: {comp.get('error')}"]
-    L += ["", f"Kernel time by category (batch 32, {res['kernel_ms_per_step']:.0f} ms of kernels per step):", "",
-          "| category | share |", "|---|---:|"]
+    L += [
+        "",
+        f"Kernel time by category (batch 32, {res['kernel_ms_per_step']:.0f} ms of kernels per step):",
+        "",
+        "| category | share |",
+        "|---|---:|",
+    ]
     L += [f"| {k} | {100 * v:.1f} % |" for k, v in res["kernel_share"].items()]
     L += ["", "Largest kernels (ms per step, calls per step):", "", "| ms | calls | kernel |", "|---:|---:|---|"]
     L += [f"| {ms} | {calls} | `{name}` |" for ms, name, calls in res["top_kernels"][:12]]

@@ -51,8 +51,23 @@ def time_conversion(csv: Path, out: Path, workers: int) -> float:
     from data_recipes.cli import run
 
     start = time.perf_counter()
-    manifest = run(["table", "--input", str(csv), "--task", "caption", "--image-column", "file", "--quiet",
-                    "--workers", str(workers), "--overwrite", "--out", str(out)])
+    manifest = run(
+        [
+            "table",
+            "--input",
+            str(csv),
+            "--task",
+            "caption",
+            "--image-column",
+            "file",
+            "--quiet",
+            "--workers",
+            str(workers),
+            "--overwrite",
+            "--out",
+            str(out),
+        ]
+    )
     elapsed = time.perf_counter() - start
     assert manifest["splits"]["train"]["num_skipped"] == 0, manifest["splits"]["train"]["skip_reasons"]
     return elapsed
@@ -68,16 +83,28 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         csv = make_images(folder, args.num_images)
-        size_mb = sum(p.stat().st_size for p in folder.glob("*.jpg")) / 2 ** 20
+        size_mb = sum(p.stat().st_size for p in folder.glob("*.jpg")) / 2**20
         results = []
         for workers in args.workers:
             seconds = min(time_conversion(csv, folder / f"out{workers}", workers) for _ in range(args.rounds))
             rate = args.num_images / seconds
-            results.append({"workers": workers, "seconds": round(seconds, 3), "images_per_s": round(rate, 1),
-                            "images_per_s_per_core": round(rate / workers, 1)})
-    report = {"benchmark": "ofa-prepare table, 480 px JPEGs", "num_images": args.num_images,
-              "jpeg_mb": round(size_mb, 1), "cpu_count": os.cpu_count(), "machine": platform.processor()
-              or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}
+            results.append(
+                {
+                    "workers": workers,
+                    "seconds": round(seconds, 3),
+                    "images_per_s": round(rate, 1),
+                    "images_per_s_per_core": round(rate / workers, 1),
+                }
+            )
+    report = {
+        "benchmark": "ofa-prepare table, 480 px JPEGs",
+        "num_images": args.num_images,
+        "jpeg_mb": round(size_mb, 1),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "results": results,
+    }
     print(json.dumps(report, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

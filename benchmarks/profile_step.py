@@ -16,18 +16,18 @@ FLOPs per component (forward + backward) come from
 ``torch.utils.flop_counter.FlopCounterMode`` on a replay of that component with
 the inputs it saw in the step (FLOP counts do not depend on timing).
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
-
 from common import PAD, Batch
 from contention import CLEAN_OTHER_FRAC, Probe, wait_for_quiet
+from torch.utils.flop_counter import FlopCounterMode
 from train_step import TrainOptions, TrainStep
 
 COMPONENTS = ("resnet", "encoder", "decoder", "projection", "optimizer")
@@ -107,6 +107,7 @@ class _StepTimer:
     def _store(marks, key):
         def hook(grad):
             marks.setdefault(key, time.perf_counter())
+
         return hook
 
     def _mark(self, name):
@@ -115,6 +116,7 @@ class _StepTimer:
     def _grad_mark(self, name):
         def hook(grad):
             self.marks.setdefault(name, time.perf_counter())
+
         return hook
 
     def _span(self, first, last, name, input_grad=True):
@@ -167,15 +169,21 @@ def _count_flops(fn: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, captured_project,
-                     ffn_inputs: list | None = None) -> dict:
+def _component_flops(
+    model, batch: Batch, step: TrainStep, opts: TrainOptions, captured_project, ffn_inputs: list | None = None
+) -> dict:
     """FLOPs (forward + backward) of each component, replayed on inputs captured from a step."""
     caps = {}
 
     def capture(name):
         def hook(module, args):
-            caps.setdefault(name, tuple(a.detach().requires_grad_(a.is_floating_point())
-                                        if isinstance(a, torch.Tensor) else a for a in args))
+            caps.setdefault(
+                name,
+                tuple(
+                    a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a for a in args
+                ),
+            )
+
         return hook
 
     handles = [layer.register_forward_pre_hook(capture(f"enc{i}")) for i, layer in enumerate(model.encoder.layers)]
@@ -203,9 +211,13 @@ def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, c
     def projection():
         F.cross_entropy(model.project(hidden), target, ignore_index=PAD).backward()
 
-    out = dict(resnet=_count_flops(resnet), encoder=_count_flops(lambda: layers("enc", model.encoder.layers)),
-               decoder=_count_flops(lambda: layers("dec", model.decoder.layers)),
-               projection=_count_flops(projection), optimizer=0.0)
+    out = dict(
+        resnet=_count_flops(resnet),
+        encoder=_count_flops(lambda: layers("enc", model.encoder.layers)),
+        decoder=_count_flops(lambda: layers("dec", model.decoder.layers)),
+        projection=_count_flops(projection),
+        optimizer=0.0,
+    )
 
     def ffn():
         mods = [*model.encoder.layers, *model.decoder.layers]
@@ -221,8 +233,15 @@ def _component_flops(model, batch: Batch, step: TrainStep, opts: TrainOptions, c
     return out
 
 
-def profile_training_step(model, batch: Batch, opts: TrainOptions, repeats: int = 3, max_attempts: int | None = None,
-                          quiet_wait_s: float = 20.0, log: Callable[[str], None] | None = None) -> dict:
+def profile_training_step(
+    model,
+    batch: Batch,
+    opts: TrainOptions,
+    repeats: int = 3,
+    max_attempts: int | None = None,
+    quiet_wait_s: float = 20.0,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     step = TrainStep("ours", model, batch, opts)
     for _ in range(2):  # warm-up: oneDNN primitives, optimiser state
         step()
@@ -241,8 +260,10 @@ def profile_training_step(model, batch: Batch, opts: TrainOptions, repeats: int 
                 parts = timer.step(step)
             clean = probe.other_frac < CLEAN_OTHER_FRAC
             if log:
-                log(f"  profiled step {attempts}: {parts['total']:.3f} s"
-                    + ("" if clean else f"  (disturbed: others used {probe.other_frac:.0%} of the CPUs)"))
+                log(
+                    f"  profiled step {attempts}: {parts['total']:.3f} s"
+                    + ("" if clean else f"  (disturbed: others used {probe.other_frac:.0%} of the CPUs)")
+                )
             (samples if clean else disturbed).append(parts)
         contended = len(samples) == 0
         if contended:
@@ -253,23 +274,37 @@ def profile_training_step(model, batch: Batch, opts: TrainOptions, repeats: int 
         timer.remove()
     flops = _component_flops(model, batch, step, opts, captured, ffn_inputs)
     med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+
     def row(key: str, label: str) -> dict:
         gflop = flops[key] / 1e9
         rate = gflop / med[key] if med[key] > 0 and gflop > 0.05 else None
         return dict(component=label, key=key, seconds=med[key], gflop=gflop, gflop_per_s=rate)
 
     rows = [row(key, LABELS[key]) for key in COMPONENTS + ("rest",)]
-    split = [row("attention", "of which attention sub-blocks (LN, Q/K/V/out projections, biases, softmax)"),
-             row("ffn", "of which FFN sub-blocks (LN, fc1, GELU, LN, fc2)")]
-    return dict(total_s=med["total"], forward_s=med["forward"], backward_s=med["backward"], layer_split=split,
-                total_gflop=flops["total"] / 1e9, total_gflop_per_s=flops["total"] / 1e9 / med["total"],
-                steps_used=len(samples), contended=contended, options=opts.describe(), rows_projected=int(captured.shape[0]),
-                components=rows)
+    split = [
+        row("attention", "of which attention sub-blocks (LN, Q/K/V/out projections, biases, softmax)"),
+        row("ffn", "of which FFN sub-blocks (LN, fc1, GELU, LN, fc2)"),
+    ]
+    return dict(
+        total_s=med["total"],
+        forward_s=med["forward"],
+        backward_s=med["backward"],
+        layer_split=split,
+        total_gflop=flops["total"] / 1e9,
+        total_gflop_per_s=flops["total"] / 1e9 / med["total"],
+        steps_used=len(samples),
+        contended=contended,
+        options=opts.describe(),
+        rows_projected=int(captured.shape[0]),
+        components=rows,
+    )
 
 
 def format_profile(prof: dict, peak_gflops: float = 300.0) -> str:
-    lines = [f"| component | time (s) | share | GFLOP (fwd+bwd) | GFLOP/s | % of ~{peak_gflops:.0f} GFLOP/s |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| component | time (s) | share | GFLOP (fwd+bwd) | GFLOP/s | % of ~{peak_gflops:.0f} GFLOP/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     rows = list(prof["components"])
     split = prof.get("layer_split") or []
     if split:  # the attention / FFN split of the encoder + decoder layers, right after the decoder row
@@ -277,9 +312,19 @@ def format_profile(prof: dict, peak_gflops: float = 300.0) -> str:
         rows[at:at] = [dict(r, component="↳ " + r["component"]) for r in split]
     for r in rows:
         rate = r["gflop_per_s"]
-        lines.append("| {} | {:.3f} | {:.0%} | {:.1f} | {} | {} |".format(
-            r["component"], r["seconds"], r["seconds"] / prof["total_s"], r["gflop"],
-            f"{rate:.0f}" if rate else "–", f"{rate / peak_gflops:.0%}" if rate else "–"))
-    lines.append("| **whole step** | **{:.3f}** | 100% | {:.1f} | {:.0f} | {:.0%} |".format(
-        prof["total_s"], prof["total_gflop"], prof["total_gflop_per_s"], prof["total_gflop_per_s"] / peak_gflops))
+        lines.append(
+            "| {} | {:.3f} | {:.0%} | {:.1f} | {} | {} |".format(
+                r["component"],
+                r["seconds"],
+                r["seconds"] / prof["total_s"],
+                r["gflop"],
+                f"{rate:.0f}" if rate else "–",
+                f"{rate / peak_gflops:.0%}" if rate else "–",
+            )
+        )
+    lines.append(
+        "| **whole step** | **{:.3f}** | 100% | {:.1f} | {:.0f} | {:.0%} |".format(
+            prof["total_s"], prof["total_gflop"], prof["total_gflop_per_s"], prof["total_gflop_per_s"] / peak_gflops
+        )
+    )
     return "\n".join(lines)

@@ -17,6 +17,7 @@ so that freed activations leave the heap and RSS follows live memory.
 Writes ``scaling.json`` and ``scaling.md`` (``--out``, default ``benchmarks/``); ``run.py``
 includes the markdown in ``RESULTS.md``. About 3-5 minutes on a quiet 2-core machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,16 @@ def child(spec: dict) -> dict:
         times.append(time.perf_counter() - t0)
     times.sort()
     peak = peak_rss_mb()
-    return dict(spec, step_s=times[len(times) // 2], samples_per_s=spec["batch"] / times[len(times) // 2],
-                peak_rss_mb=peak, base_rss_mb=base, peak_before_timed_mb=peak_before,
-                act_mb_per_sample=max(0.0, peak - base) / spec["batch"], loadavg=os.getloadavg()[0])
+    return dict(
+        spec,
+        step_s=times[len(times) // 2],
+        samples_per_s=spec["batch"] / times[len(times) // 2],
+        peak_rss_mb=peak,
+        base_rss_mb=base,
+        peak_before_timed_mb=peak_before,
+        act_mb_per_sample=max(0.0, peak - base) / spec["batch"],
+        loadavg=os.getloadavg()[0],
+    )
 
 
 def run_child(spec: dict) -> dict:
@@ -69,30 +77,32 @@ def run_child(spec: dict) -> dict:
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"scaling child failed: {spec}\n{out.stderr[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def plan(quick: bool) -> list[dict]:
     steps = 1 if quick else 2
     ckpt = "default,resnet_stage_checkpoint,layer_checkpoint"
     specs = []
-    for px in ((256, 384) if quick else (256, 384, 480)):
+    for px in (256, 384) if quick else (256, 384, 480):
         for options in ("default", ckpt):
             specs.append(dict(sweep="image", px=px, batch=4, seq=20, options=options, steps=steps))
-    for bs in ((1, 2) if quick else (1, 2, 4, 8)):
+    for bs in (1, 2) if quick else (1, 2, 4, 8):
         specs.append(dict(sweep="batch", px=256, batch=bs, seq=20, options="default", steps=steps))
-    for seq in ((20, 64) if quick else (20, 64, 128)):
+    for seq in (20, 64) if quick else (20, 64, 128):
         specs.append(dict(sweep="sequence", px=256, batch=4, seq=seq, options="default", steps=steps))
     return specs
 
 
 def markdown(rows: list[dict], info: dict) -> str:
     L = ["## Scaling (OFA-Tiny training step, ours, fp32; `benchmarks/scaling.py`)", ""]
-    L.append(f"{info['date']}; each row a fresh child process, median of {rows[0]['steps']} step(s) after a warm-up; "
-             f"load average during the sweep {info['load_min']:.1f}-{info['load_max']:.1f} (2 cores: anything "
-             f"above ~0.5 from others slows the steps, so compare rows with care). Activation MB/sample = (peak RSS "
-             f"of the step − RSS between steps) / batch. Checkpointing = `model.checkpoint_resnet=stages` + "
-             f"`model.activation_checkpointing=true`.")
+    L.append(
+        f"{info['date']}; each row a fresh child process, median of {rows[0]['steps']} step(s) after a warm-up; "
+        f"load average during the sweep {info['load_min']:.1f}-{info['load_max']:.1f} (2 cores: anything "
+        f"above ~0.5 from others slows the steps, so compare rows with care). Activation MB/sample = (peak RSS "
+        f"of the step − RSS between steps) / batch. Checkpointing = `model.checkpoint_resnet=stages` + "
+        f"`model.activation_checkpointing=true`."
+    )
     L.append("")
     L.append("**Image size** (batch 4, 20 + 20 tokens):")
     L.append("")
@@ -100,18 +110,24 @@ def markdown(rows: list[dict], info: dict) -> str:
     L.append("|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
         if r["sweep"] == "image":
-            L.append(f"| {r['px']} | {(r['px'] // 16) ** 2} | {'yes' if 'checkpoint' in r['options'] else 'no'} | "
-                     f"{r['step_s']:.2f} | {r['samples_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | "
-                     f"{r['act_mb_per_sample']:.0f} |")
+            L.append(
+                f"| {r['px']} | {(r['px'] // 16) ** 2} | {'yes' if 'checkpoint' in r['options'] else 'no'} | "
+                f"{r['step_s']:.2f} | {r['samples_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | "
+                f"{r['act_mb_per_sample']:.0f} |"
+            )
     L.append("")
-    L.append("**Batch size** (256 px, 20 + 20 tokens) and **sequence length** (256 px, batch 4, source = target length):")
+    L.append(
+        "**Batch size** (256 px, 20 + 20 tokens) and **sequence length** (256 px, batch 4, source = target length):"
+    )
     L.append("")
     L.append("| sweep | batch | tokens | step (s) | samples/s | peak RSS (MB) | activation MB/sample |")
     L.append("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r["sweep"] in ("batch", "sequence"):
-            L.append(f"| {r['sweep']} | {r['batch']} | {r['seq']} + {r['seq']} | {r['step_s']:.2f} | "
-                     f"{r['samples_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | {r['act_mb_per_sample']:.0f} |")
+            L.append(
+                f"| {r['sweep']} | {r['batch']} | {r['seq']} + {r['seq']} | {r['step_s']:.2f} | "
+                f"{r['samples_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | {r['act_mb_per_sample']:.0f} |"
+            )
     return "\n".join(L) + "\n"
 
 
@@ -129,12 +145,20 @@ def main(argv=None) -> int:
     for spec in plan(args.quick):
         r = run_child(spec)
         loads.append(r["loadavg"])
-        print(f"[scaling] {spec['sweep']:8s} {spec['px']} px batch {spec['batch']} seq {spec['seq']} "
-              f"{spec['options']}: {r['step_s']:.2f} s/step, peak {r['peak_rss_mb']:.0f} MB, "
-              f"{r['act_mb_per_sample']:.0f} MB/sample", flush=True)
+        print(
+            f"[scaling] {spec['sweep']:8s} {spec['px']} px batch {spec['batch']} seq {spec['seq']} "
+            f"{spec['options']}: {r['step_s']:.2f} s/step, peak {r['peak_rss_mb']:.0f} MB, "
+            f"{r['act_mb_per_sample']:.0f} MB/sample",
+            flush=True,
+        )
         rows.append(r)
-    info = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), runtime_s=time.perf_counter() - t0,
-                load_min=min(loads), load_max=max(loads), env=ENV)
+    info = dict(
+        date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        runtime_s=time.perf_counter() - t0,
+        load_min=min(loads),
+        load_max=max(loads),
+        env=ENV,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scaling.json").write_text(json.dumps(dict(info=info, rows=rows), indent=2) + "\n")

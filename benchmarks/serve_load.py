@@ -7,6 +7,7 @@ writes the figures as JSON (``--out``). Bounded: it ends by itself.
 
     python benchmarks/serve_load.py --ckpt runs/demo/my_run/checkpoints/last.ckpt --task caption
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,16 @@ async def _load(url: str, image: bytes, task: str, instruction: str, requests: i
     gate = asyncio.Semaphore(concurrency)
 
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+
         async def one() -> None:
             nonlocal failures
             async with gate:
                 start = time.perf_counter()
-                response = await client.post("/predict", files={"image": ("image.jpg", image, "image/jpeg")},
-                                             data={"task": task, "instruction": instruction})
+                response = await client.post(
+                    "/predict",
+                    files={"image": ("image.jpg", image, "image/jpeg")},
+                    data={"task": task, "instruction": instruction},
+                )
                 latencies.append(time.perf_counter() - start)
                 if response.status_code == 200:
                     batch_sizes.append(response.json()["batch_size"])
@@ -62,23 +67,37 @@ async def _load(url: str, image: bytes, task: str, instruction: str, requests: i
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(requests)))
         wall = time.perf_counter() - start
-    return {"requests": requests, "concurrency": concurrency, "failures": failures, "wall_s": round(wall, 2),
-            "throughput_rps": round(requests / wall, 2), "p50_ms": round(1000 * _percentile(latencies, 0.5), 1),
-            "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
-            "mean_batch": round(statistics.mean(batch_sizes), 2) if batch_sizes else None}
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "failures": failures,
+        "wall_s": round(wall, 2),
+        "throughput_rps": round(requests / wall, 2),
+        "p50_ms": round(1000 * _percentile(latencies, 0.5), 1),
+        "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+        "mean_batch": round(statistics.mean(batch_sizes), 2) if batch_sizes else None,
+    }
 
 
 def _serve(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = _free_port()
-    command = [sys.executable, "-m", "ofa_lightning.cli.serve", f"ckpt_path={args.ckpt}", f"port={port}",
-               f"max_batch={max_batch}", f"wait_ms={args.wait_ms}", f"max_queue={max(64, 2 * args.concurrency)}",
-               f"device={args.device}", "log_level=warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "ofa_lightning.cli.serve",
+        f"ckpt_path={args.ckpt}",
+        f"port={port}",
+        f"max_batch={max_batch}",
+        f"wait_ms={args.wait_ms}",
+        f"max_queue={max(64, 2 * args.concurrency)}",
+        f"device={args.device}",
+        "log_level=warning",
+    ]
     if args.tokenizer:
         command.append(f"tokenizer_path={args.tokenizer}")
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=args.workdir)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=args.workdir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -121,13 +140,17 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=60)
     batched, single = rows.values()
     speedup = batched["throughput_rps"] / single["throughput_rps"]
-    print(f"ofa-serve load test: {args.requests} '{args.task}' requests at concurrency {args.concurrency}, "
-          f"{Path(args.ckpt).name}, {os.cpu_count()} CPUs")
+    print(
+        f"ofa-serve load test: {args.requests} '{args.task}' requests at concurrency {args.concurrency}, "
+        f"{Path(args.ckpt).name}, {os.cpu_count()} CPUs"
+    )
     print("| mode | throughput (req/s) | p50 (ms) | p95 (ms) | mean batch | failures |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, row in rows.items():
-        print(f"| {label} | {row['throughput_rps']} | {row['p50_ms']} | {row['p95_ms']} | {row['mean_batch']} | "
-              f"{row['failures']} |")
+        print(
+            f"| {label} | {row['throughput_rps']} | {row['p50_ms']} | {row['p95_ms']} | {row['mean_batch']} | "
+            f"{row['failures']} |"
+        )
     print(f"batched / one-at-a-time throughput: {speedup:.2f}x")
     args.out.write_text(json.dumps({"task": args.task, "rows": rows, "speedup": round(speedup, 2)}, indent=1))
     return 0

@@ -12,6 +12,7 @@ children (reported). Evaluation runs on the demo's cadence (``trainer.val_check_
 step-200 sample comes before the first evaluation and the step-1,000 one after the others: a leak in evaluation
 shows up too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,14 @@ def make_sampler(steps_to_sample: set[int], every: int, records: list[dict], sta
             if step in steps_to_sample or (every and step % every == 0):
                 gc.collect()
                 own, total = _rss_mb()
-                records.append({"step": step, "rss_mb": round(own, 1), "rss_with_children_mb": round(total, 1),
-                                "wall_s": round(time.time() - start, 1)})
+                records.append(
+                    {
+                        "step": step,
+                        "rss_mb": round(own, 1),
+                        "rss_with_children_mb": round(total, 1),
+                        "wall_s": round(time.time() - start, 1),
+                    }
+                )
                 print(f"  step {step:>5}: RSS {own:8.1f} MB (with workers {total:8.1f} MB)", flush=True)
 
     return RSSSampler()
@@ -71,11 +78,16 @@ def run(args: argparse.Namespace) -> dict:
     root = Path(args.root or tempfile.mkdtemp(prefix="ofa-soak-"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    build_shapes_shards(root / "data" / "shapes", num_images=args.num_images, seed=0, image_size=128,
-                        overwrite=True)
+    build_shapes_shards(root / "data" / "shapes", num_images=args.num_images, seed=0, image_size=128, overwrite=True)
     first, last = min(args.at), max(args.at)
-    overrides = ["experiment=demo", f"trainer.max_steps={args.steps}", f"data.num_workers={args.workers}",
-                 "test_after_fit=false", "run_name=soak", *args.overrides]
+    overrides = [
+        "experiment=demo",
+        f"trainer.max_steps={args.steps}",
+        f"data.num_workers={args.workers}",
+        "test_after_fit=false",
+        "run_name=soak",
+        *args.overrides,
+    ]
     run_dir = root / "runs" / "soak"
     cfg = run_module.compose_config(overrides, run_dir, root)
     records: list[dict] = []
@@ -95,18 +107,32 @@ def run(args: argparse.Namespace) -> dict:
 
     result = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "load_avg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-        "config": overrides, "steps": args.steps, "workers": args.workers, "num_images": args.num_images,
-        "first_step": first, "last_step": last,
-        "rss_first_mb": by_step[first]["rss_mb"], "rss_last_mb": by_step[last]["rss_mb"],
-        "ratio": round(ratio, 4), "tolerance": args.tolerance, "passed": bool(ratio <= 1 + args.tolerance),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_avg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+        "config": overrides,
+        "steps": args.steps,
+        "workers": args.workers,
+        "num_images": args.num_images,
+        "first_step": first,
+        "last_step": last,
+        "rss_first_mb": by_step[first]["rss_mb"],
+        "rss_last_mb": by_step[last]["rss_mb"],
+        "ratio": round(ratio, 4),
+        "tolerance": args.tolerance,
+        "passed": bool(ratio <= 1 + args.tolerance),
         "rss_with_children_first_mb": by_step[first]["rss_with_children_mb"],
         "rss_with_children_last_mb": by_step[last]["rss_with_children_mb"],
-        "max_rss_mb": max(r["rss_mb"] for r in records), "samples": records,
+        "max_rss_mb": max(r["rss_mb"] for r in records),
+        "samples": records,
         "val_check_interval": int(cfg.trainer.val_check_interval),
-        "wall_s": round(time.time() - start, 1), "train_loss": metrics.get("train/loss"),
+        "wall_s": round(time.time() - start, 1),
+        "train_loss": metrics.get("train/loss"),
     }
     (out / "soak.json").write_text(json.dumps(result, indent=1))
     paragraph = describe(result)
@@ -120,16 +146,18 @@ def run(args: argparse.Namespace) -> dict:
 def describe(r: dict) -> str:
     verdict = "no leak" if r["passed"] else "**possible leak**"
     series = ", ".join(f"{s['step']}: {s['rss_mb']:.0f}" for s in r["samples"])
-    return (f"{SECTION}\n\n"
-            f"`benchmarks/soak.py` ({r['date']}, {r['machine']['cpu_count']} cores, torch "
-            f"{r['machine']['torch']}): `experiment=demo` for {r['steps']:,} CPU steps with {r['workers']} loader "
-            f"workers (evaluation every {r.get('val_check_interval', '?')} steps, no final test). Resident memory "
-            f"of the training process: "
-            f"{r['rss_first_mb']:,.0f} MB at step {r['first_step']:,} and {r['rss_last_mb']:,.0f} MB at step "
-            f"{r['last_step']:,} ({(r['ratio'] - 1) * 100:+.1f} %, limit +{r['tolerance'] * 100:.0f} %): {verdict}. "
-            f"With the loader workers and other children: {r['rss_with_children_first_mb']:,.0f} → "
-            f"{r['rss_with_children_last_mb']:,.0f} MB. Highest sample {r['max_rss_mb']:,.0f} MB; wall time "
-            f"{r['wall_s'] / 60:.1f} min. RSS (MB) by step: {series}. Raw numbers: `soak.json`.\n")
+    return (
+        f"{SECTION}\n\n"
+        f"`benchmarks/soak.py` ({r['date']}, {r['machine']['cpu_count']} cores, torch "
+        f"{r['machine']['torch']}): `experiment=demo` for {r['steps']:,} CPU steps with {r['workers']} loader "
+        f"workers (evaluation every {r.get('val_check_interval', '?')} steps, no final test). Resident memory "
+        f"of the training process: "
+        f"{r['rss_first_mb']:,.0f} MB at step {r['first_step']:,} and {r['rss_last_mb']:,.0f} MB at step "
+        f"{r['last_step']:,} ({(r['ratio'] - 1) * 100:+.1f} %, limit +{r['tolerance'] * 100:.0f} %): {verdict}. "
+        f"With the loader workers and other children: {r['rss_with_children_first_mb']:,.0f} → "
+        f"{r['rss_with_children_last_mb']:,.0f} MB. Highest sample {r['max_rss_mb']:,.0f} MB; wall time "
+        f"{r['wall_s'] / 60:.1f} min. RSS (MB) by step: {series}. Raw numbers: `soak.json`.\n"
+    )
 
 
 def append_results(paragraph: str, path: Path) -> None:
@@ -147,8 +175,9 @@ def append_results(paragraph: str, path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--at", type=int, nargs="+", default=[200, 1000],
-                        help="steps whose RSS is compared (first vs last)")
+    parser.add_argument(
+        "--at", type=int, nargs="+", default=[200, 1000], help="steps whose RSS is compared (first vs last)"
+    )
     parser.add_argument("--every", type=int, default=100, help="also sample every N steps (0: only --at)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--num-images", type=int, default=1500, help="shapes scenes (the demo's default)")

@@ -29,6 +29,7 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
 * ``fine_segments`` — ``checkpoint_resnet_segments=[1, 2, 3]``: "stages" segments of at most
   1, 2 and 3 blocks of stages 1, 2 and 3 (default 8 each).
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -36,8 +37,8 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
-
 from common import PAD, Batch
+
 from ofa_lightning.model.fused_ce import fused_smoothed_ce
 from ofa_lightning.model.resnet import STAGE_SEGMENT_BLOCKS
 
@@ -122,8 +123,12 @@ def ours_loss(model, batch: Batch, opts: TrainOptions) -> torch.Tensor:
 
 
 def peer_loss(model, batch: Batch) -> torch.Tensor:
-    out = model(input_ids=batch.input_ids, patch_images=batch.patch_images, patch_masks=batch.patch_masks,
-                decoder_input_ids=batch.prev_output_tokens)
+    out = model(
+        input_ids=batch.input_ids,
+        patch_images=batch.patch_images,
+        patch_masks=batch.patch_masks,
+        decoder_input_ids=batch.prev_output_tokens,
+    )
     logits = out.logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.target.reshape(-1), ignore_index=PAD)
 

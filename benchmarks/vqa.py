@@ -14,10 +14,10 @@ No tokenizer or data files are needed.
   ``tests/test_generation.py::modelscope_traverse_scores``), with the trie masks built once
   outside the timing (a favour to the port). Encoder included.
 """
+
 from __future__ import annotations
 
 import torch
-
 from common import BOS, EOS, PAD
 
 NUM_ANSWERS = 3129
@@ -68,12 +68,15 @@ def port_all_candidates(peer, input_ids, images, patch_masks, answers, masks, ch
             sl = slice(c0, min(c0 + chunk, len(answers)))
             prev, tgt, m = prev_all[sl], tgt_all[sl], masks[sl]
             n, width = prev.shape
-            hidden = enc.last_hidden_state[b: b + 1].expand(n, -1, -1)
+            hidden = enc.last_hidden_state[b : b + 1].expand(n, -1, -1)
             logits = peer.decoder(
-                prev, encoder_hidden_states=hidden,
-                encoder_attention_mask=modeling._expand_mask(enc.padding_mask[b: b + 1].expand(n, -1), hidden.dtype,
-                                                             width),
-                src_pos_embed=enc.position_embedding[b: b + 1].expand(n, -1, -1))[0]
+                prev,
+                encoder_hidden_states=hidden,
+                encoder_attention_mask=modeling._expand_mask(
+                    enc.padding_mask[b : b + 1].expand(n, -1), hidden.dtype, width
+                ),
+                src_pos_embed=enc.position_embedding[b : b + 1].expand(n, -1, -1),
+            )[0]
             logits = logits.masked_fill(~m, float("-inf"))
             lp = torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
             out[b, sl] = lp.masked_fill(tgt.eq(PAD), 0).sum(1)
@@ -84,13 +87,15 @@ def bench_vqa(peer, ours, batch, args, size: str, log) -> dict:
     """Time trie beam (batch 8) and all-candidate scoring (``args.allcand_batch`` samples), ours vs port."""
     from contention import timed_interleaved
     from modelscope_ref import ms_generate, ms_sequence_generator, ms_trie
+
     from ofa_lightning.generation import GenerationConfig, Trie, generate, score_candidates
 
     answers = synthetic_answers()
     trie = Trie(answers, eos=EOS)
     cfg = GenerationConfig.preset("vqa", max_len_a=0.0, max_len_b=8)
-    gen = ms_sequence_generator(beam_size=5, max_len_a=0, max_len_b=8, normalize_scores=False,
-                                constraint_trie=ms_trie(answers, BOS, EOS))
+    gen = ms_sequence_generator(
+        beam_size=5, max_len_a=0, max_len_b=8, normalize_scores=False, constraint_trie=ms_trie(answers, BOS, EOS)
+    )
     gb = {"input_ids": batch.input_ids, "patch_images": batch.patch_images, "patch_masks": batch.patch_masks}
     res: dict = {}
     out: dict = {}
@@ -102,11 +107,18 @@ def bench_vqa(peer, ours, batch, args, size: str, log) -> dict:
         out["peer"] = ms_generate(gen, peer, batch.input_ids, batch.patch_images, batch.patch_masks)
 
     with torch.no_grad():
-        t = timed_interleaved({"ours": beam_ours, "port": beam_peer}, warmup=1, repeats=args.vqa_repeats,
-                              quiet_wait_s=args.quiet_wait, label=f"vqa-trie-beam/{size} ", log=log)
+        t = timed_interleaved(
+            {"ours": beam_ours, "port": beam_peer},
+            warmup=1,
+            repeats=args.vqa_repeats,
+            quiet_wait_s=args.quiet_wait,
+            label=f"vqa-trie-beam/{size} ",
+            log=log,
+        )
     res["trie_beam_ours"], res["trie_beam_peer"] = t["ours"].summary(), t["port"].summary()
-    res["trie_beam_same_best"] = all(torch.equal(out["ours"][i][0].tokens, out["peer"][i][0]["tokens"])
-                                     for i in range(len(out["ours"])))
+    res["trie_beam_same_best"] = all(
+        torch.equal(out["ours"][i][0].tokens, out["peer"][i][0]["tokens"]) for i in range(len(out["ours"]))
+    )
     res["trie_beam_answers_valid"] = all(h[0].tokens.tolist() in answers for h in out["ours"])
 
     nb = args.allcand_batch
@@ -125,15 +137,23 @@ def bench_vqa(peer, ours, batch, args, size: str, log) -> dict:
     def allcand_peer():
         scores["peer"] = port_all_candidates(peer, ids, imgs, pm, answers, masks, chunk=args.allcand_chunk)
 
-    t = timed_interleaved({"ours": allcand_ours, "port": allcand_peer}, warmup=0,
-                          repeats={"ours": args.vqa_repeats, "port": 1}, max_rounds=args.vqa_repeats + 1,
-                          quiet_wait_s=args.quiet_wait, label=f"vqa-allcand/{size} ", log=log)
+    t = timed_interleaved(
+        {"ours": allcand_ours, "port": allcand_peer},
+        warmup=0,
+        repeats={"ours": args.vqa_repeats, "port": 1},
+        max_rounds=args.vqa_repeats + 1,
+        quiet_wait_s=args.quiet_wait,
+        label=f"vqa-allcand/{size} ",
+        log=log,
+    )
     res["allcand_ours"], res["allcand_peer"] = t["ours"].summary(), t["port"].summary()
     res["allcand_max_abs_diff"] = float((scores["ours"] - scores["peer"]).abs().max())
     res["allcand_same_best"] = bool(torch.equal(scores["ours"].argmax(1), scores["peer"].argmax(1)))
     res["allcand_samples"] = nb
     res["num_answers"] = len(answers)
     res["answer_vocab"] = int(trie.token_ids().numel())
-    log(f"  vqa/{size}: trie beam same best {res['trie_beam_same_best']}, all-cand max |Δ| "
-        f"{res['allcand_max_abs_diff']:.1e}, same arg-max {res['allcand_same_best']}")
+    log(
+        f"  vqa/{size}: trie beam same best {res['trie_beam_same_best']}, all-cand max |Δ| "
+        f"{res['allcand_max_abs_diff']:.1e}, same arg-max {res['allcand_same_best']}"
+    )
     return res

@@ -1,16 +1,17 @@
 """`ofa-prepare`: convert raw datasets into WebDataset shards, or generate the shapes dataset.
 
-    ofa-prepare --list
-    ofa-prepare <recipe> --help
-    ofa-prepare shapes --out raw/ --num-images 1000
-    ofa-prepare coco_caption --karpathy-json raw/dataset_coco.json --images raw/images --out shards/coco_caption
+ofa-prepare --list
+ofa-prepare <recipe> --help
+ofa-prepare shapes --out raw/ --num-images 1000
+ofa-prepare coco_caption --karpathy-json raw/dataset_coco.json --images raw/images --out shards/coco_caption
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.options import add_common_arguments
@@ -20,14 +21,20 @@ from data_recipes.registry import is_generator, load_recipes
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ofa-prepare", description="Convert raw public datasets into WebDataset shards of raw samples "
+        prog="ofa-prepare",
+        description="Convert raw public datasets into WebDataset shards of raw samples "
         "(image bytes + JSON fields; no tokenisation), or generate the synthetic shapes dataset.",
-        epilog="Run `ofa-prepare --list` for the recipes and `ofa-prepare RECIPE --help` for their inputs.")
+        epilog="Run `ofa-prepare --list` for the recipes and `ofa-prepare RECIPE --help` for their inputs.",
+    )
     parser.add_argument("--list", action="store_true", help="name every recipe with a one-line description")
     commands = parser.add_subparsers(dest="recipe", metavar="RECIPE")
     for name, module in load_recipes().items():
-        sub = commands.add_parser(name, help=module.DESCRIPTION, description=module.__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = commands.add_parser(
+            name,
+            help=module.DESCRIPTION,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if is_generator(module):
             module.add_arguments(sub)
             continue
@@ -66,8 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ofa-prepare: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ofa-prepare: interrupted; complete shards are kept, rerun the same command to continue",
-              file=sys.stderr)
+        print("ofa-prepare: interrupted; complete shards are kept, rerun the same command to continue", file=sys.stderr)
         return 130
     return 0
 

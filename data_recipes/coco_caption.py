@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import check_image, require_field, require_int, require_text
@@ -31,10 +31,18 @@ KEY_PREFIX = "coco_cap"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--karpathy-json", type=Path, required=True, help="Karpathy's dataset_coco.json")
-    parser.add_argument("--images", type=Path, nargs="+", required=True,
-                        help="image roots (folders/.zip/.tar) holding filepath/filename")
-    parser.add_argument("--keep-restval", action="store_true",
-                        help="write Karpathy's 'restval' as its own split instead of merging it into train")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="image roots (folders/.zip/.tar) holding filepath/filename",
+    )
+    parser.add_argument(
+        "--keep-restval",
+        action="store_true",
+        help="write Karpathy's 'restval' as its own split instead of merging it into train",
+    )
 
 
 def _load_images(path: Path) -> list:
@@ -80,8 +88,13 @@ def _build(entry: dict, key: str, source: ImageSource, args: argparse.Namespace)
     filepath = entry.get("filepath") or ""
     names = [f"{filepath}/{filename}", filename] if filepath else [filename]
     image = check_image(source.read(*names), full_decode=args.full_decode)
-    fields = {"image_id": image_id, "captions": captions, "file_name": filename,
-              "width": image.width, "height": image.height}
+    fields = {
+        "image_id": image_id,
+        "captions": captions,
+        "file_name": filename,
+        "width": image.width,
+        "height": image.height,
+    }
     return Sample(key, fields, image.data, image.ext, warnings)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -14,8 +15,22 @@ TILE = 256
 TEXT_LINES = 7
 LINE_HEIGHT = 14
 COLOURS = ("#ff3030", "#30c030", "#3080ff", "#ffb000", "#e040e0", "#00c8c8")
-_TEXT_FIELDS = ("captions", "caption", "question", "expression", "class_name", "labels", "premise", "hypothesis",
-                "label", "sentence1", "sentence2", "article", "summary", "text")
+_TEXT_FIELDS = (
+    "captions",
+    "caption",
+    "question",
+    "expression",
+    "class_name",
+    "labels",
+    "premise",
+    "hypothesis",
+    "label",
+    "sentence1",
+    "sentence2",
+    "article",
+    "summary",
+    "text",
+)
 
 
 def _font(size: int = 12) -> ImageFont.ImageFont:
@@ -38,8 +53,10 @@ def _texts(fields: dict[str, Any]) -> list[str]:
         out.append(f"{name}: {shown}")
     conf = fields.get("answer_conf")
     if isinstance(conf, dict) and conf:
-        out.insert(1 if out else 0, "answer: " + ", ".join(f"{a} ({c:.2g})" for a, c in
-                                                         sorted(conf.items(), key=lambda kv: -kv[1])[:3]))
+        out.insert(
+            1 if out else 0,
+            "answer: " + ", ".join(f"{a} ({c:.2g})" for a, c in sorted(conf.items(), key=lambda kv: -kv[1])[:3]),
+        )
     return out
 
 

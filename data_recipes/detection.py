@@ -20,12 +20,11 @@ import argparse
 import functools
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
-from data_recipes.common.checks import (check_image, clip_box, require_field, require_int, require_text,
-                                        xywh_to_xyxy)
+from data_recipes.common.checks import check_image, clip_box, require_field, require_int, require_text, xywh_to_xyxy
 from data_recipes.common.files import file_stamp, load_json_file, parse_split_paths, require_dir, run_cache
 from data_recipes.common.image_source import ImageSource
 from data_recipes.common.splits import order_splits
@@ -37,15 +36,24 @@ _FILE = re.compile(r"^instances_(?P<split>[A-Za-z0-9_+\-]+)\.json$")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann-dir", type=Path, default=None, help="folder with instances_<split>.json")
-    parser.add_argument("--annotations", action="append", default=None, metavar="SPLIT=FILE",
-                        help="a COCO-format annotation file for one split (repeatable)")
+    parser.add_argument(
+        "--annotations",
+        action="append",
+        default=None,
+        metavar="SPLIT=FILE",
+        help="a COCO-format annotation file for one split (repeatable)",
+    )
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="image roots (folders/.zip/.tar)")
     parser.add_argument("--dataset-name", default="coco", help="dataset tag, also the sample key prefix")
     parser.add_argument("--keep-crowd", action="store_true", help="keep iscrowd=1 annotations")
     parser.add_argument("--keep-empty", action="store_true", help="keep images without any valid box")
-    parser.add_argument("--label-attributes", nargs="+", default=[], metavar="FIELD",
-                        help="annotation fields put before the category name in each label (e.g. color -> "
-                             "'red diamond')")
+    parser.add_argument(
+        "--label-attributes",
+        nargs="+",
+        default=[],
+        metavar="FIELD",
+        help="annotation fields put before the category name in each label (e.g. color -> 'red diamond')",
+    )
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
@@ -68,8 +76,9 @@ def available_splits(args: argparse.Namespace) -> list[str]:
 def _load(stamp: tuple) -> tuple[list, dict, dict]:
     path = stamp[0]
     data = load_json_file(Path(path), "COCO-format instances file")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations", "categories")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
         raise PrepareError(f"{path} lacks images/annotations/categories lists (COCO format)")
     by_image: dict = defaultdict(list)
     for ann in data["annotations"]:
@@ -101,9 +110,16 @@ def _build(info: dict, anns: list, cats: dict, key: str, source: ImageSource, ar
         category_ids.append(category_id)
     if not boxes and not args.keep_empty:
         raise BadSample("no boxes: the image has no valid (non-crowd) box")
-    fields = {"image_id": image_id, "file_name": file_name, "boxes": boxes, "labels": labels,
-              "category_ids": category_ids, "dataset": args.dataset_name,
-              "width": image.width, "height": image.height}
+    fields = {
+        "image_id": image_id,
+        "file_name": file_name,
+        "boxes": boxes,
+        "labels": labels,
+        "category_ids": category_ids,
+        "dataset": args.dataset_name,
+        "width": image.width,
+        "height": image.height,
+    }
     return Sample(key, fields, image.data, image.ext, warnings)
 
 
@@ -114,5 +130,8 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
     for position, info in enumerate(images):
         image_id = info.get("id", f"pos{position}") if isinstance(info, dict) else f"pos{position}"
         key = make_key(args.dataset_name, image_id)
-        yield Candidate(key, f"{path} images[{position}]",
-                        functools.partial(_build, info, by_image.get(image_id, []), cats, key, source, args))
+        yield Candidate(
+            key,
+            f"{path} images[{position}]",
+            functools.partial(_build, info, by_image.get(image_id, []), cats, key, source, args),
+        )

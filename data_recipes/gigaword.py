@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import decode_utf8, require_text
@@ -27,8 +27,12 @@ PAIR_SUFFIXES = ((".src", ".tgt"), (".src.txt", ".tgt.txt"), (".article.txt", ".
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="folder with <split>.src and <split>.tgt (or .src.txt/.tgt.txt, .article.txt/.title.txt)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="folder with <split>.src and <split>.tgt (or .src.txt/.tgt.txt, .article.txt/.title.txt)",
+    )
 
 
 def _pairs(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import decode_utf8, require_text
@@ -33,15 +33,14 @@ DESCRIPTION = "GLUE TSVs (official or OFA's: cola sst2 mrpc qqp qnli rte mnli) -
 
 @dataclass(frozen=True)
 class TaskSpec:
-    text1: str                   # official header name of the first text column
-    text2: str | None            # ... of the second one (pair tasks)
-    label: str                   # ... of the label column
+    text1: str  # official header name of the first text column
+    text2: str | None  # ... of the second one (pair tasks)
+    label: str  # ... of the label column
     ofa_columns: tuple[int, ...]  # OFA's selected columns: text(s), then label
-    labels: dict[str, str]       # raw label -> canonical name
+    labels: dict[str, str]  # raw label -> canonical name
 
 
-_BINARY_NLI = {"0": "not_entailment", "1": "entailment", "not_entailment": "not_entailment",
-               "entailment": "entailment"}
+_BINARY_NLI = {"0": "not_entailment", "1": "entailment", "not_entailment": "not_entailment", "entailment": "entailment"}
 TASKS = {
     "cola": TaskSpec("sentence", None, "label", (1, 2), {"0": "unacceptable", "1": "acceptable"}),
     "sst2": TaskSpec("sentence", None, "label", (0, 1), {"0": "negative", "1": "positive"}),
@@ -49,8 +48,13 @@ TASKS = {
     "qqp": TaskSpec("question1", "question2", "is_duplicate", (3, 4, 5), {"0": "not_duplicate", "1": "duplicate"}),
     "qnli": TaskSpec("question", "sentence", "label", (1, 2, 3), _BINARY_NLI),
     "rte": TaskSpec("sentence1", "sentence2", "label", (1, 2, 3), _BINARY_NLI),
-    "mnli": TaskSpec("sentence1", "sentence2", "gold_label", (0, 1, 2),
-                     {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}),
+    "mnli": TaskSpec(
+        "sentence1",
+        "sentence2",
+        "gold_label",
+        (0, 1, 2),
+        {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
+    ),
 }
 _OFA_MNLI_LABELS = {"0": "neutral", "1": "entailment", "2": "contradiction"}
 _COLA_HEADERLESS = {"label": 1, "sentence": 3}
@@ -60,8 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--data-dir", type=Path, default=None, help="folder of <split>.tsv files")
     parser.add_argument("--tsv", action="append", default=None, metavar="SPLIT=FILE", help="one split's TSV")
-    parser.add_argument("--layout", choices=("glue", "ofa"), default="glue",
-                        help="official GLUE files (header names) or OFA's TSVs (fixed columns)")
+    parser.add_argument(
+        "--layout",
+        choices=("glue", "ofa"),
+        default="glue",
+        help="official GLUE files (header names) or OFA's TSVs (fixed columns)",
+    )
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
@@ -115,8 +123,10 @@ def _build(raw: bytes, key: str, columns: tuple, args: argparse.Namespace) -> Sa
     if len(cells) <= needed:
         raise BadSample(f"bad row: {len(cells)} columns, expected more than {needed}")
     text1_col, text2_col, label_col = columns
-    fields = {"task": args.task,
-              "sentence1": require_text(cells[text1_col], "sentence1", max_chars=args.max_text_chars)}
+    fields = {
+        "task": args.task,
+        "sentence1": require_text(cells[text1_col], "sentence1", max_chars=args.max_text_chars),
+    }
     if text2_col is not None:
         fields["sentence2"] = require_text(cells[text2_col], "sentence2", max_chars=args.max_text_chars)
     raw_label = cells[label_col].strip() if label_col is not None else None

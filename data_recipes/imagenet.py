@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import check_image
@@ -64,8 +64,7 @@ def _class_dirs(split_dir: Path) -> list[Path]:
 def available_splits(args: argparse.Namespace) -> list[str]:
     root = require_dir(args.root, "the ImageNet root (holding train/ and val/ class folders)")
     synsets = load_synsets(args.synsets)
-    splits = [p.name for p in sorted(root.iterdir()) if p.is_dir()
-              and any(c.name in synsets for c in _class_dirs(p))]
+    splits = [p.name for p in sorted(root.iterdir()) if p.is_dir() and any(c.name in synsets for c in _class_dirs(p))]
     if not splits:
         raise PrepareError(f"expected <split>/<wnid>/ folders (e.g. {root}/train/n01440764/) under {root}, found none")
     return order_splits(splits)
@@ -73,8 +72,15 @@ def available_splits(args: argparse.Namespace) -> list[str]:
 
 def _build(path: Path, key: str, wnid: str, label: int, words: str, args: argparse.Namespace) -> Sample:
     image = check_image(path.read_bytes(), full_decode=args.full_decode)
-    fields = {"label": label, "wnid": wnid, "class_name": words.split(",")[0].strip(), "synset_words": words,
-              "file_name": f"{wnid}/{path.name}", "width": image.width, "height": image.height}
+    fields = {
+        "label": label,
+        "wnid": wnid,
+        "class_name": words.split(",")[0].strip(),
+        "synset_words": words,
+        "file_name": f"{wnid}/{path.name}",
+        "width": image.width,
+        "height": image.height,
+    }
     return Sample(key, fields, image.data, image.ext)
 
 
@@ -87,5 +93,6 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
         for path in sorted(class_dir.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                 key = make_key(NAME, path.stem)
-                yield Candidate(key, str(path),
-                                functools.partial(_build, path, key, class_dir.name, label, words, args))
+                yield Candidate(
+                    key, str(path), functools.partial(_build, path, key, class_dir.name, label, words, args)
+                )

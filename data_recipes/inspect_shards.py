@@ -17,8 +17,9 @@ import random
 import statistics
 import tarfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.manifest import MANIFEST_NAME
@@ -30,9 +31,19 @@ DESCRIPTION = "inspect shards: counts per split and task, field statistics, skip
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm")
 FIRST_SKIPS = 5
 #: Field names -> the task they suggest, for shards without a recorded task (first match wins).
-_TASK_HINTS = (("question", "vqa"), ("expression", "grounding"), ("boxes", "detection"), ("captions", "caption"),
-               ("caption", "caption"), ("class_name", "image_classification"), ("hypothesis", "snli_ve"),
-               ("sentence1", "glue"), ("article", "gigaword"), ("codes", "image_infilling"), ("text", "text"))
+_TASK_HINTS = (
+    ("question", "vqa"),
+    ("expression", "grounding"),
+    ("boxes", "detection"),
+    ("captions", "caption"),
+    ("caption", "caption"),
+    ("class_name", "image_classification"),
+    ("hypothesis", "snli_ve"),
+    ("sentence1", "glue"),
+    ("article", "gigaword"),
+    ("codes", "image_infilling"),
+    ("text", "text"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default=None, help="comma-separated splits to read (default: all)")
     parser.add_argument("--num", type=int, default=16, help="samples on the contact sheet (default 16; 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed picking the contact sheet's samples")
-    parser.add_argument("--sheet", type=Path, default=Path("contact_sheet.png"),
-                        help="contact sheet PNG to write (default ./contact_sheet.png)")
+    parser.add_argument(
+        "--sheet",
+        type=Path,
+        default=Path("contact_sheet.png"),
+        help="contact sheet PNG to write (default ./contact_sheet.png)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the statistics to this JSON file")
 
 
@@ -54,8 +69,12 @@ def _tar_files(spec: Path, splits: set[str] | None) -> list[tuple[str, Path, dic
     manifest_path = spec / MANIFEST_NAME
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        return [(split, spec / shard["file"], manifest) for split, state in manifest["splits"].items()
-                if splits is None or split in splits for shard in state["shards"]]
+        return [
+            (split, spec / shard["file"], manifest)
+            for split, state in manifest["splits"].items()
+            if splits is None or split in splits
+            for shard in state["shards"]
+        ]
     tars = sorted(spec.glob("*.tar"))
     if not tars:
         raise PrepareError(f"{spec} holds no manifest.json and no .tar shards")
@@ -64,6 +83,7 @@ def _tar_files(spec: Path, splits: set[str] | None) -> list[tuple[str, Path, dic
 
 def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes | None, str | None]]:
     """(key, JSON fields, image bytes or None, image extension) of each sample of one tar shard."""
+
     def finish(key, members):
         fields = json.loads(members["json"].decode("utf-8")) if "json" in members else {}
         ext = next((e for e in IMAGE_EXTS if e in members), None)
@@ -97,8 +117,10 @@ def task_of(fields: dict[str, Any], recorded: str | None) -> str:
 def _summary(values: list[float], unit: str = "") -> str:
     if not values:
         return "-"
-    return (f"{min(values):.3g}-{max(values):.3g}{unit} (median {statistics.median(values):.3g}{unit}, "
-            f"mean {statistics.fmean(values):.3g}{unit})")
+    return (
+        f"{min(values):.3g}-{max(values):.3g}{unit} (median {statistics.median(values):.3g}{unit}, "
+        f"mean {statistics.fmean(values):.3g}{unit})"
+    )
 
 
 def _boxes_of(fields: dict[str, Any]) -> list[list[float]]:
@@ -162,16 +184,27 @@ class SplitStats:
                 self.box_area.append((x1 - x0) * (y1 - y0) / (width * height))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "tasks": dict(self.tasks), "fields_present": dict(self.present),
-                "words": {k: {"min": min(v), "max": max(v), "mean": statistics.fmean(v)}
-                          for k, v in self.words.items() if v},
-                "list_lengths": {k: {"min": min(v), "max": max(v), "mean": statistics.fmean(v)}
-                                 for k, v in self.list_lengths.items() if v},
-                "top_answers": dict(self.answers.most_common(10)), "top_labels": dict(self.labels.most_common(10)),
-                "boxes": len(self.box_area), "box_area_fraction": _quantiles(self.box_area),
-                "box_width_fraction": _quantiles(self.box_width),
-                "box_height_fraction": _quantiles(self.box_height),
-                "image_sizes": dict(self.image_sizes.most_common(10)), "image_formats": dict(self.image_formats)}
+        return {
+            "samples": self.samples,
+            "tasks": dict(self.tasks),
+            "fields_present": dict(self.present),
+            "words": {
+                k: {"min": min(v), "max": max(v), "mean": statistics.fmean(v)} for k, v in self.words.items() if v
+            },
+            "list_lengths": {
+                k: {"min": min(v), "max": max(v), "mean": statistics.fmean(v)}
+                for k, v in self.list_lengths.items()
+                if v
+            },
+            "top_answers": dict(self.answers.most_common(10)),
+            "top_labels": dict(self.labels.most_common(10)),
+            "boxes": len(self.box_area),
+            "box_area_fraction": _quantiles(self.box_area),
+            "box_width_fraction": _quantiles(self.box_width),
+            "box_height_fraction": _quantiles(self.box_height),
+            "image_sizes": dict(self.image_sizes.most_common(10)),
+            "image_formats": dict(self.image_formats),
+        }
 
     def lines(self) -> list[str]:
         out = [f"  samples per task: {', '.join(f'{t} {n}' for t, n in self.tasks.most_common())}"]
@@ -185,15 +218,21 @@ class SplitStats:
         if self.answers:
             out.append("  top answers: " + ", ".join(f"{a} {n}" for a, n in self.answers.most_common(8)))
         if self.labels:
-            out.append(f"  labels ({len(self.labels)} distinct): "
-                       + ", ".join(f"{a} {n}" for a, n in self.labels.most_common(8)))
+            out.append(
+                f"  labels ({len(self.labels)} distinct): "
+                + ", ".join(f"{a} {n}" for a, n in self.labels.most_common(8))
+            )
         if self.box_area:
-            out.append(f"  boxes: {len(self.box_area)}; width {_summary(self.box_width)} of the image width, "
-                       f"height {_summary(self.box_height)}, area {_summary(self.box_area)}")
+            out.append(
+                f"  boxes: {len(self.box_area)}; width {_summary(self.box_width)} of the image width, "
+                f"height {_summary(self.box_height)}, area {_summary(self.box_area)}"
+            )
         if self.image_sizes:
-            out.append(f"  images: {sum(self.image_sizes.values())} "
-                       f"({', '.join(f'{e} {n}' for e, n in self.image_formats.items())}); sizes: "
-                       + ", ".join(f"{s} x{n}" for s, n in self.image_sizes.most_common(5)))
+            out.append(
+                f"  images: {sum(self.image_sizes.values())} "
+                f"({', '.join(f'{e} {n}' for e, n in self.image_formats.items())}); sizes: "
+                + ", ".join(f"{s} x{n}" for s, n in self.image_sizes.most_common(5))
+            )
         return out
 
 
@@ -206,8 +245,10 @@ def _quantiles(values: list[float]) -> dict[str, float] | None:
 
 def _manifest_lines(manifest: dict[str, Any], split: str) -> list[str]:
     state = manifest["splits"].get(split, {})
-    lines = [f"  written: {state.get('num_samples', 0)} samples in {len(state.get('shards', []))} shard(s); "
-             f"skipped: {state.get('num_skipped', 0)}" + ("" if state.get("complete") else " (INCOMPLETE split)")]
+    lines = [
+        f"  written: {state.get('num_samples', 0)} samples in {len(state.get('shards', []))} shard(s); "
+        f"skipped: {state.get('num_skipped', 0)}" + ("" if state.get("complete") else " (INCOMPLETE split)")
+    ]
     if state.get("skip_reasons"):
         lines.append("  skip reasons: " + ", ".join(f"{r} {n}" for r, n in state["skip_reasons"].items()))
     for skip in state.get("skipped", [])[:FIRST_SKIPS]:
@@ -217,8 +258,9 @@ def _manifest_lines(manifest: dict[str, Any], split: str) -> list[str]:
     return lines
 
 
-def inspect(specs: list[Path], splits: set[str] | None = None, num: int = 16, seed: int = 0,
-            sheet: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+def inspect(
+    specs: list[Path], splits: set[str] | None = None, num: int = 16, seed: int = 0, sheet: Path | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """(statistics per folder and split, printable report lines); writes the contact sheet when asked."""
     rng = random.Random(seed)
     picked: list[tuple] = []
@@ -242,8 +284,9 @@ def inspect(specs: list[Path], splits: set[str] | None = None, num: int = 16, se
                     picked.append(item)
                 elif num and rng.random() < num / seen:
                     picked[rng.randrange(num)] = item
-        names = list(per_split) + [s for s in (manifest or {}).get("splits", {}) if s not in per_split
-                                   and (splits is None or s in splits)]
+        names = list(per_split) + [
+            s for s in (manifest or {}).get("splits", {}) if s not in per_split and (splits is None or s in splits)
+        ]
         report[str(spec)] = {}
         for split in names:
             stats = per_split.get(split, SplitStats())
@@ -251,8 +294,11 @@ def inspect(specs: list[Path], splits: set[str] | None = None, num: int = 16, se
             if manifest:
                 lines += _manifest_lines(manifest, split)
                 state = manifest["splits"].get(split, {})
-                report[str(spec)][split] = {**stats.as_dict(), "skipped": state.get("num_skipped", 0),
-                                            "skip_reasons": state.get("skip_reasons", {})}
+                report[str(spec)][split] = {
+                    **stats.as_dict(),
+                    "skipped": state.get("num_skipped", 0),
+                    "skip_reasons": state.get("skip_reasons", {}),
+                }
             else:
                 report[str(spec)][split] = stats.as_dict()
             lines += stats.lines()

@@ -27,15 +27,15 @@ import argparse
 import base64
 import binascii
 import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from data_recipes import glue
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import check_image, clip_box, decode_utf8, require_int, require_number, require_text
 from data_recipes.common.files import iter_raw_lines, parse_split_paths, require_file
-from data_recipes.common.vqa_answers import format_ofa_refs, parse_ofa_refs
 from data_recipes.common.splits import order_splits
+from data_recipes.common.vqa_answers import format_ofa_refs, parse_ofa_refs
 from data_recipes.vq_codes import parse_codes
 
 NAME = "ofa_tsv"
@@ -77,8 +77,14 @@ def _box(text: str, width: int, height: int) -> list[float]:
 
 def _answers(refs: str) -> dict:
     conf = parse_ofa_refs(refs)
-    return {"answers": [], "answer_conf": conf, "ofa_refs": format_ofa_refs(conf),
-            "multiple_choice_answer": max(sorted(conf), key=conf.get), "answer_type": None, "question_type": None}
+    return {
+        "answers": [],
+        "answer_conf": conf,
+        "ofa_refs": format_ofa_refs(conf),
+        "multiple_choice_answer": max(sorted(conf), key=conf.get),
+        "answer_type": None,
+        "question_type": None,
+    }
 
 
 def _objects(text: str) -> list[str]:
@@ -98,18 +104,27 @@ def _caption_row(row, args):
 def _vqa_row(row, args):
     question_id, image_id, question, refs, objects, b64 = _cells(row, 6)[:6]
     fields, data, ext = _image_fields(b64, args)
-    fields.update(question_id=_int_or_text(question_id), image_id=_int_or_text(image_id),
-                  question=require_text(question, "question", max_chars=args.max_text_chars),
-                  objects=_objects(objects), **_answers(refs))
+    fields.update(
+        question_id=_int_or_text(question_id),
+        image_id=_int_or_text(image_id),
+        question=require_text(question, "question", max_chars=args.max_text_chars),
+        objects=_objects(objects),
+        **_answers(refs),
+    )
     return fields, data, ext
 
 
 def _refcoco_row(row, args):
     uniq_id, image_id, expression, box, b64 = _cells(row, 5)[:5]
     fields, data, ext = _image_fields(b64, args)
-    fields.update(ref_id=_int_or_text(uniq_id), uniq_id=_int_or_text(uniq_id), image_id=_int_or_text(image_id),
-                  expression=require_text(expression, "expression", max_chars=args.max_text_chars),
-                  box=_box(box, fields["width"], fields["height"]), category_id=None)
+    fields.update(
+        ref_id=_int_or_text(uniq_id),
+        uniq_id=_int_or_text(uniq_id),
+        image_id=_int_or_text(image_id),
+        expression=require_text(expression, "expression", max_chars=args.max_text_chars),
+        box=_box(box, fields["width"], fields["height"]),
+        category_id=None,
+    )
     return fields, data, ext
 
 
@@ -119,9 +134,13 @@ def _snli_ve_row(row, args):
     if label not in ("entailment", "neutral", "contradiction"):
         raise BadSample(f"bad label: {label!r}")
     fields, data, ext = _image_fields(b64, args)
-    fields.update(uniq_id=_int_or_text(uniq_id), image_id=_int_or_text(image_id), label=label,
-                  hypothesis=require_text(hypothesis, "hypothesis", max_chars=args.max_text_chars),
-                  premise=require_text(premise, "premise", max_chars=args.max_text_chars))
+    fields.update(
+        uniq_id=_int_or_text(uniq_id),
+        image_id=_int_or_text(image_id),
+        label=label,
+        hypothesis=require_text(hypothesis, "hypothesis", max_chars=args.max_text_chars),
+        premise=require_text(premise, "premise", max_chars=args.max_text_chars),
+    )
     return fields, data, ext
 
 
@@ -129,15 +148,18 @@ def _pretrain_vl_row(row, args):
     uniq_id, b64, caption, question, refs, gt_objects, dataset_name, row_type = _cells(row, 8)[:8]
     fields, data, ext = _image_fields(b64, args)
     row_type = row_type.strip()
-    fields.update(uniq_id=_int_or_text(uniq_id), task=row_type, dataset_name=dataset_name.strip(),
-                  gt_objects=_objects(gt_objects))
+    fields.update(
+        uniq_id=_int_or_text(uniq_id), task=row_type, dataset_name=dataset_name.strip(), gt_objects=_objects(gt_objects)
+    )
     if row_type == "caption":
         fields["captions"] = [require_text(caption, "caption", max_chars=args.max_text_chars)]
     elif row_type == "qa":
         fields.update(question=require_text(question, "question", max_chars=args.max_text_chars), **_answers(refs))
     elif row_type == "visual_grounding":
-        fields.update(expression=require_text(caption, "caption", max_chars=args.max_text_chars),
-                      box=_box(refs, fields["width"], fields["height"]))
+        fields.update(
+            expression=require_text(caption, "caption", max_chars=args.max_text_chars),
+            box=_box(refs, fields["width"], fields["height"]),
+        )
     else:
         raise BadSample(f"bad type: {row_type!r} is not caption, qa or visual_grounding")
     return fields, data, ext
@@ -181,52 +203,84 @@ def _imagenet_row(row, args):
 def _image_gen_row(row, args):
     uniq_id, codes, caption = _cells(row, 3)[:3]
     codes = parse_codes(codes, args.codebook_size, None)
-    return {"uniq_id": _int_or_text(uniq_id), "image_id": uniq_id.strip(), "codes": codes,
+    return (
+        {
+            "uniq_id": _int_or_text(uniq_id),
+            "image_id": uniq_id.strip(),
+            "codes": codes,
             "code_grid": int(len(codes) ** 0.5),
-            "caption": require_text(caption, "caption", max_chars=args.max_text_chars)}, None, None
+            "caption": require_text(caption, "caption", max_chars=args.max_text_chars),
+        },
+        None,
+        None,
+    )
 
 
 def _pretrain_image_row(row, args):
     uniq_id, b64, codes = _cells(row, 3)[:3]
     fields, data, ext = _image_fields(b64, args)
     codes = parse_codes(codes, args.codebook_size, None)
-    fields.update(uniq_id=_int_or_text(uniq_id), image_id=uniq_id.strip(), codes=codes,
-                  code_grid=int(len(codes) ** 0.5))
+    fields.update(
+        uniq_id=_int_or_text(uniq_id), image_id=uniq_id.strip(), codes=codes, code_grid=int(len(codes) ** 0.5)
+    )
     return fields, data, ext
 
 
 def _pretrain_text_row(row, args):
     uniq_id, text = _cells(row, 2)[:2]
-    return {"uniq_id": _int_or_text(uniq_id),
-            "text": require_text(text, "text", max_chars=args.max_text_chars)}, None, None
+    return (
+        {"uniq_id": _int_or_text(uniq_id), "text": require_text(text, "text", max_chars=args.max_text_chars)},
+        None,
+        None,
+    )
 
 
 def _gigaword_row(row, args):
     article, summary = _cells(row, 2)[:2]
-    return {"article": require_text(article, "article", max_chars=args.max_text_chars),
-            "summary": require_text(summary, "summary", max_chars=args.max_text_chars)}, None, None
+    return (
+        {
+            "article": require_text(article, "article", max_chars=args.max_text_chars),
+            "summary": require_text(summary, "summary", max_chars=args.max_text_chars),
+        },
+        None,
+        None,
+    )
 
 
 ROW_PARSERS: dict[str, Callable[[list[str], argparse.Namespace], tuple]] = {
-    "caption": _caption_row, "vqa": _vqa_row, "refcoco": _refcoco_row, "snli_ve": _snli_ve_row,
-    "pretrain_vl": _pretrain_vl_row, "detection": _detection_row, "imagenet": _imagenet_row,
-    "image_gen": _image_gen_row, "pretrain_image": _pretrain_image_row, "pretrain_text": _pretrain_text_row,
+    "caption": _caption_row,
+    "vqa": _vqa_row,
+    "refcoco": _refcoco_row,
+    "snli_ve": _snli_ve_row,
+    "pretrain_vl": _pretrain_vl_row,
+    "detection": _detection_row,
+    "imagenet": _imagenet_row,
+    "image_gen": _image_gen_row,
+    "pretrain_image": _pretrain_image_row,
+    "pretrain_text": _pretrain_text_row,
     "gigaword": _gigaword_row,
 }
 KINDS = sorted(ROW_PARSERS) + ["glue"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tsv", action="append", required=True, metavar="[SPLIT=]FILE",
-                        help="an OFA TSV file for one split (repeatable; bare FILE = train)")
+    parser.add_argument(
+        "--tsv",
+        action="append",
+        required=True,
+        metavar="[SPLIT=]FILE",
+        help="an OFA TSV file for one split (repeatable; bare FILE = train)",
+    )
     parser.add_argument("--kind", choices=KINDS, required=True, help="the file's column layout")
     parser.add_argument("--glue-task", choices=sorted(glue.TASKS), default=None, help="with --kind glue")
     parser.add_argument("--codebook-size", type=int, default=8192, help="for image_gen / pretrain_image codes")
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
-    return {split: require_file(path, f"the OFA {args.kind} TSV for split {split}")
-            for split, path in parse_split_paths(args.tsv, "train", "--tsv").items()}
+    return {
+        split: require_file(path, f"the OFA {args.kind} TSV for split {split}")
+        for split, path in parse_split_paths(args.tsv, "train", "--tsv").items()
+    }
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:
@@ -273,5 +327,4 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
         if not raw.strip():
             continue
         key = make_key(f"ofa_{args.kind}", split, number)
-        yield Candidate(key, f"{path}:{number}",
-                        functools.partial(_build, reader, offset, len(raw), key, args))
+        yield Candidate(key, f"{path}:{number}", functools.partial(_build, reader, offset, len(raw), key, args))

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
-from data_recipes.common.checks import (check_image, clip_box, require_field, require_int, require_text,
-                                        xywh_to_xyxy)
+from data_recipes.common.checks import check_image, clip_box, require_field, require_int, require_text, xywh_to_xyxy
 from data_recipes.common.files import file_stamp, load_json_file, require_dir, require_file, run_cache
 from data_recipes.common.image_source import ImageSource
 from data_recipes.common.safe_pickle import safe_load_file
@@ -34,11 +33,19 @@ DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--refer-dir", type=Path, required=True,
-                        help="folder with refs(<split-by>).p and instances.json (refer/data/<dataset>/)")
+    parser.add_argument(
+        "--refer-dir",
+        type=Path,
+        required=True,
+        help="folder with refs(<split-by>).p and instances.json (refer/data/<dataset>/)",
+    )
     parser.add_argument("--dataset", choices=DATASETS, default=None, help="default: the --refer-dir folder name")
-    parser.add_argument("--split-by", choices=("unc", "umd", "google"), default=None,
-                        help="which refs pickle (default unc, umd for refcocog)")
+    parser.add_argument(
+        "--split-by",
+        choices=("unc", "umd", "google"),
+        default=None,
+        help="which refs pickle (default unc, umd for refcocog)",
+    )
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="COCO image roots (train2014)")
 
 
@@ -47,8 +54,9 @@ def _dataset(args: argparse.Namespace) -> str:
         return args.dataset
     name = Path(args.refer_dir).resolve().name.lower()
     if name not in DATASETS:
-        raise PrepareError(f"cannot tell the dataset from folder name {name!r}; pass --dataset "
-                           f"({' | '.join(DATASETS)})")
+        raise PrepareError(
+            f"cannot tell the dataset from folder name {name!r}; pass --dataset ({' | '.join(DATASETS)})"
+        )
     return name
 
 
@@ -65,8 +73,9 @@ def _load(refs_stamp: tuple, instances_stamp: tuple) -> tuple[list, dict, dict, 
     if not isinstance(refs, list):
         raise PrepareError(f"{refs_path} should hold a list of refs, found a {type(refs).__name__}")
     instances = load_json_file(Path(instances_path), "COCO instances.json of the refer data")
-    if not isinstance(instances, dict) or not all(isinstance(instances.get(k), list)
-                                                  for k in ("images", "annotations", "categories")):
+    if not isinstance(instances, dict) or not all(
+        isinstance(instances.get(k), list) for k in ("images", "annotations", "categories")
+    ):
         raise PrepareError(f"{instances_path} lacks images/annotations/categories lists (COCO format)")
     images = {i.get("id"): i for i in instances["images"] if isinstance(i, dict)}
     anns = {a.get("id"): a for a in instances["annotations"] if isinstance(a, dict)}
@@ -89,8 +98,9 @@ def _image(source: ImageSource, file_name: str, full_decode: bool):
     return check_image(source.read(file_name), full_decode=full_decode)
 
 
-def _build(ref: dict, sentence: dict, key: str, dataset: str, tables: tuple, source: ImageSource,
-           args: argparse.Namespace) -> Sample:
+def _build(
+    ref: dict, sentence: dict, key: str, dataset: str, tables: tuple, source: ImageSource, args: argparse.Namespace
+) -> Sample:
     _, images, anns, cats = tables
     ref_id = require_int(require_field(ref, "ref_id"), "ref_id")
     ann_id = require_int(require_field(ref, "ann_id"), "ann_id")
@@ -109,13 +119,25 @@ def _build(ref: dict, sentence: dict, key: str, dataset: str, tables: tuple, sou
     image = _image(source, require_text(info.get("file_name"), "file_name"), args.full_decode)
     declared = (info.get("width"), info.get("height"))
     if declared != (None, None) and declared != (image.width, image.height):
-        raise BadSample(f"size mismatch: instances.json says {info.get('width')}x{info.get('height')}, "
-                        f"the image is {image.width}x{image.height}")
+        raise BadSample(
+            f"size mismatch: instances.json says {info.get('width')}x{info.get('height')}, "
+            f"the image is {image.width}x{image.height}"
+        )
     box = clip_box(xywh_to_xyxy(require_field(ann, "bbox")), image.width, image.height)
     category_id = ref.get("category_id", ann.get("category_id"))
-    fields = {"ref_id": ref_id, "ann_id": ann_id, "sent_id": sentence.get("sent_id"), "image_id": image_id,
-              "expression": expression, "box": box, "category_id": category_id,
-              "category": cats.get(category_id), "dataset": dataset, "width": image.width, "height": image.height}
+    fields = {
+        "ref_id": ref_id,
+        "ann_id": ann_id,
+        "sent_id": sentence.get("sent_id"),
+        "image_id": image_id,
+        "expression": expression,
+        "box": box,
+        "category_id": category_id,
+        "category": cats.get(category_id),
+        "dataset": dataset,
+        "width": image.width,
+        "height": image.height,
+    }
     return Sample(key, fields, image.data, image.ext)
 
 
@@ -131,5 +153,8 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
         for number, sentence in enumerate(sentences):
             sent_id = sentence.get("sent_id", number) if isinstance(sentence, dict) else number
             key = make_key(dataset, ref.get("ref_id", f"pos{position}"), sent_id)
-            yield Candidate(key, f"{refs_path} refs[{position}].sentences[{number}]",
-                            functools.partial(_build, ref, sentence, key, dataset, tables, source, args))
+            yield Candidate(
+                key,
+                f"{refs_path} refs[{position}].sentences[{number}]",
+                functools.partial(_build, ref, sentence, key, dataset, tables, source, args),
+            )

@@ -11,10 +11,27 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-RECIPE_MODULES = ("shapes", "coco_caption", "vqav2", "refcoco", "snli_ve", "detection", "imagenet", "glue",
-                  "gigaword", "text_corpus", "vq_codes", "vq_infilling", "vq_text_to_image", "ofa_tsv",
-                  "generic.table", "generic.coco_json", "generic.class_folders", "generic.hf_dataset",
-                  "inspect_shards")
+RECIPE_MODULES = (
+    "shapes",
+    "coco_caption",
+    "vqav2",
+    "refcoco",
+    "snli_ve",
+    "detection",
+    "imagenet",
+    "glue",
+    "gigaword",
+    "text_corpus",
+    "vq_codes",
+    "vq_infilling",
+    "vq_text_to_image",
+    "ofa_tsv",
+    "generic.table",
+    "generic.coco_json",
+    "generic.class_folders",
+    "generic.hf_dataset",
+    "inspect_shards",
+)
 
 
 def load_recipes() -> dict[str, ModuleType]:

@@ -30,8 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from data_recipes.common.options import positive_int
-from data_recipes.shapes_language import (annotator_answers, captions, corpus_paragraph, hypotheses, questions,
-                                          referring_expressions)
+from data_recipes.shapes_language import (
+    annotator_answers,
+    captions,
+    corpus_paragraph,
+    hypotheses,
+    questions,
+    referring_expressions,
+)
 from data_recipes.shapes_scene import COLOURS, DEFAULT_COUNTS, DEFAULT_SHAPE_SCALE, SHAPES, draw_scene
 
 NAME = "shapes"
@@ -49,10 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128, help="square image side in pixels (>= 48)")
     parser.add_argument("--questions-per-image", type=positive_int, default=4)
-    parser.add_argument("--counts", type=positive_int, nargs="+", default=list(DEFAULT_COUNTS),
-                        help="shapes per scene, drawn uniformly from this list (default: 1 2 2 3 3 4)")
-    parser.add_argument("--shape-scale", type=float, nargs=2, default=list(DEFAULT_SHAPE_SCALE),
-                        metavar=("MIN", "MAX"), help="shape size range as fractions of the image side")
+    parser.add_argument(
+        "--counts",
+        type=positive_int,
+        nargs="+",
+        default=list(DEFAULT_COUNTS),
+        help="shapes per scene, drawn uniformly from this list (default: 1 2 2 3 3 4)",
+    )
+    parser.add_argument(
+        "--shape-scale",
+        type=float,
+        nargs=2,
+        default=list(DEFAULT_SHAPE_SCALE),
+        metavar=("MIN", "MAX"),
+        help="shape size range as fractions of the image side",
+    )
 
 
 def split_ids(num_images: int, seed: int) -> dict[int, str]:
@@ -61,8 +78,8 @@ def split_ids(num_images: int, seed: int) -> dict[int, str]:
     random.Random(f"shapes-split-{seed}").shuffle(ids)
     n_held = max(1, round(num_images * 0.1)) if num_images >= 3 else 0
     assignment = {i: "val" for i in ids[:n_held]}
-    assignment.update({i: "test" for i in ids[n_held: 2 * n_held]})
-    assignment.update({i: "train" for i in ids[2 * n_held:]})
+    assignment.update({i: "test" for i in ids[n_held : 2 * n_held]})
+    assignment.update({i: "train" for i in ids[2 * n_held :]})
     return assignment
 
 
@@ -75,9 +92,15 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=None, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size: int = 128,
-                    questions_per_image: int = 4, counts: tuple[int, ...] = DEFAULT_COUNTS,
-                    shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE) -> dict[str, Any]:
+def generate_shapes(
+    out: Path,
+    num_images: int = 1000,
+    seed: int = 0,
+    image_size: int = 128,
+    questions_per_image: int = 4,
+    counts: tuple[int, ...] = DEFAULT_COUNTS,
+    shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE,
+) -> dict[str, Any]:
     """Writes the raw files (see the module docstring) into `out`; returns counts per split.
 
     ``counts`` and ``shape_scale`` go to :func:`~data_recipes.shapes_scene.draw_scene` (shapes per scene; slot
@@ -89,8 +112,7 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
         raise ValueError(f"counts must be shape counts between 1 and 4, got {list(counts)}")
     low, high = (float(x) for x in shape_scale)
     if not 0 < low <= high <= 0.8:
-        raise ValueError(f"shape_scale must be 0 < min <= max <= 0.8 (fractions of the image side), got "
-                         f"{[low, high]}")
+        raise ValueError(f"shape_scale must be 0 < min <= max <= 0.8 (fractions of the image side), got {[low, high]}")
     out = Path(out)
     splits = split_ids(num_images, seed)
     karpathy, scenes_json, corpus = [], [], []
@@ -119,27 +141,60 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
             tokens = text.lower().rstrip(".").replace(",", "").replace(":", "").split()
             sentences.append({"raw": text, "tokens": tokens, "imgid": image_id - 1, "sentid": sent_id})
             sent_id += 1
-        karpathy.append({"filepath": split, "filename": name, "imgid": image_id - 1, "cocoid": image_id,
-                         "split": split, "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
+        karpathy.append(
+            {
+                "filepath": split,
+                "filename": name,
+                "imgid": image_id - 1,
+                "cocoid": image_id,
+                "split": split,
+                "sentids": [s["sentid"] for s in sentences],
+                "sentences": sentences,
+            }
+        )
 
         for k, question in enumerate(questions(scene, rng, questions_per_image)):
             qid = image_id * 10 + k
             answers = annotator_answers(question, rng)
             vqa_q[split].append({"image_id": image_id, "question": question.question, "question_id": qid})
-            vqa_a[split].append({"question_id": qid, "image_id": image_id, "question_type": question.question_type,
-                                 "answer_type": question.answer_type, "multiple_choice_answer": question.answer,
-                                 "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
-                                             for j, a in enumerate(answers)]})
+            vqa_a[split].append(
+                {
+                    "question_id": qid,
+                    "image_id": image_id,
+                    "question_type": question.question_type,
+                    "answer_type": question.answer_type,
+                    "multiple_choice_answer": question.answer,
+                    "answers": [
+                        {"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(answers)
+                    ],
+                }
+            )
 
         objects = []
         for index, shape in enumerate(scene.shapes):
             ann_id += 1
             x0, y0, x1, y1 = shape.box
-            det_anns[split].append({"id": ann_id, "image_id": image_id, "category_id": CATEGORY_IDS[shape.shape],
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": shape.area, "iscrowd": 0,
-                                    "color": shape.colour})
-            objects.append({"ann_id": ann_id, "shape": shape.shape, "color": shape.colour,
-                            "rgb": list(COLOURS[shape.colour]), "box": list(shape.box), "area": shape.area})
+            det_anns[split].append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": CATEGORY_IDS[shape.shape],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": shape.area,
+                    "iscrowd": 0,
+                    "color": shape.colour,
+                }
+            )
+            objects.append(
+                {
+                    "ann_id": ann_id,
+                    "shape": shape.shape,
+                    "color": shape.colour,
+                    "rgb": list(COLOURS[shape.colour]),
+                    "box": list(shape.box),
+                    "area": shape.area,
+                }
+            )
             expressions = referring_expressions(scene, index)
             if expressions:
                 chosen = rng.sample(expressions, min(3, len(expressions)))
@@ -147,53 +202,119 @@ def generate_shapes(out: Path, num_images: int = 1000, seed: int = 0, image_size
                 for text in chosen:
                     sentences.append({"sent": text, "raw": text, "tokens": text.split(), "sent_id": sent_id})
                     sent_id += 1
-                refs.append({"ref_id": len(refs), "ann_id": ann_id, "image_id": image_id, "split": split,
-                             "category_id": CATEGORY_IDS[shape.shape], "file_name": name,
-                             "sentences": sentences, "sent_ids": [s["sent_id"] for s in sentences]})
+                refs.append(
+                    {
+                        "ref_id": len(refs),
+                        "ann_id": ann_id,
+                        "image_id": image_id,
+                        "split": split,
+                        "category_id": CATEGORY_IDS[shape.shape],
+                        "file_name": name,
+                        "sentences": sentences,
+                        "sent_ids": [s["sent_id"] for s in sentences],
+                    }
+                )
 
         for k, (hypothesis, label) in enumerate(hypotheses(scene, rng)):
-            snli[split].append({"Flikr30kID": name, "sentence1": rng.choice(refs_text), "sentence2": hypothesis,
-                                "gold_label": label, "pairID": f"{name}#{k}{label[0]}",
-                                "captionID": f"{name}#0"})
+            snli[split].append(
+                {
+                    "Flikr30kID": name,
+                    "sentence1": rng.choice(refs_text),
+                    "sentence2": hypothesis,
+                    "gold_label": label,
+                    "pairID": f"{name}#{k}{label[0]}",
+                    "captionID": f"{name}#0",
+                }
+            )
         if split == "train":
             corpus.append(corpus_paragraph(scene, refs_text, rng))
-        scenes_json.append({"image_id": image_id, "split": split, "file_name": name, "width": image_size,
-                            "height": image_size, "background": scene.background, "gradient": scene.gradient,
-                            "objects": objects})
+        scenes_json.append(
+            {
+                "image_id": image_id,
+                "split": split,
+                "file_name": name,
+                "width": image_size,
+                "height": image_size,
+                "background": scene.background,
+                "gradient": scene.gradient,
+                "objects": objects,
+            }
+        )
 
     categories = [{"id": i, "name": shape, "supercategory": "shape"} for shape, i in CATEGORY_IDS.items()]
     _write_json(out / "dataset_coco.json", {"dataset": "shapes", "images": karpathy})
     for split in SPLITS:
-        _write_json(out / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json",
-                    {"info": {"description": "shapes"}, "task_type": "Open-Ended", "data_type": "mscoco",
-                     "data_subtype": split, "license": {}, "questions": vqa_q[split]})
-        _write_json(out / "vqa" / f"v2_mscoco_{split}_annotations.json",
-                    {"info": {"description": "shapes"}, "data_type": "mscoco", "data_subtype": split,
-                     "license": {}, "annotations": vqa_a[split]})
-        _write_json(out / "detection" / f"instances_{split}.json",
-                    {"images": det_images[split], "annotations": det_anns[split], "categories": categories})
+        _write_json(
+            out / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json",
+            {
+                "info": {"description": "shapes"},
+                "task_type": "Open-Ended",
+                "data_type": "mscoco",
+                "data_subtype": split,
+                "license": {},
+                "questions": vqa_q[split],
+            },
+        )
+        _write_json(
+            out / "vqa" / f"v2_mscoco_{split}_annotations.json",
+            {
+                "info": {"description": "shapes"},
+                "data_type": "mscoco",
+                "data_subtype": split,
+                "license": {},
+                "annotations": vqa_a[split],
+            },
+        )
+        _write_json(
+            out / "detection" / f"instances_{split}.json",
+            {"images": det_images[split], "annotations": det_anns[split], "categories": categories},
+        )
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in snli[split])
         (out / "snli_ve").mkdir(parents=True, exist_ok=True)
         (out / "snli_ve" / f"snli_ve_{SNLI_SPLIT_NAMES[split]}.jsonl").write_text(lines, encoding="utf-8")
-    _write_json(out / "refcoco" / "instances.json",
-                {"images": [i for s in SPLITS for i in det_images[s]],
-                 "annotations": sorted((a for s in SPLITS for a in det_anns[s]), key=lambda a: a["id"]),
-                 "categories": categories})
+    _write_json(
+        out / "refcoco" / "instances.json",
+        {
+            "images": [i for s in SPLITS for i in det_images[s]],
+            "annotations": sorted((a for s in SPLITS for a in det_anns[s]), key=lambda a: a["id"]),
+            "categories": categories,
+        },
+    )
     (out / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
     (out / "corpus.txt").write_text("\n\n".join("\n".join(p) for p in corpus) + "\n", encoding="utf-8")
     _write_json(out / "scenes.json", scenes_json)
     images_per_split = {s: sum(1 for v in splits.values() if v == s) for s in SPLITS}
-    summary = {"images": images_per_split, "questions": {s: len(vqa_q[s]) for s in SPLITS},
-               "refs": len(refs), "sentences": sum(len(r["sentences"]) for r in refs),
-               "snli_ve_pairs": {s: len(snli[s]) for s in SPLITS}, "corpus_paragraphs": len(corpus)}
-    _write_json(out / "shapes_summary.json", {"seed": seed, "num_images": num_images, "image_size": image_size,
-                                              "counts": list(counts), "shape_scale": [low, high],
-                                              **summary})
+    summary = {
+        "images": images_per_split,
+        "questions": {s: len(vqa_q[s]) for s in SPLITS},
+        "refs": len(refs),
+        "sentences": sum(len(r["sentences"]) for r in refs),
+        "snli_ve_pairs": {s: len(snli[s]) for s in SPLITS},
+        "corpus_paragraphs": len(corpus),
+    }
+    _write_json(
+        out / "shapes_summary.json",
+        {
+            "seed": seed,
+            "num_images": num_images,
+            "image_size": image_size,
+            "counts": list(counts),
+            "shape_scale": [low, high],
+            **summary,
+        },
+    )
     return summary
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    summary = generate_shapes(args.out, args.num_images, args.seed, args.image_size, args.questions_per_image,
-                              tuple(args.counts), tuple(args.shape_scale))
+    summary = generate_shapes(
+        args.out,
+        args.num_images,
+        args.seed,
+        args.image_size,
+        args.questions_per_image,
+        tuple(args.counts),
+        tuple(args.shape_scale),
+    )
     print(f"ofa-prepare: shapes raw data in {args.out}: {json.dumps(summary)}")
     return summary

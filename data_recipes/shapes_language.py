@@ -90,8 +90,9 @@ def captions(scene: Scene, rng: random.Random) -> list[str]:
         refs.append(f"{noun_phrase(only.colour, only.shape)} {region(only, scene.size)}")
     else:
         a, b = rng.sample(ordered, 2)
-        refs.append(f"there is {noun_phrase(a.colour, a.shape)} {relation(a, b, scene.size)} "
-                    f"{noun_phrase(b.colour, b.shape)}")
+        refs.append(
+            f"there is {noun_phrase(a.colour, a.shape)} {relation(a, b, scene.size)} {noun_phrase(b.colour, b.shape)}"
+        )
         refs.append(f"{NUMBER_WORDS[count]} shapes: {listed}")
         refs.append("from left to right: " + ", ".join(noun_phrase(s.colour, s.shape) for s in ordered))
     return [_sentence_case(r, rng) for r in refs]
@@ -101,7 +102,7 @@ def captions(scene: Scene, rng: random.Random) -> list[str]:
 class Question:
     question: str
     answer: str
-    answer_type: str    # VQA's: yes/no, number, other
+    answer_type: str  # VQA's: yes/no, number, other
     question_type: str  # VQA-style question prefix
     wrong: tuple[str, ...]  # plausible wrong answers, for annotator noise
 
@@ -128,33 +129,76 @@ def questions(scene: Scene, rng: random.Random, limit: int) -> list[Question]:
     pool: dict[str, list[Question]] = {"color": [], "shape": [], "count": [], "yesno": [], "position": []}
     for s in shapes:
         if len(_unique(shapes, shape=s.shape)) == 1:
-            pool["color"].append(Question(f"what color is the {s.shape}?", s.colour, "other", "what color is the",
-                                          tuple(c for c in colours if c != s.colour)))
+            pool["color"].append(
+                Question(
+                    f"what color is the {s.shape}?",
+                    s.colour,
+                    "other",
+                    "what color is the",
+                    tuple(c for c in colours if c != s.colour),
+                )
+            )
         if len(_unique(shapes, colour=s.colour)) == 1:
-            pool["shape"].append(Question(f"what shape is the {s.colour} object?", s.shape, "other", "what",
-                                          tuple(k for k in kinds if k != s.shape)))
+            pool["shape"].append(
+                Question(
+                    f"what shape is the {s.colour} object?",
+                    s.shape,
+                    "other",
+                    "what",
+                    tuple(k for k in kinds if k != s.shape),
+                )
+            )
     total = len(shapes)
-    pool["count"].append(Question("how many shapes are there?", str(total), "number", "how many",
-                                  (str(total + 1), str(max(total - 1, 0)))))
+    pool["count"].append(
+        Question(
+            "how many shapes are there?", str(total), "number", "how many", (str(total + 1), str(max(total - 1, 0)))
+        )
+    )
     kind = rng.choice(kinds)
     n_kind = len(_unique(shapes, shape=kind))
-    pool["count"].append(Question(f"how many {kind}s are there?", str(n_kind), "number", "how many",
-                                  (str(n_kind + 1), str(max(n_kind - 1, 0)) if n_kind else "1")))
+    pool["count"].append(
+        Question(
+            f"how many {kind}s are there?",
+            str(n_kind),
+            "number",
+            "how many",
+            (str(n_kind + 1), str(max(n_kind - 1, 0)) if n_kind else "1"),
+        )
+    )
     colour, kind = rng.choice(colours), rng.choice(kinds)
     if rng.random() < 0.5 and shapes:
         pick = rng.choice(shapes)
         colour, kind = pick.colour, pick.shape
     present = bool(_unique(shapes, colour=colour, shape=kind))
-    pool["yesno"].append(Question(f"is there {noun_phrase(colour, kind)}?", "yes" if present else "no",
-                                  "yes/no", "is there a", ("no" if present else "yes",)))
-    for side, where in (("left", "on the left"), ("right", "on the right"), ("top", "at the top"),
-                        ("bottom", "at the bottom")):
+    pool["yesno"].append(
+        Question(
+            f"is there {noun_phrase(colour, kind)}?",
+            "yes" if present else "no",
+            "yes/no",
+            "is there a",
+            ("no" if present else "yes",),
+        )
+    )
+    for side, where in (
+        ("left", "on the left"),
+        ("right", "on the right"),
+        ("top", "at the top"),
+        ("bottom", "at the bottom"),
+    ):
         s = extreme(scene, side)
         if s is not None:
-            pool["position"].append(Question(f"what color is the shape {where}?", s.colour, "other",
-                                             "what color is the", tuple(c for c in colours if c != s.colour)))
-            pool["position"].append(Question(f"what shape is {where}?", s.shape, "other", "what",
-                                             tuple(k for k in kinds if k != s.shape)))
+            pool["position"].append(
+                Question(
+                    f"what color is the shape {where}?",
+                    s.colour,
+                    "other",
+                    "what color is the",
+                    tuple(c for c in colours if c != s.colour),
+                )
+            )
+            pool["position"].append(
+                Question(f"what shape is {where}?", s.shape, "other", "what", tuple(k for k in kinds if k != s.shape))
+            )
     chosen = []
     groups = [g for g in pool if pool[g]]
     rng.shuffle(groups)
@@ -186,10 +230,12 @@ def referring_expressions(scene: Scene, index: int) -> list[str]:
         found.append(f"the {s.shape}" if len(shapes) > 1 else "the only shape")
     if len(_unique(shapes, colour=s.colour)) == 1 and len(shapes) > 1:
         found.append(f"the {s.colour} shape")
-    for side, words in (("left", ("the shape on the left", "the leftmost shape")),
-                        ("right", ("the shape on the right", "the rightmost shape")),
-                        ("top", ("the shape at the top", "the topmost shape")),
-                        ("bottom", ("the shape at the bottom", "the lowest shape"))):
+    for side, words in (
+        ("left", ("the shape on the left", "the leftmost shape")),
+        ("right", ("the shape on the right", "the rightmost shape")),
+        ("top", ("the shape at the top", "the topmost shape")),
+        ("bottom", ("the shape at the bottom", "the lowest shape")),
+    ):
         if extreme(scene, side) is s:
             found.append(words[0] if len(shapes) == 2 else words[1])
     return found
@@ -200,20 +246,25 @@ def hypotheses(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     shapes = scene.shapes
     some = rng.choice(shapes)
     total = len(shapes)
-    true = [f"there is {noun_phrase(some.colour, some.shape)}",
-            f"there {'is one shape' if total == 1 else f'are {NUMBER_WORDS[total]} shapes'} in the picture",
-            f"the image contains {_article(some.shape)} {some.shape}"]
+    true = [
+        f"there is {noun_phrase(some.colour, some.shape)}",
+        f"there {'is one shape' if total == 1 else f'are {NUMBER_WORDS[total]} shapes'} in the picture",
+        f"the image contains {_article(some.shape)} {some.shape}",
+    ]
     absent = [(c, k) for c in sorted(COLOURS) for k in SHAPES if not _unique(shapes, colour=c, shape=k)]
     colour, kind = rng.choice(absent)
     wrong_total = rng.choice([n for n in range(1, 6) if n != total])
-    false = [f"there is {noun_phrase(colour, kind)}",
-             f"there {'is one shape' if wrong_total == 1 else f'are {NUMBER_WORDS[wrong_total]} shapes'} "
-             "in the picture",
-             "the picture is completely empty"]
-    neutral = [f"the {some.colour} {some.shape} is made of paper",
-               "someone drew these shapes by hand yesterday",
-               f"the {some.shape} is about to move",
-               "the picture hangs in a classroom"]
+    false = [
+        f"there is {noun_phrase(colour, kind)}",
+        f"there {'is one shape' if wrong_total == 1 else f'are {NUMBER_WORDS[wrong_total]} shapes'} in the picture",
+        "the picture is completely empty",
+    ]
+    neutral = [
+        f"the {some.colour} {some.shape} is made of paper",
+        "someone drew these shapes by hand yesterday",
+        f"the {some.shape} is about to move",
+        "the picture hangs in a classroom",
+    ]
     return [(rng.choice(true), "entailment"), (rng.choice(neutral), "neutral"), (rng.choice(false), "contradiction")]
 
 

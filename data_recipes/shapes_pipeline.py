@@ -24,21 +24,42 @@ def recipe_commands(raw: Path, shards: Path) -> dict[str, list[str]]:
     """The ofa-prepare argument lists that convert the shapes raw files, per recipe."""
     split_roots = [str(raw / "images" / s) for s in SPLITS]
     return {
-        "coco_caption": ["coco_caption", "--karpathy-json", str(raw / "dataset_coco.json"),
-                         "--images", str(raw / "images")],
+        "coco_caption": [
+            "coco_caption",
+            "--karpathy-json",
+            str(raw / "dataset_coco.json"),
+            "--images",
+            str(raw / "images"),
+        ],
         "vqav2": ["vqav2", "--vqa-dir", str(raw / "vqa"), "--images", str(raw / "images")],
         "refcoco": ["refcoco", "--refer-dir", str(raw / "refcoco"), "--images", *split_roots],
         "snli_ve": ["snli_ve", "--jsonl-dir", str(raw / "snli_ve"), "--images", *split_roots],
         # labels name colour and shape ("red diamond", attribute + object as Visual Genome's): detection then
         # teaches which colour is where, which grounding ("the red diamond") and VQA ("what colour is ...") ask
-        "detection": ["detection", "--ann-dir", str(raw / "detection"), "--dataset-name", "shapes",
-                      "--label-attributes", "color", "--images", *split_roots],
+        "detection": [
+            "detection",
+            "--ann-dir",
+            str(raw / "detection"),
+            "--dataset-name",
+            "shapes",
+            "--label-attributes",
+            "color",
+            "--images",
+            *split_roots,
+        ],
         "text_corpus": ["text_corpus", "--input", f"train={raw / 'corpus.txt'}"],
     }
 
 
-def build_shapes_shards(root: Path, num_images: int = 500, seed: int = 0, image_size: int = 128,
-                        shard_size: int = 1000, quiet: bool = True, overwrite: bool = False) -> dict[str, Any]:
+def build_shapes_shards(
+    root: Path,
+    num_images: int = 500,
+    seed: int = 0,
+    image_size: int = 128,
+    shard_size: int = 1000,
+    quiet: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Generates root/raw and writes root/shards/<recipe>; returns {recipe: manifest}."""
     root = Path(root)
     raw, shards = root / "raw", root / "shards"
@@ -53,8 +74,11 @@ def build_shapes_shards(root: Path, num_images: int = 500, seed: int = 0, image_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_recipes.shapes_pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m data_recipes.shapes_pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--root", type=Path, default=Path("data/shapes"))
     parser.add_argument("--num-images", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -62,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--overwrite", action="store_true", help="rebuild shards that already exist")
     args = parser.parse_args(argv)
-    manifests = build_shapes_shards(args.root, args.num_images, args.seed, args.image_size, args.shard_size,
-                                    quiet=False, overwrite=args.overwrite)
-    counts = {name: {split: state["num_samples"] for split, state in m["splits"].items()}
-              for name, m in manifests.items()}
+    manifests = build_shapes_shards(
+        args.root, args.num_images, args.seed, args.image_size, args.shard_size, quiet=False, overwrite=args.overwrite
+    )
+    counts = {
+        name: {split: state["num_samples"] for split, state in m["splits"].items()} for name, m in manifests.items()
+    }
     print(json.dumps(counts, indent=1))
     return 0
 

@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 165, 70), "blue": (40, 85, 225), "yellow": (245, 205, 35),
-    "purple": (140, 60, 190), "orange": (245, 135, 25), "cyan": (35, 195, 205), "pink": (245, 115, 175),
+    "red": (220, 40, 40),
+    "green": (40, 165, 70),
+    "blue": (40, 85, 225),
+    "yellow": (245, 205, 35),
+    "purple": (140, 60, 190),
+    "orange": (245, 135, 25),
+    "cyan": (35, 195, 205),
+    "pink": (245, 115, 175),
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 #: name -> (first, second) gradient colours; muted tones keep every shape colour distinct from the background
@@ -39,7 +45,7 @@ class DrawnShape:
     shape: str
     colour: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
-    area: int                       # number of drawn pixels
+    area: int  # number of drawn pixels
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -79,8 +85,9 @@ def _outline(shape: str, x0: int, y0: int, side: int) -> list[tuple[float, float
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _slots(rng: random.Random, size: int, count: int,
-           scale: tuple[float, float] = DEFAULT_SHAPE_SCALE) -> list[tuple[int, int, int]]:
+def _slots(
+    rng: random.Random, size: int, count: int, scale: tuple[float, float] = DEFAULT_SHAPE_SCALE
+) -> list[tuple[int, int, int]]:
     """Up to `count` disjoint square slots (x0, y0, side), kept 4 px apart and 2 px inside the image."""
     slots: list[tuple[int, int, int]] = []
     low = max(6, round(size * scale[0]))
@@ -89,8 +96,10 @@ def _slots(rng: random.Random, size: int, count: int,
         for _attempt in range(80):
             side = rng.randint(low, high)
             x0, y0 = rng.randint(2, size - side - 2), rng.randint(2, size - side - 2)
-            if all(x0 + side + 4 <= ox or ox + oside + 4 <= x0 or y0 + side + 4 <= oy or oy + oside + 4 <= y0
-                   for ox, oy, oside in slots):
+            if all(
+                x0 + side + 4 <= ox or ox + oside + 4 <= x0 or y0 + side + 4 <= oy or oy + oside + 4 <= y0
+                for ox, oy, oside in slots
+            ):
                 slots.append((x0, y0, side))
                 break
     return slots
@@ -106,8 +115,12 @@ def _background(name: str, gradient: str, size: int) -> Image.Image:
     return Image.composite(Image.new("RGB", (size, size), second), Image.new("RGB", (size, size), first), ramp)
 
 
-def draw_scene(rng: random.Random, size: int = 128, counts: tuple[int, ...] = DEFAULT_COUNTS,
-               shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE) -> tuple[Scene, Image.Image]:
+def draw_scene(
+    rng: random.Random,
+    size: int = 128,
+    counts: tuple[int, ...] = DEFAULT_COUNTS,
+    shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE,
+) -> tuple[Scene, Image.Image]:
     """Samples and draws one scene; returns its description and the RGB image.
 
     ``counts``: the number of shapes is drawn uniformly from it; ``shape_scale``: (min, max) slot side as a

@@ -15,8 +15,8 @@ import argparse
 import functools
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import check_image, decode_utf8, require_field, require_text

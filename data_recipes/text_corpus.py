@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import Candidate, Sample, make_key
 from data_recipes.common.checks import decode_utf8, require_text
@@ -23,16 +23,27 @@ DESCRIPTION = "plain-text corpus (one sample per line or paragraph) for text inf
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]FILE",
-                        help="a UTF-8 text file for one split (repeatable; bare FILE = train)")
-    parser.add_argument("--unit", choices=("line", "paragraph"), default="line",
-                        help="one sample per non-empty line (default) or per blank-line separated paragraph")
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="[SPLIT=]FILE",
+        help="a UTF-8 text file for one split (repeatable; bare FILE = train)",
+    )
+    parser.add_argument(
+        "--unit",
+        choices=("line", "paragraph"),
+        default="line",
+        help="one sample per non-empty line (default) or per blank-line separated paragraph",
+    )
     parser.set_defaults(max_text_chars=100_000)
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
-    return {split: require_file(path, f"the {split} text file")
-            for split, path in parse_split_paths(args.input, "train", "--input").items()}
+    return {
+        split: require_file(path, f"the {split} text file")
+        for split, path in parse_split_paths(args.input, "train", "--input").items()
+    }
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:

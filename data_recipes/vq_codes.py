@@ -18,8 +18,9 @@ import argparse
 import functools
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common import BadSample, Candidate, Sample, make_key
 from data_recipes.common.checks import check_image, decode_utf8, require_field, require_int, require_text
@@ -32,16 +33,23 @@ DESCRIPTION = "precomputed VQGAN codes (jsonl/tsv, optional images) for image in
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codes", action="append", required=True, metavar="[SPLIT=]FILE",
-                        help="a .jsonl or .tsv file of codes for one split (repeatable; bare FILE = train)")
+    parser.add_argument(
+        "--codes",
+        action="append",
+        required=True,
+        metavar="[SPLIT=]FILE",
+        help="a .jsonl or .tsv file of codes for one split (repeatable; bare FILE = train)",
+    )
     parser.add_argument("--images", type=Path, nargs="+", default=None, help="optional image roots")
     parser.add_argument("--codebook-size", type=int, default=8192)
     parser.add_argument("--code-lengths", default=None, help="comma-separated allowed code counts, e.g. 256,1024")
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
-    return {split: require_file(path, f"the {split} codes file (.jsonl or .tsv)")
-            for split, path in parse_split_paths(args.codes, "train", "--codes").items()}
+    return {
+        split: require_file(path, f"the {split} codes file (.jsonl or .tsv)")
+        for split, path in parse_split_paths(args.codes, "train", "--codes").items()
+    }
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:

@@ -15,8 +15,9 @@ import argparse
 import io
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common import BadSample, PrepareError
 from data_recipes.common.files import require_dir
@@ -26,12 +27,17 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 def add_vq_arguments(parser: argparse.ArgumentParser, image_size: int) -> None:
-    parser.add_argument("--shards", type=Path, required=True,
-                        help="input shard folder (with manifest.json) written by another recipe")
+    parser.add_argument(
+        "--shards", type=Path, required=True, help="input shard folder (with manifest.json) written by another recipe"
+    )
     parser.add_argument("--vq", type=Path, required=True, help="VQ checkpoint (ofa_lightning.vq file or taming .ckpt)")
     parser.add_argument("--vq-config", type=Path, default=None, help="taming's model.yaml, for a taming checkpoint")
-    parser.add_argument("--image-size", type=int, default=image_size,
-                        help=f"images are squashed to this square size first (default {image_size}, OFA)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=image_size,
+        help=f"images are squashed to this square size first (default {image_size}, OFA)",
+    )
     parser.add_argument("--device", default="cpu", help="device for the VQ encoder (cpu, cuda)")
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 from data_recipes.common import Candidate, Sample, make_key
-from data_recipes.vq_encode import (VQEncoder, add_vq_arguments, check_sizes, code_grid, iter_input, png_bytes)
+from data_recipes.vq_encode import VQEncoder, add_vq_arguments, check_sizes, code_grid, iter_input, png_bytes
 from data_recipes.vq_encode import available_splits as _available_splits
 
 NAME = "vq_infilling"
@@ -28,8 +28,12 @@ DESCRIPTION = "images of existing shards + VQ codes of their centre (256² image
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_vq_arguments(parser, image_size=256)
-    parser.add_argument("--code-image-size", type=int, default=128,
-                        help="side of the centre square that is encoded (default 128 -> 16x16 codes)")
+    parser.add_argument(
+        "--code-image-size",
+        type=int,
+        default=128,
+        help="side of the centre square that is encoded (default 128 -> 16x16 codes)",
+    )
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:
@@ -39,8 +43,14 @@ def available_splits(args: argparse.Namespace) -> list[str]:
 
 def _build(encoder: VQEncoder, key: str, in_key: str, fields: dict, image: bytes | None) -> Sample:
     codes, square = encoder.codes(in_key, image, crop=encoder.args.code_image_size)
-    out = {"codes": codes, "code_grid": code_grid(codes), "image_id": fields.get("image_id", in_key),
-           "source_key": in_key, "width": square.width, "height": square.height}
+    out = {
+        "codes": codes,
+        "code_grid": code_grid(codes),
+        "image_id": fields.get("image_id", in_key),
+        "source_key": in_key,
+        "width": square.width,
+        "height": square.height,
+    }
     return Sample(key, out, png_bytes(square), "png")
 
 
@@ -48,5 +58,6 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
     encoder = VQEncoder(args)
     for in_key, fields, image in iter_input(args, split):
         key = make_key(NAME, in_key)
-        yield Candidate(key, f"{args.shards}/{split}:{in_key}", functools.partial(_build, encoder, key, in_key,
-                                                                                 fields, image))
+        yield Candidate(
+            key, f"{args.shards}/{split}:{in_key}", functools.partial(_build, encoder, key, in_key, fields, image)
+        )

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from data_recipes.common import BadSample, Candidate, Sample, make_key
 from data_recipes.common.checks import require_text
-from data_recipes.vq_encode import (VQEncoder, add_vq_arguments, check_sizes, code_grid, iter_input, png_bytes)
+from data_recipes.vq_encode import VQEncoder, add_vq_arguments, check_sizes, code_grid, iter_input, png_bytes
 from data_recipes.vq_encode import available_splits as _available_splits
 
 NAME = "vq_text_to_image"
@@ -31,8 +32,9 @@ DESCRIPTION = "captions of existing shards + VQ codes of the whole image (256² 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_vq_arguments(parser, image_size=256)
-    parser.add_argument("--caption-field", default=None,
-                        help="input field with the caption(s) (default: captions, else caption)")
+    parser.add_argument(
+        "--caption-field", default=None, help="input field with the caption(s) (default: captions, else caption)"
+    )
     parser.add_argument("--first-caption", action="store_true", help="one sample per image (its first caption)")
     parser.add_argument("--keep-image", action="store_true", help="also store the squashed image (png)")
 
@@ -54,8 +56,13 @@ def _captions(fields: dict[str, Any], name: str | None) -> list[Any]:
 def _build(encoder: VQEncoder, key: str, in_key: str, fields: dict, image: bytes | None, caption: Any) -> Sample:
     text = require_text(caption, "caption", max_chars=encoder.args.max_text_chars)
     codes, square = encoder.codes(in_key, image)
-    out = {"caption": text, "codes": codes, "code_grid": code_grid(codes), "image_id": fields.get("image_id", in_key),
-           "source_key": in_key}
+    out = {
+        "caption": text,
+        "codes": codes,
+        "code_grid": code_grid(codes),
+        "image_id": fields.get("image_id", in_key),
+        "source_key": in_key,
+    }
     if not encoder.args.keep_image:
         return Sample(key, out)
     out.update(width=square.width, height=square.height)
@@ -77,5 +84,6 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
             yield Candidate(make_key(NAME, in_key, 0), origin, functools.partial(_no_caption, args.caption_field))
         for k, caption in enumerate(captions):
             key = make_key(NAME, in_key, k)
-            yield Candidate(key, f"{origin}#{k}", functools.partial(_build, encoder, key, in_key, fields, image,
-                                                                   caption))
+            yield Candidate(
+                key, f"{origin}#{k}", functools.partial(_build, encoder, key, in_key, fields, image, caption)
+            )

@@ -19,16 +19,16 @@ import argparse
 import functools
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from data_recipes.common import BadSample, Candidate, PrepareError, Sample, make_key
 from data_recipes.common.checks import check_image, require_field, require_int, require_text
 from data_recipes.common.files import file_stamp, load_json_file, require_dir, run_cache
 from data_recipes.common.image_source import ImageSource
 from data_recipes.common.manifest import write_json_atomic
-from data_recipes.common.vqa_answers import format_ofa_refs, normalize_answer, soft_scores
 from data_recipes.common.splits import order_splits
+from data_recipes.common.vqa_answers import format_ofa_refs, normalize_answer, soft_scores
 
 NAME = "vqav2"
 DESCRIPTION = "VQAv2 (questions + annotations JSON + COCO images) -> one sample per question; answers.json"
@@ -38,17 +38,32 @@ _QUESTIONS = re.compile(r"^v2_OpenEnded_mscoco_(?P<subtype>.+)_questions\.json$"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vqa-dir", type=Path, required=True,
-                        help="folder with v2_OpenEnded_mscoco_*_questions.json and v2_mscoco_*_annotations.json")
+    parser.add_argument(
+        "--vqa-dir",
+        type=Path,
+        required=True,
+        help="folder with v2_OpenEnded_mscoco_*_questions.json and v2_mscoco_*_annotations.json",
+    )
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="COCO image roots (folders/.zip)")
-    parser.add_argument("--image-pattern", default="{subtype}/COCO_{subtype}_{image_id:012d}.jpg",
-                        help="image path under a root; fields: subtype, image_id")
-    parser.add_argument("--num-candidates", type=int, default=3129,
-                        help="size of the answer candidate list written to answers.json (default 3129)")
-    parser.add_argument("--candidate-splits", default="train",
-                        help="comma-separated splits whose multiple-choice answers rank the candidates")
-    parser.add_argument("--num-answers", type=int, default=10,
-                        help="answers each annotated question must have (0: any number)")
+    parser.add_argument(
+        "--image-pattern",
+        default="{subtype}/COCO_{subtype}_{image_id:012d}.jpg",
+        help="image path under a root; fields: subtype, image_id",
+    )
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=3129,
+        help="size of the answer candidate list written to answers.json (default 3129)",
+    )
+    parser.add_argument(
+        "--candidate-splits",
+        default="train",
+        help="comma-separated splits whose multiple-choice answers rank the candidates",
+    )
+    parser.add_argument(
+        "--num-answers", type=int, default=10, help="answers each annotated question must have (0: any number)"
+    )
 
 
 def _subtypes(vqa_dir: Path) -> dict[str, str]:
@@ -76,8 +91,10 @@ def available_splits(args: argparse.Namespace) -> list[str]:
 def _load(vqa_dir: str, subtype: str) -> tuple[list, dict]:
     """(questions, annotations by question_id); annotations are empty when the split has none (test)."""
     folder = Path(vqa_dir)
-    return _load_cached(file_stamp(folder / f"v2_OpenEnded_mscoco_{subtype}_questions.json"),
-                        file_stamp(folder / f"v2_mscoco_{subtype}_annotations.json"))
+    return _load_cached(
+        file_stamp(folder / f"v2_OpenEnded_mscoco_{subtype}_questions.json"),
+        file_stamp(folder / f"v2_mscoco_{subtype}_annotations.json"),
+    )
 
 
 @run_cache(maxsize=4)
@@ -103,8 +120,14 @@ def _image(source: ImageSource, names: tuple[str, ...], full_decode: bool):
 
 def _answer_fields(annotation: dict | None, num_answers: int) -> dict:
     if annotation is None:
-        return {"answers": [], "answer_conf": {}, "ofa_refs": "", "multiple_choice_answer": None,
-                "answer_type": None, "question_type": None}
+        return {
+            "answers": [],
+            "answer_conf": {},
+            "ofa_refs": "",
+            "multiple_choice_answer": None,
+            "answer_type": None,
+            "question_type": None,
+        }
     raw = require_field(annotation, "answers")
     if not isinstance(raw, list):
         raise BadSample("bad type: 'answers' is not a list")
@@ -115,18 +138,28 @@ def _answer_fields(annotation: dict | None, num_answers: int) -> dict:
     if not conf:
         raise BadSample("bad answers: all answers empty after normalisation")
     mca = annotation.get("multiple_choice_answer")
-    return {"answers": answers, "answer_conf": conf, "ofa_refs": format_ofa_refs(conf),
-            "multiple_choice_answer": mca if isinstance(mca, str) else max(conf, key=conf.get),
-            "answer_type": annotation.get("answer_type"), "question_type": annotation.get("question_type")}
+    return {
+        "answers": answers,
+        "answer_conf": conf,
+        "ofa_refs": format_ofa_refs(conf),
+        "multiple_choice_answer": mca if isinstance(mca, str) else max(conf, key=conf.get),
+        "answer_type": annotation.get("answer_type"),
+        "question_type": annotation.get("question_type"),
+    }
 
 
-def _build(question: dict, annotation: dict | None, key: str, subtype: str, source: ImageSource,
-           args: argparse.Namespace) -> Sample:
+def _build(
+    question: dict, annotation: dict | None, key: str, subtype: str, source: ImageSource, args: argparse.Namespace
+) -> Sample:
     question_id = require_int(require_field(question, "question_id"), "question_id")
     image_id = require_int(require_field(question, "image_id"), "image_id")
     text = require_text(require_field(question, "question"), "question", max_chars=args.max_text_chars)
-    fields = {"question_id": question_id, "image_id": image_id, "question": text,
-              **_answer_fields(annotation, args.num_answers)}
+    fields = {
+        "question_id": question_id,
+        "image_id": image_id,
+        "question": text,
+        **_answer_fields(annotation, args.num_answers),
+    }
     path = args.image_pattern.format(subtype=subtype, image_id=image_id)
     image = _image(source, (path, path.rsplit("/", 1)[-1]), args.full_decode)
     fields.update(width=image.width, height=image.height)
@@ -144,8 +177,11 @@ def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
         if annotations and annotation is None:
             annotation = {}  # annotated split without this question's annotation: a skip, not an unanswered sample
         key = make_key(KEY_PREFIX, qid)
-        yield Candidate(key, f"{origin_file} questions[{position}]",
-                        functools.partial(_build, question, annotation, key, subtype, source, args))
+        yield Candidate(
+            key,
+            f"{origin_file} questions[{position}]",
+            functools.partial(_build, question, annotation, key, subtype, source, args),
+        )
 
 
 def answer_candidates(args: argparse.Namespace) -> tuple[list[str], list[str]]:

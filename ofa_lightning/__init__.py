@@ -4,6 +4,7 @@
 ``.caption``, ``.answer``, ``.ground``, ``.generate``); it is imported on first use, so importing the package (and
 every ``ofa-* --help``) stays free of torch.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

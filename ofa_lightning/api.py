@@ -12,6 +12,7 @@ it answers what ``ofa-eval`` answers for the same image and instruction. Where n
 converted checkpoint, or another task), OFA's task with its defaults is used (``prompt_types`` and ``image_size``
 given to :meth:`OFA.load` on top); a preset name that is no task (e.g. ``vqa_zero_shot``) decodes with that preset.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,18 +48,26 @@ class Prediction:
     text: str
     tokens: list[int]
     box: list[float] | None = None  # pixels of the input image, when the output is 4 location bins
-    score: float | None = None      # the hypothesis' score (preset decoding only)
+    score: float | None = None  # the hypothesis' score (preset decoding only)
 
 
 class OFA:
     """A model + tokenizer pair ready for prompts, with the tasks it was trained on (``tasks``: {name: Task})."""
 
-    def __init__(self, model: OFAModel, tokenizer: OFATokenizer, image_size: int | None = None,
-                 device: str | torch.device = "cpu", prompt_types: dict[str, str] | None = None,
-                 tasks: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: OFAModel,
+        tokenizer: OFATokenizer,
+        image_size: int | None = None,
+        device: str | torch.device = "cpu",
+        prompt_types: dict[str, str] | None = None,
+        tasks: dict[str, Any] | None = None,
+    ):
         if model.config.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"model vocabulary {model.config.vocab_size} != tokenizer vocabulary "
-                             f"{tokenizer.vocab_size}: wrong tokenizer for this checkpoint")
+            raise ValueError(
+                f"model vocabulary {model.config.vocab_size} != tokenizer vocabulary "
+                f"{tokenizer.vocab_size}: wrong tokenizer for this checkpoint"
+            )
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         #: input size for every image task (None: each task's own, as trained)
@@ -76,9 +85,16 @@ class OFA:
 
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
-    def load(cls, checkpoint: str | Path, tokenizer: str | Path | OFATokenizer | None = None,
-             image_size: int | None = None, device: str = "cpu", trust_checkpoint: bool = False,
-             prompt_types: dict[str, str] | None = None, tasks: dict[str, Any] | None = None) -> "OFA":
+    def load(
+        cls,
+        checkpoint: str | Path,
+        tokenizer: str | Path | OFATokenizer | None = None,
+        image_size: int | None = None,
+        device: str = "cpu",
+        trust_checkpoint: bool = False,
+        prompt_types: dict[str, str] | None = None,
+        tasks: dict[str, Any] | None = None,
+    ) -> OFA:
         """Our checkpoints bring their tokenizer, tasks and image sizes (the model card); ``tokenizer`` /
         ``image_size`` replace them when given. Converted and OFA checkpoints do not say how their model was
         trained: ``prompt_types`` (task -> OFA ``prompt_type``, e.g. ``{"grounding": "prev_output"}``) adjusts OFA's
@@ -96,7 +112,7 @@ class OFA:
             from ofa_lightning.training.model_card import read_model_card
 
             model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
-            state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+            state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
             model.load_state_dict(state)
             card = read_model_card(data, path)
             if tokenizer is None:
@@ -110,12 +126,15 @@ class OFA:
 
             model, _ = from_state_dict(fairseq_state_dict(data))
         if tokenizer is None:
-            raise ValueError(f"{path} carries no tokenizer: pass tokenizer= (ofa-predict / ofa-serve: tokenizer_path=), OFA's "
-                             "BPE folder or a saved tokenizer")
+            raise ValueError(
+                f"{path} carries no tokenizer: pass tokenizer= (ofa-predict / ofa-serve: tokenizer_path=), OFA's "
+                "BPE folder or a saved tokenizer"
+            )
         if not isinstance(tokenizer, OFATokenizer):
             tdir = Path(tokenizer)
-            tokenizer = OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else \
-                OFATokenizer.from_ofa_files(tdir)
+            tokenizer = (
+                OFATokenizer.load(tdir) if (tdir / "ofa_tokenizer.json").exists() else OFATokenizer.from_ofa_files(tdir)
+            )
         if tasks is None:
             tasks = card.tasks(tokenizer) if card is not None else {}
         return cls(model, tokenizer, image_size, device, prompt_types=prompt_types, tasks=tasks)
@@ -180,12 +199,21 @@ class OFA:
         if image is not None and hasattr(task, "transform"):
             tensor, info = task.transform(_rgb(image), False, random.Random(0), {"boxes": torch.zeros(0, 4)})
             meta = {k: info[k] for k in ("w_ratio", "h_ratio") if k in info}
-        return Example(id="prompt", task=type(task).name, source=source, prev_output=prev, target=target,
-                       image=tensor, meta=meta, decoder_prompt=decoder_prompt)
+        return Example(
+            id="prompt",
+            task=type(task).name,
+            source=source,
+            prev_output=prev,
+            target=target,
+            image=tensor,
+            meta=meta,
+            decoder_prompt=decoder_prompt,
+        )
 
     @torch.no_grad()
-    def generate(self, image: Image.Image | str | Path | None, prompt: str, task: str = "caption",
-                 **overrides: Any) -> Prediction:
+    def generate(
+        self, image: Image.Image | str | Path | None, prompt: str, task: str = "caption", **overrides: Any
+    ) -> Prediction:
         """Run one instruction as ``task`` (a trained source / task name, another OFA task, or a decoding
         preset such as ``vqa_zero_shot``); ``overrides`` are ``GenerationConfig`` fields."""
         spec = self.task(task)
@@ -226,8 +254,17 @@ class OFA:
         return Prediction(self.tokenizer.decode(tokens).strip(), tokens, None, float(hyp.score))
 
     @torch.no_grad()
-    def generate_image(self, caption: str, vq: Any, reranker: Any = None, num_samples: int = 24, top_k: int = 256,
-                       top_p: float = -1.0, temperature: float = 1.0, seed: int | None = 42) -> list[Any]:
+    def generate_image(
+        self,
+        caption: str,
+        vq: Any,
+        reranker: Any = None,
+        num_samples: int = 24,
+        top_k: int = 256,
+        top_p: float = -1.0,
+        temperature: float = 1.0,
+        seed: int | None = 42,
+    ) -> list[Any]:
         """Text-to-image (OFA's ``tasks/mm_tasks/image_gen.py``): ``num_samples`` code grids sampled (top-k / top-p) from the code range,
         decoded with ``vq`` (a ``VQModel`` or its checkpoint path), reranked by CLIP when ``reranker`` is given (a
         ``ClipReranker`` or a local CLIP folder). Returns ``ImageSample`` s (``.image`` PIL, ``.codes``, ``.score``,
@@ -245,9 +282,19 @@ class OFA:
         caption = " ".join(caption.split()[:64]).lower()  # OFA: the caption's first 64 words, lower case
         text = TEXT_TO_IMAGE_PROMPT.format(caption)
         source = torch.tensor([self.tokenizer.encode(text, add_bos=True, add_eos=True)], device=self.device)
-        return generate_images(self.model, source, vq, code_offset=self.tokenizer.code_offset, captions=[caption],
-                               reranker=reranker, num_samples=num_samples, top_k=top_k, top_p=top_p,
-                               temperature=temperature, seed=seed)[0]
+        return generate_images(
+            self.model,
+            source,
+            vq,
+            code_offset=self.tokenizer.code_offset,
+            captions=[caption],
+            reranker=reranker,
+            num_samples=num_samples,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            seed=seed,
+        )[0]
 
     def caption(self, image) -> str:
         return self.generate(image, self.task("caption").prompt, "caption").text

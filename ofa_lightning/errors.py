@@ -3,6 +3,7 @@
 The ``ofa-*`` commands print these as one line and exit with status 2 (``ofa_lightning/cli/_hydra.py``);
 ``OFA_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) shows the traceback instead.
 """
+
 from __future__ import annotations
 
 

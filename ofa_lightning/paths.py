@@ -13,6 +13,7 @@ own ``${hydra:runtime.cwd}`` does not (a multirun's ``hydra.sweep.dir``, ``compo
 a folder of your own ``mixture/*.yaml`` or ``experiment/*.yaml`` adds to the kit without editing it (the ``ofa-*``
 Hydra commands also take Hydra's ``--config-dir DIR``).
 """
+
 from __future__ import annotations
 
 import os

@@ -38,6 +38,7 @@ zero-padded number such as ``<bin_012>``. Anything else that merely looks like m
 :meth:`OFATokenizer.decode` is the inverse: literals are rendered with one space before them (none at the start of
 the output), so ``decode(encode(x)) == x`` for strings whose literals are each preceded by exactly one space.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,9 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -137,9 +139,7 @@ def _read_fairseq_dict(path: Path) -> list[str]:
                     "(fairseq dict.txt format, e.g. '13 850314647')"
                 )
             if symbol in seen:
-                raise ValueError(
-                    f"{path}:{lineno}: duplicate symbol {symbol!r} (first seen on line {seen[symbol]})"
-                )
+                raise ValueError(f"{path}:{lineno}: duplicate symbol {symbol!r} (first seen on line {seen[symbol]})")
             seen[symbol] = lineno
             symbols.append(symbol)
     if not symbols:
@@ -273,8 +273,9 @@ class OFATokenizer:
             owner[idx] = sym
         if len(owner) != num_text:
             missing = sorted(set(range(4, 4 + num_text)) - set(owner))
-            raise ValueError(f"{len(missing)} text indices have no token (first: {missing[:5]}); "
-                             "ids must be contiguous from 4")
+            raise ValueError(
+                f"{len(missing)} text indices have no token (first: {missing[:5]}); ids must be contiguous from 4"
+            )
 
         # Internal vocabulary for the tokenizers BPE model: byte alphabet + indexed tokens + every merge
         # operand/result (tokenizers requires all of them to exist). Internal ids are arbitrary; only the
@@ -365,8 +366,10 @@ class OFATokenizer:
         return self._source
 
     def __repr__(self) -> str:
-        return (f"OFATokenizer(vocab_size={self.vocab_size}, text={self._num_text}, codes={self._num_codes}, "
-                f"bins={self._num_bins}, source={self._source!r})")
+        return (
+            f"OFATokenizer(vocab_size={self.vocab_size}, text={self._num_text}, codes={self._num_codes}, "
+            f"bins={self._num_bins}, source={self._source!r})"
+        )
 
     # -- constructors ------------------------------------------------------------------------------------------
     @classmethod
@@ -376,7 +379,7 @@ class OFATokenizer:
         num_codes: int = 8192,
         num_bins: int = 1000,
         cache_dir: str | os.PathLike | None = None,
-    ) -> "OFATokenizer":
+    ) -> OFATokenizer:
         """Build from OFA's BPE files.
 
         ``path_or_url`` is a directory (or an http(s) URL of one) holding either
@@ -401,8 +404,11 @@ class OFATokenizer:
                 )
             if not directory.is_dir():
                 raise FileNotFoundError(f"{directory} is not a directory; pass the directory holding the BPE files")
-        if (directory / "dict.txt").exists() or (directory / "encoder.json").exists() \
-                or (directory / "vocab.bpe").exists():
+        if (
+            (directory / "dict.txt").exists()
+            or (directory / "encoder.json").exists()
+            or (directory / "vocab.bpe").exists()
+        ):
             return cls._from_ofa_layout(directory, num_codes, num_bins, source=spec)
         if (directory / "vocab.json").exists() or (directory / "merges.txt").exists():
             return cls._from_hf_layout(directory, num_codes, num_bins, source=spec)
@@ -412,7 +418,7 @@ class OFATokenizer:
         )
 
     @classmethod
-    def _from_ofa_layout(cls, directory: Path, num_codes: int, num_bins: int, source: str) -> "OFATokenizer":
+    def _from_ofa_layout(cls, directory: Path, num_codes: int, num_bins: int, source: str) -> OFATokenizer:
         enc_path, bpe_path, dict_path = _require(directory, _OFA_FILES, "OFA")
         encoder = _read_json_vocab(enc_path)  # GPT-2 token string -> GPT-2 id
         merges = _read_merges(bpe_path)
@@ -437,7 +443,7 @@ class OFATokenizer:
         num_bins: int,
         source: str,
         raw_symbols: dict[int, str] | None = None,
-    ) -> "OFATokenizer":
+    ) -> OFATokenizer:
         vocab_path, merges_path = _require(directory, _HF_FILES, "HF/BART")
         vocab = _read_json_vocab(vocab_path)
         merges = _read_merges(merges_path)
@@ -453,8 +459,10 @@ class OFATokenizer:
                 text[tok] = idx
         for want, tok in enumerate(_CONTROL_TOKENS):
             if tok in specials and specials[tok] != want:
-                raise ValueError(f"{vocab_path}: {tok} has id {specials[tok]}, expected {want} "
-                                 "(ids must be fairseq indices: <s>=0, <pad>=1, </s>=2, <unk>=3)")
+                raise ValueError(
+                    f"{vocab_path}: {tok} has id {specials[tok]}, expected {want} "
+                    "(ids must be fairseq indices: <s>=0, <pad>=1, </s>=2, <unk>=3)"
+                )
         num_text = len(text) + len(raw_symbols)
         lo = min(list(text.values()) + list(raw_symbols), default=4)
         if lo != 4:
@@ -463,8 +471,10 @@ class OFATokenizer:
                 "fairseq indices (BART style); for a plain GPT-2 vocabulary use encoder.json + vocab.bpe + dict.txt"
             )
         if MASK_TOKEN in specials and specials[MASK_TOKEN] != 4 + num_text:
-            raise ValueError(f"{vocab_path}: {MASK_TOKEN} has id {specials[MASK_TOKEN]}, expected {4 + num_text} "
-                             "(right after the text tokens)")
+            raise ValueError(
+                f"{vocab_path}: {MASK_TOKEN} has id {specials[MASK_TOKEN]}, expected {4 + num_text} "
+                "(right after the text tokens)"
+            )
         return cls(text, merges, num_text, num_codes, num_bins, raw_symbols=raw_symbols, source=source)
 
     @classmethod
@@ -475,7 +485,7 @@ class OFATokenizer:
         num_codes: int = 8192,
         num_bins: int = 1000,
         min_frequency: int = 2,
-    ) -> "OFATokenizer":
+    ) -> OFATokenizer:
         """Train a small byte-level BPE (``tokenizers`` ``BpeTrainer``) with OFA's layout.
 
         ``bpe_vocab_size`` counts the BPE entries only (256 byte symbols + merges; the trainer may stop early when
@@ -498,8 +508,14 @@ class OFATokenizer:
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
         if sorted(vocab.values()) != list(range(len(vocab))):
             raise RuntimeError("tokenizers returned a non-contiguous trained vocabulary")
-        return cls({t: 4 + i for t, i in vocab.items()}, merges, len(vocab), num_codes, num_bins,
-                   source=f"trained(bpe_vocab_size={bpe_vocab_size}, min_frequency={min_frequency})")
+        return cls(
+            {t: 4 + i for t, i in vocab.items()},
+            merges,
+            len(vocab),
+            num_codes,
+            num_bins,
+            source=f"trained(bpe_vocab_size={bpe_vocab_size}, min_frequency={min_frequency})",
+        )
 
     # -- save / load -------------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
@@ -540,26 +556,31 @@ class OFATokenizer:
         return d
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "OFATokenizer":
+    def load(cls, directory: str | os.PathLike) -> OFATokenizer:
         """Load a tokenizer written by :meth:`save`."""
         d = Path(directory).expanduser()
         mpath = d / MANIFEST_NAME
         if not mpath.is_file():
-            raise FileNotFoundError(f"expected tokenizer manifest {MANIFEST_NAME} at {mpath} (written by "
-                                    "OFATokenizer.save)")
+            raise FileNotFoundError(
+                f"expected tokenizer manifest {MANIFEST_NAME} at {mpath} (written by OFATokenizer.save)"
+            )
         with open(mpath, encoding="utf-8") as f:
             m = json.load(f)
         if m.get("format") != _MANIFEST_FORMAT or m.get("version") != _MANIFEST_VERSION:
-            raise ValueError(f"{mpath}: unsupported manifest (format={m.get('format')!r}, "
-                             f"version={m.get('version')!r})")
+            raise ValueError(
+                f"{mpath}: unsupported manifest (format={m.get('format')!r}, version={m.get('version')!r})"
+            )
         if m.get("vocab_file") != "vocab.json" or m.get("merges_file") != "merges.txt":
             raise ValueError(f"{mpath}: unexpected file names {m.get('vocab_file')!r}, {m.get('merges_file')!r}")
         raw = {int(k): v for k, v in m.get("raw_symbols", {}).items()}
-        tok = cls._from_hf_layout(d, int(m["num_codes"]), int(m["num_bins"]),
-                                  source=m.get("source", str(d)), raw_symbols=raw)
+        tok = cls._from_hf_layout(
+            d, int(m["num_codes"]), int(m["num_bins"]), source=m.get("source", str(d)), raw_symbols=raw
+        )
         if tok.num_text_tokens != m["num_text_tokens"] or tok.vocab_size != m["vocab_size"]:
-            raise ValueError(f"{mpath}: files give {tok.num_text_tokens} text tokens / vocab {tok.vocab_size}, "
-                             f"manifest says {m['num_text_tokens']} / {m['vocab_size']}")
+            raise ValueError(
+                f"{mpath}: files give {tok.num_text_tokens} text tokens / vocab {tok.vocab_size}, "
+                f"manifest says {m['num_text_tokens']} / {m['vocab_size']}"
+            )
         return tok
 
     # -- token <-> id --------------------------------------------------------------------------------------------
@@ -636,8 +657,10 @@ class OFATokenizer:
             raise ValueError(f"malformed special token {literal!r}: write the number without leading zeros")
         if kind == "bin":
             if n >= self._num_bins:
-                raise ValueError(f"unknown bin token {literal!r}: this tokenizer has {self._num_bins} bins "
-                                 f"(<bin_0>..<bin_{self._num_bins - 1}>)")
+                raise ValueError(
+                    f"unknown bin token {literal!r}: this tokenizer has {self._num_bins} bins "
+                    f"(<bin_0>..<bin_{self._num_bins - 1}>)"
+                )
             return self.bin_offset + n
         if n >= self._num_codes:
             raise ValueError(f"unknown code token {literal!r}: this tokenizer has {self._num_codes} codes")
@@ -651,7 +674,7 @@ class OFATokenizer:
         pos = 0
         for m in _LITERAL_RE.finditer(text):
             if m.start() > pos:
-                parts.append(text[pos:m.start()])
+                parts.append(text[pos : m.start()])
             if m.group(1) == MASK_TOKEN:
                 parts.append(self.mask_id)
             else:

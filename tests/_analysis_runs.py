@@ -4,15 +4,23 @@
 writes it: job 0 trains the demo mixture (caption + VQA + grounding) with offline W&B, job 1 drops grounding
 (``mixture.grounding=null``) without W&B. Built once per test process and shared by the modules that ask for it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
-TINY = ["experiment=demo", "debug=fdr", "data.micro_batch_size=4", "data.task_options.image_size=64",
-        "model.encoder_layers=1", "model.decoder_layers=1", "tokenizer.max_samples=50",
-        "mixture.detection=null"]  # the demo's unevaluated auxiliary: these runs compare the three evaluated tasks
+TINY = [
+    "experiment=demo",
+    "debug=fdr",
+    "data.micro_batch_size=4",
+    "data.task_options.image_size=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "tokenizer.max_samples=50",
+    "mixture.detection=null",
+]  # the demo's unevaluated auxiliary: these runs compare the three evaluated tasks
 JOBS = [["mixture=caption_vqa_grounding"], ["mixture.grounding=null", "logger=none"]]
 SWEEP = Path("runs") / "train" / "multirun-20260101-000000"
 

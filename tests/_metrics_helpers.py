@@ -144,8 +144,8 @@ _WEBBY = (
     "http://example.com https://www.example.org/path/to?q=1&x=2 www.google.com google.com foo.bar.net "
     "mit.edu me@example.com john.doe@mail.co.uk <me@x.org> &lt;a@b.com&gt; @user @john_doe #hashtag "
     "#NoFilter photo.jpg IMG_0001.JPG file.tar.gz report.pdf index.html script.py a.b.c "
-    "<b> </b> <i>x</i> <br/> <br /> <a href=\"x.html\"> <img src='a.png' alt=\"b c\"> <!DOCTYPE html> "
-    "<?xml version=\"1.0\"?> <p class=x> < b > a<b"
+    '<b> </b> <i>x</i> <br/> <br /> <a href="x.html"> <img src=\'a.png\' alt="b c"> <!DOCTYPE html> '
+    '<?xml version="1.0"?> <p class=x> < b > a<b'
 ).split(" ")
 _WHITESPACE = [" "] * 30 + ["  ", "   ", "\t", " \t ", "\u00a0", "\u2009", "\u3000", ""]
 
@@ -154,9 +154,7 @@ def _piece(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.40:
         return rng.choice(_COCO_WORDS)
-    pool = rng.choice(
-        [_ABBREVS, _CONTRACTIONS, _HYPHENATED, _NUMBERS, _SYMBOLS, _SYMBOLS, _NON_ASCII, _EMOJI, _WEBBY]
-    )
+    pool = rng.choice([_ABBREVS, _CONTRACTIONS, _HYPHENATED, _NUMBERS, _SYMBOLS, _SYMBOLS, _NON_ASCII, _EMOJI, _WEBBY])
     p = rng.choice(pool)
     if rng.random() < 0.1:  # punctuation glued to the piece
         p = rng.choice(_SYMBOLS[:32]) + p if rng.random() < 0.5 else p + rng.choice(_SYMBOLS[:32])
@@ -188,7 +186,7 @@ def noisy_caption(rng: random.Random) -> str:
     if end < 0.35:
         out += "."
     elif end < 0.42:
-        out += rng.choice(["!", "?", "...", " .", ". ", "..", "?!", ".\"", ".'", ")", ".)", " :)", ";"])
+        out += rng.choice(["!", "?", "...", " .", ". ", "..", "?!", '."', ".'", ")", ".)", " :)", ";"])
     if rng.random() < 0.05:
         out = rng.choice(_WHITESPACE[-8:]) + out
     if rng.random() < 0.05:
@@ -199,9 +197,13 @@ def noisy_caption(rng: random.Random) -> str:
 def noisy_caption_corpus(n: int = 20000, seed: int = 36) -> list[str]:
     """``n`` deterministic noisy captions (plus a fixed list of hand-picked hard cases at the front)."""
     rng = random.Random(seed)
-    fixed = [p for pool in (_ABBREVS, _CONTRACTIONS, _HYPHENATED, _NUMBERS, _SYMBOLS, _NON_ASCII, _EMOJI, _WEBBY) for p in pool]
+    fixed = [
+        p
+        for pool in (_ABBREVS, _CONTRACTIONS, _HYPHENATED, _NUMBERS, _SYMBOLS, _NON_ASCII, _EMOJI, _WEBBY)
+        for p in pool
+    ]
     fixed += ["", " ", "   ", "\t", ".", "A.", "A man.", "The U.S.", "etc.", "fig. 3", "No. 5 bus", "I.", "x."]
-    return (fixed + [noisy_caption(rng) for _ in range(n)])[:max(n, len(fixed))]
+    return (fixed + [noisy_caption(rng) for _ in range(n)])[: max(n, len(fixed))]
 
 
 def java_ptb_reference(captions: list[str]) -> list[str]:

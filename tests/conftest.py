@@ -1,4 +1,5 @@
 """Shared test set-up: quiet W&B, offline everything, tiny configs."""
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ Markers (an HTML comment on the line(s) right before a fence; a ``file:`` marker
 ```bash and ```python blocks run; ```sh / ```shell / ```zsh / ```py / ```python3 are refused (write ```bash,
 ```python or ```text); every other language (```text, ```console, ```yaml, ...) and a bare fence is shown text.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,9 +45,9 @@ class DocsMarkerError(ValueError):
 
 @dataclass
 class Block:
-    path: str            # as shown in messages, e.g. docs/tutorials/finetune.md
-    line: int            # 1-based line of the opening fence
-    lang: str            # bash | python
+    path: str  # as shown in messages, e.g. docs/tutorials/finetune.md
+    line: int  # 1-based line of the opening fence
+    lang: str  # bash | python
     code: str
     slow: bool = False
     skip: str | None = None  # the reason, when skipped
@@ -79,14 +80,18 @@ def _parse_marker(body: str, where: str, pending: _Pending) -> bool:
         names = [n.strip() for n in value.split(",") if n.strip()]
         unknown = [n for n in names if n not in STAND_INS]
         if not names or unknown:
-            raise DocsMarkerError(f"{where}: unknown stand-in {', '.join(unknown) or '(none given)'}; "
-                                  f"known: {', '.join(sorted(STAND_INS))}")
+            raise DocsMarkerError(
+                f"{where}: unknown stand-in {', '.join(unknown) or '(none given)'}; "
+                f"known: {', '.join(sorted(STAND_INS))}"
+            )
         pending.needs.extend(names)
     elif key == "file" and value == "slow":
         return True
     else:
-        raise DocsMarkerError(f"{where}: unknown docs-test marker {body.strip()!r}; known: slow, skip: <reason>, "
-                              f"needs: <{'|'.join(sorted(STAND_INS))}>, file: slow")
+        raise DocsMarkerError(
+            f"{where}: unknown docs-test marker {body.strip()!r}; known: slow, skip: <reason>, "
+            f"needs: <{'|'.join(sorted(STAND_INS))}>, file: slow"
+        )
     return False
 
 
@@ -110,14 +115,17 @@ def parse_markdown(text: str, path: str) -> list[Block]:
             i += 1
             continue
         if _MARKER_LIKE.search(line):
-            raise DocsMarkerError(f"{path}:{lineno}: malformed docs-test marker {line.strip()!r}; "
-                                  "write <!-- docs-test: slow --> (one marker per line, alone on it)")
+            raise DocsMarkerError(
+                f"{path}:{lineno}: malformed docs-test marker {line.strip()!r}; "
+                "write <!-- docs-test: slow --> (one marker per line, alone on it)"
+            )
         if not fence:
             if pending is not None and line.strip():
                 raise DocsMarkerError(f"{path}:{pending.line}: docs-test marker is not directly before a fence")
             if pending is not None:
-                raise DocsMarkerError(f"{path}:{pending.line}: docs-test marker is followed by a blank line, "
-                                      "not by a fence")
+                raise DocsMarkerError(
+                    f"{path}:{pending.line}: docs-test marker is followed by a blank line, not by a fence"
+                )
             i += 1
             continue
         # an opening fence: find its end (same character, at least as long)
@@ -126,17 +134,30 @@ def parse_markdown(text: str, path: str) -> list[Block]:
         closing = re.compile(rf"^ {{0,{len(indent) + 3}}}{re.escape(ticks[0])}{{{len(ticks)},}}\s*$")
         while end < len(lines) and not closing.match(lines[end]):
             end += 1
-        body = [ln[len(indent):] if ln.startswith(indent) else ln.lstrip(" ") for ln in lines[i + 1:end]]
+        body = [ln[len(indent) :] if ln.startswith(indent) else ln.lstrip(" ") for ln in lines[i + 1 : end]]
         if lang in REFUSED_LANGS:
-            raise DocsMarkerError(f"{path}:{lineno}: fence language '{lang}' is not run by the docs test; write "
-                                  f"```{REFUSED_LANGS[lang]} (run) or ```text (shown only)")
+            raise DocsMarkerError(
+                f"{path}:{lineno}: fence language '{lang}' is not run by the docs test; write "
+                f"```{REFUSED_LANGS[lang]} (run) or ```text (shown only)"
+            )
         if lang in RUN_LANGS:
             p = pending or _Pending()
-            blocks.append(Block(path, lineno, lang, "\n".join(body) + "\n", slow=p.slow, skip=p.skip,
-                                needs=tuple(dict.fromkeys(p.needs))))
+            blocks.append(
+                Block(
+                    path,
+                    lineno,
+                    lang,
+                    "\n".join(body) + "\n",
+                    slow=p.slow,
+                    skip=p.skip,
+                    needs=tuple(dict.fromkeys(p.needs)),
+                )
+            )
         elif pending is not None:
-            raise DocsMarkerError(f"{path}:{pending.line}: docs-test marker before a ```{lang or ''} fence, "
-                                  "which is not run (only ```bash and ```python are)")
+            raise DocsMarkerError(
+                f"{path}:{pending.line}: docs-test marker before a ```{lang or ''} fence, "
+                "which is not run (only ```bash and ```python are)"
+            )
         pending = None
         i = end + 1
     if pending is not None:
@@ -172,8 +193,10 @@ def syntax_errors(blocks: list[Block]) -> list[str]:
             if res.returncode:
                 first = res.stderr.strip().splitlines()[0]
                 n = re.search(r"line (\d+): ", first)
-                errors.append(f"{b.path}:{b.line + int(n.group(1)) if n else b.line}: bash syntax error: "
-                              f"{first[n.end():] if n else first}")
+                errors.append(
+                    f"{b.path}:{b.line + int(n.group(1)) if n else b.line}: bash syntax error: "
+                    f"{first[n.end() :] if n else first}"
+                )
     return errors
 
 
@@ -201,8 +224,7 @@ def build_script(blocks: list[Block], state_file: Path, python: str = sys.execut
 def user_env(python: str = sys.executable) -> dict[str, str]:
     """The test process's environment as a user's shell would have it: the venv's bin first on PATH, no OFA_* /
     WANDB_* / PYTEST_* / PYTHONPATH settings, plus only OFA_SMOKE=1."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(UNSET_PREFIXES) and k not in UNSET_NAMES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(UNSET_PREFIXES) and k not in UNSET_NAMES}
     env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
     env.update(SMOKE_ENV)
     return env
@@ -221,9 +243,13 @@ class RunResult:
 
     def message(self) -> str:
         b = self.failed_block
-        head = (f"timed out in {b.where}" if self.timed_out and b else
-                f"{b.where} ({b.lang}) exited with status {self.returncode}" if b else
-                f"docs script failed outside any block (status {self.returncode})")
+        head = (
+            f"timed out in {b.where}"
+            if self.timed_out and b
+            else f"{b.where} ({b.lang}) exited with status {self.returncode}"
+            if b
+            else f"docs script failed outside any block (status {self.returncode})"
+        )
         code = f"\n--- block ---\n{b.code.rstrip()}" if b else ""
         if b and b.lang == "python":
             code += f"\n(python's '<stdin>', line N is {b.path}:{b.line}+N)"
@@ -237,8 +263,15 @@ def run_blocks(blocks: list[Block], workdir: Path, harness_dir: Path, timeout: f
     script.write_text(build_script(blocks, state))
     timed_out = False
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["bash", str(script)], cwd=workdir, env=user_env(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", str(script)],
+            cwd=workdir,
+            env=user_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -263,7 +296,7 @@ def run_keep_going(blocks: list[Block], workdir: Path, harness_dir: Path, timeou
         results.append(result)
         if result.failed_block is None:
             break
-        blocks = blocks[blocks.index(result.failed_block) + 1:]
+        blocks = blocks[blocks.index(result.failed_block) + 1 :]
     return results
 
 
@@ -305,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for result in run_keep_going(run, work, work.parent / "harness", args.timeout):
                 for where, secs in result.seconds.items():
-                    print(f"{'FAIL' if result.failed_block and result.failed_block.where == where else 'ok  '} "
-                          f"{where} {secs:6.1f} s")
+                    print(
+                        f"{'FAIL' if result.failed_block and result.failed_block.where == where else 'ok  '} "
+                        f"{where} {secs:6.1f} s"
+                    )
                 if result.failed_block is not None:
                     failures += 1
                     print(result.message().replace("\n", "\n    "))

@@ -6,12 +6,13 @@ A docs block marked ``<!-- docs-test: needs: NAME -->`` finds ``NAME``'s stand-i
     ofa_checkpoint  ./ofa_tiny.pt: OFA-Tiny with random weights, saved as OFA's fairseq checkpoints are
     photos          ./photos/*.jpg and ./cat.jpg: photographs shipped with scikit-image (skimage.data)
 """
+
 from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -50,8 +51,12 @@ def save_ofa_checkpoint(path: Path, size: str = "tiny", seed: int = 0) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = OFAModel(OFAConfig.from_name(size, vocab_size=OFA_VOCAB_SIZE))
-    args = argparse.Namespace(arch=f"ofa_{size}", task="refcoco", token_bucket_size=model.config.token_bucket_size,
-                              image_bucket_size=model.config.image_bucket_size)
+    args = argparse.Namespace(
+        arch=f"ofa_{size}",
+        task="refcoco",
+        token_bucket_size=model.config.token_bucket_size,
+        image_bucket_size=model.config.image_bucket_size,
+    )
     torch.save({"args": args, "model": fairseq_layout(model), "optimizer_history": [], "extra_state": {}}, path)
     return path
 

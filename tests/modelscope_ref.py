@@ -23,13 +23,15 @@ Public helpers (also used by the model parity tests):
 * ``StandInTokenizer`` – the few tokenizer attributes the generator reads
 * ``TINY_SIZE`` – the tiny OFA settings used in parity tests
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 import sys
 import types
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -67,6 +69,7 @@ def _register_namespace(name: str, path: str) -> None:
 def _register_fairseq_standin() -> None:
     try:
         import fairseq  # noqa: F401
+
         return
     except ImportError:
         pass

@@ -1,5 +1,6 @@
 """ofa_lightning.analysis on a tiny 2-run sweep: run loading, mixture, predictions, sweep table, plots, ofa-report,
 trying a checkpoint (caption / VQA / grounding / grounded QA) and the converted-checkpoint path."""
+
 from __future__ import annotations
 
 import io
@@ -101,18 +102,28 @@ def test_mixture_table_realised_is_the_counted_fraction(run0, run1):
     two = {name: float(entry["ratio"]) for name, entry in run1.config["mixture"].items() if entry}
     assert set(two) == {"caption", "vqa"}
     assert runs.mixture_table(run1)["configured"].to_dict() == pytest.approx(
-        {k: v / sum(two.values()) for k, v in two.items()})
+        {k: v / sum(two.values()) for k, v in two.items()}
+    )
 
 
 def test_mixture_table_on_a_hand_made_frame():
-    run = runs.Run(path=None, config={"mixture": {"a": {"task": "caption", "shards": "x", "ratio": 3},
-                                                  "b": {"task": "vqa", "shards": "y", "ratio": 1}}})
-    frame = pd.DataFrame([
-        {"step": 0, "key": "data/train/mix_count/a", "value": 1.0, "time": None},
-        {"step": 5, "key": "data/train/mix_count/a", "value": 30.0, "time": None},
-        {"step": 5, "key": "data/train/mix_count/b", "value": 20.0, "time": None},
-        {"step": 5, "key": "data/train/mix_count/c", "value": 50.0, "time": None},  # not configured
-    ])
+    run = runs.Run(
+        path=None,
+        config={
+            "mixture": {
+                "a": {"task": "caption", "shards": "x", "ratio": 3},
+                "b": {"task": "vqa", "shards": "y", "ratio": 1},
+            }
+        },
+    )
+    frame = pd.DataFrame(
+        [
+            {"step": 0, "key": "data/train/mix_count/a", "value": 1.0, "time": None},
+            {"step": 5, "key": "data/train/mix_count/a", "value": 30.0, "time": None},
+            {"step": 5, "key": "data/train/mix_count/b", "value": 20.0, "time": None},
+            {"step": 5, "key": "data/train/mix_count/c", "value": 50.0, "time": None},  # not configured
+        ]
+    )
     table = runs.mixture_table(run, frame)
     assert list(table.index) == ["a", "b", "c"]
     assert table["realised"].tolist() == pytest.approx([0.3, 0.2, 0.5])
@@ -151,8 +162,12 @@ def test_attach_images_finds_each_rows_image_in_the_shards(run0):
     row = preds["grounding"][0]
     assert isinstance(row["image"], Image.Image) and "image" not in preds["grounding"][2]
     shard = runs.eval_shards(run0, "grounding", "test")
-    fields = next(json.loads(s["json"]) for url in shard for s in iter_tar_samples(url)
-                  if json.loads(s["json"])["id"] == row["id"])
+    fields = next(
+        json.loads(s["json"])
+        for url in shard
+        for s in iter_tar_samples(url)
+        if json.loads(s["json"])["id"] == row["id"]
+    )
     assert row["image"].size == (fields["width"], fields["height"]) and row["reference"] == fields["box"]
     # shards gone: no image, no error
     moved = runs.Run(path=run0.path, config={**run0.config, "data": {**run0.config["data"], "shards_root": "/nope"}})
@@ -218,22 +233,29 @@ def test_labels_name_the_mixture_and_the_varying_overrides(project):
     _, sweep_dir = project
     loaded = sweep.load_sweep(sweep_dir)
     assert [r.path.name for r in loaded] == ["0", "1"]
-    assert sweep.run_labels(loaded) == ["caption_vqa_grounding",
-                                        "caption+vqa (logger=none, mixture.grounding=null)"]
+    assert sweep.run_labels(loaded) == ["caption_vqa_grounding", "caption+vqa (logger=none, mixture.grounding=null)"]
 
 
 def test_mixture_name_from_hydra_choices(run0, tmp_path):
     (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {
-        "mixture": "vqa_only"}}}}))
+    (tmp_path / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": {"mixture": "vqa_only"}}}})
+    )
     assert sweep.mixture_name(runs.Run(path=tmp_path, config=run0.config)) == "vqa_only"
     assert sweep.mixture_name(runs.Run(path=tmp_path / "none", config=run0.config)) == "caption+vqa+grounding"
 
 
 def test_compare_table_has_each_tasks_headline_metric(project, run0, run1):
     table = sweep.compare(project[1])
-    assert list(table.columns[:7]) == ["mixture", "caption CIDEr", "vqa VQA acc", "grounding Acc@0.5",
-                                       "caption loss", "grounding loss", "vqa loss"]
+    assert list(table.columns[:7]) == [
+        "mixture",
+        "caption CIDEr",
+        "vqa VQA acc",
+        "grounding Acc@0.5",
+        "caption loss",
+        "grounding loss",
+        "vqa loss",
+    ]
     first, second = table.iloc[0], table.iloc[1]
     assert first["caption CIDEr"] == run0.final["test/caption/cider"]
     assert first["grounding loss"] == run0.final["test/grounding/loss"]
@@ -251,8 +273,12 @@ def seeded(project, tmp_path):
     sweep_dir = project[1]
     out = tmp_path / "seeded"
     skip = shutil.ignore_patterns("checkpoints", "wandb", "tokenizer")
-    for name, source, seed, cider in (("0", "0", None, None), ("1", "1", None, None), ("2", "0", 1, 0.5),
-                                      ("3", "0", 2, 0.8)):
+    for name, source, seed, cider in (
+        ("0", "0", None, None),
+        ("1", "1", None, None),
+        ("2", "0", 1, 0.5),
+        ("3", "0", 2, 0.8),
+    ):
         shutil.copytree(sweep_dir / source, out / name, ignore=skip)
         if seed is not None:
             overrides = yaml.safe_load((out / name / ".hydra" / "overrides.yaml").read_text())
@@ -296,8 +322,12 @@ def test_run_figures_are_drawn_and_saved(run0, tmp_path):
     fig = plots.plot_curves(frame, save=tmp_path / "curves.png")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["training loss", "validation loss", "validation metrics", "learning rate"]
-    assert {line.get_label() for line in fig.axes[0].lines} == {"train/loss", "train/caption/loss",
-                                                                 "train/vqa/loss", "train/grounding/loss"}
+    assert {line.get_label() for line in fig.axes[0].lines} == {
+        "train/loss",
+        "train/caption/loss",
+        "train/vqa/loss",
+        "train/grounding/loss",
+    }
     plots.plot_throughput(frame, save=tmp_path / "throughput.png")
     fig = plots.plot_mixture(runs.mixture_table(run0, frame), save=tmp_path / "mixture.png")
     assert len(fig.axes[0].patches) == 6  # configured + realised per source
@@ -326,9 +356,22 @@ def test_gallery_draws_boxes_and_marks(run0, tmp_path):
         assert labelled and all(f"\n{source}: " in ax.get_xlabel() for ax in labelled)  # each names its own row
     # a hand-made right answer: ✓ in green, both boxes drawn
     image = Image.new("RGB", (40, 30), "white")
-    fig = plots.plot_gallery({"grounding": [{"id": "a", "task": "grounding", "prompt": "p", "image": image,
-                                             "prediction": [1, 2, 20, 20], "reference": [1, 2, 20, 21],
-                                             "score": 0.95, "correct": True}]})
+    fig = plots.plot_gallery(
+        {
+            "grounding": [
+                {
+                    "id": "a",
+                    "task": "grounding",
+                    "prompt": "p",
+                    "image": image,
+                    "prediction": [1, 2, 20, 20],
+                    "reference": [1, 2, 20, 21],
+                    "score": 0.95,
+                    "correct": True,
+                }
+            ]
+        }
+    )
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith(plots.RIGHT) and len(ax.patches) == 2
     assert matplotlib.colors.to_hex(ax.xaxis.label.get_color()) == plots.REFERENCE_COLOR
@@ -337,8 +380,11 @@ def test_gallery_draws_boxes_and_marks(run0, tmp_path):
 def test_sweep_figures(project, tmp_path):
     table = sweep.compare(project[1])
     fig = plots.plot_sweep(table, save=tmp_path / "sweep.png")
-    assert [ax.get_title() for ax in fig.axes if ax.patches][:3] == ["caption CIDEr", "vqa VQA acc",
-                                                                     "grounding Acc@0.5"]
+    assert [ax.get_title() for ax in fig.axes if ax.patches][:3] == [
+        "caption CIDEr",
+        "vqa VQA acc",
+        "grounding Acc@0.5",
+    ]
     acc = next(ax for ax in fig.axes if ax.get_title() == "grounding Acc@0.5")
     assert [t.get_text() for t in acc.texts][1] == "n/a"
     loaded = sweep.load_sweep(project[1])
@@ -367,7 +413,8 @@ def test_sweep_figures_keep_one_style_per_run_and_show_intervals(seeded):
     fig = plots.plot_sweep(summary, ["caption CIDEr"])
     bars = fig.axes[0]
     assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in bars.patches] == [
-        matplotlib.colors.to_hex(c) for c in ("C0", "C1")]  # a group's bar has its curves' colour
+        matplotlib.colors.to_hex(c) for c in ("C0", "C1")
+    ]  # a group's bar has its curves' colour
     bar_container = next(c for c in bars.containers if isinstance(c, matplotlib.container.BarContainer))
     assert bar_container.errorbar is not None  # the confidence interval
 
@@ -464,8 +511,9 @@ def test_converted_checkpoint_gives_the_same_outputs(model, run0, tmp_path):
 
     stand_in = try_model.export_fairseq_layout(run0.checkpoint, tmp_path / "ofa_like.pt")
     assert ofa_convert([str(stand_in), str(tmp_path / "converted.pt")]) == 0
-    converted = try_model.load_model(tmp_path / "converted.pt", tokenizer=run0.tokenizer_dir, image_size=64,
-                                     prompt_types=model.prompt_types)   # the file does not say how it was prompted
+    converted = try_model.load_model(
+        tmp_path / "converted.pt", tokenizer=run0.tokenizer_dir, image_size=64, prompt_types=model.prompt_types
+    )  # the file does not say how it was prompted
     assert model.prompt_types == {"grounding": "prev_output"}
     image, _, expression, _ = try_model.synthetic_scene(64)
     assert converted.caption(image) == model.caption(image)

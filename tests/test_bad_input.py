@@ -1,6 +1,7 @@
 """Bad input that the other suites did not already try (docs/reliability.md lists every case and
 the test of each): a truncated JPEG, non-UTF-8 text, an empty shard, an unreadable shard URL, a vocabulary that does
 not match the model; plus the skip counters reaching the logs."""
+
 from __future__ import annotations
 
 import io
@@ -10,12 +11,11 @@ import tarfile
 
 import pytest
 from PIL import Image
+from test_data_pipeline import FakeTask, write_shards
 
 from ofa_lightning.data.samples import DataStats, Skip, build_example, decode_sample
 from ofa_lightning.data.shards import resolve_shards
 from ofa_lightning.data.stream import MixtureStream, StreamSource
-
-from test_data_pipeline import FakeTask, write_shards
 
 
 def _jpeg(size=(32, 24)) -> bytes:
@@ -67,8 +67,9 @@ def test_unreadable_shard_url(tmp_path):
         resolve_shards(str(tmp_path / "missing-000000.tar"))
     # a remote URL that cannot be opened at read time is a counted skip; the source's other shards go on
     good = write_shards(tmp_path / "r", "r", [4])
-    stream = MixtureStream([StreamSource("r", FakeTask(), ["memory://no/such/shard.tar", *good])], 2, seed=1,
-                           shuffle_buffer=1)
+    stream = MixtureStream(
+        [StreamSource("r", FakeTask(), ["memory://no/such/shard.tar", *good])], 2, seed=1, shuffle_buffer=1
+    )
     stats = DataStats()
     for _, batch in zip(range(8), stream.batches()):
         stats.update(batch["stats"])
@@ -81,8 +82,11 @@ def test_vocabulary_mismatch_between_model_and_tokenizer_is_refused(tmp_path):
 
     tok = OFATokenizer.train_bpe(["a red square and a blue circle"] * 10, bpe_vocab_size=300, num_codes=8, num_bins=16)
     cfg = compose_config(["model=tiny", f"model.vocab_size={tok.vocab_size + 5}"], tmp_path, tmp_path)
-    with pytest.raises(ValueError, match=rf"model.vocab_size={tok.vocab_size + 5} but the tokenizer has "
-                                         rf"{tok.vocab_size} ids"):
+    with pytest.raises(
+        ValueError,
+        match=rf"model.vocab_size={tok.vocab_size + 5} but the tokenizer has "
+        rf"{tok.vocab_size} ids",
+    ):
         build_model_config(cfg, tok)
     assert build_model_config(compose_config(["model=tiny"], tmp_path, tmp_path), tok).vocab_size == tok.vocab_size
 
@@ -93,8 +97,16 @@ def test_resuming_with_another_vocabulary_names_the_tensors(tmp_path):
     from ofa_lightning.model import OFAConfig
     from ofa_lightning.training import OFALitModule
 
-    small = dict(encoder_layers=1, decoder_layers=1, d_model=32, encoder_attention_heads=2, decoder_attention_heads=2,
-                 encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.0)
+    small = dict(
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        dropout=0.0,
+    )
     a = OFALitModule(OFAConfig.from_name("tiny", vocab_size=40, **small))
     b = OFALitModule(OFAConfig.from_name("tiny", vocab_size=48, **small))
     with pytest.raises(RuntimeError, match=r"embed_tokens.weight.*torch.Size\(\[40, 32\]\).*torch.Size\(\[48, 32\]\)"):
@@ -115,8 +127,12 @@ def test_skip_counters_reach_the_logged_metrics():
     class _Trainer:
         global_step = 0
 
-    batch = {"stats": {"skipped": {"corrupt image": 2, "empty shard": 1, "caption: text too long: captions": 1},
-                       "mix": {"caption": 5}}}
+    batch = {
+        "stats": {
+            "skipped": {"corrupt image": 2, "empty shard": 1, "caption: text too long: captions": 1},
+            "mix": {"caption": 5},
+        }
+    }
     cb.on_train_batch_start(_Trainer(), _Module(), batch, 0)
     assert logged["data/train/skipped/corrupt_image"] == 2.0 and logged["data/train/skipped/empty_shard"] == 1.0
     assert logged["data/train/skipped/caption/text_too_long/captions"] == 1.0 and logged["data/train/skipped"] == 4.0

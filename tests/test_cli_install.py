@@ -5,6 +5,7 @@ Offline and quick: the wheel is built without build isolation and installed with
 that sees this environment's packages through a ``.pth`` line (torch, Hydra, ... are not reinstalled); only the kit
 itself comes from the wheel, and the source checkout is not on the venv's path.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,13 +20,26 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # what the wheel is built from: the checkout without environments, caches and outputs
-TOP_LEVEL_SKIP = {".git", ".venv", "build", "runs", "data", ".cache", ".pytest_cache", "wandb", "outputs", "notebooks",
-                  "benchmarks", "tests"}
+TOP_LEVEL_SKIP = {
+    ".git",
+    ".venv",
+    "build",
+    "runs",
+    "data",
+    ".cache",
+    ".pytest_cache",
+    "wandb",
+    "outputs",
+    "notebooks",
+    "benchmarks",
+    "tests",
+}
 
 
 def _ignore(folder: str, names: list[str]) -> set[str]:
     skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
     return skip | (TOP_LEVEL_SKIP & set(names) if Path(folder) == REPO else set())
+
 
 @pytest.mark.slow
 def test_regular_install_ships_conf_and_runs_from_an_empty_dir(tmp_path):
@@ -34,11 +48,34 @@ def test_regular_install_ships_conf_and_runs_from_an_empty_dir(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-build-isolation",
-                    "--no-index", "-q", str(source)], check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -53,7 +90,9 @@ def test_regular_install_ships_conf_and_runs_from_an_empty_dir(tmp_path):
     where = run(str(py), "-c", "import ofa_lightning.paths as p; print(p.__file__); print(p.CONF_DIR)").stdout.split()
     assert where[0].startswith(str(site)), where  # the installed copy, not the checkout
     assert where[1] == str(site / "ofa_lightning" / "conf")
-    installed = {p.relative_to(site / "ofa_lightning" / "conf") for p in (site / "ofa_lightning" / "conf").rglob("*.yaml")}
+    installed = {
+        p.relative_to(site / "ofa_lightning" / "conf") for p in (site / "ofa_lightning" / "conf").rglob("*.yaml")
+    }
     assert installed == {p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml")}
 
     assert yaml.safe_load(run("ofa-train", "--cfg", "job").stdout)["task_name"] == "train"

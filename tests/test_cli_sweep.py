@@ -1,5 +1,6 @@
 """The README's sweep as a user runs it: ``ofa-train -m`` over two mixtures from a directory that holds nothing but
 the shards it made, no ``paths.*`` given, the basic launcher, ``OFA_SMOKE=1`` for a seconds-long job each."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,17 @@ def test_mixture_sweep_from_an_empty_dir_gives_each_job_its_own_run_dir(tmp_path
         assert proc.returncode == 0, proc.stderr[-4000:]
         return proc
 
-    run(sys.executable, "-m", "data_recipes.shapes_pipeline", "--root", "data/shapes", "--num-images", "24",
-        "--image-size", "64")
+    run(
+        sys.executable,
+        "-m",
+        "data_recipes.shapes_pipeline",
+        "--root",
+        "data/shapes",
+        "--num-images",
+        "24",
+        "--image-size",
+        "64",
+    )
     run("ofa-train", "-m", "experiment=mixture_sweep", "mixture=caption_only,vqa_only", "sweep_name=mix_v1")
 
     sweeps = list((tmp_path / "runs" / "mixture_sweep").glob("mix_v1-*"))

@@ -1,5 +1,6 @@
 """What a training run prints: a step progress bar over ``max_steps``, the final metrics table and the run dir, and
 none of the warnings a CPU run could avoid (pin_memory without a GPU, worker counts, deprecations)."""
+
 from __future__ import annotations
 
 import os
@@ -13,12 +14,25 @@ from omegaconf import OmegaConf
 from ofa_lightning.training.callbacks import StepProgressBar, default_callbacks
 from ofa_lightning.training.callbacks.console import format_run_summary
 
-TINY = ["experiment=demo", "debug=fdr", "data.micro_batch_size=4", "data.task_options.image_size=64",
-        "model.encoder_layers=1", "model.decoder_layers=1", "tokenizer.max_samples=50", "mixture.detection=null",
-        "logger=none"]
+TINY = [
+    "experiment=demo",
+    "debug=fdr",
+    "data.micro_batch_size=4",
+    "data.task_options.image_size=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "tokenizer.max_samples=50",
+    "mixture.detection=null",
+    "logger=none",
+]
 # warnings a CPU run must not print (the kit sets what they complain about)
-AVOIDABLE = (r"pin_memory", r"does not have many workers", r"deprecated", r"Precision .* not supported",
-             r"IterableDataset. has .__len__. defined")
+AVOIDABLE = (
+    r"pin_memory",
+    r"does not have many workers",
+    r"deprecated",
+    r"Precision .* not supported",
+    r"IterableDataset. has .__len__. defined",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +49,19 @@ def test_a_run_prints_step_progress_its_metrics_table_and_run_dir(shapes_root, t
 
     run_dir = tmp_path / "run"
     # 4 steps over 2-batch "epochs" of the stream; pinned memory asked for on a CPU-only run; loader workers
-    cfg = compose_config([*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "data.batches_per_epoch=2",
-                          "data.pin_memory=true", "data.num_workers=2", "data.eval.num_workers=1"],
-                         run_dir, shapes_root)
+    cfg = compose_config(
+        [
+            *TINY,
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "data.batches_per_epoch=2",
+            "data.pin_memory=true",
+            "data.num_workers=2",
+            "data.eval.num_workers=1",
+        ],
+        run_dir,
+        shapes_root,
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -54,9 +78,9 @@ def test_a_run_prints_step_progress_its_metrics_table_and_run_dir(shapes_root, t
     assert steps and max(steps) == 4 and steps == sorted(steps), out[-2000:]
     assert not re.search(r"Epoch \d+:", out + err)
     # the final table: one row per source for each stage, then the loss, wall time and run dir
-    summary = out[out.index("final val metrics"):]
+    summary = out[out.index("final val metrics") :]
     assert "final test metrics" in summary
-    test_table = summary[summary.index("final test metrics"):].splitlines()
+    test_table = summary[summary.index("final test metrics") :].splitlines()
     assert test_table[1].split()[:1] == ["source"] and "vqa_acc" in test_table[1]
     vqa = next(line for line in test_table if line.startswith("vqa "))
     assert f"{metrics['test/vqa/vqa_acc']:.4g}" in vqa
@@ -71,8 +95,17 @@ def test_a_run_prints_step_progress_its_metrics_table_and_run_dir(shapes_root, t
 
 
 def test_summary_table_layout():
-    text = format_run_summary({"val/vqa/vqa_acc": 0.5, "val/vqa/loss": 1.25, "val/caption/cider": 0.1,
-                               "test/vqa/vqa_acc": 0.375, "train/loss": 2.0, "wall_seconds": 7200.0}, "/tmp/r")
+    text = format_run_summary(
+        {
+            "val/vqa/vqa_acc": 0.5,
+            "val/vqa/loss": 1.25,
+            "val/caption/cider": 0.1,
+            "test/vqa/vqa_acc": 0.375,
+            "train/loss": 2.0,
+            "wall_seconds": 7200.0,
+        },
+        "/tmp/r",
+    )
     lines = text.splitlines()
     assert lines[0] == "final val metrics" and lines[1].split() == ["source", "cider", "vqa_acc", "loss"]
     assert lines[3].split() == ["caption", "0.1"] and lines[4].split() == ["vqa", "0.5", "1.25"]

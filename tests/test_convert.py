@@ -1,17 +1,22 @@
 """Checkpoint import: fairseq names, EMA, vocabulary growth, shape errors, the CLI, safe loading."""
+
 from __future__ import annotations
 
 import argparse
 
 import pytest
 import torch
+from docs_standins import fairseq_layout as fairseq_style
 
 from ofa_lightning.cli.convert import main as convert_main
 from ofa_lightning.model import OFAConfig, OFAModel
-from ofa_lightning.model.convert import (from_fairseq_checkpoint, from_state_dict, load_converted,
-                                         load_state_dict_into, to_ofa_names)
-
-from docs_standins import fairseq_layout as fairseq_style
+from ofa_lightning.model.convert import (
+    from_fairseq_checkpoint,
+    from_state_dict,
+    load_converted,
+    load_state_dict_into,
+    to_ofa_names,
+)
 
 
 def small(**kw) -> OFAModel:
@@ -54,11 +59,14 @@ def test_smaller_checkpoint_vocabulary_is_grown():
 def test_larger_checkpoint_vocabulary_and_wrong_shapes_are_named():
     src = small()
     with pytest.raises(ValueError, match="larger than the model's 300"):
-        from_state_dict(fairseq_style(src), OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=2,
-                                                                vocab_size=300))
+        from_state_dict(
+            fairseq_style(src), OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=2, vocab_size=300)
+        )
     with pytest.raises(ValueError, match=r"encoder\.layers\.0\.fc1\.weight: checkpoint \(1024, 256\) vs model"):
-        from_state_dict(fairseq_style(src), OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=2,
-                                                                vocab_size=400, encoder_ffn_dim=512))
+        from_state_dict(
+            fairseq_style(src),
+            OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=2, vocab_size=400, encoder_ffn_dim=512),
+        )
 
 
 def test_missing_and_unexpected_keys_are_reported():
@@ -74,15 +82,24 @@ def test_missing_and_unexpected_keys_are_reported():
 
 
 def test_port_names_are_mapped():
-    names = to_ofa_names({"model.decoder.layers.0.cross_attn.k_proj.weight": 0,
-                          "decoder.layers.0.cross_attn_mid_layer_norm.bias": 0,
-                          "encoder.layers.3.self_attn_mid_layer_norm.weight": 0,
-                          "decoder.layers.0.self_attn_mid_layer_norm.weight": 0,
-                          "decoder.layers.2.cross_attn_layer_norm.weight": 0,
-                          "encoder.layers.1.ffn_layer_norm.weight": 0})
-    assert set(names) == {"decoder.layers.0.encoder_attn.k_proj.weight", "decoder.layers.0.cross_attn_ln.bias",
-                          "encoder.layers.3.attn_ln.weight", "decoder.layers.0.self_attn_ln.weight",
-                          "decoder.layers.2.encoder_attn_layer_norm.weight", "encoder.layers.1.ffn_layernorm.weight"}
+    names = to_ofa_names(
+        {
+            "model.decoder.layers.0.cross_attn.k_proj.weight": 0,
+            "decoder.layers.0.cross_attn_mid_layer_norm.bias": 0,
+            "encoder.layers.3.self_attn_mid_layer_norm.weight": 0,
+            "decoder.layers.0.self_attn_mid_layer_norm.weight": 0,
+            "decoder.layers.2.cross_attn_layer_norm.weight": 0,
+            "encoder.layers.1.ffn_layer_norm.weight": 0,
+        }
+    )
+    assert set(names) == {
+        "decoder.layers.0.encoder_attn.k_proj.weight",
+        "decoder.layers.0.cross_attn_ln.bias",
+        "encoder.layers.3.attn_ln.weight",
+        "decoder.layers.0.self_attn_ln.weight",
+        "decoder.layers.2.encoder_attn_layer_norm.weight",
+        "encoder.layers.1.ffn_layernorm.weight",
+    }
 
 
 class Evil:
@@ -116,9 +133,10 @@ def test_fairseq_arch_options_come_from_the_checkpoint_arguments():
 
     from ofa_lightning.model.convert import fairseq_arch_options
 
-    assert fairseq_arch_options({"model": {}, "cfg": {"model": {"entangle_position_embedding": True, "lr": 1}}}) \
-        == {"entangle_position_embedding": True}
-    assert fairseq_arch_options({"model": {}, "args": Namespace(token_bucket_size=128, image_bucket_size=42,
-                                                               arch="ofa_large")}) \
-        == {"token_bucket_size": 128, "image_bucket_size": 42}
+    assert fairseq_arch_options({"model": {}, "cfg": {"model": {"entangle_position_embedding": True, "lr": 1}}}) == {
+        "entangle_position_embedding": True
+    }
+    assert fairseq_arch_options(
+        {"model": {}, "args": Namespace(token_bucket_size=128, image_bucket_size=42, arch="ofa_large")}
+    ) == {"token_bucket_size": 128, "image_bucket_size": 42}
     assert fairseq_arch_options({"model": {}}) == {}

@@ -5,6 +5,7 @@
 * split mode with fewer shards than ranks fails on every rank at once with a message (no hang);
 * the same through Lightning's own DDP (``ddp_spawn``, 2 CPU processes): fit + validate.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,12 +43,21 @@ def _write_data(root: Path) -> dict[str, list[str]]:
 
 def _datamodule(root: Path, mode: str, workers: int, eval_split_txt: str | None = "val") -> OFADataModule:
     # fork: workers of a spawned rank would otherwise be spawned too (seconds of imports each)
-    return OFADataModule({"cap": {"task": "cap", "shards": "cap", "ratio": 1},
-                          "txt": {"task": "txt", "shards": "txt", "ratio": 1, "eval_split": eval_split_txt}},
-                         micro_batch_size=3, num_workers=workers, shuffle_buffer=4, batches_per_epoch=3,
-                         shards_root=str(root), text_image_size=8, multiprocessing_context="fork",
-                         eval={"mode": mode, "num_workers": workers, "micro_batch_size": 2},
-                         tasks={"cap": FakeTask("cap"), "txt": FakeTask("txt", group="text")})
+    return OFADataModule(
+        {
+            "cap": {"task": "cap", "shards": "cap", "ratio": 1},
+            "txt": {"task": "txt", "shards": "txt", "ratio": 1, "eval_split": eval_split_txt},
+        },
+        micro_batch_size=3,
+        num_workers=workers,
+        shuffle_buffer=4,
+        batches_per_epoch=3,
+        shards_root=str(root),
+        text_image_size=8,
+        multiprocessing_context="fork",
+        eval={"mode": mode, "num_workers": workers, "micro_batch_size": 2},
+        tasks={"cap": FakeTask("cap"), "txt": FakeTask("txt", group="text")},
+    )
 
 
 def _worker(rank: int, port: int, root: str, out: str) -> None:
@@ -91,8 +101,9 @@ def test_two_processes_eval_exactly_once_and_fail_fast(tmp_path):
     expected = _write_data(tmp_path / "data")
     out = tmp_path / "out"
     out.mkdir()
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path / "data"), str(out)), nprocs=WORLD,
-                             join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _worker, args=(_free_port(), str(tmp_path / "data"), str(out)), nprocs=WORLD, join=False, start_method="spawn"
+    )
     for proc in ctx.processes:  # bounded wait: a hang fails the test instead of blocking it
         proc.join(TIMEOUT_S)
     alive = [p.pid for p in ctx.processes if p.is_alive()]
@@ -140,11 +151,13 @@ class DDPRecorder(pl.LightningModule):
         name = self.trainer.datamodule.val_names[dataloader_idx]
         self.val_batches[name] = self.val_batches.get(name, 0) + 1
         self.val_records.setdefault(name, []).extend(
-            {"id": i, "is_pad": p} for i, p in zip(batch["ids"], batch["is_pad"].tolist()))
+            {"id": i, "is_pad": p} for i, p in zip(batch["ids"], batch["is_pad"].tolist())
+        )
 
     def on_validation_epoch_end(self):
         Path(self.out, f"rank{self.global_rank}.json").write_text(
-            json.dumps({"train": self.train_ids, "val": self.val_records, "batches": self.val_batches}))
+            json.dumps({"train": self.train_ids, "val": self.val_records, "batches": self.val_batches})
+        )
         self.val_records, self.val_batches = {}, {}
 
     def configure_optimizers(self):
@@ -161,9 +174,17 @@ def test_lightning_ddp_spawn_fit_and_validate(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     dm = _datamodule(tmp_path / "data", "map", 1)
-    trainer = pl.Trainer(accelerator="cpu", devices=WORLD, strategy="ddp_spawn", max_epochs=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=WORLD,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(DDPRecorder(str(out)), datamodule=dm)
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert [len(r["train"]) for r in results] == [3, 3]

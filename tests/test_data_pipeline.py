@@ -3,6 +3,7 @@
 Tiny WebDataset shards are written on the fly (webdataset.TarWriter); tasks are small test doubles (the real
 tasks are tested elsewhere). The shared helpers here are also used by tests/test_data_ddp.py.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,9 +19,24 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from ofa_lightning.data import (DataStats, EvalDataset, MixtureStream, OFADataModule, PaddedDistributedSampler,
-                                ShardSplitStream, StreamLoader, StreamSource, collate_examples, collate_grouped,
-                                dedup_by_id, iter_groups, mark_padding, parse_mixture, resolve_shards, shard_sizes)
+from ofa_lightning.data import (
+    DataStats,
+    EvalDataset,
+    MixtureStream,
+    OFADataModule,
+    PaddedDistributedSampler,
+    ShardSplitStream,
+    StreamLoader,
+    StreamSource,
+    collate_examples,
+    collate_grouped,
+    dedup_by_id,
+    iter_groups,
+    mark_padding,
+    parse_mixture,
+    resolve_shards,
+    shard_sizes,
+)
 from ofa_lightning.data.evaluation import EvalCollate
 from ofa_lightning.data.shards import iter_tar_samples
 from ofa_lightning.data.stream import SharedPosition, make_seed
@@ -40,8 +56,16 @@ def png_bytes(value: int, size: int = 8) -> bytes:
     return out.getvalue()
 
 
-def write_shards(folder: Path, prefix: str, sizes: list[int], *, split: str = "train", image: bool = True,
-                 corrupt: dict | None = None, sizes_json: bool = True) -> list[str]:
+def write_shards(
+    folder: Path,
+    prefix: str,
+    sizes: list[int],
+    *,
+    split: str = "train",
+    image: bool = True,
+    corrupt: dict | None = None,
+    sizes_json: bool = True,
+) -> list[str]:
     """Writes shards ``{split}-{i:06d}.tar`` with ``sizes[i]`` samples each; keys ``{prefix}-{n:05d}``.
 
     ``corrupt`` maps a global sample number to one of "image" (garbage image bytes), "json" (invalid json),
@@ -100,10 +124,16 @@ class FakeTask(Task):
             return None
         n = int(sample["n"])  # KeyError on a malformed sample
         target = [10 + n % 7] * (1 + n % 3) + [2]
-        return Example(id=str(sample["id"]), task=self.name, source=[0] + [4 + n % 50] * (1 + n % 5) + [2],
-                       prev_output=[0] + target[:-1], target=target,
-                       image=None if image is None else image_tensor(image, self.image_size),
-                       weight=1.0 + (n % 2), meta={"n": n})
+        return Example(
+            id=str(sample["id"]),
+            task=self.name,
+            source=[0] + [4 + n % 50] * (1 + n % 5) + [2],
+            prev_output=[0] + target[:-1],
+            target=target,
+            image=None if image is None else image_tensor(image, self.image_size),
+            weight=1.0 + (n % 2),
+            meta={"n": n},
+        )
 
 
 class FieldsTask(FakeTask):
@@ -112,8 +142,14 @@ class FieldsTask(FakeTask):
     def build_example(self, sample, image, train, rng):
         n = len(json.dumps(sample, sort_keys=True))
         target = [10 + n % 7] * (1 + n % 3) + [2]
-        return Example(id=str(sample["id"]), task=self.name, source=[0, 4 + n % 50, 2], prev_output=[0] + target[:-1],
-                       target=target, image=None if image is None else image_tensor(image, self.image_size))
+        return Example(
+            id=str(sample["id"]),
+            task=self.name,
+            source=[0, 4 + n % 50, 2],
+            prev_output=[0] + target[:-1],
+            target=target,
+            image=None if image is None else image_tensor(image, self.image_size),
+        )
 
 
 def stream_ids(stream: MixtureStream, n_batches: int, **where) -> list[str]:
@@ -130,8 +166,11 @@ def three_sources(tmp_path):
     a = write_shards(tmp_path / "a", "a", [40, 40, 40])
     b = write_shards(tmp_path / "b", "b", [30, 30], corrupt={5: "image", 17: "reject"})
     c = write_shards(tmp_path / "c", "c", [25], image=False)
-    return [StreamSource("a", FakeTask("cap"), a, 0.5), StreamSource("b", FakeTask("vqa"), b, 0.3),
-            StreamSource("c", FakeTask("txt", group="text"), c, 0.2)]
+    return [
+        StreamSource("a", FakeTask("cap"), a, 0.5),
+        StreamSource("b", FakeTask("vqa"), b, 0.3),
+        StreamSource("c", FakeTask("txt", group="text"), c, 0.2),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,8 +218,9 @@ def test_fsspec_urls_stream_index_and_manifest(tmp_path):
 def test_resolve_shards_recipe_manifest(tmp_path):
     folder = tmp_path / "rec"
     write_shards(folder, "r", [2, 2], sizes_json=False)
-    (folder / "manifest.json").write_text(json.dumps({"format": 1, "splits": {
-        "train": {"shards": [{"file": "train-000001.tar", "num_samples": 2}]}}}))
+    (folder / "manifest.json").write_text(
+        json.dumps({"format": 1, "splits": {"train": {"shards": [{"file": "train-000001.tar", "num_samples": 2}]}}})
+    )
     assert resolve_shards(str(folder), "train") == [str(folder / "train-000001.tar")]  # the manifest decides
     with pytest.raises(FileNotFoundError, match="no split 'val'"):
         resolve_shards(str(folder), "val")
@@ -197,8 +237,13 @@ def test_failing_pipe_is_an_unreadable_shard(tmp_path):
 # mixture
 # ----------------------------------------------------------------------------------------------------------------
 def test_parse_mixture_forms_and_errors():
-    as_map = parse_mixture({"cap": {"task": "caption", "shards": "x", "ratio": 2},
-                            "vqa": {"shards": ["y", "z"], "options": {"k": 1}}, "dropped": None})
+    as_map = parse_mixture(
+        {
+            "cap": {"task": "caption", "shards": "x", "ratio": 2},
+            "vqa": {"shards": ["y", "z"], "options": {"k": 1}},
+            "dropped": None,
+        }
+    )
     assert [(s.name, s.task, s.ratio) for s in as_map] == [("cap", "caption", 2.0), ("vqa", "vqa", 1.0)]
     assert as_map[1].options == {"k": 1} and as_map[1].split == "train"
     as_list = parse_mixture([{"task": "caption", "shards": "x", "ratio": 0.5, "eval_split": None}])
@@ -218,8 +263,13 @@ def test_options_only_mixture_entry_is_ignored_and_logged(caplog):
     """experiment=demo sets mixture.vqa.options; with mixture=caption_only that entry has no task and no shards: an
     info line (a preset tuning a source the chosen mixture lacks is the usual case, not a fault)."""
     with caplog.at_level("INFO", logger="ofa_lightning.data.mixture"):
-        got = parse_mixture({"caption": {"task": "caption", "shards": "x"}, "vqa": {"options": {"candidates": "a"}},
-                             "grounding": {"ratio": 0.4}})
+        got = parse_mixture(
+            {
+                "caption": {"task": "caption", "shards": "x"},
+                "vqa": {"options": {"candidates": "a"}},
+                "grounding": {"ratio": 0.4},
+            }
+        )
     assert [s.name for s in got] == ["caption"]
     assert "'vqa' only sets options/ratio" in caplog.text and "'grounding' only sets" in caplog.text
 
@@ -258,8 +308,10 @@ def test_streams_differ_across_ranks_and_workers_and_are_reproducible(three_sour
     assert resumed != runs[0]
     assert stream_ids(again, 6, rank=0, worker=0, num_workers=2, skip=1234) == resumed
     assert stream_ids(stream, 6, rank=0, worker=0, num_workers=2, epoch=1) != runs[0]
-    assert stream_ids(MixtureStream(three_sources, 8, seed=8, shuffle_buffer=16), 6,
-                      rank=0, worker=0, num_workers=2) != runs[0]
+    assert (
+        stream_ids(MixtureStream(three_sources, 8, seed=8, shuffle_buffer=16), 6, rank=0, worker=0, num_workers=2)
+        != runs[0]
+    )
     assert make_seed(1, 2, 3) == make_seed(1, 2, 3) != make_seed(1, 2, 4)
 
 
@@ -280,8 +332,9 @@ def test_short_segments_cover_whole_shards(tmp_path):
     numbers = lambda ids: [int(i.split("-")[1]) for i in ids]  # noqa: E731
 
     def firsts(sizes):  # the first sample of each of 12 segments of 2 batches x 4 (shuffle buffer off)
-        stream = MixtureStream([StreamSource("s", FakeTask(), urls, sizes=sizes)], 4, seed=0, shuffle_buffer=1,
-                               segment_batches=2)
+        stream = MixtureStream(
+            [StreamSource("s", FakeTask(), urls, sizes=sizes)], 4, seed=0, shuffle_buffer=1, segment_batches=2
+        )
         ids = numbers(stream_ids(stream, 24))
         return ids, [ids[k] for k in range(0, len(ids), 8)]
 
@@ -291,11 +344,12 @@ def test_short_segments_cover_whole_shards(tmp_path):
     assert len(set(starts)) >= 10, starts  # segments start all over the shard ...
     assert max(ids) > 150 and len(set(ids)) > 60
     for k in range(0, len(ids), 8):  # ... and read on from there, wrapping from the shard's end to its start
-        assert ids[k:k + 8] == [(ids[k] + j) % 200 for j in range(8)]
+        assert ids[k : k + 8] == [(ids[k] + j) % 200 for j in range(8)]
     one_visit = MixtureStream([StreamSource("s", FakeTask(), urls, sizes=[200])], 10, seed=3, shuffle_buffer=1)
     assert sorted(numbers(stream_ids(one_visit, 20))) == list(range(200))  # one rotated visit: each sample once
     datamodule_sizes = write_shards(tmp_path / "t", "t", [7, 5], image=False)
     from ofa_lightning.data.shards import shard_sizes
+
     assert [shard_sizes(datamodule_sizes, count_missing=False)[u] for u in datamodule_sizes] == [7, 5]
 
 
@@ -361,9 +415,18 @@ def test_source_with_only_bad_samples_fails_with_a_message(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 def _ex(i, n_src, n_tgt, image=True, task="t", size=8, code=False, weight=1.0):
     tgt = list(range(10, 10 + n_tgt))
-    return Example(id=f"e{i}", task=task, source=[0] + [5] * n_src + [2], prev_output=[0] + tgt[:-1], target=tgt,
-                   image=torch.full((3, size, size), float(i + 1)) if image else None, code_mask=code, weight=weight,
-                   constraint="trie" if code else None, meta={"i": i})
+    return Example(
+        id=f"e{i}",
+        task=task,
+        source=[0] + [5] * n_src + [2],
+        prev_output=[0] + tgt[:-1],
+        target=tgt,
+        image=torch.full((3, size, size), float(i + 1)) if image else None,
+        code_mask=code,
+        weight=weight,
+        constraint="trie" if code else None,
+        meta={"i": i},
+    )
 
 
 def test_collate_shapes_padding_and_masks():
@@ -417,16 +480,25 @@ def test_collate_normalises_pending_images_into_the_batch():
     for i in range(2):
         buf = io.BytesIO()
         Image.fromarray((rng.rand(30, 40, 3) * 255).astype(np.uint8)).save(buf, "PNG")
-        raws.append({"__key__": f"k{i}", "json": json.dumps({"id": f"c{i}", "captions": ["a red square"]}).encode(),
-                     "png": buf.getvalue()})
+        raws.append(
+            {
+                "__key__": f"k{i}",
+                "json": json.dumps({"id": f"c{i}", "captions": ["a red square"]}).encode(),
+                "png": buf.getvalue(),
+            }
+        )
     import random as _random
+
     loaded = [build_example(task, raw, train=False, rng=_random.Random(i)) for i, raw in enumerate(raws)]
     direct = [task.build_example(*decode_sample(raw), False, _random.Random(i)) for i, raw in enumerate(raws)]
     assert all(isinstance(ex.image, PendingImage) for ex in loaded)
     assert all(isinstance(ex.image, torch.Tensor) for ex in direct)
     assert all(torch.equal(image_tensor(a.image), b.image) for a, b in zip(loaded, direct))
     text = _ex(5, 1, 1, image=False)
-    for rows_a, rows_b in (([loaded[0], direct[1]], direct), ([loaded[0], text, loaded[1]], [direct[0], text, direct[1]])):
+    for rows_a, rows_b in (
+        ([loaded[0], direct[1]], direct),
+        ([loaded[0], text, loaded[1]], [direct[0], text, direct[1]]),
+    ):
         a = collate_examples(rows_a, pad_id=PAD)["patch_images"]
         b = collate_examples(rows_b, pad_id=PAD)["patch_images"]
         assert a.dtype == torch.float32 and torch.equal(a, b)
@@ -446,14 +518,18 @@ def test_collate_allocates_images_in_shared_memory_in_workers():
     same values as in-process; in the main process they are ordinary tensors."""
     local = collate_examples([_ex(0, 3, 2), _ex(1, 1, 5, image=False)], pad_id=PAD)["patch_images"]
     assert not local.is_shared()
-    (shared_in_worker, images), = torch.utils.data.DataLoader(_CollateInWorker(), batch_size=None, num_workers=1)
+    ((shared_in_worker, images),) = torch.utils.data.DataLoader(_CollateInWorker(), batch_size=None, num_workers=1)
     assert bool(shared_in_worker)
     assert torch.equal(images, local) and torch.all(images[1] == 0)
 
 
 def test_collate_grouped_into_ofa_pretraining_groups():
-    examples = [_ex(0, 2, 2, size=8), _ex(1, 3, 2, image=False, task="text"), _ex(2, 1, 1, size=8),
-                _ex(3, 1, 4, size=16, task="det")]
+    examples = [
+        _ex(0, 2, 2, size=8),
+        _ex(1, 3, 2, image=False, task="text"),
+        _ex(2, 1, 1, size=8),
+        _ex(3, 1, 4, size=16, task="det"),
+    ]
     batch = collate_grouped(examples, ["image-text", "text", "image-text", "detection"], pad_id=PAD)
     assert batch["size"] == 4 and set(batch["groups"]) == {"image-text", "other"}
     v1, v2 = batch["groups"]["image-text"], batch["groups"]["other"]
@@ -496,11 +572,25 @@ def test_bucketing_groups_similar_lengths(three_sources):
 def test_dataloader_two_workers_persistent_epochs(three_sources):
     """num_workers=2 + persistent workers: exact epoch length, both workers used, a new stream per epoch (P7)."""
     position = SharedPosition()
-    stream = MixtureStream(three_sources, 4, seed=11, shuffle_buffer=8, batches_per_epoch=5, position=position,
-                           rank=0, world_size=1, num_workers=2)
+    stream = MixtureStream(
+        three_sources,
+        4,
+        seed=11,
+        shuffle_buffer=8,
+        batches_per_epoch=5,
+        position=position,
+        rank=0,
+        world_size=1,
+        num_workers=2,
+    )
     state = {"epoch": 0, "step": 0}
-    loader = StreamLoader(stream, batch_size=None, num_workers=2, persistent_workers=True,
-                          position_fn=lambda: (state["epoch"], state["step"]))
+    loader = StreamLoader(
+        stream,
+        batch_size=None,
+        num_workers=2,
+        persistent_workers=True,
+        position_fn=lambda: (state["epoch"], state["step"]),
+    )
     assert len(loader) == 6  # ceil(5 / 2) batches per worker x 2 workers
     epochs = []
     for epoch in range(2):
@@ -529,10 +619,17 @@ def test_endless_stream_has_no_len(three_sources):
 @pytest.mark.parametrize("context", ["spawn"])
 def test_shared_position_reaches_spawned_workers(three_sources, context):
     position = SharedPosition(context)
-    stream = MixtureStream(three_sources[:1], 2, seed=2, shuffle_buffer=4, batches_per_epoch=2, position=position,
-                           rank=0, num_workers=1)
-    loader = StreamLoader(stream, batch_size=None, num_workers=1, persistent_workers=True,
-                          multiprocessing_context=context, position_fn=lambda: (3, 1))
+    stream = MixtureStream(
+        three_sources[:1], 2, seed=2, shuffle_buffer=4, batches_per_epoch=2, position=position, rank=0, num_workers=1
+    )
+    loader = StreamLoader(
+        stream,
+        batch_size=None,
+        num_workers=1,
+        persistent_workers=True,
+        multiprocessing_context=context,
+        position_fn=lambda: (3, 1),
+    )
     got = [b["ids"] for b in loader]
     assert len(got) == 1 and got == [b["ids"] for b in stream.batches(rank=0, worker=0, num_workers=1, epoch=3, skip=1)]
 
@@ -557,8 +654,9 @@ def test_padded_distributed_sampler_covers_each_item_once():
 def _split_run(urls, world, workers, batch_size=4, sizes=None):
     per_rank = []
     for rank in range(world):
-        ds = ShardSplitStream("s", FakeTask(), urls, batch_size, rank=rank, world_size=world, num_workers=workers,
-                              sizes=sizes)
+        ds = ShardSplitStream(
+            "s", FakeTask(), urls, batch_size, rank=rank, world_size=world, num_workers=workers, sizes=sizes
+        )
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
         batches = list(loader)
         assert len(batches) == len(ds) == len(loader)
@@ -602,8 +700,13 @@ def test_eval_dataset_map_mode_and_max_samples(tmp_path):
 
 
 def test_dedup_by_id():
-    records = [{"id": "a", "p": 1}, {"id": "b", "p": 2}, {"id": "a", "p": 3}, {"id": "c", "p": 4, "is_pad": True},
-               {"id": "b", "p": 5, "is_pad": True}]
+    records = [
+        {"id": "a", "p": 1},
+        {"id": "b", "p": 2},
+        {"id": "a", "p": 3},
+        {"id": "c", "p": 4, "is_pad": True},
+        {"id": "b", "p": 5, "is_pad": True},
+    ]
     assert dedup_by_id(records) == [{"id": "a", "p": 1}, {"id": "b", "p": 2}]
     assert dedup_by_id([("x", 1), ("x", 2), ("y", 3)], key=lambda r: r[0], is_pad=None) == [("x", 1), ("y", 3)]
 
@@ -639,9 +742,17 @@ def test_every_mixture_config_composes(mixture, shapes_root):
 def test_datamodule_from_hydra_config(shapes_root):
     from hydra.utils import instantiate
 
-    cfg = _compose(["+data=shapes", "+mixture=caption_vqa_grounding", f"+paths.data_dir={shapes_root}",
-                    "data.num_workers=0", "data.micro_batch_size=6", "data.batches_per_epoch=3",
-                    "data.eval.num_workers=0"])
+    cfg = _compose(
+        [
+            "+data=shapes",
+            "+mixture=caption_vqa_grounding",
+            f"+paths.data_dir={shapes_root}",
+            "data.num_workers=0",
+            "data.micro_batch_size=6",
+            "data.batches_per_epoch=3",
+            "data.eval.num_workers=0",
+        ]
+    )
     tasks = {name: FieldsTask(name) for name in ("caption", "vqa", "grounding")}
     dm = instantiate(cfg.data, tasks=tasks, _recursive_=False)
     assert isinstance(dm, OFADataModule) and dm.micro_batch_size == 6 and dm.shuffle_buffer == 64
@@ -663,8 +774,10 @@ def test_datamodule_from_hydra_config(shapes_root):
         ids = [i for b in val for i in b["ids"]]
         assert len(ids) == len(set(ids))
         sizes[name] = len(ids)
-    manifest = {n: json.loads((shapes_root / "shapes" / "shards" / r / "manifest.json").read_text())
-                for n, r in (("caption", "coco_caption"), ("vqa", "vqav2"), ("grounding", "refcoco"))}
+    manifest = {
+        n: json.loads((shapes_root / "shapes" / "shards" / r / "manifest.json").read_text())
+        for n, r in (("caption", "coco_caption"), ("vqa", "vqav2"), ("grounding", "refcoco"))
+    }
     assert sizes == {n: m["splits"]["val"]["num_samples"] for n, m in manifest.items()}
     dm.setup("test")
     assert dm.test_names == ["caption", "vqa", "grounding"] and len(dm.test_dataloader()) == 3
@@ -718,15 +831,29 @@ def test_trainer_fit_two_epochs_with_workers(tmp_path):
     write_shards(tmp_path / "cap", "cv", [5], split="val")
     write_shards(tmp_path / "txt", "t", [12], image=False)
     write_shards(tmp_path / "txt", "tv", [4], split="val", image=False)
-    dm = OFADataModule({"cap": {"task": "cap", "shards": "cap", "ratio": 3},
-                        "txt": {"task": "txt", "shards": "txt", "ratio": 1}},
-                       micro_batch_size=4, num_workers=2, shuffle_buffer=4, batches_per_epoch=4,
-                       shards_root=str(tmp_path), text_image_size=8, eval={"num_workers": 0},
-                       tasks={"cap": FakeTask("cap"), "txt": FakeTask("txt", group="text")})
+    dm = OFADataModule(
+        {"cap": {"task": "cap", "shards": "cap", "ratio": 3}, "txt": {"task": "txt", "shards": "txt", "ratio": 1}},
+        micro_batch_size=4,
+        num_workers=2,
+        shuffle_buffer=4,
+        batches_per_epoch=4,
+        shards_root=str(tmp_path),
+        text_image_size=8,
+        eval={"num_workers": 0},
+        tasks={"cap": FakeTask("cap"), "txt": FakeTask("txt", group="text")},
+    )
     module, stats_cb = RecordingModule(), DataStatsCallback(log_every_n_steps=1)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[stats_cb],
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[stats_cb],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 8 and len(module.train_ids) == 8
     assert module.train_ids[:4] != module.train_ids[4:]
@@ -750,9 +877,17 @@ def test_demo_mixture_with_the_real_tasks(shapes_root):
 
     words = "what does the image describe which region text is there how many red blue green circle square triangle"
     tokenizer = OFATokenizer.train_bpe([words] * 20, bpe_vocab_size=400, num_codes=16, num_bins=100)
-    cfg = _compose(["+data=shapes", "+mixture=caption_vqa_grounding", f"+paths.data_dir={shapes_root}",
-                    "data.num_workers=0", "data.eval.num_workers=0", "data.batches_per_epoch=4",
-                    "+data.task_options.image_size=32"])
+    cfg = _compose(
+        [
+            "+data=shapes",
+            "+mixture=caption_vqa_grounding",
+            f"+paths.data_dir={shapes_root}",
+            "data.num_workers=0",
+            "data.eval.num_workers=0",
+            "data.batches_per_epoch=4",
+            "+data.task_options.image_size=32",
+        ]
+    )
     dm = instantiate(cfg.data, tokenizer=tokenizer, _recursive_=False)
     dm.setup("fit")
     assert {n: t.name for n, t in dm.tasks.items()} == {"caption": "caption", "vqa": "vqa", "grounding": "grounding"}
@@ -775,17 +910,36 @@ def test_resume_continues_the_uninterrupted_stream(tmp_path):
     write_shards(tmp_path / "cap", "c", [20, 20])
 
     def make():
-        return OFADataModule({"cap": {"task": "cap", "shards": "cap"}}, micro_batch_size=2, num_workers=0,
-                             shuffle_buffer=4, batches_per_epoch=5, shards_root=str(tmp_path), seed=3,
-                             segment_batches=2, eval={"split": None, "test_split": None},
-                             tasks={"cap": FakeTask("cap")})
+        return OFADataModule(
+            {"cap": {"task": "cap", "shards": "cap"}},
+            micro_batch_size=2,
+            num_workers=0,
+            shuffle_buffer=4,
+            batches_per_epoch=5,
+            shards_root=str(tmp_path),
+            seed=3,
+            segment_batches=2,
+            eval={"split": None, "test_split": None},
+            tasks={"cap": FakeTask("cap")},
+        )
 
     def trainer(max_steps, every=None):
-        callbacks = [pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every,
-                                                  save_top_k=-1)] if every else []
-        return pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path),
-                          enable_checkpointing=bool(every), callbacks=callbacks)
+        callbacks = (
+            [pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)]
+            if every
+            else []
+        )
+        return pl.Trainer(
+            accelerator="cpu",
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=str(tmp_path),
+            enable_checkpointing=bool(every),
+            callbacks=callbacks,
+        )
 
     whole = RecordingModule()
     trainer(8).fit(whole, datamodule=make())

@@ -5,12 +5,21 @@ directory outside the repository, with the venv first on PATH and only OFA_SMOKE
 (``make test-slow``) runs all its unskipped blocks, fast and slow, in order. Both first check every block's markers
 and syntax, skipped ones included.
 """
+
 from __future__ import annotations
 
 import pytest
-
-from docs_harness import (REPO_ROOT, Block, DocsMarkerError, build_script, doc_files, parse_file, parse_markdown,
-                          run_blocks, syntax_errors)
+from docs_harness import (
+    REPO_ROOT,
+    Block,
+    DocsMarkerError,
+    build_script,
+    doc_files,
+    parse_file,
+    parse_markdown,
+    run_blocks,
+    syntax_errors,
+)
 from docs_standins import StandInUnavailable, make_stand_ins
 
 FAST_TIMEOUT_S = 600
@@ -119,8 +128,11 @@ echo inside a four-tick fence
 def test_parser_reads_blocks_markers_and_order():
     blocks = parse_markdown(SAMPLE, "doc.md")
     assert [(b.line, b.lang, b.code) for b in blocks] == [
-        (5, "bash", "echo one\n"), (14, "python", 'print("two")\n'), (19, "bash", "sbatch job.sh\n"),
-        (25, "bash", "echo three\n")]
+        (5, "bash", "echo one\n"),
+        (14, "python", 'print("two")\n'),
+        (19, "bash", "sbatch job.sh\n"),
+        (25, "bash", "echo three\n"),
+    ]
     assert all(b.slow for b in blocks)  # the file marker
     assert blocks[1].needs == ("ofa_bpe", "photos") and blocks[2].skip == "needs a SLURM cluster"
     assert blocks[0].needs == () and blocks[0].skip is None and blocks[1].where == "doc.md:14"
@@ -128,18 +140,21 @@ def test_parser_reads_blocks_markers_and_order():
     assert [b.slow for b in plain] == [True, False]
 
 
-@pytest.mark.parametrize("text, error", [
-    ("<!-- docs-test: skip -->\n```bash\nx\n```\n", "needs a reason"),
-    ("<!-- docs-test: skip:   -->\n```bash\nx\n```\n", "needs a reason"),
-    ("<!-- docs-test: fast -->\n```bash\nx\n```\n", "unknown docs-test marker 'fast'"),
-    ("<!-- docs-test: needs: gpu -->\n```bash\nx\n```\n", "unknown stand-in gpu"),
-    ("<!-- docs-test slow -->\n```bash\nx\n```\n", "malformed docs-test marker"),
-    ("<!-- docs-test: slow -->\n\n```bash\nx\n```\n", "followed by a blank line"),
-    ("<!-- docs-test: slow -->\nprose\n```bash\nx\n```\n", "not directly before a fence"),
-    ("<!-- docs-test: slow -->\n```text\nx\n```\n", "before a ```text fence"),
-    ("text\n<!-- docs-test: slow -->\n", "end of the file"),
-    ("```sh\nls\n```\n", "write ```bash"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("<!-- docs-test: skip -->\n```bash\nx\n```\n", "needs a reason"),
+        ("<!-- docs-test: skip:   -->\n```bash\nx\n```\n", "needs a reason"),
+        ("<!-- docs-test: fast -->\n```bash\nx\n```\n", "unknown docs-test marker 'fast'"),
+        ("<!-- docs-test: needs: gpu -->\n```bash\nx\n```\n", "unknown stand-in gpu"),
+        ("<!-- docs-test slow -->\n```bash\nx\n```\n", "malformed docs-test marker"),
+        ("<!-- docs-test: slow -->\n\n```bash\nx\n```\n", "followed by a blank line"),
+        ("<!-- docs-test: slow -->\nprose\n```bash\nx\n```\n", "not directly before a fence"),
+        ("<!-- docs-test: slow -->\n```text\nx\n```\n", "before a ```text fence"),
+        ("text\n<!-- docs-test: slow -->\n", "end of the file"),
+        ("```sh\nls\n```\n", "write ```bash"),
+    ],
+)
 def test_parser_refuses_bad_markers(text, error):
     with pytest.raises(DocsMarkerError, match=error) as info:
         parse_markdown(text, "bad.md")
@@ -148,12 +163,14 @@ def test_parser_refuses_bad_markers(text, error):
 
 def test_runner_points_at_the_failing_block(tmp_path, monkeypatch):
     monkeypatch.setenv("OFA_BPE_DIR", "/somewhere")
-    blocks = parse_markdown("```bash\necho made > state.txt\nexport FROM_FIRST=1\n```\n"
-                            "```python\nimport os, pathlib\nassert pathlib.Path('state.txt').read_text() == 'made\\n'\n"
-                            "assert os.environ['FROM_FIRST'] == '1' and os.environ['OFA_SMOKE'] == '1'\n"
-                            "assert 'OFA_BPE_DIR' not in os.environ\n```\n"
-                            "```bash\necho before-failure\nfalse\necho never\n```\n```bash\necho unreachable\n```\n",
-                            "t.md")
+    blocks = parse_markdown(
+        "```bash\necho made > state.txt\nexport FROM_FIRST=1\n```\n"
+        "```python\nimport os, pathlib\nassert pathlib.Path('state.txt').read_text() == 'made\\n'\n"
+        "assert os.environ['FROM_FIRST'] == '1' and os.environ['OFA_SMOKE'] == '1'\n"
+        "assert 'OFA_BPE_DIR' not in os.environ\n```\n"
+        "```bash\necho before-failure\nfalse\necho never\n```\n```bash\necho unreachable\n```\n",
+        "t.md",
+    )
     work = tmp_path / "work"
     work.mkdir()
     result = run_blocks(blocks, work, tmp_path / "harness", timeout=120)
@@ -163,6 +180,7 @@ def test_runner_points_at_the_failing_block(tmp_path, monkeypatch):
     assert "never" not in result.output and "unreachable" not in result.output
     assert syntax_errors(parse_markdown("```bash\nls\nif then\n```\n```python\ndef (\n```\n", "s.md")) == [
         "s.md:3: bash syntax error: syntax error near unexpected token `then'",
-        "s.md:6: python syntax error: invalid syntax"]
+        "s.md:6: python syntax error: invalid syntax",
+    ]
     assert set(result.seconds) == {"t.md:1", "t.md:5", "t.md:11"} and all(t >= 0 for t in result.seconds.values())
     assert "set -euo pipefail" in build_script(blocks, tmp_path / "state")

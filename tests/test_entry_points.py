@@ -1,4 +1,5 @@
 """ofa-train → checkpoint → ofa-eval → ofa-predict on tiny shapes data, and every config composes."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from data_recipes.shapes_pipeline import build_shapes_shards
 from ofa_lightning.paths import CONF_DIR
 from ofa_lightning.training.run import compose_config, train
 
-TINY = ["debug=fdr", "data.micro_batch_size=4", "data.task_options.image_size=64", "logger=none",
-        "model.encoder_layers=1", "model.decoder_layers=1"]
+TINY = [
+    "debug=fdr",
+    "data.micro_batch_size=4",
+    "data.task_options.image_size=64",
+    "logger=none",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +48,14 @@ def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
 
     _, run_dir, metrics = trained_run
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                                         f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}"])
+        cfg = compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                f"paths.output_dir={tmp_path}",
+                f"paths.root_dir={tmp_path}",
+            ],
+        )
     out = run(cfg)
     assert out["test/caption/loss"] == pytest.approx(metrics["test/caption/loss"], rel=1e-4)
     assert (tmp_path / "metrics.json").is_file() and list((tmp_path / "predictions").glob("*.jsonl"))
@@ -50,8 +63,15 @@ def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
 
 def _eval_cfg(run_dir: Path, out: Path, *extra: str):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("eval", overrides=[f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                                          f"paths.output_dir={out}", f"paths.root_dir={out}", *extra])
+        return compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                f"paths.output_dir={out}",
+                f"paths.root_dir={out}",
+                *extra,
+            ],
+        )
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="official mode needs Java (pycocoevalcap's PTB + METEOR)")
@@ -82,8 +102,14 @@ def test_eval_names_a_missing_checkpoint(tmp_path):
     from ofa_lightning.cli.eval import run
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.output_dir={tmp_path}",
-                                         f"paths.root_dir={tmp_path}"])
+        cfg = compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={tmp_path / 'nope.ckpt'}",
+                f"paths.output_dir={tmp_path}",
+                f"paths.root_dir={tmp_path}",
+            ],
+        )
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         run(cfg)
 
@@ -97,11 +123,18 @@ def test_predict_text_and_box(trained_run, tmp_path):
     image = tmp_path / "in.png"
     Image.new("RGB", (80, 60), "green").save(image)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        common = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"image={image}", "image_size=64",
-                  f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}"]
+        common = [
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"image={image}",
+            "image_size=64",
+            f"paths.output_dir={tmp_path}",
+            f"paths.root_dir={tmp_path}",
+        ]
         caption = compose("predict", overrides=[*common, "prompt=what does the image describe?"])
-        ground = compose("predict", overrides=[*common, "decoding=grounding",
-                                               "prompt='which region does the text \" the circle \" describe?'"])
+        ground = compose(
+            "predict",
+            overrides=[*common, "decoding=grounding", "prompt='which region does the text \" the circle \" describe?'"],
+        )
     assert isinstance(run(caption)["text"], str)
     result = run(ground)
     assert len(result["box"]) == 4 and Path(result["image_with_box"]).is_file()
@@ -120,13 +153,16 @@ def test_python_api_grounds_with_the_evaluation_decoder_not_code_mode(trained_ru
     _, run_dir, _ = trained_run
     demo = OFA.load(run_dir / "checkpoints" / "last.ckpt", image_size=64)
     assert demo.prompt_types == {"grounding": "prev_output"}
-    plain = OFA(demo.model, demo.tokenizer, image_size=64)          # a run with OFA's default prompt_type none
+    plain = OFA(demo.model, demo.tokenizer, image_size=64)  # a run with OFA's default prompt_type none
     assert plain.task("grounding").cfg["prompt_type"] == "none"
     image = Image.new("RGB", (64, 64), "grey")
     prompt = PROMPTS["grounding"].format(text="the red circle")
     source = torch.tensor([demo.tokenizer.encode(prompt, add_bos=True, add_eos=True)])
-    batch = {"input_ids": source, "patch_images": demo.prepare_image(image, 64)[0][None],
-             "patch_masks": torch.tensor([True])}
+    batch = {
+        "input_ids": source,
+        "patch_images": demo.prepare_image(image, 64)[0][None],
+        "patch_masks": torch.tensor([True]),
+    }
     eos = demo.tokenizer.eos_id
     for ofa, prefix in ((plain, None), (demo, source[:, 1:-1])):
         config = ofa.task("grounding").generation_config()
@@ -138,8 +174,10 @@ def test_python_api_grounds_with_the_evaluation_decoder_not_code_mode(trained_ru
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
-          for g in ("model", "tokenizer", "mixture", "data", "trainer", "logger", "module", "debug")}
+GROUPS = {
+    g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
+    for g in ("model", "tokenizer", "mixture", "data", "trainer", "logger", "module", "debug")
+}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

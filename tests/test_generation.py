@@ -14,6 +14,7 @@ Three layers of checks:
 3. Parity with the real model: ModelScope's OFA (tiny, random init) vs ours
    converted from its state dict, through both generators.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,9 +26,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from modelscope_ref import load_ms_ofa, ms_generate, ms_search_sampling, ms_sequence_generator, ms_trie
 from torch import Tensor, nn
 
-from modelscope_ref import load_ms_ofa, ms_generate, ms_search_sampling, ms_sequence_generator, ms_trie
 from ofa_lightning.generation import (
     GenerationConfig,
     Trie,
@@ -47,9 +48,11 @@ class TinyEncoderOutput:
     padding_mask: Tensor
     pos_embed: Tensor
 
-    def index_select(self, order: Tensor) -> "TinyEncoderOutput":
+    def index_select(self, order: Tensor) -> TinyEncoderOutput:
         return TinyEncoderOutput(
-            self.hidden.index_select(0, order), self.padding_mask.index_select(0, order), self.pos_embed.index_select(0, order)
+            self.hidden.index_select(0, order),
+            self.padding_mask.index_select(0, order),
+            self.pos_embed.index_select(0, order),
         )
 
 
@@ -70,7 +73,9 @@ class TinyOFA(nn.Module):
 
     def __init__(self, vocab: int = V, dim: int = 32, seed: int = 0, sharpness: float = 4.0) -> None:
         super().__init__()
-        self.config = SimpleNamespace(vocab_size=vocab, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, unk_token_id=UNK)
+        self.config = SimpleNamespace(
+            vocab_size=vocab, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, unk_token_id=UNK
+        )
         g = torch.Generator().manual_seed(seed)
         p = lambda *s: nn.Parameter(torch.randn(*s, generator=g, dtype=torch.float64) / math.sqrt(s[-1]))  # noqa: E731
         self.embed, self.src_embed, self.pos = p(vocab, dim), p(vocab, dim), p(128, dim)
@@ -135,7 +140,9 @@ class _MSEncoder(nn.Module):
 
     def forward(self, input_ids=None, patch_images=None, patch_masks=None, output_hidden_states=False, **_):
         enc = self.tiny.encode(input_ids, patch_images, patch_masks)
-        return self.out_cls(last_hidden_state=enc.hidden, padding_mask=enc.padding_mask, position_embedding=enc.pos_embed)
+        return self.out_cls(
+            last_hidden_state=enc.hidden, padding_mask=enc.padding_mask, position_embedding=enc.pos_embed
+        )
 
     def reorder_encoder_out(self, out, order):
         return self.out_cls(
@@ -150,8 +157,16 @@ class _MSDecoder(nn.Module):
         super().__init__()
         self.tiny = tiny
 
-    def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                code_masks=None, src_pos_embed=None, **_):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        code_masks=None,
+        src_pos_embed=None,
+        **_,
+    ):
         from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
         pad = encoder_attention_mask[:, 0, 0, :] < 0
@@ -199,15 +214,24 @@ PREFIX = torch.tensor([[30, 31, 32], [33, PAD, PAD], [34, 35, PAD]])
 
 def ms_kwargs(cfg: GenerationConfig, vocab: int = V) -> dict:
     kw = dict(
-        beam_size=cfg.beam_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, min_len=cfg.min_len,
-        normalize_scores=cfg.normalize_scores, len_penalty=cfg.len_penalty, unk_penalty=cfg.unk_penalty,
-        temperature=cfg.temperature, no_repeat_ngram_size=cfg.no_repeat_ngram_size, gen_code=cfg.gen_code,
+        beam_size=cfg.beam_size,
+        max_len_a=cfg.max_len_a,
+        max_len_b=cfg.max_len_b,
+        min_len=cfg.min_len,
+        normalize_scores=cfg.normalize_scores,
+        len_penalty=cfg.len_penalty,
+        unk_penalty=cfg.unk_penalty,
+        temperature=cfg.temperature,
+        no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+        gen_code=cfg.gen_code,
         zero_shot=cfg.zero_shot,
     )
     if cfg.constraint_range is not None:
         kw["constraint_range"] = f"{cfg.constraint_range[0]},{cfg.constraint_range[1]}"
     if cfg.strategy == "sampling":
-        kw["search_strategy"] = ms_search_sampling(vocab, sampling_topk=cfg.sampling_topk, sampling_topp=cfg.sampling_topp)
+        kw["search_strategy"] = ms_search_sampling(
+            vocab, sampling_topk=cfg.sampling_topk, sampling_topp=cfg.sampling_topp
+        )
     return kw
 
 
@@ -255,16 +279,30 @@ def all_tokens(hyps):
 PARITY_CASES = {
     "caption": (GenerationConfig.preset("caption", max_len_b=10), None, None),
     "lenpen_temp_unk": (
-        GenerationConfig(beam_size=4, max_len_b=8, min_len=3, len_penalty=0.7, temperature=0.7, unk_penalty=0.5), None, None),
+        GenerationConfig(beam_size=4, max_len_b=8, min_len=3, len_penalty=0.7, temperature=0.7, unk_penalty=0.5),
+        None,
+        None,
+    ),
     "unnormalized_max_len_a": (
-        GenerationConfig(beam_size=3, max_len_a=0.5, max_len_b=3, normalize_scores=False, no_repeat_ngram_size=2), None, None),
+        GenerationConfig(beam_size=3, max_len_a=0.5, max_len_b=3, normalize_scores=False, no_repeat_ngram_size=2),
+        None,
+        None,
+    ),
     "refcoco_fixed_len": (GenerationConfig.preset("refcoco"), None, None),
     "range": (GenerationConfig(beam_size=5, max_len_b=6, constraint_range=(20, 40)), None, None),
     "trie": (GenerationConfig(beam_size=3, max_len_b=8), None, TRIE_SEQS),
     "vqa_prefix_trie": (GenerationConfig.preset("vqa", max_len_b=10), PREFIX, TRIE_SEQS),
     "prefix_ngram": (GenerationConfig(beam_size=4, max_len_b=9, min_len=2, no_repeat_ngram_size=2), PREFIX, None),
-    "zero_shot_trie": (GenerationConfig(beam_size=4, max_len_b=8, normalize_scores=False, zero_shot=True), None, TRIE_SEQS),
-    "gen_code": (GenerationConfig(beam_size=2, min_len=5, max_len_b=5, constraint_range=(24, 44), gen_code=True), None, None),
+    "zero_shot_trie": (
+        GenerationConfig(beam_size=4, max_len_b=8, normalize_scores=False, zero_shot=True),
+        None,
+        TRIE_SEQS,
+    ),
+    "gen_code": (
+        GenerationConfig(beam_size=2, min_len=5, max_len_b=5, constraint_range=(24, 44), gen_code=True),
+        None,
+        None,
+    ),
 }
 
 
@@ -284,7 +322,8 @@ SAMPLING_CASES = {
     "topp": GenerationConfig(strategy="sampling", beam_size=3, sampling_topp=0.7, max_len_b=8, temperature=1.3),
     "plain": GenerationConfig(strategy="sampling", beam_size=3, max_len_b=6, no_repeat_ngram_size=2),
     "text_to_image_like": GenerationConfig.preset(
-        "text_to_image", beam_size=3, sampling_topk=8, min_len=6, max_len_b=6, constraint_range=(24, 44)),
+        "text_to_image", beam_size=3, sampling_topk=8, min_len=6, max_len_b=6, constraint_range=(24, 44)
+    ),
 }
 
 
@@ -350,20 +389,22 @@ def test_range_constraint_starts_after_a_forced_prefix(tiny):
     """A text prefix outside the range is forced, then only range tokens follow (grounding with prev_output)."""
     batch = make_batch(seed=5)
     cfg = GenerationConfig(beam_size=3, min_len=7, max_len_b=7, constraint_range=(10, 20), strip_prefix=False)
-    prefix = torch.tensor([[30, 31, 32], [33, 34, 35], [30, 33, 35]])   # ids outside [10, 20), one length
+    prefix = torch.tensor([[30, 31, 32], [33, 34, 35], [30, 33, 35]])  # ids outside [10, 20), one length
     hyps = generate(tiny, batch, cfg, prefix_tokens=prefix)
     for i, h in enumerate(hyps):
         p = prefix[i].tolist()
         best = h[0].tokens.tolist()
         assert best[: len(p)] == p and math.isfinite(float(h[0].score))
-        assert best[-1] == EOS and all(10 <= t < 20 or t < 4 for t in best[len(p):-1]), best
-        assert any(10 <= t < 20 for t in best[len(p):-1]), best
+        assert best[-1] == EOS and all(10 <= t < 20 or t < 4 for t in best[len(p) : -1]), best
+        assert any(10 <= t < 20 for t in best[len(p) : -1]), best
 
 
 def test_no_repeat_ngram(tiny):
     batch = make_batch(seed=6)
     for n in (1, 2, 3):
-        for s in all_tokens(generate(tiny, batch, GenerationConfig(beam_size=3, max_len_b=15, min_len=15, no_repeat_ngram_size=n))):
+        for s in all_tokens(
+            generate(tiny, batch, GenerationConfig(beam_size=3, max_len_b=15, min_len=15, no_repeat_ngram_size=n))
+        ):
             full = [BOS] + s[:-1]  # EOS is forced at max_len
             grams = [tuple(full[i : i + n]) for i in range(len(full) - n + 1)]
             assert len(grams) == len(set(grams)), (n, s)
@@ -397,7 +438,9 @@ def test_min_and_max_len(tiny):
 def test_prefix_forcing_and_stripping(tiny):
     batch = make_batch(seed=8)
     cfg = GenerationConfig(beam_size=3, max_len_b=8, strict_prefix=True)
-    full = generate(tiny, batch, GenerationConfig.from_dict({**cfg.to_dict(), "strip_prefix": False}), prefix_tokens=PREFIX)
+    full = generate(
+        tiny, batch, GenerationConfig.from_dict({**cfg.to_dict(), "strip_prefix": False}), prefix_tokens=PREFIX
+    )
     stripped = generate(tiny, batch, cfg, prefix_tokens=PREFIX)
     for i, (f, s) in enumerate(zip(full, stripped)):
         p = PREFIX[i][PREFIX[i].ne(PAD)].tolist()
@@ -407,14 +450,18 @@ def test_prefix_forcing_and_stripping(tiny):
         assert s[0].positional_scores.numel() == s[0].tokens.numel()
     # OFA's soft forcing (min - 1 fillers, the default) lets a filler beam win here, as in ModelScope
     soft = generate(tiny, batch, GenerationConfig(beam_size=3, max_len_b=8, strip_prefix=False), prefix_tokens=PREFIX)
-    assert any(h[0].tokens[: int(n)].tolist() != PREFIX[i, : int(n)].tolist()
-               for i, (h, n) in enumerate(zip(soft, PREFIX.ne(PAD).sum(1))))
+    assert any(
+        h[0].tokens[: int(n)].tolist() != PREFIX[i, : int(n)].tolist()
+        for i, (h, n) in enumerate(zip(soft, PREFIX.ne(PAD).sum(1)))
+    )
 
 
 def test_sampling_top1_is_greedy_and_seeds_reproduce(tiny):
     batch = make_batch(seed=9)
     greedy = generate(tiny, batch, GenerationConfig(beam_size=1, max_len_b=10))
-    top1 = generate(tiny, batch, GenerationConfig(strategy="sampling", beam_size=1, sampling_topk=1, max_len_b=10, seed=3))
+    top1 = generate(
+        tiny, batch, GenerationConfig(strategy="sampling", beam_size=1, sampling_topk=1, max_len_b=10, seed=3)
+    )
     assert all_tokens(greedy) == all_tokens(top1)
     for a, b in zip(greedy, top1):
         assert abs(a[0].score - b[0].score) < 1e-5
@@ -495,7 +542,13 @@ def test_presets():
     vqa = GenerationConfig.preset("vqa")
     assert vqa.beam_size == 5 and not vqa.normalize_scores
     t2i = GenerationConfig.preset("text_to_image")
-    assert (t2i.strategy, t2i.sampling_topk, t2i.beam_size, t2i.min_len, t2i.max_len_b) == ("sampling", 256, 24, 1024, 1024)
+    assert (t2i.strategy, t2i.sampling_topk, t2i.beam_size, t2i.min_len, t2i.max_len_b) == (
+        "sampling",
+        256,
+        24,
+        1024,
+        1024,
+    )
     assert t2i.constraint_range == (50265, 58457) and t2i.gen_code
     assert GenerationConfig.from_dict({"preset": "caption", "beam_size": 3}).beam_size == 3
     assert not GenerationConfig.from_dict({"unnormalized": True}).normalize_scores
@@ -533,7 +586,11 @@ REAL_TRIE = [[9, 10, EOS], [9, 11, 12, EOS], [13, EOS], [14, 15, 16, EOS], [5026
 REAL_CASES = {
     "caption": (GenerationConfig.preset("caption"), None, None),
     "trie": (GenerationConfig.preset("caption"), None, REAL_TRIE),
-    "vqa_prefix_trie": (GenerationConfig.preset("vqa", max_len_b=12), torch.tensor([[617, 473, 5], [99, PAD, PAD]]), REAL_TRIE),
+    "vqa_prefix_trie": (
+        GenerationConfig.preset("vqa", max_len_b=12),
+        torch.tensor([[617, 473, 5], [99, PAD, PAD]]),
+        REAL_TRIE,
+    ),
     "range_bins": (GenerationConfig.preset("refcoco", constraint_range=(58457, 59457)), None, None),
 }
 
@@ -562,7 +619,9 @@ def modelscope_traverse_scores(ms_model, batch, prompts, cands):
     """ModelScope's all-candidate evaluation (``OfaForAllTasks._traverse_inference``), restated."""
     modeling = load_ms_ofa().modeling
     trie = ms_trie(cands, BOS, EOS)
-    enc = ms_model.encoder(input_ids=batch["input_ids"], patch_images=batch["patch_images"], patch_masks=batch["patch_masks"])
+    enc = ms_model.encoder(
+        input_ids=batch["input_ids"], patch_images=batch["patch_images"], patch_masks=batch["patch_masks"]
+    )
     vocab = ms_model.config.vocab_size
     out = torch.empty(len(prompts), len(cands))
     for i, prompt in enumerate(prompts):
@@ -583,7 +642,9 @@ def modelscope_traverse_scores(ms_model, batch, prompts, cands):
         logits = ms_model.decoder(
             prev_t,
             encoder_hidden_states=hidden,
-            encoder_attention_mask=modeling._expand_mask(enc.padding_mask[i : i + 1].expand(n, -1), hidden.dtype, width),
+            encoder_attention_mask=modeling._expand_mask(
+                enc.padding_mask[i : i + 1].expand(n, -1), hidden.dtype, width
+            ),
             src_pos_embed=enc.position_embedding[i : i + 1].expand(n, -1, -1),
         )[0]
         logits = logits.masked_fill(~mask_t, float("-inf"))

@@ -2,6 +2,7 @@
 generation, profiles, targets with their bound lines, variants, the largest-batch searches), the fused-LayerNorm
 variant's maths, the bound lines on the H100 figures committed in ``benchmarks/``, and (slow) the compiled layers
 and trunk against eager."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,8 +41,19 @@ def dry(gpu, tmp_path_factory):
 def test_dry_run_has_every_part_and_ratio(dry, gpu):
     rc, res, md = dry
     assert rc == 0 and res["errors"] == {} and res["dry_run"] is True
-    for part in ("train", "profile", "port_train", "port_profile", "generate", "generate_profile", "ceiling",
-                 "targets", "flex_parity", "variants", "max_batch"):
+    for part in (
+        "train",
+        "profile",
+        "port_train",
+        "port_profile",
+        "generate",
+        "generate_profile",
+        "ceiling",
+        "targets",
+        "flex_parity",
+        "variants",
+        "max_batch",
+    ):
         assert part in res, part
     assert {"torch", "cuda", "modelscope", "transformers"} <= set(res["versions"])
     t = res["train"]
@@ -84,8 +96,9 @@ def test_dry_run_variants_parity_and_capacity(dry, gpu):
     assert rows["fused LayerNorms (bf16 in and out)"]["layernorms_fused"] > 0
     assert all("no torch.compile in the dry run" in rows[label]["skipped"] for label in set(rows) - timed)
     modes = {(m["size"], m["mode"]): m for m in res["max_batch"]}
-    assert set(modes) == {("tiny", mode) for mode in ("activation checkpointing",
-                                                      "activation checkpointing + FSDP (trainer=fsdp)")}
+    assert set(modes) == {
+        ("tiny", mode) for mode in ("activation checkpointing", "activation checkpointing + FSDP (trainer=fsdp)")
+    }
     assert modes[("tiny", "activation checkpointing")]["largest_batch_found"] >= 1
     assert "accelerator" in modes[("tiny", "activation checkpointing + FSDP (trainer=fsdp)")]["skipped"]
     # what the dry run changes in this process is restored: the CPU flex guards, the model overrides, no group
@@ -125,8 +138,15 @@ def test_largest_batch_search_doubles_then_bisects_and_says_why_it_stopped(gpu):
     row = search(FakeStep, "mode", "large", cfg, cpu, lambda m: None, time.perf_counter() + 60)
     assert tried[:5] == [4, 8, 16, 32, 64] and row["first_oom_batch"] - row["largest_batch_found"] <= 4
     assert 33 <= row["largest_batch_found"] <= 37 and row["complete"] and not row["capped"]
-    capped = search(FakeStep, "mode", "large", SimpleNamespace(**{**vars(cfg), "max_batch_cap": 16}), cpu,
-                    lambda m: None, time.perf_counter() + 60)
+    capped = search(
+        FakeStep,
+        "mode",
+        "large",
+        SimpleNamespace(**{**vars(cfg), "max_batch_cap": 16}),
+        cpu,
+        lambda m: None,
+        time.perf_counter() + 60,
+    )
     assert capped["largest_batch_found"] == 16 and capped["capped"] and not capped["complete"]
     late = search(FakeStep, "mode", "large", cfg, cpu, lambda m: None, time.perf_counter() - 1)
     assert late["largest_batch_found"] == 0 and not late["capped"] and not late["complete"]
@@ -196,8 +216,7 @@ def test_bound_lines_on_the_committed_h100_figures(gpu):
     slow = gpu_bounds.train_ratio_bound(run, port, b, profile, profile)
     floor = b["rows"]["at 70 % of peak"]["step_s"]
     assert (2 * run["step_s"] / 3 < floor) == ("Out of reach" in slow)
-    far = gpu_bounds.train_ratio_bound(run, {**port, "step_s": 10 * run["step_s"], "speedup": 10.0}, b, profile,
-                                       None)
+    far = gpu_bounds.train_ratio_bound(run, {**port, "step_s": 10 * run["step_s"], "speedup": 10.0}, b, profile, None)
     assert "Reachable in principle" in far
     gen = {"batch": 32, "speedup": 2.0, "ours": {"s_per_batch": 0.2}, "port": {"s_per_batch": 0.4}}
     host = gpu_bounds.generate_ratio_bound(gen, {**profile, "busy": 0.3, "wall_ms_per_call": 200.0})

@@ -1,5 +1,6 @@
 """Unseen-task prompts: grounded QA (a question about a region given as location bins) — the bins arithmetic, the
 prompt's tokens, and the whole path through ``ofa-predict`` (``region=[x0,y0,x1,y1]``) and ``ofa_lightning.api``."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def test_prompt_and_fill_region(tmp_path):
     assert image_size_of(path) == (200, 100)
     filled = fill_region(" what is in the region? region: {region}", [50, 25, 150, 75], path)
     assert filled.endswith("region: <bin_250> <bin_250> <bin_749> <bin_749>")
-    assert fill_region(" what is it?", [50, 25, 150, 75], (200, 100)).endswith("? region: <bin_250> <bin_250> "
-                                                                               "<bin_749> <bin_749>")
+    assert fill_region(" what is it?", [50, 25, 150, 75], (200, 100)).endswith(
+        "? region: <bin_250> <bin_250> <bin_749> <bin_749>"
+    )
 
 
 @needs_bpe
@@ -72,12 +74,27 @@ def test_grounded_qa_through_ofa_predict(tmp_path, monkeypatch):
     tok = OFATokenizer.from_ofa_files(BPE)
     run_dir = tmp_path / "run"
     tok.save(run_dir / "tokenizer")
-    config = OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=1, d_model=64, encoder_attention_heads=2,
-                                 decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                                 vocab_size=tok.vocab_size, dropout=0.0)
+    config = OFAConfig.from_name(
+        "tiny",
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=tok.vocab_size,
+        dropout=0.0,
+    )
     module = OFALitModule(config, tokenizer=tok)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.strategy.connect(module)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -93,10 +110,19 @@ def test_grounded_qa_through_ofa_predict(tmp_path, monkeypatch):
 
     monkeypatch.setattr(OFA, "generate", spy)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("predict", overrides=[
-            f"ckpt_path={ckpt}", f"image={image}", "image_size=64", "decoding=vqa", "region=[50,25,150,75]",
-            "prompt='what color is the shape in the region? region: {region}'",
-            f"paths.output_dir={tmp_path / 'out'}", f"paths.root_dir={tmp_path}"])
+        cfg = compose(
+            "predict",
+            overrides=[
+                f"ckpt_path={ckpt}",
+                f"image={image}",
+                "image_size=64",
+                "decoding=vqa",
+                "region=[50,25,150,75]",
+                "prompt='what color is the shape in the region? region: {region}'",
+                f"paths.output_dir={tmp_path / 'out'}",
+                f"paths.root_dir={tmp_path}",
+            ],
+        )
     result = run(cfg)
     expected = "what color is the shape in the region? region: <bin_250> <bin_250> <bin_749> <bin_749>"
     assert seen == {"prompt": expected, "task": "vqa"}

@@ -1,4 +1,5 @@
 """Image-generation metrics: CLIP score (random-init CLIP), FID / IS (tiny feature extractors), offline skips."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from ofa_lightning.metrics.image import (MetricUnavailable, build_image_metrics, clip_score_metric, fid_metric,
-                                         inception_score_metric, to_uint8)
+from ofa_lightning.metrics.image import (
+    MetricUnavailable,
+    build_image_metrics,
+    clip_score_metric,
+    fid_metric,
+    inception_score_metric,
+    to_uint8,
+)
 
 pytest.importorskip("transformers")
 
@@ -71,7 +78,7 @@ def test_fid_with_a_tiny_feature_extractor_separates_distributions():
     assert close < 0.05 < far
 
 
-@pytest.mark.filterwarnings("ignore:std\(\)")
+@pytest.mark.filterwarnings(r"ignore:std\(\)")
 def test_inception_score_with_a_tiny_classifier():
     diverse = solid([(255, 0, 0), (0, 255, 0), (0, 0, 255)] * 4)
     uniform = solid([(255, 0, 0)] * 12)

@@ -1,5 +1,6 @@
 """The loaders' JPEG route (ofa_lightning/data/jpeg.py): torchvision decodes, the image still behaves as PIL's own,
 and nothing it feeds downstream differs from what PIL's decode gave."""
+
 from __future__ import annotations
 
 import io
@@ -47,9 +48,18 @@ def _pil_pixels(data: bytes) -> np.ndarray:
         return np.array(im.convert("RGB"))
 
 
-@pytest.mark.parametrize("save", [dict(quality=90), dict(quality=90, subsampling=0), dict(quality=90, subsampling=1),
-                                  dict(quality=80, progressive=True), dict(quality=70, optimize=True),
-                                  dict(quality=100)], ids=["420", "444", "422", "progressive", "optimized", "q100"])
+@pytest.mark.parametrize(
+    "save",
+    [
+        dict(quality=90),
+        dict(quality=90, subsampling=0),
+        dict(quality=90, subsampling=1),
+        dict(quality=80, progressive=True),
+        dict(quality=70, optimize=True),
+        dict(quality=100),
+    ],
+    ids=["420", "444", "422", "progressive", "optimized", "q100"],
+)
 def test_decoded_pixels_equal_pils(save):
     data = _jpeg(_photo(), **save)
     image = open_image(data)
@@ -76,8 +86,10 @@ def test_decoded_jpeg_behaves_as_a_pil_image():
     assert image.decoded_pixels() is None  # PIL has loaded it: its storage is the only copy from now on
     assert twin.decoded_pixels() is not None  # the other image is untouched
     np.testing.assert_array_equal(np.array(twin), expected)
-    np.testing.assert_array_equal(np.array(image.resize((20, 10), Image.BICUBIC)),
-                                  np.array(Image.fromarray(expected).resize((20, 10), Image.BICUBIC)))
+    np.testing.assert_array_equal(
+        np.array(image.resize((20, 10), Image.BICUBIC)),
+        np.array(Image.fromarray(expected).resize((20, 10), Image.BICUBIC)),
+    )
     clone = pickle.loads(pickle.dumps(open_image(data)))
     np.testing.assert_array_equal(np.array(clone), expected)
     np.testing.assert_array_equal(np.array(open_image(data).copy()), expected)
@@ -126,13 +138,20 @@ def test_truncated_jpeg_is_still_a_counted_corrupt_image():
 
 
 def test_batches_equal_to_the_bit_with_and_without_the_torchvision_route(caption_task):
-    raws = [{"__key__": f"s{i}", "json": b'{"captions": ["a red square on grass"]}',
-             "jpg": _jpeg(_photo(64 + 8 * i, 96 - 4 * i, seed=i), quality=85 + i)} for i in range(4)]
+    raws = [
+        {
+            "__key__": f"s{i}",
+            "json": b'{"captions": ["a red square on grass"]}',
+            "jpg": _jpeg(_photo(64 + 8 * i, 96 - 4 * i, seed=i), quality=85 + i),
+        }
+        for i in range(4)
+    ]
 
     def batch():
         rng = random.Random(0)
-        return collate_examples([build_example(caption_task, raw, train=True, rng=rng) for raw in raws],
-                                caption_task.tokenizer.pad_id)
+        return collate_examples(
+            [build_example(caption_task, raw, train=True, rng=rng) for raw in raws], caption_task.tokenizer.pad_id
+        )
 
     fast = batch()
     before = set_fast_jpeg(False)
@@ -156,8 +175,13 @@ def test_stream_drops_a_batch_before_collating_the_next(caption_task, tmp_path, 
     with wds.TarWriter(url) as sink:
         for i in range(12):
             sink.write({"__key__": f"k{i:03d}", "json": {"captions": ["a cat"]}, "jpg": _jpeg(_photo(seed=i))})
-    stream = MixtureStream([StreamSource("caption", caption_task, [url])], 2, seed=0, shuffle_buffer=4,
-                           pad_id=caption_task.tokenizer.pad_id)
+    stream = MixtureStream(
+        [StreamSource("caption", caption_task, [url])],
+        2,
+        seed=0,
+        shuffle_buffer=4,
+        pad_id=caption_task.tokenizer.pad_id,
+    )
     previous: list[weakref.ref] = []
     alive_at_collate: list[bool] = []
     real = stream_module.collate_examples

@@ -122,7 +122,9 @@ def test_precomputed_df_matches_pycocoevalcap_with_injected_df(data):
     # pycocoevalcap's ref_len is log(#evaluated images), so pass that explicitly
     ours = cider_d_scores([res[i][0] for i in res], [gts[i] for i in gts], table.document_frequency, math.log(N_IMAGES))
     np.testing.assert_allclose(ours, ref_scores, atol=1e-9)
-    own = cider_d_scores([res[i][0] for i in res], [gts[i] for i in gts], CiderDfTable.from_references(list(gts.values())))
+    own = cider_d_scores(
+        [res[i][0] for i in res], [gts[i] for i in gts], CiderDfTable.from_references(list(gts.values()))
+    )
     assert abs(np.mean(ours) - np.mean(own)) > 1e-3  # the df really changes the score
 
 

@@ -22,16 +22,30 @@ from pathlib import Path
 import pytest
 from _metrics_helpers import noisy_caption_corpus
 
-from ofa_lightning.metrics import BLEU, ROUGEL, CIDErD, bleu_from_stats, bleu_stats, official_caption_scores
-from ofa_lightning.metrics import ptb_tokenize, ptb_tokenize_lines, rouge_l_scores, simple_tokenize
+from ofa_lightning.metrics import (
+    BLEU,
+    ROUGEL,
+    CIDErD,
+    bleu_from_stats,
+    bleu_stats,
+    official_caption_scores,
+    ptb_tokenize,
+    ptb_tokenize_lines,
+    rouge_l_scores,
+    simple_tokenize,
+)
 
 DATA = Path(__file__).parent / "data" / "metrics" / "caption_cases.json.gz"
 TOL = 1e-9
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs a `java` executable (pycocoevalcap's Java tools)")
+needs_java = pytest.mark.skipif(
+    shutil.which("java") is None, reason="needs a `java` executable (pycocoevalcap's Java tools)"
+)
 
 
 def _context_free(caption: str) -> bool:
-    return len({ptb_tokenize(caption), *(ptb_tokenize_lines([caption, nxt])[0] for nxt in ("1 b", "A b", "The b"))}) == 1
+    return (
+        len({ptb_tokenize(caption), *(ptb_tokenize_lines([caption, nxt])[0] for nxt in ("1 b", "A b", "The b"))}) == 1
+    )
 
 
 def make_cases(n_images: int = 250, seed: int = 36) -> tuple[list[str], list[list[str]]]:

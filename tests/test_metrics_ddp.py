@@ -11,7 +11,6 @@ import os
 import socket
 
 import pytest
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _metrics_helpers import random_caption_sets

@@ -87,9 +87,11 @@ def test_two_ranks_dedupe_by_id():
 def _ofa_calculate_ap_score(hyps, refs, thresh=0.5):
     """OFA-Sys/OFA utils/eval_utils.py, eval_refcoco._calculate_ap_score (Apache-2.0), verbatim."""
     interacts = torch.cat(
-        [torch.where(hyps[:, :2] < refs[:, :2], refs[:, :2], hyps[:, :2]),
-         torch.where(hyps[:, 2:] < refs[:, 2:], hyps[:, 2:], refs[:, 2:])],
-        dim=1
+        [
+            torch.where(hyps[:, :2] < refs[:, :2], refs[:, :2], hyps[:, :2]),
+            torch.where(hyps[:, 2:] < refs[:, 2:], hyps[:, 2:], refs[:, 2:]),
+        ],
+        dim=1,
     )
     area_predictions = (hyps[:, 2] - hyps[:, 0]) * (hyps[:, 3] - hyps[:, 1])
     area_targets = (refs[:, 2] - refs[:, 0]) * (refs[:, 3] - refs[:, 1])
@@ -149,7 +151,9 @@ def test_dequantised_bins_give_ofa_decisions():
     )
     torch.testing.assert_close(kit.float(), hyps, rtol=1e-6, atol=1e-4)
     targets = hyps + torch.randn(n, 4, generator=g) * 20
-    targets = torch.cat([torch.minimum(targets[:, :2], targets[:, 2:]), torch.maximum(targets[:, :2], targets[:, 2:])], 1)
+    targets = torch.cat(
+        [torch.minimum(targets[:, :2], targets[:, 2:]), torch.maximum(targets[:, :2], targets[:, 2:])], 1
+    )
     ofa = _ofa_calculate_ap_score(hyps, targets).bool()
     assert grounding_iou(kit, targets)[1].tolist() == ofa.tolist()
     m = GroundingAccuracy()

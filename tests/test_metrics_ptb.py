@@ -21,7 +21,9 @@ from ofa_lightning.metrics import ptb_tokenize, ptb_tokenize_lines, simple_token
 
 DATA = Path(__file__).parent / "data" / "metrics" / "ptb_corpus.json.gz"
 N_CAPTIONS = 20000
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs a `java` executable (pycocoevalcap's PTBTokenizer)")
+needs_java = pytest.mark.skipif(
+    shutil.which("java") is None, reason="needs a `java` executable (pycocoevalcap's PTBTokenizer)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,28 @@ def test_corpus_covers_the_hard_cases(corpus):
     assert len(caps) >= 20000 and caps == noisy_caption_corpus(N_CAPTIONS)
     text = "".join(caps)
     assert all(ch in text for ch in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")  # every ASCII punctuation mark
-    for needle in ("U.S.", "a.m.", "Mr.", "don't", "dog's", "black-and-white", "and/or", "1,000", "3.5", "...",
-                   "--", "\u2014", "\u201c", "\u2018", "\u00e9", "\u6771", "\U0001f600", "&amp;", "\t", "  "):
+    for needle in (
+        "U.S.",
+        "a.m.",
+        "Mr.",
+        "don't",
+        "dog's",
+        "black-and-white",
+        "and/or",
+        "1,000",
+        "3.5",
+        "...",
+        "--",
+        "\u2014",
+        "\u201c",
+        "\u2018",
+        "\u00e9",
+        "\u6771",
+        "\U0001f600",
+        "&amp;",
+        "\t",
+        "  ",
+    ):
         assert needle in text, needle
     assert any(c != c.strip() for c in caps) and any(c[:1].isupper() for c in caps)
     assert any(unicodedata.category(ch) == "So" for ch in text)

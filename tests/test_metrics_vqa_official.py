@@ -19,7 +19,10 @@ import pytest
 from ofa_lightning.metrics import VQAAccuracy, vqa_official_accuracy
 from ofa_lightning.metrics.vqa import CONTRACTIONS
 
-CASES = [json.loads(line) for line in (Path(__file__).parent / "data" / "metrics" / "vqa_official_cases.jsonl").open(encoding="utf-8")]
+CASES = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "metrics" / "vqa_official_cases.jsonl").open(encoding="utf-8")
+]
 
 
 def test_case_set_is_varied():

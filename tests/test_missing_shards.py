@@ -1,5 +1,6 @@
 """A mixture pointing at shards that do not exist fails at set-up with one line: the missing path and the
 ``ofa-prepare`` command that writes it."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,11 @@ from ofa_lightning.data.shards import resolve_shards
 def test_missing_shard_folder_names_the_prepare_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "shards").mkdir(parents=True)
-    dm = OFADataModule(mixture={"caption": {"task": "caption", "shards": "coco_caption"}},
-                       shards_root=str(tmp_path / "data" / "shards"), tasks={"caption": object()})
+    dm = OFADataModule(
+        mixture={"caption": {"task": "caption", "shards": "coco_caption"}},
+        shards_root=str(tmp_path / "data" / "shards"),
+        tasks={"caption": object()},
+    )
     with pytest.raises(FileNotFoundError) as err:
         dm.setup("fit")
     message = str(err.value)

@@ -1,6 +1,7 @@
 """A checkpoint is the one source of truth for its model: `ofa-predict` and `OFA.load` answer what `ofa-eval`
 answers, on the same samples, for caption, VQA (closed candidate set) and grounding (prompt_type prev_output), with
 the demo's settings (96 px, 32 bins), from a lone copy of the checkpoint (no run dir beside it)."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,36 @@ import torch
 from data_recipes.shapes_pipeline import build_shapes_shards
 
 SHARDS = {"caption": "coco_caption", "vqa": "vqav2", "grounding": "refcoco"}
-TRAIN = ["experiment=demo", "run_name=card", "logger=none", "model.encoder_layers=1", "model.decoder_layers=1",
-         "trainer.precision=32-true", "trainer.max_steps=20", "trainer.val_check_interval=20",
-         "checkpoint_every_n_steps=20", "data.micro_batch_size=4", "data.num_workers=0", "data.batches_per_epoch=20",
-         "data.eval.num_workers=0", "data.eval.max_samples=6", "tokenizer.max_samples=200", "test_after_fit=false"]
+TRAIN = [
+    "experiment=demo",
+    "run_name=card",
+    "logger=none",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "trainer.precision=32-true",
+    "trainer.max_steps=20",
+    "trainer.val_check_interval=20",
+    "checkpoint_every_n_steps=20",
+    "data.micro_batch_size=4",
+    "data.num_workers=0",
+    "data.batches_per_epoch=20",
+    "data.eval.num_workers=0",
+    "data.eval.max_samples=6",
+    "tokenizer.max_samples=200",
+    "test_after_fit=false",
+]
 
 
 def _command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, "-m", f"ofa_lightning.cli.{name}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"ofa_lightning.cli.{name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -84,7 +105,7 @@ def test_the_checkpoint_carries_its_model_card(trained):
     assert card["num_bins"] == 32 and card["config"]["tokenizer"]["num_bins"] == 32
     assert set(card["tokenizer"]) == {"vocab.json", "merges.txt", "ofa_tokenizer.json"}
     assert card["decoding"]["caption"]["beam_size"] == 5
-    ofa = OFA.load(lone)   # no run dir beside it
+    ofa = OFA.load(lone)  # no run dir beside it
     assert ofa.task("vqa").cfg["image_size"] == 96 and ofa.task("grounding").cfg["prompt_type"] == "prev_output"
     from PIL import Image
 
@@ -120,13 +141,23 @@ def test_predict_and_the_python_api_answer_what_eval_answered(trained, evaluated
     assert compared == sum(len(rows) for rows in predictions.values())
 
     # ofa-predict from the folder holding only the checkpoint: the first sample of each task
-    asks = {"caption": lambda f: "what does the image describe?", "vqa": lambda f: f["question"],
-            "grounding": lambda f: f' which region does the text " {f["expression"]} " describe?'}
+    asks = {
+        "caption": lambda f: "what does the image describe?",
+        "vqa": lambda f: f["question"],
+        "grounding": lambda f: f' which region does the text " {f["expression"]} " describe?',
+    }
     for task, rows in predictions.items():
         row = rows[0]
         fields, _ = _samples(project, task)[row["id"]]
-        _command("predict", "ckpt_path=model.ckpt", f"image={row['id']}.jpg", f"decoding={task}",
-                 f"prompt={json.dumps(asks[task](fields))}", f"run_name=p_{task}", cwd=user)
+        _command(
+            "predict",
+            "ckpt_path=model.ckpt",
+            f"image={row['id']}.jpg",
+            f"decoding={task}",
+            f"prompt={json.dumps(asks[task](fields))}",
+            f"run_name=p_{task}",
+            cwd=user,
+        )
         result = json.loads((user / "runs" / "predict" / f"p_{task}" / "prediction.json").read_text())
         if task == "grounding":
             assert _same_box(result["box"], row["prediction"]), (result, row)

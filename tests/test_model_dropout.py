@@ -1,9 +1,9 @@
 """The model's dropout: a faster CPU mask (``ofa_lightning/model/dropout.py``) that keeps dropout's contract."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ofa_lightning.model import OFAModel
 from ofa_lightning.model.dropout import Dropout, dropout, keep_mask
@@ -61,9 +61,20 @@ def test_dropout_edge_cases_follow_f_dropout():
 
 
 def test_model_uses_the_fast_dropout_everywhere():
-    m = OFAModel.from_name("tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=300,
-                           max_source_positions=32, max_target_positions=32, dropout=0.1)
+    m = OFAModel.from_name(
+        "tiny",
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=300,
+        max_source_positions=32,
+        max_target_positions=32,
+        dropout=0.1,
+    )
     drops = [mod for mod in m.modules() if isinstance(mod, torch.nn.Dropout)]
     assert drops and all(isinstance(d, Dropout) for d in drops)
     assert {d.p for d in drops} >= {0.1}

@@ -5,19 +5,30 @@ q/k run through PyTorch's eager FlexAttention reference, so these tests check th
 the dense SDPA path's, and so do all gradients (PyTorch refuses a CPU backward, so that test lifts the two CPU
 guards to run the reference's backward, which has the semantics the GPU kernel implements).
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from ofa_lightning.generation import GenerationConfig, generate
-from ofa_lightning.model import OFAModel, OFAConfig
+from ofa_lightning.model import OFAConfig, OFAModel
 from ofa_lightning.model import flex as flex_module
 
 PAD = 1
-SMALL = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-             encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=300, max_source_positions=64,
-             max_target_positions=64, dropout=0.0)
+SMALL = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    vocab_size=300,
+    max_source_positions=64,
+    max_target_positions=64,
+    dropout=0.0,
+)
 
 
 def pair(dtype=torch.float64, **extra):
@@ -82,8 +93,12 @@ def test_flex_encoder_gradients_equal_dense_gradients(one_thread, monkeypatch):
         assert (p.grad - ga).abs().max() <= 1e-10 * scale, name
         checked += 1
     # the learned position pieces the kernel now handles all received their gradients
-    for name in ("encoder.pos_q_linear.weight", "encoder.image_rel_pos_table_list.0.weight",
-                 "encoder.token_rel_pos_table_list.1.weight", "encoder.embed_image_positions.weight"):
+    for name in (
+        "encoder.pos_q_linear.weight",
+        "encoder.image_rel_pos_table_list.0.weight",
+        "encoder.token_rel_pos_table_list.1.weight",
+        "encoder.embed_image_positions.weight",
+    ):
         assert dict(flex.named_parameters())[name].grad.abs().max() > 0, name
     assert checked > 50
 

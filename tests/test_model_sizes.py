@@ -1,4 +1,5 @@
 """The size catalogue: parameter counts, Hydra configs, bad size names, bad input shapes."""
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,10 @@ def test_hydra_model_config_selects_size_and_allows_overrides(name):
     built = OFAConfig.from_dict(dict(cfg))
     assert built.d_model == CATALOGUE[name].d_model and built.dropout == 0.0 and built.encoder_layers == 2
     # the yaml lists every field with the catalogue's value
-    assert OFAConfig.from_dict({k: v for k, v in dict(cfg).items() if k not in ('dropout', 'encoder_layers')}) == CATALOGUE[name]
+    assert (
+        OFAConfig.from_dict({k: v for k, v in dict(cfg).items() if k not in ("dropout", "encoder_layers")})
+        == CATALOGUE[name]
+    )
 
 
 def test_unknown_config_field_is_refused():
@@ -47,8 +51,9 @@ def test_unknown_config_field_is_refused():
 
 
 def test_ofa_info_sizes_json():
-    out = subprocess.run([sys.executable, "-m", "ofa_lightning.cli.info", "sizes", "--json"], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.info", "sizes", "--json"], check=True, capture_output=True, text=True
+    ).stdout
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows) == set(CATALOGUE)
     assert rows["base"]["params_total"] == 182_238_536
@@ -106,8 +111,12 @@ def test_shallow_trunks_for_from_scratch_runs(resnet, blocks):
     trunk = model.encoder.embed_images
     assert [len(getattr(trunk, f"layer{i}")) for i in (1, 2, 3)] == [blocks] * 3
     assert trunk.forward_features(torch.randn(2, 3, 96, 96)).shape == (2, 1024, 6, 6)
-    tiny = sum(p.numel() for p in OFAModel(OFAConfig.from_name("tiny", encoder_layers=1,
-                                                               decoder_layers=1)).encoder.embed_images.parameters())
+    tiny = sum(
+        p.numel()
+        for p in OFAModel(
+            OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=1)
+        ).encoder.embed_images.parameters()
+    )
     assert sum(p.numel() for p in trunk.parameters()) < tiny
     with pytest.raises(ValueError, match="resnet14"):
         OFAConfig.from_name("tiny", resnet_type="resnet18")
@@ -132,8 +141,11 @@ def test_entangle_position_embedding_adds_positions_to_the_embeddings():
     base = OFAConfig.from_name("tiny", vocab_size=300, encoder_layers=1, decoder_layers=1)
     assert base.entangle_position_embedding is False
     off = OFAModel(base).eval()
-    on = OFAModel(OFAConfig.from_name("tiny", vocab_size=300, encoder_layers=1, decoder_layers=1,
-                                      entangle_position_embedding=True)).eval()
+    on = OFAModel(
+        OFAConfig.from_name(
+            "tiny", vocab_size=300, encoder_layers=1, decoder_layers=1, entangle_position_embedding=True
+        )
+    ).eval()
     on.load_state_dict(off.state_dict())
     assert off.num_parameters() == on.num_parameters()
     ids = torch.tensor([[0, 5, 6, 7, 2]])

@@ -1,5 +1,6 @@
 """The notebooks in notebooks/: stored without outputs, parameterised by environment variables, and executed
 (nbclient, a real kernel) against a tiny 2-run sweep, producing their figures."""
+
 from __future__ import annotations
 
 import os
@@ -13,14 +14,21 @@ from _analysis_runs import tiny_sweep
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # notebook -> (environment variables it reads, figure files it saves, lines its outputs must show)
 EXPECTED = {
-    "01_inspect_run.ipynb": (("OFA_RUN_DIR", "OFA_FIGURES_DIR"),
-                             ("curves.png", "throughput.png", "mixture.png", "gallery.png"), ("offline",)),
-    "02_compare_mixtures.ipynb": (("OFA_SWEEP_DIR", "OFA_FIGURES_DIR"),
-                                  ("sweep_metrics.png", "sweep_losses.png", "sweep_curves.png", "sweep_train_loss.png"),
-                                  ("(2 runs)", "2 groups of seeds")),
-    "03_try_the_model.ipynb": (("OFA_CHECKPOINT", "OFA_SOURCE_CHECKPOINT", "OFA_TOKENIZER", "OFA_FIGURES_DIR"),
-                               ("try.png", "try_converted.png"),
-                               ("grounded_qa", "answers exactly like the original")),
+    "01_inspect_run.ipynb": (
+        ("OFA_RUN_DIR", "OFA_FIGURES_DIR"),
+        ("curves.png", "throughput.png", "mixture.png", "gallery.png"),
+        ("offline",),
+    ),
+    "02_compare_mixtures.ipynb": (
+        ("OFA_SWEEP_DIR", "OFA_FIGURES_DIR"),
+        ("sweep_metrics.png", "sweep_losses.png", "sweep_curves.png", "sweep_train_loss.png"),
+        ("(2 runs)", "2 groups of seeds"),
+    ),
+    "03_try_the_model.ipynb": (
+        ("OFA_CHECKPOINT", "OFA_SOURCE_CHECKPOINT", "OFA_TOKENIZER", "OFA_FIGURES_DIR"),
+        ("try.png", "try_converted.png"),
+        ("grounded_qa", "answers exactly like the original"),
+    ),
 }
 
 
@@ -68,17 +76,19 @@ def test_notebook_runs_against_a_tiny_run_and_makes_its_figures(name, project, t
     root, sweep_dir = project
     figures = tmp_path / "figures"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend shows figures
-    env.update({
-        # the kernel spec may say plain "python": make it this interpreter
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-        "OFA_RUN_DIR": str(sweep_dir / "0"),
-        "OFA_SWEEP_DIR": str(sweep_dir),
-        "OFA_CHECKPOINT": str(sweep_dir / "0" / "checkpoints" / "last.ckpt"),
-        "OFA_FIGURES_DIR": str(figures),
-        "OFA_WORK_DIR": str(tmp_path / "work"),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-    })
+    env.update(
+        {
+            # the kernel spec may say plain "python": make it this interpreter
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "OFA_RUN_DIR": str(sweep_dir / "0"),
+            "OFA_SWEEP_DIR": str(sweep_dir),
+            "OFA_CHECKPOINT": str(sweep_dir / "0" / "checkpoints" / "last.ckpt"),
+            "OFA_FIGURES_DIR": str(figures),
+            "OFA_WORK_DIR": str(tmp_path / "work"),
+            "OMP_NUM_THREADS": "1",
+            "WANDB_MODE": "offline",
+        }
+    )
     for var in ("OFA_IMAGE", "OFA_SOURCE_CHECKPOINT", "OFA_TOKENIZER", "OFA_STAGE"):
         env.pop(var, None)
     cwd = tmp_path
@@ -94,8 +104,10 @@ def test_notebook_runs_against_a_tiny_run_and_makes_its_figures(name, project, t
     assert len(pngs) >= len(saved), f"{name}: {len(pngs)} figures shown, expected {len(saved)}"
     for figure in saved:
         assert (figures / figure).is_file() and (figures / figure).stat().st_size > 1000, figure
-    text = "\n".join(o.get("text", "") if o.output_type == "stream" else str(o.get("data", {}).get("text/plain", ""))
-                     for o in outputs)
+    text = "\n".join(
+        o.get("text", "") if o.output_type == "stream" else str(o.get("data", {}).get("text/plain", ""))
+        for o in outputs
+    )
     for line in shown:
         assert line in text, f"{name}: {line!r} not in the outputs"
     if name == "02_compare_mixtures.ipynb":

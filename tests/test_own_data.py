@@ -40,10 +40,13 @@ def photos(tmp_path_factory) -> Path:
 def tok():
     from ofa_lightning.tokenizer import OFATokenizer
 
-    words = ("what does the image describe a woman in space suit cup of coffee cat rocket galaxies which region "
-             "yes no two is there how many is this color red brown orange the a of")
-    return OFATokenizer.train_bpe([words] * 20 + [f" {w}" for w in words.split()] * 10, bpe_vocab_size=600,
-                                  num_codes=16, num_bins=100)
+    words = (
+        "what does the image describe a woman in space suit cup of coffee cat rocket galaxies which region "
+        "yes no two is there how many is this color red brown orange the a of"
+    )
+    return OFATokenizer.train_bpe(
+        [words] * 20 + [f" {w}" for w in words.split()] * 10, bpe_vocab_size=600, num_codes=16, num_bins=100
+    )
 
 
 def samples(out: Path, split: str) -> list[tuple[str, dict, bytes | None]]:
@@ -85,15 +88,32 @@ def test_csv_captions_ratio_split_keeps_each_image_in_one_split(photos, tmp_path
     rows.append("missing.jpg,a photo that is not there")
     (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "shards"
-    manifest = prepare("table", "--input", str(tmp_path / "captions.csv"), "--image-root", str(photos),
-                       "--image-column", "file", "--task", "caption", "--map", "caption=text",
-                       "--split-ratio", "train=0.5,val=0.5", "--split-seed", "0", "--out", str(out))
+    manifest = prepare(
+        "table",
+        "--input",
+        str(tmp_path / "captions.csv"),
+        "--image-root",
+        str(photos),
+        "--image-column",
+        "file",
+        "--task",
+        "caption",
+        "--map",
+        "caption=text",
+        "--split-ratio",
+        "train=0.5,val=0.5",
+        "--split-seed",
+        "0",
+        "--out",
+        str(out),
+    )
     files = {split: {f["file_name"] for _, f, _ in samples(out, split)} for split in ("train", "val")}
     assert files["train"] and files["val"] and not files["train"] & files["val"]
     assert sum(manifest["splits"][s]["num_samples"] for s in ("train", "val")) == 18
     skipped = [s for split in manifest["splits"].values() for s in split["skipped"]]
-    assert [(s["origin"].split(" ", 1)[1], s["reason"].split(":")[0]) for s in skipped] == \
-        [("row 19 (line 20)", "missing image")]
+    assert [(s["origin"].split(" ", 1)[1], s["reason"].split(":")[0]) for s in skipped] == [
+        ("row 19 (line 20)", "missing image")
+    ]
     built = examples(tok, "caption", out)
     assert len(built) == manifest["splits"]["train"]["num_samples"] and built[0].image is not None
 
@@ -109,9 +129,21 @@ def test_jsonl_vqa_inline_base64_answers_with_weights_and_answer_list(photos, tm
     lines = [json.dumps(r) for r in rows[:3]] + ["{not json", json.dumps(rows[3])]
     (tmp_path / "vqa.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "shards"
-    manifest = prepare("table", "--input", f"train={tmp_path / 'vqa.jsonl'}", "--image-root", str(photos),
-                       "--image-column", "img", "--task", "vqa", "--map", "question=q,answer_weights=w",
-                       "--out", str(out))
+    manifest = prepare(
+        "table",
+        "--input",
+        f"train={tmp_path / 'vqa.jsonl'}",
+        "--image-root",
+        str(photos),
+        "--image-column",
+        "img",
+        "--task",
+        "vqa",
+        "--map",
+        "question=q,answer_weights=w",
+        "--out",
+        str(out),
+    )
     got = {f["question"]: f for _, f, _ in samples(out, "train")}
     assert got["is there a cat"]["answer_conf"] == {"yes": 1.0, "no": 0.3}
     assert got["what is this"]["answer_conf"] == {"coffee": 0.6, "cup": 0.3}  # agreement scores of 2 and 1 answers
@@ -133,13 +165,35 @@ def test_parquet_grounding_box_formats_bytes_column_and_boxes_outside(photos, tm
     box = pixel if box_format == "xyxy" else [10 / width, 20 / height, 80 / width, 100 / height]
     outside = [10.0, 20.0, width + 40.0, 60.0] if box_format == "xyxy" else [0.5, 0.5, 0.9, 0.2]
     data = (photos / "astronaut.jpg").read_bytes()
-    table = pa.table({"photo": [data, data, data], "text": ["the woman", "the flag", "a second woman"],
-                      "region": [box, outside, box], "id": ["a", "b", "a"]})
+    table = pa.table(
+        {
+            "photo": [data, data, data],
+            "text": ["the woman", "the flag", "a second woman"],
+            "region": [box, outside, box],
+            "id": ["a", "b", "a"],
+        }
+    )
     pq.write_table(table, tmp_path / "refs.parquet")
     out = tmp_path / "shards"
-    manifest = prepare("table", "--input", str(tmp_path / "refs.parquet"), "--image-column", "photo",
-                       "--task", "grounding", "--map", "expression=text,box=region", "--id-column", "id",
-                       "--box-format", box_format, "--max-bad-fraction", "0.9", "--out", str(out))
+    manifest = prepare(
+        "table",
+        "--input",
+        str(tmp_path / "refs.parquet"),
+        "--image-column",
+        "photo",
+        "--task",
+        "grounding",
+        "--map",
+        "expression=text,box=region",
+        "--id-column",
+        "id",
+        "--box-format",
+        box_format,
+        "--max-bad-fraction",
+        "0.9",
+        "--out",
+        str(out),
+    )
     [(key, fields, _)] = samples(out, "train")
     assert fields["box"] == pytest.approx(pixel, abs=1e-3) and key == "own-a"
     assert manifest["splits"]["train"]["skip_reasons"] == {"box outside image": 1, "duplicate id": 1}
@@ -149,12 +203,16 @@ def test_parquet_grounding_box_formats_bytes_column_and_boxes_outside(photos, tm
 
 def test_coco_json_detection_grounding_and_captions(photos, tmp_path, tok):
     width, height = size_of(photos, "chelsea")
-    coco = {"images": [{"id": 1, "file_name": "chelsea.jpg"}, {"id": 2, "file_name": "coffee.jpg"}],
-            "categories": [{"id": 7, "name": "cat"}, {"id": 8, "name": "cup"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 60, 50]},
-                            {"id": 2, "image_id": 1, "caption": "a cat looking to the side"},
-                            {"id": 3, "image_id": 2, "category_id": 8, "bbox": [30, 10, 50, 40]},
-                            {"id": 4, "image_id": 2, "caption": "a cup of coffee"}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "chelsea.jpg"}, {"id": 2, "file_name": "coffee.jpg"}],
+        "categories": [{"id": 7, "name": "cat"}, {"id": 8, "name": "cup"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 60, 50]},
+            {"id": 2, "image_id": 1, "caption": "a cat looking to the side"},
+            {"id": 3, "image_id": 2, "category_id": 8, "bbox": [30, 10, 50, 40]},
+            {"id": 4, "image_id": 2, "caption": "a cup of coffee"},
+        ],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     common = ["--input", str(tmp_path / "ann.json"), "--images", str(photos)]
     prepare("coco_json", *common, "--task", "detection", "--out", str(tmp_path / "det"))
@@ -206,54 +264,114 @@ def test_hf_dataset_saved_to_disk_with_image_feature(photos, tmp_path, tok, monk
     (tmp_path / "pq").mkdir()
     data = (photos / "rocket.jpg").read_bytes()
     for split, n in (("train", 3), ("validation", 1)):
-        pq.write_table(pa.table({"picture": [{"bytes": data, "path": None}] * n, "text": ["a rocket"] * n}),
-                       tmp_path / "pq" / f"{split}.parquet")
-    manifest = prepare("hf_dataset", "--dataset", str(tmp_path / "pq"), "--task", "image_text_matching",
-                       "--image-column", "picture", "--map", "captions=text", "--out", str(tmp_path / "pq_out"))
+        pq.write_table(
+            pa.table({"picture": [{"bytes": data, "path": None}] * n, "text": ["a rocket"] * n}),
+            tmp_path / "pq" / f"{split}.parquet",
+        )
+    manifest = prepare(
+        "hf_dataset",
+        "--dataset",
+        str(tmp_path / "pq"),
+        "--task",
+        "image_text_matching",
+        "--image-column",
+        "picture",
+        "--map",
+        "captions=text",
+        "--out",
+        str(tmp_path / "pq_out"),
+    )
     assert {s: manifest["splits"][s]["num_samples"] for s in manifest["splits"]} == {"train": 3, "validation": 1}
 
 
 def test_text_only_and_template_fields(photos, tmp_path, tok):
     (tmp_path / "news.tsv").write_text("body\theadline\nthe prime minister resigned on monday\tpm resigns\n")
     out = tmp_path / "text"
-    prepare("table", "--input", str(tmp_path / "news.tsv"), "--task", "text",
-            "--map", "article=body,summary=headline", "--out", str(out))
+    prepare(
+        "table",
+        "--input",
+        str(tmp_path / "news.tsv"),
+        "--task",
+        "text",
+        "--map",
+        "article=body,summary=headline",
+        "--out",
+        str(out),
+    )
     [(_, fields, image)] = samples(out, "train")
     assert image is None and fields["summary"] == "pm resigns"
     assert len(examples(tok, "gigaword", out)) == 1
 
-    (tmp_path / "regions.csv").write_text("file,what,where\nastronaut.jpg,the woman,\"[10, 20, 90, 120]\"\n")
-    (tmp_path / "mapping.yaml").write_text("task: fields\nimage_column: file\nbox_format: xyxy\n"
-                                           "map: {label: what, region_box: where}\n")
+    (tmp_path / "regions.csv").write_text('file,what,where\nastronaut.jpg,the woman,"[10, 20, 90, 120]"\n')
+    (tmp_path / "mapping.yaml").write_text(
+        "task: fields\nimage_column: file\nbox_format: xyxy\nmap: {label: what, region_box: where}\n"
+    )
     out = tmp_path / "fields"
-    prepare("table", "--input", str(tmp_path / "regions.csv"), "--mapping", str(tmp_path / "mapping.yaml"),
-            "--image-root", str(photos), "--out", str(out))
+    prepare(
+        "table",
+        "--input",
+        str(tmp_path / "regions.csv"),
+        "--mapping",
+        str(tmp_path / "mapping.yaml"),
+        "--image-root",
+        str(photos),
+        "--out",
+        str(out),
+    )
     [(_, fields, _)] = samples(out, "train")
     assert fields["region_box"] == [10.0, 20.0, 90.0, 120.0] and fields["label"] == "the woman"
-    built = examples(tok, "template", out, source="[IMAGE] what is in region [BOX:region_box]?",
-                     target="[TEXT:label]")
+    built = examples(tok, "template", out, source="[IMAGE] what is in region [BOX:region_box]?", target="[TEXT:label]")
     assert built[0].meta["reference"] == "the woman"
 
 
 def test_bad_rows_are_counted_with_row_numbers_and_mostly_bad_files_stop(photos, tmp_path):
     good = [f"{name}.jpg,{name}" for name in PHOTOS]
-    raw = ("image,caption\n" + "\n".join(good[:3]) + "\n").encode() + b"coffee.jpg,caf\xe9 latte\n" + \
-        ("\n".join(good[3:]) + "\nchelsea.jpg,\n").encode()
+    raw = (
+        ("image,caption\n" + "\n".join(good[:3]) + "\n").encode()
+        + b"coffee.jpg,caf\xe9 latte\n"
+        + ("\n".join(good[3:]) + "\nchelsea.jpg,\n").encode()
+    )
     (tmp_path / "c.csv").write_bytes(raw)
     out = tmp_path / "shards"
-    manifest = prepare("table", "--input", str(tmp_path / "c.csv"), "--image-root", str(photos),
-                       "--task", "caption", "--out", str(out))
+    manifest = prepare(
+        "table", "--input", str(tmp_path / "c.csv"), "--image-root", str(photos), "--task", "caption", "--out", str(out)
+    )
     reasons = {s["origin"].split(" ", 1)[1]: s["reason"].split(":")[0] for s in manifest["splits"]["train"]["skipped"]}
     assert reasons == {"row 4 (line 5)": "non-UTF-8 text", "row 8 (line 9)": "missing field"}
     assert manifest["splits"]["train"]["num_samples"] == 6
 
     (tmp_path / "bad.csv").write_text("image,caption\n" + "\n".join(f"nope{i}.jpg,x" for i in range(30)) + "\n")
-    with pytest.raises(PrepareError, match=r"20 of the first 20 rows failed.*bad\.csv row 1 \(line 2\): missing "
-                                           r"image"):
-        prepare("table", "--input", str(tmp_path / "bad.csv"), "--image-root", str(photos), "--task", "caption",
-                "--out", str(tmp_path / "bad"))
-    assert main(["table", "--input", str(tmp_path / "bad.csv"), "--task", "grounding", "--quiet",
-                 "--out", str(tmp_path / "bad2")]) == 2  # boxes without --box-format: a one-line error
+    with pytest.raises(
+        PrepareError,
+        match=r"20 of the first 20 rows failed.*bad\.csv row 1 \(line 2\): missing "
+        r"image",
+    ):
+        prepare(
+            "table",
+            "--input",
+            str(tmp_path / "bad.csv"),
+            "--image-root",
+            str(photos),
+            "--task",
+            "caption",
+            "--out",
+            str(tmp_path / "bad"),
+        )
+    assert (
+        main(
+            [
+                "table",
+                "--input",
+                str(tmp_path / "bad.csv"),
+                "--task",
+                "grounding",
+                "--quiet",
+                "--out",
+                str(tmp_path / "bad2"),
+            ]
+        )
+        == 2
+    )  # boxes without --box-format: a one-line error
 
 
 def test_workers_give_identical_shards_and_the_pool_streams(photos, tmp_path):
@@ -261,32 +379,96 @@ def test_workers_give_identical_shards_and_the_pool_streams(photos, tmp_path):
     (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
     digests = []
     for workers in ("1", "2"):
-        manifest = run(["table", "--input", str(tmp_path / "c.csv"), "--image-root", str(photos), "--task",
-                        "caption", "--map", "captions=text", "--shard-size", "10", "--quiet", "--workers", workers,
-                        "--out", str(tmp_path / f"w{workers}")])
+        manifest = run(
+            [
+                "table",
+                "--input",
+                str(tmp_path / "c.csv"),
+                "--image-root",
+                str(photos),
+                "--task",
+                "caption",
+                "--map",
+                "captions=text",
+                "--shard-size",
+                "10",
+                "--quiet",
+                "--workers",
+                workers,
+                "--out",
+                str(tmp_path / f"w{workers}"),
+            ]
+        )
         digests.append([s["sha256"] for s in manifest["splits"]["train"]["shards"]])
     assert digests[0] == digests[1] and len(digests[0]) == 3
     (tmp_path / "w2" / "train-000002.tar").unlink()  # a lost shard: the re-run writes it again, the same
     (tmp_path / "w2" / "train-000001.tar").write_bytes(b"truncated")
-    manifest = run(["table", "--input", str(tmp_path / "c.csv"), "--image-root", str(photos), "--task", "caption",
-                    "--map", "captions=text", "--shard-size", "10", "--quiet", "--workers", "2",
-                    "--out", str(tmp_path / "w2")])
+    manifest = run(
+        [
+            "table",
+            "--input",
+            str(tmp_path / "c.csv"),
+            "--image-root",
+            str(photos),
+            "--task",
+            "caption",
+            "--map",
+            "captions=text",
+            "--shard-size",
+            "10",
+            "--quiet",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "w2"),
+        ]
+    )
     assert [s["sha256"] for s in manifest["splits"]["train"]["shards"]] == digests[0]
     # an endless input: only a bounded window is ever submitted, so taking 40 results returns
     assert [r for _, r in itertools.islice(ordered_map(abs, itertools.count(), 2), 40)][-1] == 39
 
 
 def test_inspect_reports_stats_skips_and_draws_boxes(photos, tmp_path, capsys):
-    (tmp_path / "det.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"image": "rocket.jpg", "boxes": [[0, 0, 40, 60]], "labels": ["rocket"]},
-        {"image": "coffee.jpg", "boxes": [[10, 10, 50, 50], [60, 5, 100, 40]], "labels": ["cup", "saucer"]},
-        {"image": "coffee.jpg", "boxes": [[0, 0, 500, 500]], "labels": ["too big"]},
-    ]) + "\n")
+    (tmp_path / "det.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"image": "rocket.jpg", "boxes": [[0, 0, 40, 60]], "labels": ["rocket"]},
+                {"image": "coffee.jpg", "boxes": [[10, 10, 50, 50], [60, 5, 100, 40]], "labels": ["cup", "saucer"]},
+                {"image": "coffee.jpg", "boxes": [[0, 0, 500, 500]], "labels": ["too big"]},
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "shards"
-    prepare("table", "--input", str(tmp_path / "det.jsonl"), "--image-root", str(photos), "--task", "detection",
-            "--box-format", "xyxy", "--out", str(out))
-    assert main(["inspect", str(out), "--num", "4", "--sheet", str(tmp_path / "sheet.png"),
-                 "--json", str(tmp_path / "stats.json")]) == 0
+    prepare(
+        "table",
+        "--input",
+        str(tmp_path / "det.jsonl"),
+        "--image-root",
+        str(photos),
+        "--task",
+        "detection",
+        "--box-format",
+        "xyxy",
+        "--out",
+        str(out),
+    )
+    assert (
+        main(
+            [
+                "inspect",
+                str(out),
+                "--num",
+                "4",
+                "--sheet",
+                str(tmp_path / "sheet.png"),
+                "--json",
+                str(tmp_path / "stats.json"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "skip reasons: box outside image 1" in text and "det.jsonl:3: box outside image" in text
     stats = json.loads((tmp_path / "stats.json").read_text())[str(out)]["train"]
@@ -295,15 +477,21 @@ def test_inspect_reports_stats_skips_and_draws_boxes(photos, tmp_path, capsys):
     with Image.open(tmp_path / "sheet.png") as sheet:
         pixels = sheet.convert("RGB")
         # the rocket's box [0, 0, 40, 60] is drawn in red on the first tile (image scaled into a 256 px square)
-        reds = sum(1 for x in range(4, 260) for y in range(4, 260)
-                   if pixels.getpixel((x, y)) == (255, 48, 48))
+        reds = sum(1 for x in range(4, 260) for y in range(4, 260) if pixels.getpixel((x, y)) == (255, 48, 48))
     assert reds > 100
 
 
-@pytest.mark.parametrize("box_format, raw", [
-    ("xyxy", [10, 20, 90, 120]), ("xywh", [10, 20, 80, 100]), ("cxcywh", [50, 70, 80, 100]),
-    ("xyxy-norm", [0.05, 0.1, 0.45, 0.6]), ("xywh-norm", "0.05 0.1 0.4 0.5"), ("cxcywh-norm", "[0.25, 0.35, 0.4, 0.5]"),
-])
+@pytest.mark.parametrize(
+    "box_format, raw",
+    [
+        ("xyxy", [10, 20, 90, 120]),
+        ("xywh", [10, 20, 80, 100]),
+        ("cxcywh", [50, 70, 80, 100]),
+        ("xyxy-norm", [0.05, 0.1, 0.45, 0.6]),
+        ("xywh-norm", "0.05 0.1 0.4 0.5"),
+        ("cxcywh-norm", "[0.25, 0.35, 0.4, 0.5]"),
+    ],
+)
 def test_box_formats_convert_to_pixel_xyxy(box_format, raw):
     from data_recipes.generic.fields import convert_box
 
@@ -315,8 +503,11 @@ def test_boxes_are_checked_against_the_image():
     from data_recipes.generic.fields import convert_box
 
     assert convert_box([-0.5, 0, 100.8, 50], "box", "xyxy", 100, 50) == [0.0, 0.0, 100.0, 50.0]  # 1 px overhang
-    for raw, fmt, reason in [([0, 0, 103, 50], "xyxy", "box outside image"), ([0, 0, 1.2, 0.5], "xyxy-norm",
-                             "box outside image"), ([50, 10, 20, 40], "xyxy", "bad box"),
-                             ([1, 2, 3], "xywh", "bad box")]:
+    for raw, fmt, reason in [
+        ([0, 0, 103, 50], "xyxy", "box outside image"),
+        ([0, 0, 1.2, 0.5], "xyxy-norm", "box outside image"),
+        ([50, 10, 20, 40], "xyxy", "bad box"),
+        ([1, 2, 3], "xywh", "bad box"),
+    ]:
         with pytest.raises(BadSample, match=reason):
             convert_box(raw, "box", fmt, 100, 50)

@@ -4,13 +4,13 @@ Every floating parameter and buffer of the reference model is perturbed away
 from its init (LayerNorm gains, head scales, BN statistics, relative tables...)
 so that a mistake in any of them shows up in the outputs.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from modelscope_ref import build_ms_model
-from ofa_lightning.model import OFAConfig
+
 from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
 
 TOL = 1e-4
@@ -39,11 +39,27 @@ def batch(seed: int = 3, size: int = 96):
 
 
 SIZES = {
-    "tiny": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, resnet_type="resnet50"),
+    "tiny": dict(
+        d_model=256,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        resnet_type="resnet50",
+    ),
     # A non-default shape: Medium's width and ResNet-101, 2+3 layers, 8 heads.
-    "medium-2x3": dict(d_model=512, encoder_layers=2, decoder_layers=3, encoder_attention_heads=8,
-                       decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, resnet_type="resnet101"),
+    "medium-2x3": dict(
+        d_model=512,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        resnet_type="resnet101",
+    ),
 }
 
 

@@ -12,6 +12,7 @@
 * the relative-bias bucket lookup's backward is one ``index_add_`` with the embedding gradient;
 * eval-mode CPU linears run oneDNN with a prepacked weight, equal to ``F.linear``; evaluated models still copy.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,9 +29,19 @@ from ofa_lightning.model.outputs import DecoderCache, select_rows
 
 PAD, BOS, EOS = 1, 0, 2
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-             encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=500, max_source_positions=64,
-             max_target_positions=64, dropout=0.0)
+SMALL = dict(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    vocab_size=500,
+    max_source_positions=64,
+    max_target_positions=64,
+    dropout=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +90,8 @@ def test_beam_search_projects_cross_kv_once_per_input_and_never_copies_it(model)
     ids = text_batch()
     rows_projected = []
     hook = model.decoder.layers[0].encoder_attn.k_proj.register_forward_hook(
-        lambda mod, inp, out: rows_projected.append(inp[0].shape[0]))
+        lambda mod, inp, out: rows_projected.append(inp[0].shape[0])
+    )
     ptrs, flags, shapes = [], [], []
     decode = model.decode
     reorder = DecoderCache.reorder
@@ -144,8 +156,9 @@ def test_beam_search_with_shrinking_batch_matches_no_cache(model):
     b = generate(model, ids, GenerationConfig(beam_size=3, max_len_a=0.0, max_len_b=8, use_cache=False))
     for x, y in zip(a, b):
         assert [h.tokens.tolist() for h in x] == [h.tokens.tolist() for h in y]
-        torch.testing.assert_close(torch.tensor([h.score for h in x]), torch.tensor([h.score for h in y]),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor([h.score for h in x]), torch.tensor([h.score for h in y]), atol=1e-5, rtol=0
+        )
 
 
 def test_constrained_scoring_projects_only_trie_tokens(model):
@@ -218,8 +231,9 @@ def test_batchnorm_folding_matches_and_follows_weight_changes(trunk_models):
         assert folded.encoder.embed_images._folded is not None  # the folded path ran
         for m in (folded, plain):  # change a statistic: the folded weights are rebuilt
             m.encoder.embed_images.layer1[0].bn1.running_mean.add_(0.5)
-        assert_close_to_scale(folded.encoder.embed_images.forward_features(images),
-                              plain.encoder.embed_images.forward_features(images))
+        assert_close_to_scale(
+            folded.encoder.embed_images.forward_features(images), plain.encoder.embed_images.forward_features(images)
+        )
     # with autograd on, the ordinary (unfolded) modules run, so gradients reach the BN parameters
     out = folded.encoder.embed_images.forward_features(images)
     out.sum().backward()
@@ -237,9 +251,15 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
         pytest.skip("this torch build has no oneDNN fused convolutions")
     calls = []
     real = OFAResNet._walk_folded
-    monkeypatch.setattr(OFAResNet, "_walk_folded",
-                        lambda self, x, act, add: calls.append((act.__name__, add.__name__)) or real(self, x, act, add))
-    fused_ops, plain_ops = ("_prepacked_conv_act", "_prepacked_conv_add_relu"), ("_plain_conv_act", "_plain_conv_add_relu")
+    monkeypatch.setattr(
+        OFAResNet,
+        "_walk_folded",
+        lambda self, x, act, add: calls.append((act.__name__, add.__name__)) or real(self, x, act, add),
+    )
+    fused_ops, plain_ops = (
+        ("_prepacked_conv_act", "_prepacked_conv_add_relu"),
+        ("_plain_conv_act", "_plain_conv_add_relu"),
+    )
     with torch.no_grad():
         fused = trunk.forward_features(images)
         assert calls == [fused_ops]  # the fused kernels ran
@@ -255,8 +275,9 @@ def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monke
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffers(trunk_models, monkeypatch,
-                                                                                   channels_last):
+def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffers(
+    trunk_models, monkeypatch, channels_last
+):
     """The folded trunk's conv + add + ReLU writes into the shortcut's memory (no fresh output): same values as the
     out-of-place kernel, the caller's images untouched, and really in place (the output shares the shortcut's
     storage)."""
@@ -294,7 +315,9 @@ def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffe
 def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread, mode, segments):
     torch.manual_seed(0)
     a = OFAModel.from_name("tiny", **SMALL).train()
-    b = OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": mode, "checkpoint_resnet_segments": segments}).train()
+    b = OFAModel.from_name(
+        "tiny", **{**SMALL, "checkpoint_resnet": mode, "checkpoint_resnet_segments": segments}
+    ).train()
     assert len(b.encoder.embed_images._segments()) == (4 if segments == [8, 8, 8] else 1 + 3 + 2 + 2)
     b.load_state_dict(a.state_dict())
     ids, images = text_batch(2), torch.randn(2, 3, 32, 32)
@@ -457,13 +480,18 @@ def test_attention_biases_stay_in_the_autocast_dtype_and_contiguous(model, monke
         enc = model.encode(ids, images, torch.ones(3, dtype=torch.bool))
         model.decode_hidden(prev, enc)
     assert seen and all(dtype == torch.bfloat16 and contiguous for dtype, contiguous, _ in seen), seen
-    assert any(shape[-1] == 16 + 7 for *_, shape in seen)          # the encoder's image + text self-attention
+    assert any(shape[-1] == 16 + 7 for *_, shape in seen)  # the encoder's image + text self-attention
 
     # the lookup itself: values of the plain permuted embedding, contiguous, cast once, gradients in fp32
     layer = model.encoder
     index = torch.randint(0, 20, (1, 6, 6))
-    table = torch.cat([layer.token_rel_pos_table_list[0].weight, layer.image_rel_pos_table_list[0].weight,
-                       layer.token_rel_pos_table_list[0].weight.new_zeros(1, 2)])
+    table = torch.cat(
+        [
+            layer.token_rel_pos_table_list[0].weight,
+            layer.image_rel_pos_table_list[0].weight,
+            layer.token_rel_pos_table_list[0].weight.new_zeros(1, 2),
+        ]
+    )
     plain = F.embedding(index, table).permute(0, 3, 1, 2)
     got = relative_bias(index, layer.token_rel_pos_table_list[0], layer.image_rel_pos_table_list[0])
     assert torch.equal(got, plain) and got.is_contiguous()
@@ -558,8 +586,10 @@ def test_model_package_imports_no_training_stack():
     import subprocess
     import sys
 
-    code = ("import sys, ofa_lightning.model, ofa_lightning.model.fused_ce; "
-            "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'hydra') if m in sys.modules))")
+    code = (
+        "import sys, ofa_lightning.model, ofa_lightning.model.fused_ce; "
+        "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'hydra') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -571,10 +601,32 @@ def test_train_rounds_report_and_section_replacement(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import train_rounds as tr
 
-    rows = [dict(round=1, first="peer", ours_step_s=1.0, peer_step_s=2.2, ours_rss_mb=1500, peer_rss_mb=2800,
-                 speed=2.2, memory=1500 / 2800, contended=False, met=True),
-            dict(round=2, first="ours", ours_step_s=1.2, peer_step_s=2.1, ours_rss_mb=1700, peer_rss_mb=2700,
-                 speed=1.75, memory=1700 / 2700, contended=True, met=False)]
+    rows = [
+        dict(
+            round=1,
+            first="peer",
+            ours_step_s=1.0,
+            peer_step_s=2.2,
+            ours_rss_mb=1500,
+            peer_rss_mb=2800,
+            speed=2.2,
+            memory=1500 / 2800,
+            contended=False,
+            met=True,
+        ),
+        dict(
+            round=2,
+            first="ours",
+            ours_step_s=1.2,
+            peer_step_s=2.1,
+            ours_rss_mb=1700,
+            peer_rss_mb=2700,
+            speed=1.75,
+            memory=1700 / 2700,
+            contended=True,
+            met=False,
+        ),
+    ]
     summary = tr.summary(rows)
     assert (summary["median_speed"], summary["min_speed"], summary["met_rounds"]) == (1.975, 1.75, 1)
     data = {"configs": {"lean": "bf16"}, "allocator": "tcmalloc", "sizes": {"tiny": {"lean": summary}}}
@@ -599,9 +651,18 @@ def test_gpu_ceiling_counts_and_bound_arithmetic(one_thread):
     spec.loader.exec_module(ceiling)
     gpu = sys.modules["gpu"]
     saved = dict(gpu.OVERRIDES)
-    gpu.OVERRIDES.update(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                         decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=300,
-                         max_source_positions=64, max_target_positions=64)
+    gpu.OVERRIDES.update(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=300,
+        max_source_positions=64,
+        max_target_positions=64,
+    )
     try:
         c = ceiling.count("tiny", 64, 6, 6)
     finally:
@@ -611,12 +672,17 @@ def test_gpu_ceiling_counts_and_bound_arithmetic(one_thread):
     assert c["flops_total"] == sum(c["flops"].values())
     # ResNet-50 stages 1-3 at 64 px: the BatchNorms see 64·32² (stem) + 3 stages' bottlenecks; LayerNorms > 0
     assert c["batchnorm_elements"] > 64 * 32 * 32 and c["layernorm_elements"] > 0
-    profile = {"kernel_share": {"matmul": 0.2, "convolution": 0.1, "elementwise": 0.7}, "kernel_ms_per_step": 100.0,
-               "batch4": {"step_s": 0.12, "mfu": 0.05}}
+    profile = {
+        "kernel_share": {"matmul": 0.2, "convolution": 0.1, "elementwise": 0.7},
+        "kernel_ms_per_step": 100.0,
+        "batch4": {"step_s": 0.12, "mfu": 0.05},
+    }
     b = ceiling.bound(c, profile, batch=4, peak=1e12)
     gemm = 4 * (c["flops"]["convolution"] + c["flops"]["linear"])
     bw = ceiling.H100_HBM * ceiling.HBM_EFFICIENCY
-    assert b["parts_s"]["batchnorm (train mode, 8 bf16 passes)"] == pytest.approx(8 * 2 * c["batchnorm_elements"] * 4 / bw)
+    assert b["parts_s"]["batchnorm (train mode, 8 bf16 passes)"] == pytest.approx(
+        8 * 2 * c["batchnorm_elements"] * 4 / bw
+    )
     row = b["rows"]["at the profiled rate"]
     assert row["gemm_rate_tflops"] == pytest.approx(gemm / 0.030 / 1e12)  # 30 % of 100 ms
     assert row["step_s"] == pytest.approx(0.030 + sum(b["parts_s"].values()))

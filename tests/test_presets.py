@@ -3,6 +3,7 @@ shapes-sized data: the shapes shards for the recipes the shapes generator covers
 SNLI-VE, detection, text), and shards written by the real recipes (imagenet, glue, gigaword, vq_codes) from tiny
 raw files derived from the shapes raw data for the others. The presets' model / image size / batch are shrunk on
 the command line (``model=tiny`` with one layer, 64 px, CPU, 3 steps); everything else is the preset's own."""
+
 from __future__ import annotations
 
 import json
@@ -19,36 +20,110 @@ from ofa_lightning.paths import CONF_DIR
 from ofa_lightning.training.run import compose_config, train
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem != "demo")
-OFA_FAMILIES = ("caption_stage1", "caption_stage2", "vqa", "refcoco", "refcocoplus", "refcocog", "snli_ve",
-                "imagenet", "glue", "gigaword", "text_to_image", "pretrain")
+OFA_FAMILIES = (
+    "caption_stage1",
+    "caption_stage2",
+    "vqa",
+    "refcoco",
+    "refcocoplus",
+    "refcocog",
+    "snli_ve",
+    "imagenet",
+    "glue",
+    "gigaword",
+    "text_to_image",
+    "pretrain",
+)
 
 
 def is_ofa_recipe(preset: str) -> bool:
     """This issue's recipe presets (other presets in conf/experiment/ only have to compose here)."""
-    return preset.startswith(OFA_FAMILIES) and preset.rsplit("_", 1)[-1] in ("tiny", "medium", "base", "large",
-                                                                             "huge", "beam", "480")
+    return preset.startswith(OFA_FAMILIES) and preset.rsplit("_", 1)[-1] in (
+        "tiny",
+        "medium",
+        "base",
+        "large",
+        "huge",
+        "beam",
+        "480",
+    )
+
+
 # One preset per recipe family runs in the fast suite; the size variants only change scalars of their family's
 # root (checked by composition here) and run in the slow suite.
-ROOTS = ["caption_stage1_large", "caption_stage2_large", "vqa_large", "vqa_large_beam", "refcoco_large",
-         "refcocoplus_large", "refcocog_large", "snli_ve_large", "imagenet_large", "glue_rte_large",
-         "gigaword_large", "text_to_image_large", "pretrain_large", "mixture_sweep"]
-FAMILY_SIZES = {"caption_stage1": 5, "caption_stage2": 5, "vqa": 5, "refcoco": 5, "refcocoplus": 5, "refcocog": 5,
-                "snli_ve": 5}
+ROOTS = [
+    "caption_stage1_large",
+    "caption_stage2_large",
+    "vqa_large",
+    "vqa_large_beam",
+    "refcoco_large",
+    "refcocoplus_large",
+    "refcocog_large",
+    "snli_ve_large",
+    "imagenet_large",
+    "glue_rte_large",
+    "gigaword_large",
+    "text_to_image_large",
+    "pretrain_large",
+    "mixture_sweep",
+]
+FAMILY_SIZES = {
+    "caption_stage1": 5,
+    "caption_stage2": 5,
+    "vqa": 5,
+    "refcoco": 5,
+    "refcocoplus": 5,
+    "refcocog": 5,
+    "snli_ve": 5,
+}
 
 # task -> shapes-derived shards it reads in the tests
-TASK_SHARDS = {"caption": "coco_caption", "image_text_matching": "coco_caption", "vqa": "vqav2",
-               "qa_matching": "vqav2", "grounding": "refcoco", "grounded_caption": "refcoco", "snli_ve": "snli_ve",
-               "detection": "detection", "text_infilling": "text_corpus", "image_classification": "imagenet",
-               "gigaword": "gigaword", "text_to_image": "vq_codes", "image_infilling": "vq_codes"}
+TASK_SHARDS = {
+    "caption": "coco_caption",
+    "image_text_matching": "coco_caption",
+    "vqa": "vqav2",
+    "qa_matching": "vqav2",
+    "grounding": "refcoco",
+    "grounded_caption": "refcoco",
+    "snli_ve": "snli_ve",
+    "detection": "detection",
+    "text_infilling": "text_corpus",
+    "image_classification": "imagenet",
+    "gigaword": "gigaword",
+    "text_to_image": "vq_codes",
+    "image_infilling": "vq_codes",
+}
 TEXT_ONLY = {"glue", "gigaword", "text_infilling", "text_to_image"}
-EVAL_SPLITS = {"snli_ve": ("dev", "test"), "glue": ("dev", "dev"), "gigaword": ("valid", "test"),
-               "imagenet": ("val", "val"), "text_corpus": (None, None)}
-TINY = ["debug=fdr", "logger=none", "model=tiny", "model.encoder_layers=1", "model.decoder_layers=1",
-        "model.encoder_ffn_dim=256", "model.decoder_ffn_dim=256", "trainer=cpu", "trainer.devices=1", "++trainer.num_nodes=1",
-        "trainer.accumulate_grad_batches=1", "data.micro_batch_size=4", "data.eval.micro_batch_size=4",
-        "tokenizer=trained", "tokenizer.bpe_vocab_size=300", "tokenizer.num_codes=64", "tokenizer.max_samples=200",
-        "module.init_from=null", "model.interpolate_position=false", "data.pin_memory=false",
-        "++module.optim.warmup_steps=null"]
+EVAL_SPLITS = {
+    "snli_ve": ("dev", "test"),
+    "glue": ("dev", "dev"),
+    "gigaword": ("valid", "test"),
+    "imagenet": ("val", "val"),
+    "text_corpus": (None, None),
+}
+TINY = [
+    "debug=fdr",
+    "logger=none",
+    "model=tiny",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "model.encoder_ffn_dim=256",
+    "model.decoder_ffn_dim=256",
+    "trainer=cpu",
+    "trainer.devices=1",
+    "++trainer.num_nodes=1",
+    "trainer.accumulate_grad_batches=1",
+    "data.micro_batch_size=4",
+    "data.eval.micro_batch_size=4",
+    "tokenizer=trained",
+    "tokenizer.bpe_vocab_size=300",
+    "tokenizer.num_codes=64",
+    "tokenizer.max_samples=200",
+    "module.init_from=null",
+    "model.interpolate_position=false",
+    "data.pin_memory=false",
+    "++module.optim.warmup_steps=null",
+]
 CODES = 16  # 4x4 VQ codes: code_image_size 32 in the tests
 
 
@@ -83,12 +158,23 @@ def _write_raw(raw: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
 
     # GLUE (official layout with headers; CoLA headerless): sentences are captions, labels arbitrary
     glue_root = out / "raw_glue"
-    heads = {"sst2": ["sentence", "label"], "mrpc": ["Quality", "#1 String", "#2 String"],
-             "qqp": ["question1", "question2", "is_duplicate"], "qnli": ["question", "sentence", "label"],
-             "rte": ["sentence1", "sentence2", "label"], "mnli": ["sentence1", "sentence2", "gold_label"]}
-    labels = {"sst2": ["0", "1"], "mrpc": ["0", "1"], "qqp": ["0", "1"], "qnli": ["entailment", "not_entailment"],
-              "rte": ["entailment", "not_entailment"], "mnli": ["entailment", "neutral", "contradiction"],
-              "cola": ["0", "1"]}
+    heads = {
+        "sst2": ["sentence", "label"],
+        "mrpc": ["Quality", "#1 String", "#2 String"],
+        "qqp": ["question1", "question2", "is_duplicate"],
+        "qnli": ["question", "sentence", "label"],
+        "rte": ["sentence1", "sentence2", "label"],
+        "mnli": ["sentence1", "sentence2", "gold_label"],
+    }
+    labels = {
+        "sst2": ["0", "1"],
+        "mrpc": ["0", "1"],
+        "qqp": ["0", "1"],
+        "qnli": ["entailment", "not_entailment"],
+        "rte": ["entailment", "not_entailment"],
+        "mnli": ["entailment", "neutral", "contradiction"],
+        "cola": ["0", "1"],
+    }
     for task in ["cola", *heads]:
         folder = glue_root / task
         folder.mkdir(parents=True, exist_ok=True)
@@ -101,8 +187,16 @@ def _write_raw(raw: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
                 if task == "cola":
                     lines.append(f"src\t{label}\t*\t{text}")
                 else:
-                    values = {"sentence": text, "#1 String": text, "question1": text, "question": text,
-                              "sentence1": text, "#2 String": other, "question2": other, "sentence2": other}
+                    values = {
+                        "sentence": text,
+                        "#1 String": text,
+                        "question1": text,
+                        "question": text,
+                        "sentence1": text,
+                        "#2 String": other,
+                        "question2": other,
+                        "sentence2": other,
+                    }
                     lines.append("\t".join(values.get(h, label) for h in heads[task]))
             (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
         commands[f"glue_{task}"] = ["glue", "--task", task, "--data-dir", str(folder)]
@@ -119,13 +213,28 @@ def _write_raw(raw: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
     # VQ codes (random 4x4 codes) with captions and images, for text-to-image and image infilling
     codes_dir = out / "raw_codes"
     codes_dir.mkdir(parents=True, exist_ok=True)
-    args = ["vq_codes", "--codebook-size", "64", "--images", *[str(raw / "images" / s) for s in ("train", "val", "test")]]
+    args = [
+        "vq_codes",
+        "--codebook-size",
+        "64",
+        "--images",
+        *[str(raw / "images" / s) for s in ("train", "val", "test")],
+    ]
     for split in ("train", "val", "test"):
         with open(codes_dir / f"{split}.jsonl", "w") as f:
             for s, path, caps, _ in images:
                 if s == split:
-                    f.write(json.dumps({"id": path.stem, "codes": [rng.randrange(64) for _ in range(CODES)],
-                                        "caption": caps[0], "image": path.name}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "id": path.stem,
+                                "codes": [rng.randrange(64) for _ in range(CODES)],
+                                "caption": caps[0],
+                                "image": path.name,
+                            }
+                        )
+                        + "\n"
+                    )
         args += ["--codes", f"{split}={codes_dir / f'{split}.jsonl'}"]
     commands["vq_codes"] = args
     return commands
@@ -206,7 +315,7 @@ def test_preset_composes_and_names_its_recipe(preset, tmp_path):
 
 
 def test_every_family_covers_every_size():
-    for family, n in FAMILY_SIZES.items():
+    for family, _n in FAMILY_SIZES.items():
         sizes = {p.rsplit("_", 1)[1] for p in PRESETS if p.rsplit("_", 1)[0] == family}
         assert sizes >= {"tiny", "medium", "base", "large", "huge"}, (family, sizes)
     assert set(ROOTS) <= set(PRESETS)
@@ -214,23 +323,37 @@ def test_every_family_covers_every_size():
 
 def test_ofa_hyperparameters_are_the_references(tmp_path):
     """Spot checks against OFA's run_scripts (effective batch = micro x devices x accumulate)."""
+
     def c(name):
         return compose_config([f"experiment={name}"], tmp_path, tmp_path)
 
     def batch(cfg):
         return cfg.data.micro_batch_size * cfg.trainer.devices * cfg.trainer.accumulate_grad_batches
 
-    s1, s2, vqa, ref, snli = c("caption_stage1_large"), c("caption_stage2_large"), c("vqa_large"), \
-        c("refcoco_large"), c("snli_ve_large")
-    assert (s1.module.optim.lr, batch(s1), s1.module.loss.drop_worst_ratio, s1.module.loss.drop_worst_after) == \
-        (1e-5, 128, 0.2, 2500)
+    s1, s2, vqa, ref, snli = (
+        c("caption_stage1_large"),
+        c("caption_stage2_large"),
+        c("vqa_large"),
+        c("refcoco_large"),
+        c("snli_ve_large"),
+    )
+    assert (s1.module.optim.lr, batch(s1), s1.module.loss.drop_worst_ratio, s1.module.loss.drop_worst_after) == (
+        1e-5,
+        128,
+        0.2,
+        2500,
+    )
     assert s1.module.optim.freeze_embeddings and s1.data.task_options.image_size == 480
     assert (batch(s2), s2.module.optim.end_lr, s2.model.dropout, s2.module.scst.beam_size) == (64, 2e-7, 0.0, 5)
     assert (vqa.module.optim.lr, batch(vqa), vqa.trainer.max_steps, vqa.module.ema.decay) == (5e-5, 512, 40000, 0.9999)
     assert vqa.mixture.vqa.options.constrained_training and vqa.mixture.vqa.options.inference == "candidates"
     assert c("vqa_large_beam").mixture.vqa.options.inference == "generate"
-    assert (ref.module.optim.lr, batch(ref), ref.data.task_options.image_size, ref.model.encoder_drop_path_rate) == \
-        (3e-5, 128, 512, 0.2)
+    assert (ref.module.optim.lr, batch(ref), ref.data.task_options.image_size, ref.model.encoder_drop_path_rate) == (
+        3e-5,
+        128,
+        512,
+        0.2,
+    )
     assert c("refcoco_base").module.optim.lr == 5e-5 and c("refcoco_base").model.size == "base"
     assert (snli.module.optim.lr, batch(snli), snli.module.loss.label_smoothing) == (2e-5, 256, 0.0)
     huge = c("caption_stage1_huge")

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------- helpers
 
+
 def prepare(*argv):
     return cli.run([str(a) for a in argv] + ["--quiet"])
 
@@ -81,22 +82,41 @@ def karpathy_images(raw: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------- CLI
 
+
 def test_cli_lists_every_recipe_and_documents_inputs(capsys):
     assert cli.main(["--list"]) == 0
     listing = capsys.readouterr().out
-    for name in ("shapes", "coco_caption", "vqav2", "refcoco", "snli_ve", "detection", "imagenet", "glue",
-                 "gigaword", "text_corpus", "vq_codes", "ofa_tsv"):
+    for name in (
+        "shapes",
+        "coco_caption",
+        "vqav2",
+        "refcoco",
+        "snli_ve",
+        "detection",
+        "imagenet",
+        "glue",
+        "gigaword",
+        "text_corpus",
+        "vq_codes",
+        "ofa_tsv",
+    ):
         assert name in listing
     assert len(listing.strip().splitlines()) == len(RECIPE_MODULES)
-    for name, flag in (("coco_caption", "--karpathy-json"), ("refcoco", "--refer-dir"), ("shapes", "--num-images"),
-                       ("ofa_tsv", "--kind"), ("glue", "--layout")):
+    for name, flag in (
+        ("coco_caption", "--karpathy-json"),
+        ("refcoco", "--refer-dir"),
+        ("shapes", "--num-images"),
+        ("ofa_tsv", "--kind"),
+        ("glue", "--layout"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([name, "--help"])
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
         assert flag in text and (name == "shapes" or "--shard-size" in text)
-    result = subprocess.run([sys.executable, "-m", "data_recipes", "--list"], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "data_recipes", "--list"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "vqav2" in result.stdout
 
 
@@ -108,10 +128,20 @@ def test_make_key_is_webdataset_safe():
 
 # ------------------------------------------------------------------------------------------- recipes on shapes
 
+
 def test_coco_caption_keeps_original_bytes_and_all_refs(raw, tmp_path):
     out = tmp_path / "cap"
-    manifest = prepare("coco_caption", "--karpathy-json", raw / "dataset_coco.json", "--images", raw / "images",
-                       "--out", out, "--shard-size", 10)
+    manifest = prepare(
+        "coco_caption",
+        "--karpathy-json",
+        raw / "dataset_coco.json",
+        "--images",
+        raw / "images",
+        "--out",
+        out,
+        "--shard-size",
+        10,
+    )
     entries = karpathy_images(raw)
     assert counts(manifest) == dict(Counter(e["split"] for e in entries))
     by_id = {e["cocoid"]: e for e in entries}
@@ -129,8 +159,9 @@ def test_coco_caption_keeps_original_bytes_and_all_refs(raw, tmp_path):
 
 def test_vqav2_soft_scores_refs_and_answer_candidates(raw, tmp_path):
     out = tmp_path / "vqa"
-    manifest = prepare("vqav2", "--vqa-dir", raw / "vqa", "--images", raw / "images", "--out", out,
-                       "--num-candidates", 5)
+    manifest = prepare(
+        "vqav2", "--vqa-dir", raw / "vqa", "--images", raw / "images", "--out", out, "--num-candidates", 5
+    )
     assert list(manifest["splits"]) == ["train", "val", "test"]
     for split in SPLITS:
         questions = json.loads((raw / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json").read_text())
@@ -163,8 +194,9 @@ def test_vqav2_test_split_without_annotations_has_no_answers(raw, tmp_path):
     vqa = tmp_path / "vqa_raw"
     shutil.copytree(raw / "vqa", vqa)
     (vqa / "v2_mscoco_test_annotations.json").unlink()
-    manifest = prepare("vqav2", "--vqa-dir", vqa, "--images", raw / "images", "--out", tmp_path / "o",
-                       "--splits", "test")
+    manifest = prepare(
+        "vqav2", "--vqa-dir", vqa, "--images", raw / "images", "--out", tmp_path / "o", "--splits", "test"
+    )
     samples = read_split(tmp_path / "o", "test")
     assert len(samples) == manifest["splits"]["test"]["num_samples"] > 0
     assert all(s["json"]["answers"] == [] and s["json"]["answer_conf"] == {} for s in samples)
@@ -210,8 +242,12 @@ def test_restricted_unpickler_refuses_code_and_accepts_plain_data(tmp_path):
             safe_loads(pickle.dumps(forbidden, protocol=2))
     with pytest.raises(UnsafePickleError):
         safe_loads(pickle.dumps([b"raw bytes"], protocol=4))
-    plain = [{"ref_id": 1, "sentences": [{"sent": "the red circle"}], "box": (1.5, 2, 3, 4), "ok": True,
-              "none": None}, "text", -3, 2.5]
+    plain = [
+        {"ref_id": 1, "sentences": [{"sent": "the red circle"}], "box": (1.5, 2, 3, 4), "ok": True, "none": None},
+        "text",
+        -3,
+        2.5,
+    ]
     for protocol in (0, 2, 4, 5):
         assert safe_loads(pickle.dumps(plain, protocol=protocol)) == plain
 
@@ -229,8 +265,21 @@ def test_refcoco_refuses_a_malicious_refs_pickle(raw, tmp_path):
     with pytest.raises(PrepareError, match=r"refs\(unc\)\.p.*refusing to load"):
         prepare("refcoco", "--refer-dir", refer, "--images", *split_roots(raw), "--out", tmp_path / "o")
     assert not marker.exists()
-    assert cli.main(["refcoco", "--refer-dir", str(refer), "--images", *split_roots(raw), "--out",
-                     str(tmp_path / "o2"), "--quiet"]) == 2
+    assert (
+        cli.main(
+            [
+                "refcoco",
+                "--refer-dir",
+                str(refer),
+                "--images",
+                *split_roots(raw),
+                "--out",
+                str(tmp_path / "o2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 def test_snli_ve_labels_and_bad_lines_are_counted_skips(raw, tmp_path):
@@ -250,12 +299,19 @@ def test_snli_ve_labels_and_bad_lines_are_counted_skips(raw, tmp_path):
     manifest = prepare("snli_ve", "--jsonl-dir", snli, "--images", *split_roots(raw), "--out", tmp_path / "o")
     dev = manifest["splits"]["dev"]
     assert dev["num_samples"] == len(good) and dev["num_skipped"] == 6
-    assert dev["skip_reasons"] == {"bad json": 1, "bad label": 1, "bad type": 1, "missing field": 1,
-                                   "non-UTF-8 text": 1, "text too long": 1}
+    assert dev["skip_reasons"] == {
+        "bad json": 1,
+        "bad label": 1,
+        "bad type": 1,
+        "missing field": 1,
+        "non-UTF-8 text": 1,
+        "text too long": 1,
+    }
     assert {s["id"] for s in dev["skipped"]} >= {"snli_ve-x_type", "snli_ve-x_long", "snli_ve-x_missing"}
     samples = read_split(tmp_path / "o", "dev")
     assert Counter(s["json"]["label"] for s in samples) == Counter(
-        {"entailment": len(good) // 3, "neutral": len(good) // 3, "contradiction": len(good) // 3})
+        {"entailment": len(good) // 3, "neutral": len(good) // 3, "contradiction": len(good) // 3}
+    )
     assert all(s["json"]["premise"] and s["json"]["hypothesis"] for s in samples)
 
 
@@ -264,20 +320,34 @@ def test_detection_clips_drops_bad_boxes_and_skips_empty_images(raw, tmp_path):
     shutil.copytree(raw / "detection", det)
     data = json.loads((det / "instances_val.json").read_text())
     kept, emptied, clipped = (image["id"] for image in data["images"][:3])
-    data["annotations"].append({"id": 10_000, "image_id": kept, "category_id": 1, "bbox": [10, 10, -5, 8],
-                                "iscrowd": 0})                          # inverted: dropped, image kept
-    data["annotations"].append({"id": 10_001, "image_id": kept, "category_id": 1, "bbox": [200, 200, 5, 5],
-                                "iscrowd": 0})                          # outside the image: dropped
-    data["annotations"].append({"id": 10_002, "image_id": kept, "category_id": 1, "bbox": [1, 1, 5, 5],
-                                "iscrowd": 1})                          # crowd: left out
+    data["annotations"].append(
+        {"id": 10_000, "image_id": kept, "category_id": 1, "bbox": [10, 10, -5, 8], "iscrowd": 0}
+    )  # inverted: dropped, image kept
+    data["annotations"].append(
+        {"id": 10_001, "image_id": kept, "category_id": 1, "bbox": [200, 200, 5, 5], "iscrowd": 0}
+    )  # outside the image: dropped
+    data["annotations"].append(
+        {"id": 10_002, "image_id": kept, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 1}
+    )  # crowd: left out
     for ann in data["annotations"]:
         if ann["image_id"] == emptied:
-            ann["bbox"] = [10, 10, 0, 8]                                # empty: every box dropped -> skipped
+            ann["bbox"] = [10, 10, 0, 8]  # empty: every box dropped -> skipped
     first_of_clipped = next(a for a in data["annotations"] if a["image_id"] == clipped)
-    first_of_clipped["bbox"] = [-6, 5, 20, 10]                          # partly outside: clipped to x0 = 0
+    first_of_clipped["bbox"] = [-6, 5, 20, 10]  # partly outside: clipped to x0 = 0
     write_json(det / "instances_val.json", data)
-    manifest = prepare("detection", "--ann-dir", det, "--images", *split_roots(raw), "--dataset-name", "shapes",
-                       "--out", tmp_path / "o", "--splits", "val")
+    manifest = prepare(
+        "detection",
+        "--ann-dir",
+        det,
+        "--images",
+        *split_roots(raw),
+        "--dataset-name",
+        "shapes",
+        "--out",
+        tmp_path / "o",
+        "--splits",
+        "val",
+    )
     val = manifest["splits"]["val"]
     assert val["num_skipped"] == 1 and val["skip_reasons"] == {"no boxes": 1}
     assert val["skipped"][0]["id"] == f"shapes-{emptied}"
@@ -298,10 +368,23 @@ def test_detection_label_attributes_prefix_the_category_and_missing_ones_drop_th
     names = {c["id"]: c["name"] for c in data["categories"]}
     first = data["images"][0]["id"]
     lost = next(a for a in data["annotations"] if a["image_id"] == first)
-    del lost["color"]                                                   # no colour: this box is dropped
+    del lost["color"]  # no colour: this box is dropped
     write_json(det / "instances_val.json", data)
-    manifest = prepare("detection", "--ann-dir", det, "--images", *split_roots(raw), "--dataset-name", "shapes",
-                       "--label-attributes", "color", "--out", tmp_path / "o", "--splits", "val")
+    manifest = prepare(
+        "detection",
+        "--ann-dir",
+        det,
+        "--images",
+        *split_roots(raw),
+        "--dataset-name",
+        "shapes",
+        "--label-attributes",
+        "color",
+        "--out",
+        tmp_path / "o",
+        "--splits",
+        "val",
+    )
     assert manifest["splits"]["val"]["warnings"] == {"box dropped: missing field": 1}
     by_image = {}
     for ann in data["annotations"]:
@@ -314,14 +397,19 @@ def test_detection_label_attributes_prefix_the_category_and_missing_ones_drop_th
 
 # ------------------------------------------------------------------------------------------- hand-made sources
 
+
 def test_imagenet_class_folders_and_synset_words(tmp_path):
     root = tmp_path / "imagenet"
-    (tmp_path / "synset_words.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
-                                               "n04118538 rugby ball\n")
-    files = {"train/n01440764/n01440764_1.JPEG": image_bytes(), "train/n01440764/n01440764_2.png": image_bytes("PNG"),
-             "train/n04118538/n04118538_9.JPEG": image_bytes(colour=(1, 2, 3)),
-             "val/n01443537/ILSVRC2012_val_00000001.JPEG": image_bytes(),
-             "val/n01443537/ILSVRC2012_val_00000002.JPEG": b"\xff\xd8\xff\xe0 not really a jpeg"}
+    (tmp_path / "synset_words.txt").write_text(
+        "n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn04118538 rugby ball\n"
+    )
+    files = {
+        "train/n01440764/n01440764_1.JPEG": image_bytes(),
+        "train/n01440764/n01440764_2.png": image_bytes("PNG"),
+        "train/n04118538/n04118538_9.JPEG": image_bytes(colour=(1, 2, 3)),
+        "val/n01443537/ILSVRC2012_val_00000001.JPEG": image_bytes(),
+        "val/n01443537/ILSVRC2012_val_00000002.JPEG": b"\xff\xd8\xff\xe0 not really a jpeg",
+    }
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
@@ -347,8 +435,10 @@ def test_glue_official_and_ofa_layouts(tmp_path):
     assert counts(manifest) == {"train": 2, "test": 1}
     assert manifest["splits"]["train"]["skip_reasons"] == {"empty text": 1}
     train = [s["json"] for s in read_split(tmp_path / "sst2", "train")]
-    assert [(t["sentence1"], t["label"], t["raw_label"]) for t in train] == [("a fine film", "positive", "1"),
-                                                                             ("dull", "negative", "0")]
+    assert [(t["sentence1"], t["label"], t["raw_label"]) for t in train] == [
+        ("a fine film", "positive", "1"),
+        ("dull", "negative", "0"),
+    ]
     assert "sentence2" not in train[0] and train[0]["task"] == "sst2"
     assert read_split(tmp_path / "sst2", "test")[0]["json"]["label"] is None
 
@@ -367,7 +457,10 @@ def test_glue_official_and_ofa_layouts(tmp_path):
     mnli.write_text("a man sleeps\ta person rests\t1\tx\nit rains\tit is sunny\t2\nhe runs\the is fast\t0\n")
     prepare("glue", "--task", "mnli", "--layout", "ofa", "--tsv", f"train={mnli}", "--out", tmp_path / "mnli")
     assert [s["json"]["label"] for s in read_split(tmp_path / "mnli", "train")] == [
-        "entailment", "contradiction", "neutral"]
+        "entailment",
+        "contradiction",
+        "neutral",
+    ]
 
 
 def test_gigaword_pairs_skips_and_file_errors(tmp_path):
@@ -397,7 +490,11 @@ def test_text_corpus_lines_and_paragraphs(tmp_path):
     manifest = prepare("text_corpus", "--input", corpus, "--out", tmp_path / "lines")
     assert counts(manifest) == {"train": 4} and manifest["splits"]["train"]["skip_reasons"] == {"non-UTF-8 text": 1}
     assert [s["json"]["text"] for s in read_split(tmp_path / "lines", "train")] == [
-        "first line.", "second line.", "fourth line.", "fifth."]
+        "first line.",
+        "second line.",
+        "fourth line.",
+        "fifth.",
+    ]
     manifest = prepare("text_corpus", "--input", f"val={corpus}", "--unit", "paragraph", "--out", tmp_path / "para")
     assert counts(manifest) == {"val": 2}
     texts = [s["json"]["text"] for s in read_split(tmp_path / "para", "val")]
@@ -409,11 +506,17 @@ def test_vq_codes_jsonl_tsv_and_images(tmp_path):
     images.mkdir()
     (images / "a.jpg").write_bytes(image_bytes())
     jsonl = tmp_path / "codes.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "a", "codes": list(range(16)), "caption": "a red square"},
-        {"id": "b", "codes": [1, 2, 3]},                       # not a square grid
-        {"id": "c", "codes": [9000] * 16},                     # outside the codebook
-    ]) + "\n")
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "a", "codes": list(range(16)), "caption": "a red square"},
+                {"id": "b", "codes": [1, 2, 3]},  # not a square grid
+                {"id": "c", "codes": [9000] * 16},  # outside the codebook
+            ]
+        )
+        + "\n"
+    )
     manifest = prepare("vq_codes", "--codes", jsonl, "--out", tmp_path / "o", "--splits", "train")
     assert counts(manifest) == {"train": 1} and manifest["splits"]["train"]["num_skipped"] == 2
     fields = read_split(tmp_path / "o", "train")[0]["json"]
@@ -439,9 +542,11 @@ def test_ofa_tsv_kinds_decode_base64_to_the_original_bytes(tmp_path):
         "detection": [f"5\t{_b64(jpg)}\t1,2,20,30,7,square&&9,9,3,3,1,bad&&0,0,10,10,8,red, square"],
         "imagenet": [f"{_b64(jpg)}\t1\ttench, Tinca tinca"],
         "image_gen": ["6\t" + " ".join(["5"] * 1024) + "\ta red square"],
-        "pretrain_vl": [f"8\t{_b64(jpg)}\ta red square\t\t\tsquare\tcoco\tcaption",
-                        f"9\t{_b64(jpg)}\t\twhat color?\t1.0|!+red\t\tvqa\tqa",
-                        f"10\t{_b64(jpg)}\tthe square\t\t1,1,9,9\t\trefcoco\tvisual_grounding"],
+        "pretrain_vl": [
+            f"8\t{_b64(jpg)}\ta red square\t\t\tsquare\tcoco\tcaption",
+            f"9\t{_b64(jpg)}\t\twhat color?\t1.0|!+red\t\tvqa\tqa",
+            f"10\t{_b64(jpg)}\tthe square\t\t1,1,9,9\t\trefcoco\tvisual_grounding",
+        ],
         "gigaword": ["an article\ta summary"],
         "pretrain_text": ["11\tsome text about shapes"],
     }
@@ -461,7 +566,7 @@ def test_ofa_tsv_kinds_decode_base64_to_the_original_bytes(tmp_path):
     assert fields["vqa"][0]["jpg"] == jpg and vqa["answer_conf"] == {"red": 1.0, "pink": 0.3}
     assert vqa["multiple_choice_answer"] == "red" and vqa["ofa_refs"] == "1.0|!+red&&0.3|!+pink"
     ref = fields["refcoco"][0]
-    assert ref["png"] == png and ref["json"]["box"] == [5.0, 5.0, 50.0, 30.0]   # clipped to the 50 px width
+    assert ref["png"] == png and ref["json"]["box"] == [5.0, 5.0, 50.0, 30.0]  # clipped to the 50 px width
     assert fields["snli_ve"][0]["json"]["label"] == "entailment"
     det = fields["detection"][0]["json"]
     assert det["labels"] == ["square", "red, square"] and det["category_ids"] == [7, 8]
@@ -482,6 +587,7 @@ def test_ofa_tsv_kinds_decode_base64_to_the_original_bytes(tmp_path):
 
 # ------------------------------------------------------------------------------------------- manifest, skips, strict
 
+
 def _bad_karpathy(tmp_path: Path) -> tuple[Path, Path]:
     """Six images: 3 good train (one has a blank caption), 1 restval, 1 all-blank val, 1 corrupt test, 1 unsafe path."""
     images = tmp_path / "images"
@@ -498,20 +604,28 @@ def _bad_karpathy(tmp_path: Path) -> tuple[Path, Path]:
             sentences.append({"raw": "   "})
         if split == "val" and i == 5:
             sentences = [{"raw": ""}, {"raw": " "}]
-        entries.append({"filepath": "", "filename": name if i != 7 else "../../etc/passwd", "cocoid": i,
-                        "imgid": i, "split": split, "sentences": sentences})
+        entries.append(
+            {
+                "filepath": "",
+                "filename": name if i != 7 else "../../etc/passwd",
+                "cocoid": i,
+                "imgid": i,
+                "split": split,
+                "sentences": sentences,
+            }
+        )
     return write_json(tmp_path / "dataset_coco.json", {"images": entries}), images
 
 
 def test_manifest_counts_sha256_and_skip_reasons(tmp_path):
     karpathy, images = _bad_karpathy(tmp_path)
     out = tmp_path / "o"
-    manifest = prepare("coco_caption", "--karpathy-json", karpathy, "--images", images, "--out", out,
-                       "--shard-size", 2)
-    assert counts(manifest) == {"train": 4, "val": 0, "test": 0}        # restval merged into train
+    manifest = prepare("coco_caption", "--karpathy-json", karpathy, "--images", images, "--out", out, "--shard-size", 2)
+    assert counts(manifest) == {"train": 4, "val": 0, "test": 0}  # restval merged into train
     train = manifest["splits"]["train"]
     assert [s["num_samples"] for s in train["shards"]] == [2, 2] and train["warnings"] == {
-        "caption dropped: empty text": 1}
+        "caption dropped: empty text": 1
+    }
     for split in manifest["splits"].values():
         for shard in split["shards"]:
             assert hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
@@ -530,29 +644,63 @@ def test_manifest_counts_sha256_and_skip_reasons(tmp_path):
     assert len(read_split(out, "train")) == 4
 
     with pytest.raises(PrepareError) as error:
-        prepare("coco_caption", "--karpathy-json", karpathy, "--images", images, "--out", tmp_path / "strict",
-                "--strict", "--splits", "val")  # val's first candidate is the all-blank image 5
+        prepare(
+            "coco_caption",
+            "--karpathy-json",
+            karpathy,
+            "--images",
+            images,
+            "--out",
+            tmp_path / "strict",
+            "--strict",
+            "--splits",
+            "val",
+        )  # val's first candidate is the all-blank image 5
     assert str(karpathy) in str(error.value) and "coco_cap-5" in str(error.value)
     assert not list((tmp_path / "strict").glob("*.tar"))
 
-    keep = prepare("coco_caption", "--karpathy-json", karpathy, "--images", images, "--out", tmp_path / "rv",
-                   "--keep-restval")
+    keep = prepare(
+        "coco_caption", "--karpathy-json", karpathy, "--images", images, "--out", tmp_path / "rv", "--keep-restval"
+    )
     assert counts(keep)["restval"] == 1 and counts(keep)["train"] == 3
 
 
 def test_missing_inputs_say_what_was_expected_where(raw, tmp_path):
     with pytest.raises(PrepareError, match=r"expected Karpathy caption file .* at .*nothere\.json"):
-        prepare("coco_caption", "--karpathy-json", tmp_path / "nothere.json", "--images", raw / "images",
-                "--out", tmp_path / "o")
+        prepare(
+            "coco_caption",
+            "--karpathy-json",
+            tmp_path / "nothere.json",
+            "--images",
+            raw / "images",
+            "--out",
+            tmp_path / "o",
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(PrepareError, match="v2_OpenEnded_mscoco_<subtype>_questions.json"):
         prepare("vqav2", "--vqa-dir", tmp_path / "empty", "--images", raw / "images", "--out", tmp_path / "o")
     with pytest.raises(PrepareError, match="is --images pointing at the right folder"):
-        prepare("coco_caption", "--karpathy-json", raw / "dataset_coco.json", "--images", tmp_path / "empty",
-                "--out", tmp_path / "o2")
+        prepare(
+            "coco_caption",
+            "--karpathy-json",
+            raw / "dataset_coco.json",
+            "--images",
+            tmp_path / "empty",
+            "--out",
+            tmp_path / "o2",
+        )
     with pytest.raises(PrepareError, match="no input for split"):
-        prepare("snli_ve", "--jsonl-dir", raw / "snli_ve", "--images", *split_roots(raw), "--splits", "val",
-                "--out", tmp_path / "o3")
+        prepare(
+            "snli_ve",
+            "--jsonl-dir",
+            raw / "snli_ve",
+            "--images",
+            *split_roots(raw),
+            "--splits",
+            "val",
+            "--out",
+            tmp_path / "o3",
+        )
 
 
 def test_images_from_zip_and_unsafe_archive_members(raw, tmp_path):
@@ -561,8 +709,17 @@ def test_images_from_zip_and_unsafe_archive_members(raw, tmp_path):
         for path in sorted((raw / "images").rglob("*.jpg")):
             zf.write(path, path.relative_to(raw / "images").as_posix())
     out = tmp_path / "o"
-    manifest = prepare("coco_caption", "--karpathy-json", raw / "dataset_coco.json", "--images", archive,
-                       "--out", out, "--splits", "val")
+    manifest = prepare(
+        "coco_caption",
+        "--karpathy-json",
+        raw / "dataset_coco.json",
+        "--images",
+        archive,
+        "--out",
+        out,
+        "--splits",
+        "val",
+    )
     assert manifest["splits"]["val"]["num_samples"] == sum(e["split"] == "val" for e in karpathy_images(raw))
     sample = read_split(out, "val")[0]
     entry = next(e for e in karpathy_images(raw) if e["cocoid"] == sample["json"]["image_id"])
@@ -572,8 +729,9 @@ def test_images_from_zip_and_unsafe_archive_members(raw, tmp_path):
         zf.writestr("val/ok.jpg", image_bytes())
         zf.writestr("../../outside.jpg", image_bytes())
     with pytest.raises(PrepareError, match="unsafe member"):
-        prepare("coco_caption", "--karpathy-json", raw / "dataset_coco.json", "--images", evil, "--out",
-                tmp_path / "o2")
+        prepare(
+            "coco_caption", "--karpathy-json", raw / "dataset_coco.json", "--images", evil, "--out", tmp_path / "o2"
+        )
 
 
 # ------------------------------------------------------------------------------------------- atomicity and re-runs
@@ -595,12 +753,28 @@ cli.run(sys.argv[1:])
 
 
 def test_killed_run_leaves_no_final_file_and_rerun_completes(raw, tmp_path):
-    argv = ["coco_caption", "--karpathy-json", str(raw / "dataset_coco.json"), "--images", str(raw / "images"),
-            "--shard-size", "3", "--splits", "train", "--quiet"]
+    argv = [
+        "coco_caption",
+        "--karpathy-json",
+        str(raw / "dataset_coco.json"),
+        "--images",
+        str(raw / "images"),
+        "--shard-size",
+        "3",
+        "--splits",
+        "train",
+        "--quiet",
+    ]
     out = tmp_path / "o"
     env = dict(os.environ, CRASH_AT="8", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-c", _CRASH_AFTER, *argv, "--out", str(out)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", _CRASH_AFTER, *argv, "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 9, result.stderr
     assert sorted(p.name for p in out.glob("*.tar")) == ["train-000000.tar", "train-000001.tar"]
     assert (out / "train-000002.tar.partial").exists() and not (out / "train-000002.tar").exists()
@@ -611,16 +785,18 @@ def test_killed_run_leaves_no_final_file_and_rerun_completes(raw, tmp_path):
     resumed = prepare(*argv[:-1], "--out", out)
     assert resumed["complete"] and not list(out.glob("*.partial"))
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.tar")}
-    assert all(after[name] == stat for name, stat in before.items())           # finished shards kept as they were
+    assert all(after[name] == stat for name, stat in before.items())  # finished shards kept as they were
     clean = prepare(*argv[:-1], "--out", tmp_path / "clean")
     assert [s["sha256"] for s in resumed["splits"]["train"]["shards"]] == [
-        s["sha256"] for s in clean["splits"]["train"]["shards"]]
+        s["sha256"] for s in clean["splits"]["train"]["shards"]
+    ]
     keys = [s["key"] for s in read_split(out, "train")]
     assert len(keys) == len(set(keys)) == sum(e["split"] == "train" for e in karpathy_images(raw))
 
 
 def test_exception_mid_shard_removes_the_partial_file(raw, tmp_path, monkeypatch):
     from data_recipes.common import writer
+
     original, calls = writer.ShardWriter.add, [0]
 
     def failing_add(self, sample, payload):
@@ -634,7 +810,11 @@ def test_exception_mid_shard_removes_the_partial_file(raw, tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="disk on fire"):
         prepare(*argv)
     assert sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")) == [
-        "manifest.json", "sizes.json", "train-000000.tar", "train-000001.tar"]
+        "manifest.json",
+        "sizes.json",
+        "train-000000.tar",
+        "train-000001.tar",
+    ]
     monkeypatch.setattr(writer.ShardWriter, "add", original)
     manifest = prepare(*argv)
     lines = [l for l in (raw / "corpus.txt").read_text().splitlines() if l.strip()]
@@ -660,8 +840,19 @@ def test_rerun_is_a_noop_other_args_are_refused_overwrite_rebuilds(raw, tmp_path
 
 
 def test_shard_bytes_limit_and_recipe_specific_defaults(raw, tmp_path):
-    manifest = prepare("coco_caption", "--karpathy-json", raw / "dataset_coco.json", "--images", raw / "images",
-                       "--out", tmp_path / "o", "--splits", "train", "--shard-bytes", "8K")
+    manifest = prepare(
+        "coco_caption",
+        "--karpathy-json",
+        raw / "dataset_coco.json",
+        "--images",
+        raw / "images",
+        "--out",
+        tmp_path / "o",
+        "--splits",
+        "train",
+        "--shard-bytes",
+        "8K",
+    )
     shards = manifest["splits"]["train"]["shards"]
     # a shard closes once it reaches the limit: at most one sample (< 4 KiB here) plus tar's final padding over it
     assert len(shards) > 2 and all(s["bytes"] <= 8 * 1024 + 4096 + tarfile.RECORDSIZE for s in shards)
@@ -672,12 +863,25 @@ def test_shard_bytes_limit_and_recipe_specific_defaults(raw, tmp_path):
 
 def test_shuffle_is_seeded_and_max_samples_caps_each_split(raw, tmp_path):
     def keys(seed, name):
-        prepare("refcoco", "--refer-dir", raw / "refcoco", "--images", *split_roots(raw), "--out", tmp_path / name,
-                "--shuffle", "--seed", seed, "--splits", "train")
+        prepare(
+            "refcoco",
+            "--refer-dir",
+            raw / "refcoco",
+            "--images",
+            *split_roots(raw),
+            "--out",
+            tmp_path / name,
+            "--shuffle",
+            "--seed",
+            seed,
+            "--splits",
+            "train",
+        )
         return [s["key"] for s in read_split(tmp_path / name, "train")]
 
     first, same, other = keys(1, "a"), keys(1, "b"), keys(2, "c")
     assert first == same and first != other and sorted(first) == sorted(other)
-    manifest = prepare("vqav2", "--vqa-dir", raw / "vqa", "--images", raw / "images", "--out", tmp_path / "m",
-                       "--max-samples", 3)
+    manifest = prepare(
+        "vqav2", "--vqa-dir", raw / "vqa", "--images", raw / "images", "--out", tmp_path / "m", "--max-samples", 3
+    )
     assert counts(manifest) == {"train": 3, "val": 3, "test": 3}

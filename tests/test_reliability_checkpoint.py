@@ -1,5 +1,6 @@
 """Atomic checkpoints: a failure mid-write (full disk) leaves the previous file loadable and says so; a killed write
 leaves only a temporary file, removed at the next start; loads are weights_only."""
+
 from __future__ import annotations
 
 import errno
@@ -11,8 +12,12 @@ import pytorch_lightning as pl
 import torch
 
 from ofa_lightning.training import checkpointing
-from ofa_lightning.training.checkpointing import (AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save,
-                                                  remove_stale_temporaries)
+from ofa_lightning.training.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    atomic_torch_save,
+    remove_stale_temporaries,
+)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -26,8 +31,9 @@ def test_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     path = tmp_path / "ckpts" / "last.ckpt"
     atomic_torch_save({"step": 1, "w": torch.ones(3)}, path)
     monkeypatch.setattr(checkpointing.torch, "save", _half_write_then_enospc)
-    with pytest.raises(CheckpointWriteError, match=r"last\.ckpt: the disk is full.*previous last\.ckpt is untouched") \
-            as info:
+    with pytest.raises(
+        CheckpointWriteError, match=r"last\.ckpt: the disk is full.*previous last\.ckpt is untouched"
+    ) as info:
         atomic_torch_save({"step": 2, "w": torch.zeros(3)}, path)
     assert info.value.errno == errno.ENOSPC
     monkeypatch.undo()
@@ -65,10 +71,20 @@ class _Tiny(pl.LightningModule):
 
 
 def _trainer(tmp_path, max_steps):
-    return pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, plugins=[AtomicCheckpointIO()], default_root_dir=str(tmp_path),
-                      callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True,
-                                                              save_top_k=0, every_n_train_steps=2)])
+    return pl.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(tmp_path),
+        callbacks=[
+            pl.callbacks.ModelCheckpoint(
+                dirpath=tmp_path / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=2
+            )
+        ],
+    )
 
 
 def test_trainer_failure_mid_write_leaves_last_ckpt_complete(tmp_path, monkeypatch):
@@ -118,11 +134,16 @@ def test_amp_grad_scaler_state_survives_a_resume(tmp_path):
     data = torch.utils.data.DataLoader(torch.full((12, 2), 300.0), batch_size=2)
 
     def trainer(path, max_steps):
-        return pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, default_root_dir=str(path),
-                          plugins=[AtomicCheckpointIO(), MixedPrecision("16-mixed", "cpu")],
-                          callbacks=[pl.callbacks.ModelCheckpoint(dirpath=path / "ck", save_top_k=-1,
-                                                                  every_n_train_steps=2)])
+        return pl.Trainer(
+            accelerator="cpu",
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(path),
+            plugins=[AtomicCheckpointIO(), MixedPrecision("16-mixed", "cpu")],
+            callbacks=[pl.callbacks.ModelCheckpoint(dirpath=path / "ck", save_top_k=-1, every_n_train_steps=2)],
+        )
 
     torch.manual_seed(0)
     whole = trainer(tmp_path / "a", 5)

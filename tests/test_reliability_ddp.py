@@ -4,6 +4,7 @@ message; a rank that blocks makes the others fail after the timeout instead of h
 
 Uneven evaluation shards and per-rank streams are also covered by ``test_data_ddp.py``; a non-finite loss on one
 rank by ``test_training_ddp.py``."""
+
 from __future__ import annotations
 
 import datetime
@@ -14,11 +15,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import DDPStrategy
+from test_data_ddp import _datamodule, _write_data
 
 from ofa_lightning.training.checkpointing import AtomicCheckpointIO
 from ofa_lightning.training.run import compose_config, trainer_arguments
-
-from test_data_ddp import _datamodule, _write_data
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,9 +26,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _strategy(tmp_path, timeout_s: int) -> dict:
     """Trainer arguments from the real config: trainer=ddp on CPU, forked ranks (inside pytest)."""
-    cfg = compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                          f"trainer.strategy.timeout.seconds={timeout_s}", "+trainer.strategy.start_method=fork"],
-                         tmp_path, tmp_path)
+    cfg = compose_config(
+        [
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            f"trainer.strategy.timeout.seconds={timeout_s}",
+            "+trainer.strategy.start_method=fork",
+        ],
+        tmp_path,
+        tmp_path,
+    )
     kwargs = trainer_arguments(cfg)
     return {k: kwargs[k] for k in ("accelerator", "devices", "strategy", "plugins")}
 
@@ -66,9 +75,18 @@ class _Module(pl.LightningModule):
 
 
 def _trainer(tmp_path, timeout_s: int = 60, **kw) -> pl.Trainer:
-    return pl.Trainer(**_strategy(tmp_path, timeout_s), max_steps=3, val_check_interval=3,
-                      check_val_every_n_epoch=None, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kw)
+    return pl.Trainer(
+        **_strategy(tmp_path, timeout_s),
+        max_steps=3,
+        val_check_interval=3,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kw,
+    )
 
 
 @pytest.mark.timeout(300)
@@ -79,8 +97,9 @@ def test_uneven_data_finishes_training_and_evaluation(tmp_path):
     # forked ranks: the parent gets rank 0's callback metrics back (logged after the synced validation)
     assert {"val/sum/dataloader_idx_0", "val/sum/dataloader_idx_1"} <= set(trainer.callback_metrics)
     # split mode: 3 shards of 7, 2 and 5 samples over 2 ranks (the 1-shard source would fail fast: not here)
-    trainer.validate(_Module(), datamodule=_datamodule(tmp_path / "data", "split", 0, eval_split_txt=None),
-                     verbose=False)
+    trainer.validate(
+        _Module(), datamodule=_datamodule(tmp_path / "data", "split", 0, eval_split_txt=None), verbose=False
+    )
     assert "val/sum" in trainer.callback_metrics
 
 

@@ -1,14 +1,14 @@
 """Non-finite steps: detected at the step, skipped and counted, N in a row stop the run with the step and the
 batch's tasks named; weights, optimiser state and EMA never take a NaN (fp32, and fp16 AMP with its GradScaler)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from test_training_module import EXAMPLES, PAD, example, loader, make_module, trainer
 
 from ofa_lightning.data.collate import collate_examples
 from ofa_lightning.training.guards import NonFiniteGuard, NonFiniteLossError, batch_task_counts
-
-from test_training_module import EXAMPLES, PAD, example, loader, make_module, trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,8 +46,11 @@ def test_n_consecutive_nonfinite_steps_stop_the_run_naming_step_and_tasks():
     before = _snapshot(module)
     t = trainer(max_steps=20)
     # bad, good (resets the run of skips), then bad forever: the 3rd bad in a row is step 4 (0-based)
-    with pytest.raises(NonFiniteLossError, match=r"3 consecutive.*non-finite loss; the last at step 4, tasks in its "
-                                                 r"batch: words×4 \(non-finite loss in: words\)"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"3 consecutive.*non-finite loss; the last at step 4, tasks in its "
+        r"batch: words×4 \(non-finite loss in: words\)",
+    ):
         t.fit(module, train_dataloaders=loader([_bad_batch(), good, _bad_batch(), _bad_batch(), _bad_batch()], 5))
     assert module.skipped_nonfinite == 4 and module.nonfinite.consecutive == 3
     assert module.nonfinite.last == {"step": 4, "what": "loss", "tasks": {"words": 4}, "nonfinite_tasks": ["words"]}

@@ -7,6 +7,7 @@ workers' lanes and an epoch boundary), the loss curve, and the W&B run id.
 * ``test_sigkill_and_resume_auto_matches_an_uninterrupted_run`` (slow): ``python -m ofa_lightning.cli.train`` in a
   subprocess, SIGKILLed at a random step, relaunched with ``resume=auto``; W&B offline, same run id.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,30 @@ from ofa_lightning.training.run import compose_config, train
 REPO = Path(__file__).resolve().parents[1]
 
 # tiny model and data; 2 loader workers; 4-batch epochs (3 rounded up to the worker count); EMA on
-TINY = ["experiment=demo", "data.micro_batch_size=4", "data.task_options.image_size=64", "model.encoder_layers=1",
-        "model.decoder_layers=1", "data.num_workers=2", "data.batches_per_epoch=3", "data.shuffle_buffer=8",
-        "data.segment_batches=2", "data.eval.num_workers=0", "data.eval.max_samples=4", "trainer.limit_val_batches=1",
-        "trainer.val_check_interval=4", "trainer.log_every_n_steps=1", "test_after_fit=false",
-        "module.ema={decay: 0.9}", "checkpoint_every_n_steps=3", "tokenizer.max_samples=200",
-        "+tracking.step_log.enabled=true", "+tracking.throughput.enabled=false",
-        "+tracking.predictions.enabled=false", "run_name=fixed"]
+TINY = [
+    "experiment=demo",
+    "data.micro_batch_size=4",
+    "data.task_options.image_size=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "data.num_workers=2",
+    "data.batches_per_epoch=3",
+    "data.shuffle_buffer=8",
+    "data.segment_batches=2",
+    "data.eval.num_workers=0",
+    "data.eval.max_samples=4",
+    "trainer.limit_val_batches=1",
+    "trainer.val_check_interval=4",
+    "trainer.log_every_n_steps=1",
+    "test_after_fit=false",
+    "module.ema={decay: 0.9}",
+    "checkpoint_every_n_steps=3",
+    "tokenizer.max_samples=200",
+    "+tracking.step_log.enabled=true",
+    "+tracking.throughput.enabled=false",
+    "+tracking.predictions.enabled=false",
+    "run_name=fixed",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +88,13 @@ def _compare_runs(whole_dir: Path, resumed_dir: Path, max_steps: int) -> None:
         assert ka == kb and torch.allclose(va.float(), vb.float(), rtol=1e-5, atol=1e-6), ka
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         for key in sa:
-            assert torch.allclose(torch.as_tensor(sa[key]).float(), torch.as_tensor(sb[key]).float(), rtol=1e-5,
-                                  atol=1e-7), key
+            assert torch.allclose(
+                torch.as_tensor(sa[key]).float(), torch.as_tensor(sb[key]).float(), rtol=1e-5, atol=1e-7
+            ), key
     for name in a["ema"]["shadow"]:
-        assert torch.allclose(a["ema"]["shadow"][name].float(), b["ema"]["shadow"][name].float(), rtol=1e-5,
-                              atol=1e-6), name
+        assert torch.allclose(
+            a["ema"]["shadow"][name].float(), b["ema"]["shadow"][name].float(), rtol=1e-5, atol=1e-6
+        ), name
     assert a["ema"]["num_updates"] == b["ema"]["num_updates"]
     assert a["ofa_training"] == b["ofa_training"]
 
@@ -102,10 +122,17 @@ def test_crash_and_resume_auto_matches_an_uninterrupted_run(project, monkeypatch
 
 def _launch(project: Path, run_dir: Path, overrides: list[str]) -> subprocess.Popen:
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    cmd = [sys.executable, "-m", "ofa_lightning.cli.train", *overrides, f"paths.root_dir={project}",
-           f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ofa_lightning.cli.train",
+        *overrides,
+        f"paths.root_dir={project}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 @pytest.mark.slow

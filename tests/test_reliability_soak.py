@@ -1,6 +1,7 @@
 """``benchmarks/soak.py`` on a very short run (20 steps, RSS at steps 5 and 20): it trains the demo configuration
 with 2 loader workers, samples RSS, writes soak.json + the RESULTS.md paragraph. The real 1,000-step soak is a
 benchmark (``.venv/bin/python benchmarks/soak.py --append-results``), not a test."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,28 @@ import soak  # noqa: E402
 @pytest.mark.slow  # ~50 s: builds shards, trains a tokenizer, starts 2 loader workers
 @pytest.mark.usefixtures("one_thread")
 def test_short_soak_writes_json_and_paragraph(tmp_path):
-    args = soak.parse_args(["--steps", "20", "--at", "5", "20", "--every", "0", "--num-images", "40",
-                            "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"),
-                            "data.micro_batch_size=4", "data.task_options.image_size=64", "model.encoder_layers=1",
-                            "model.decoder_layers=1", "tokenizer.max_samples=200"])
+    args = soak.parse_args(
+        [
+            "--steps",
+            "20",
+            "--at",
+            "5",
+            "20",
+            "--every",
+            "0",
+            "--num-images",
+            "40",
+            "--root",
+            str(tmp_path / "root"),
+            "--out",
+            str(tmp_path / "out"),
+            "data.micro_batch_size=4",
+            "data.task_options.image_size=64",
+            "model.encoder_layers=1",
+            "model.decoder_layers=1",
+            "tokenizer.max_samples=200",
+        ]
+    )
     result = soak.run(args)
     saved = json.loads((tmp_path / "out" / "soak.json").read_text())
     assert saved["ratio"] == result["ratio"] and saved["workers"] == 2 and saved["steps"] == 20

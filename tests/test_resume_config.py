@@ -2,6 +2,7 @@
 is refused in one line and leaves the run dir as it was; `resume=auto` without a checkpoint says so; and
 `tokenizer=checkpoint` starts a run from a kit checkpoint with that checkpoint's tokenizer. Driven through
 `ofa-train` in a subprocess started in a project folder, with user-level overrides only."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,21 +18,39 @@ from omegaconf import OmegaConf
 from data_recipes.shapes_pipeline import build_shapes_shards
 
 # what the user typed when the run started (debug=fdr: 3 steps, a checkpoint at step 3)
-FIRST = ["experiment=demo", "debug=fdr", "logger=none", "model.encoder_layers=1", "model.decoder_layers=1",
-         "data.micro_batch_size=4", "data.task_options.image_size=64", "trainer.precision=32-true",
-         "tokenizer.max_samples=200", "test_after_fit=false"]
+FIRST = [
+    "experiment=demo",
+    "debug=fdr",
+    "logger=none",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "data.micro_batch_size=4",
+    "data.task_options.image_size=64",
+    "trainer.precision=32-true",
+    "tokenizer.max_samples=200",
+    "test_after_fit=false",
+]
 
 
 def ofa_train(project: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
-    return subprocess.run([sys.executable, "-m", "ofa_lightning.cli.train", *overrides], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.train", *overrides],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (the job's own log excepted) -> its content hash."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".log"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix != ".log"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +70,7 @@ def test_a_shape_changing_override_is_refused_and_the_run_dir_is_untouched(proje
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("ofa-train: error: resume from") and "model.encoder_layers: trained 1, given 4" in error
     assert "Missing key" not in done.stderr
-    assert snapshot(run) == before   # config_resolved.yaml, .hydra/, checkpoints: nothing written
+    assert snapshot(run) == before  # config_resolved.yaml, .hydra/, checkpoints: nothing written
 
 
 def test_resume_auto_keeps_the_runs_config_and_applies_only_the_new_overrides(project):
@@ -64,9 +83,9 @@ def test_resume_auto_keeps_the_runs_config_and_applies_only_the_new_overrides(pr
     saved = OmegaConf.load(run / "config_resolved.yaml")
     assert saved.model.encoder_layers == 1 and saved.data.task_options.image_size == 64
     assert saved.trainer.max_steps == 5 and saved.resume == "auto"
-    assert saved.module.optim.max_steps == 5   # the LR schedule follows trainer.max_steps, as in the config
+    assert saved.module.optim.max_steps == 5  # the LR schedule follows trainer.max_steps, as in the config
     assert ckpt["ofa_model_card"]["config"]["trainer"]["max_steps"] == 5
-    assert "resume=auto" in OmegaConf.load(run / ".hydra" / "overrides.yaml")   # this job's record, moved in
+    assert "resume=auto" in OmegaConf.load(run / ".hydra" / "overrides.yaml")  # this job's record, moved in
 
 
 @pytest.mark.slow  # two more ofa-train processes
@@ -86,8 +105,14 @@ def test_resume_auto_without_a_checkpoint_says_so(project):
 def test_tokenizer_checkpoint_takes_the_init_checkpoints_tokenizer(project):
     source = project / "runs" / "demo" / "r"
     first = [o for o in FIRST if not o.startswith("tokenizer.")]  # the trained BPE's settings do not apply
-    done = ofa_train(project, *first, "run_name=ft", "tokenizer=checkpoint", "trainer.max_steps=1",
-                     f"module.init_from={source / 'checkpoints' / 'last.ckpt'}")
+    done = ofa_train(
+        project,
+        *first,
+        "run_name=ft",
+        "tokenizer=checkpoint",
+        "trainer.max_steps=1",
+        f"module.init_from={source / 'checkpoints' / 'last.ckpt'}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     tuned = project / "runs" / "demo" / "ft" / "tokenizer"
     assert (tuned / "vocab.json").read_text() == (source / "tokenizer" / "vocab.json").read_text()
@@ -115,7 +140,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(project
     (run / "checkpoints").mkdir(parents=True)
     good = run / "checkpoints" / "step=3.ckpt"
     shutil.copy(project / "runs" / "demo" / "r" / "checkpoints" / "last.ckpt", good)
-    (run / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes()[:4096])   # a write cut short
+    (run / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes()[:4096])  # a write cut short
     cfg = OmegaConf.load(project / "runs" / "demo" / "r" / "config_resolved.yaml")
     cfg.resume, cfg.paths.output_dir = "auto", str(run)
     with caplog.at_level("WARNING"):

@@ -1,6 +1,7 @@
 """SCST (caption stage 2): reward / leave-one-out baseline / loss arithmetic by hand, the strategy's sampling mode
 and teacher forcing, warm start from a checkpoint, and (slow) stage 2 from a stage-1 shapes checkpoint raising
 held-out CIDEr."""
+
 from __future__ import annotations
 
 import math
@@ -8,14 +9,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_training_module import BOS, EOS, PAD, WordTask, WordTokenizer, example, tiny_config
 
 from ofa_lightning.data.collate import collate_examples
 from ofa_lightning.metrics.cider import CiderDfTable
 from ofa_lightning.training import OFALitModule
-from ofa_lightning.training.scst import (SCST, cider_rewards, leave_one_out_baseline, scst_loss, training_df_table,
-                                         wrap_caption)
-
-from test_training_module import BOS, EOS, PAD, WordTask, WordTokenizer, example, tiny_config
+from ofa_lightning.training.scst import (
+    SCST,
+    cider_rewards,
+    leave_one_out_baseline,
+    scst_loss,
+    training_df_table,
+    wrap_caption,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +45,7 @@ def test_cider_rewards_by_hand():
     # no shared n-gram with positive idf
     assert rewards[0, 1].item() == pytest.approx(0.0, abs=1e-9)
     # "a <eos>": unigram cosine log2^2 / (log2 * sqrt(2) log2) = 1/sqrt(2), length penalty exp(-(1-2)^2 / 72)
-    assert rewards[0, 2].item() == pytest.approx(10 * (2 ** -0.5) * math.exp(-1 / 72) / 4, rel=1e-6)
+    assert rewards[0, 2].item() == pytest.approx(10 * (2**-0.5) * math.exp(-1 / 72) / 4, rel=1e-6)
 
 
 def test_leave_one_out_baseline_by_hand():
@@ -113,7 +119,7 @@ def test_loss_is_teacher_forced_on_the_samples_with_loo_advantages(monkeypatch):
     total, ntok = 0.0, 0
     for row, group in enumerate(fixed):
         for j, seq in enumerate(group):
-            src = batch["input_ids"][row: row + 1]
+            src = batch["input_ids"][row : row + 1]
             enc = module.model.encode(src)
             logits = module.model.decode(torch.tensor([[BOS, *seq[:-1]]]), enc)
             lp = F.log_softmax(logits.float(), -1)[0, torch.arange(len(seq)), torch.tensor(seq)]
@@ -151,8 +157,14 @@ def test_warm_start_loads_the_model_weights_of_a_checkpoint(tmp_path):
 
     tok = WordTokenizer()
     src = OFALitModule(tiny_config(), tokenizer=tok)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.strategy.connect(src)
     path = tmp_path / "stage1.ckpt"
     trainer.save_checkpoint(path)
@@ -171,25 +183,58 @@ def test_stage2_from_a_stage1_shapes_checkpoint_raises_heldout_cider(tmp_path):
     from ofa_lightning.training.run import compose_config, train
 
     build_shapes_shards(tmp_path / "data" / "shapes", num_images=300, seed=3, image_size=64)
-    common = ["logger=none", "data=shapes", "mixture=caption_only", "tokenizer=trained", "model=tiny", "trainer=cpu",
-              "trainer.devices=1",
-              "model.encoder_layers=2", "model.decoder_layers=2", "data.task_options.image_size=64",
-              "data.num_workers=0", "data.eval.num_workers=0", "data.eval.max_samples=null",
-              "trainer.limit_val_batches=0", "checkpoint_every_n_steps=1000"]
+    common = [
+        "logger=none",
+        "data=shapes",
+        "mixture=caption_only",
+        "tokenizer=trained",
+        "model=tiny",
+        "trainer=cpu",
+        "trainer.devices=1",
+        "model.encoder_layers=2",
+        "model.decoder_layers=2",
+        "data.task_options.image_size=64",
+        "data.num_workers=0",
+        "data.eval.num_workers=0",
+        "data.eval.max_samples=null",
+        "trainer.limit_val_batches=0",
+        "checkpoint_every_n_steps=1000",
+    ]
     stage1_dir = tmp_path / "runs" / "s1"
-    s1 = compose_config([*common, "experiment=caption_stage1_large", "data.micro_batch_size=16",
-                         "trainer.max_steps=300", "module.optim.lr=1e-3",
-                         "module.optim.warmup_ratio=0.05", "module.optim.freeze_embeddings=false",
-                         "module.loss.drop_worst_ratio=0.0", "model.encoder_drop_path_rate=0.0",
-                         "model.decoder_drop_path_rate=0.0", "trainer.accumulate_grad_batches=1"],
-                        stage1_dir, tmp_path)
+    s1 = compose_config(
+        [
+            *common,
+            "experiment=caption_stage1_large",
+            "data.micro_batch_size=16",
+            "trainer.max_steps=300",
+            "module.optim.lr=1e-3",
+            "module.optim.warmup_ratio=0.05",
+            "module.optim.freeze_embeddings=false",
+            "module.loss.drop_worst_ratio=0.0",
+            "model.encoder_drop_path_rate=0.0",
+            "model.decoder_drop_path_rate=0.0",
+            "trainer.accumulate_grad_batches=1",
+        ],
+        stage1_dir,
+        tmp_path,
+    )
     m1 = train(s1)
     stage2_dir = tmp_path / "runs" / "s2"
-    s2 = compose_config([*common, "experiment=caption_stage2_large", "data.micro_batch_size=8",
-                         "trainer.max_steps=60", "module.optim.lr=1e-5", "module.optim.warmup_ratio=0.0",
-                         "module.optim.freeze_embeddings=false", "trainer.accumulate_grad_batches=1",
-                         f"module.init_from={stage1_dir / 'checkpoints' / 'last.ckpt'}"],
-                        stage2_dir, tmp_path)
+    s2 = compose_config(
+        [
+            *common,
+            "experiment=caption_stage2_large",
+            "data.micro_batch_size=8",
+            "trainer.max_steps=60",
+            "module.optim.lr=1e-5",
+            "module.optim.warmup_ratio=0.0",
+            "module.optim.freeze_embeddings=false",
+            "trainer.accumulate_grad_batches=1",
+            f"module.init_from={stage1_dir / 'checkpoints' / 'last.ckpt'}",
+        ],
+        stage2_dir,
+        tmp_path,
+    )
     (stage2_dir / "tokenizer").mkdir(parents=True, exist_ok=True)
     for f in (stage1_dir / "tokenizer").iterdir():  # the same vocabulary as stage 1
         (stage2_dir / "tokenizer" / f.name).write_bytes(f.read_bytes())

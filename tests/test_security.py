@@ -4,6 +4,7 @@ no shell command is built from data. (The restricted RefCOCO unpickler: test_rec
 ``test_restricted_unpickler_refuses_code_and_accepts_plain_data`` / ``test_refcoco_refuses_a_malicious_refs_pickle``;
 zip members: ``test_images_from_zip_and_unsafe_archive_members``; fairseq allow-list: test_convert.py
 ``test_unsafe_pickles_are_refused_unless_trusted``.)"""
+
 from __future__ import annotations
 
 import io
@@ -52,13 +53,25 @@ def test_resume_refuses_a_checkpoint_that_runs_code(tmp_path):
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "last.ckpt"
-    torch.save({"state_dict": _Tiny().state_dict(), "global_step": 1, "epoch": 0, "loops": {}, "x": _Payload(marker)},
-               evil)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
+    torch.save(
+        {"state_dict": _Tiny().state_dict(), "global_step": 1, "epoch": 0, "loops": {}, "x": _Payload(marker)}, evil
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+    )
     with pytest.raises(Exception, match="(?i)weights.only|unpickl|global"):
-        trainer.fit(_Tiny(), torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2), ckpt_path=str(evil),
-                    weights_only=True)
+        trainer.fit(
+            _Tiny(),
+            torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2),
+            ckpt_path=str(evil),
+            weights_only=True,
+        )
     assert not marker.exists()
     run_py = (REPO / "ofa_lightning" / "training" / "run.py").read_text()
     assert "weights_only=True)" in run_py.split("trainer.fit(", 1)[1].split("\n", 1)[0]
@@ -79,8 +92,9 @@ def _tar_with(path: Path, name: str, link: str | None = None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,link", [("/etc/evil.jpg", None), ("ok/../../evil.jpg", None),
-                                       ("ok/link.jpg", "/etc/passwd")])
+@pytest.mark.parametrize(
+    "name,link", [("/etc/evil.jpg", None), ("ok/../../evil.jpg", None), ("ok/link.jpg", "/etc/passwd")]
+)
 def test_tar_archives_with_absolute_dotdot_or_link_members_are_refused(tmp_path, name, link):
     archive = _tar_with(tmp_path / "images.tar", name, link)
     with pytest.raises(PrepareError, match="unsafe member|link member"):
@@ -101,8 +115,9 @@ def test_a_manifest_cannot_smuggle_a_pipe_command(tmp_path):
     marker = tmp_path / "pwned"
     folder = tmp_path / "shards"
     folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps(
-        {"splits": {"train": {"shards": [{"file": f"pipe:touch {marker}"}]}}}))
+    (folder / "manifest.json").write_text(
+        json.dumps({"splits": {"train": {"shards": [{"file": f"pipe:touch {marker}"}]}}})
+    )
     urls = resolve_shards(str(folder), "train")
     assert len(urls) == 1 and not urls[0].startswith("pipe:")
     with pytest.raises(ShardReadError):
@@ -141,6 +156,5 @@ def test_no_shell_command_is_built_from_data():
                 if pattern.search(code):
                     rel = path.relative_to(REPO).as_posix()
                     found.add((rel, code.strip()))
-    unexpected = [(f, c) for f, c in found if not any(f == af and ac in c
-                                                      for af, ac in ALLOWED_SHELL)]
+    unexpected = [(f, c) for f, c in found if not any(f == af and ac in c for af, ac in ALLOWED_SHELL)]
     assert not unexpected, unexpected

@@ -1,5 +1,6 @@
 """ofa-serve: the JSON API answers what the OFA façade answers, batched answers equal single ones, concurrent requests
 share batches without blocking the event loop, and bad input gets a 4xx with a message (a random-weight tiny model)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,20 +26,35 @@ from ofa_lightning.serve.engine import ServeEngine, ServeRequest
 from ofa_lightning.tasks import build_task
 from ofa_lightning.tokenizer import OFATokenizer
 
-WORDS = ("what does the image describe which region text a red blue circle square triangle on left right is "
-         "there color how many shapes yes no")
+WORDS = (
+    "what does the image describe which region text a red blue circle square triangle on left right is "
+    "there color how many shapes yes no"
+)
 
 
 @pytest.fixture(scope="module")
 def ofa() -> OFA:
     torch.manual_seed(0)
-    tok = OFATokenizer.train_bpe([WORDS] * 20 + [f" {w}" for w in WORDS.split()] * 10, bpe_vocab_size=300,
-                                 num_codes=0, num_bins=32)
-    model = OFAModel(OFAConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                               vocab_size=tok.vocab_size, dropout=0.0))
-    trained = {"caption": build_task("caption", tok, image_size=64),
-               "grounding": build_task("grounding", tok, image_size=64, max_image_size=64)}
+    tok = OFATokenizer.train_bpe(
+        [WORDS] * 20 + [f" {w}" for w in WORDS.split()] * 10, bpe_vocab_size=300, num_codes=0, num_bins=32
+    )
+    model = OFAModel(
+        OFAConfig(
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            vocab_size=tok.vocab_size,
+            dropout=0.0,
+        )
+    )
+    trained = {
+        "caption": build_task("caption", tok, image_size=64),
+        "grounding": build_task("grounding", tok, image_size=64, max_image_size=64),
+    }
     return OFA(model, tok, tasks=trained)
 
 
@@ -56,6 +72,7 @@ def _run(app, body):
     async def go():
         async with app.router.lifespan_context(app), _client(app) as client:
             return await body(client)
+
     return asyncio.run(go())
 
 
@@ -82,10 +99,14 @@ def test_the_api_answers_what_the_facade_answers(ofa):
     encoded = base64.b64encode(image).decode()
 
     async def body(client):
-        form = await client.post("/predict", files={"image": ("a.png", image, "image/png")},
-                                 data={"task": "grounding", "instruction": "the red square"})
-        json_ = await client.post("/predict", json={"task": "grounding", "instruction": "the red square",
-                                                    "image_base64": encoded})
+        form = await client.post(
+            "/predict",
+            files={"image": ("a.png", image, "image/png")},
+            data={"task": "grounding", "instruction": "the red square"},
+        )
+        json_ = await client.post(
+            "/predict", json={"task": "grounding", "instruction": "the red square", "image_base64": encoded}
+        )
         caption = await client.post("/predict", json={"task": "caption", "image_base64": encoded})
         return form.json(), json_.json(), caption.json()
 
@@ -153,8 +174,13 @@ def test_a_full_queue_answers_429_with_retry_after(ofa):
     app = create_app(engine, max_batch=1, max_queue=2)
 
     async def body(client):
-        post = lambda: client.post("/predict", files={"image": ("a.png", _png(), "image/png")},  # noqa: E731
-                                   data={"task": "caption"})
+        def post():
+            return client.post(
+                "/predict",
+                files={"image": ("a.png", _png(), "image/png")},
+                data={"task": "caption"},
+            )
+
         return await asyncio.gather(*(post() for _ in range(5)))
 
     responses = _run(app, body)
@@ -166,32 +192,37 @@ def test_a_full_queue_answers_429_with_retry_after(ofa):
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels in a few dozen bytes (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("fields, upload, status, message", [
-    ({"task": "caption"}, b"this is no image", 400, "not an image"),
-    ({"task": "caption"}, _png_header_only(100_000, 100_000), 413, "image too large"),
-    ({"task": "vqa", "instruction": "   "}, _png(), 400, "empty instruction"),
-    ({"task": "vqa", "instruction": "why " * 200}, _png(), 413, "instruction too long"),
-    ({"task": "painting"}, _png(), 400, "unknown task 'painting'"),
-    ({"task": "text_to_image", "instruction": "a cat"}, None, 400, "cannot generate images"),
-    ({"task": "grounded_caption"}, _png(), 400, "needs region"),
-    ({"task": "grounded_caption", "region": "1,2,3"}, _png(), 400, "4 numbers"),
-    ({"task": "caption"}, None, 400, "needs an image"),
-])
+@pytest.mark.parametrize(
+    "fields, upload, status, message",
+    [
+        ({"task": "caption"}, b"this is no image", 400, "not an image"),
+        ({"task": "caption"}, _png_header_only(100_000, 100_000), 413, "image too large"),
+        ({"task": "vqa", "instruction": "   "}, _png(), 400, "empty instruction"),
+        ({"task": "vqa", "instruction": "why " * 200}, _png(), 413, "instruction too long"),
+        ({"task": "painting"}, _png(), 400, "unknown task 'painting'"),
+        ({"task": "text_to_image", "instruction": "a cat"}, None, 400, "cannot generate images"),
+        ({"task": "grounded_caption"}, _png(), 400, "needs region"),
+        ({"task": "grounded_caption", "region": "1,2,3"}, _png(), 400, "4 numbers"),
+        ({"task": "caption"}, None, 400, "needs an image"),
+    ],
+)
 def test_bad_input_gets_a_4xx_with_a_message(ofa, fields, upload, status, message):
     app = create_app(ServeEngine(ofa))
 
     async def body(client):
         files = {"image": ("x.png", upload, "image/png")} if upload is not None else None
         bad = await client.post("/predict", data=fields, files=files)
-        good = await client.post("/predict", files={"image": ("a.png", _png(), "image/png")},
-                                 data={"task": "caption"})  # the worker is still alive
+        good = await client.post(
+            "/predict", files={"image": ("a.png", _png(), "image/png")}, data={"task": "caption"}
+        )  # the worker is still alive
         return bad, good
 
     bad, good = _run(app, body)
@@ -204,10 +235,13 @@ def test_other_bad_requests(ofa):
     app = create_app(ServeEngine(ofa), max_upload_mb=0.001)
 
     async def body(client):
-        return (await client.post("/predict", content=b"x", headers={"content-type": "text/plain"}),
-                await client.post("/predict", json={"task": "caption", "image_base64": "%%%"}),
-                await client.post("/predict", files={"image": ("a.png", os.urandom(5000), "image/png")},
-                                  data={"task": "caption"}))
+        return (
+            await client.post("/predict", content=b"x", headers={"content-type": "text/plain"}),
+            await client.post("/predict", json={"task": "caption", "image_base64": "%%%"}),
+            await client.post(
+                "/predict", files={"image": ("a.png", os.urandom(5000), "image/png")}, data={"task": "caption"}
+            ),
+        )
 
     wrong_type, bad_base64, too_big = _run(app, body)
     assert wrong_type.status_code == 415 and "multipart/form-data" in wrong_type.json()["detail"]
@@ -219,8 +253,11 @@ def test_an_untrained_task_is_warned_and_answered(ofa, caplog):
     app = create_app(ServeEngine(ofa))
 
     async def body(client):
-        return await client.post("/predict", files={"image": ("a.png", _png(), "image/png")},
-                                 data={"task": "image_text_matching", "instruction": "a red square"})
+        return await client.post(
+            "/predict",
+            files={"image": ("a.png", _png(), "image/png")},
+            data={"task": "image_text_matching", "instruction": "a red square"},
+        )
 
     with caplog.at_level("INFO", logger="ofa_lightning.serve"):
         response = _run(app, body)
@@ -234,14 +271,32 @@ def test_an_untrained_task_is_warned_and_answered(ofa, caplog):
 def test_cli_help_default_host_and_one_line_errors(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("OFA_DEBUG", None)
-    help_ = subprocess.run([sys.executable, "-m", "ofa_lightning.cli.serve", "--help"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)
+    help_ = subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.serve", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert help_.returncode == 0 and "ofa-serve" in help_.stdout and "/predict" in help_.stdout
-    cfg = subprocess.run([sys.executable, "-m", "ofa_lightning.cli.serve", "ckpt_path=x.ckpt", "--cfg", "job"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    cfg = subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.serve", "ckpt_path=x.ckpt", "--cfg", "job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "host: 127.0.0.1" in cfg.stdout
-    missing = subprocess.run([sys.executable, "-m", "ofa_lightning.cli.serve", "ckpt_path=nowhere.ckpt"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.serve", "ckpt_path=nowhere.ckpt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == "ofa-serve: error: checkpoint not found: nowhere.ckpt"
 
@@ -251,9 +306,20 @@ def test_text_to_image_answers_a_png(tmp_path):
 
     torch.manual_seed(0)
     tok = OFATokenizer.train_bpe(["a red circle on a blue square"] * 10, bpe_vocab_size=300, num_codes=16, num_bins=8)
-    model = OFAModel(OFAConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, code_image_size=32,
-                               vocab_size=tok.vocab_size, dropout=0.0))
+    model = OFAModel(
+        OFAConfig(
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            code_image_size=32,
+            vocab_size=tok.vocab_size,
+            dropout=0.0,
+        )
+    )
     VQModel(VQConfig.preset("shapes_small", n_embed=12, ch=8, norm_groups=4, resolution=32)).save(tmp_path / "vq.pt")
     without_vq = ServeEngine(OFA(model, tok)).available_tasks()["text_to_image"]
     assert not without_vq["usable"] and "vq_path" in without_vq["reason"]

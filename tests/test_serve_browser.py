@@ -1,6 +1,7 @@
 """ofa-serve in a real browser: headless Chromium (Debian's, driven by Selenium) uploads an image to the page, asks
 for a caption and a grounding box, and the page shows the answers the API gives, with the box drawn on the canvas;
 a screenshot is kept in the test's tmp dir. The checkpoint is a short `ofa-train` run of the demo experiment."""
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,24 @@ pytestmark = pytest.mark.slow
 APT = "apt-get update && apt-get install -y chromium chromium-driver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-TRAIN = ["experiment=demo", "run_name=serve", "logger=none", "model.encoder_layers=1", "model.decoder_layers=1",
-         "trainer.precision=32-true", "trainer.max_steps=150", "trainer.val_check_interval=150",
-         "checkpoint_every_n_steps=150", "data.micro_batch_size=8", "data.num_workers=0", "data.batches_per_epoch=50",
-         "data.eval.num_workers=0", "data.eval.max_samples=6", "tokenizer.max_samples=200", "test_after_fit=false"]
+TRAIN = [
+    "experiment=demo",
+    "run_name=serve",
+    "logger=none",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "trainer.precision=32-true",
+    "trainer.max_steps=150",
+    "trainer.val_check_interval=150",
+    "checkpoint_every_n_steps=150",
+    "data.micro_batch_size=8",
+    "data.num_workers=0",
+    "data.batches_per_epoch=50",
+    "data.eval.num_workers=0",
+    "data.eval.max_samples=6",
+    "tokenizer.max_samples=200",
+    "test_after_fit=false",
+]
 
 
 def _free_port() -> int:
@@ -42,13 +57,24 @@ def server(tmp_path_factory):
     project = tmp_path_factory.mktemp("serve_project")
     build_shapes_shards(project / "data" / "shapes", num_images=30, seed=2, image_size=96)
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
-    subprocess.run([sys.executable, "-m", "ofa_lightning.cli.train", *TRAIN], cwd=project, env=env, check=True,
-                   capture_output=True, timeout=1200)
+    subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.train", *TRAIN],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
     ckpt = project / "runs" / "demo" / "serve" / "checkpoints" / "last.ckpt"
     port = _free_port()
     log = open(project / "serve.out", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ofa_lightning.cli.serve", f"ckpt_path={ckpt}", f"port={port}"],
-                            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ofa_lightning.cli.serve", f"ckpt_path={ckpt}", f"port={port}"],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -70,8 +96,12 @@ def _api(url: str, image: Path, task: str, instruction: str = "") -> dict:
     import httpx
 
     with open(image, "rb") as f:
-        return httpx.post(url + "/predict", files={"image": (image.name, f, "image/jpeg")},
-                          data={"task": task, "instruction": instruction}, timeout=120).json()
+        return httpx.post(
+            url + "/predict",
+            files={"image": (image.name, f, "image/jpeg")},
+            data={"task": task, "instruction": instruction},
+            timeout=120,
+        ).json()
 
 
 def test_page_uploads_an_image_answers_and_draws_the_box(server, tmp_path):
@@ -87,7 +117,13 @@ def test_page_uploads_an_image_answers_and_draws_the_box(server, tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,1400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,1400",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -119,7 +155,9 @@ def test_page_uploads_an_image_answers_and_draws_the_box(server, tmp_path):
         pixel = driver.execute_script(
             "const c = document.getElementById('canvas').getContext('2d');"
             "return Array.from(c.getImageData(arguments[0], arguments[1], 1, 1).data);",
-            int((min(x0, x1) + max(x0, x1)) / 2), int(min(y0, y1)))
+            int((min(x0, x1) + max(x0, x1)) / 2),
+            int(min(y0, y1)),
+        )
         assert pixel == [255, 0, 0, 255], pixel
         driver.find_element(By.ID, "show-prompt").click()
         assert driver.find_element(By.ID, "prompt").text.strip() == ground_api["prompt"].strip()

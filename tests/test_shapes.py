@@ -21,8 +21,11 @@ NUM_IMAGES = 40
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +85,9 @@ def test_vqa_has_ten_mostly_agreeing_answers(raw):
     total = 0
     for split in SPLITS:
         questions = _json(raw / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json")["questions"]
-        annotations = {a["question_id"]: a for a in
-                       _json(raw / "vqa" / f"v2_mscoco_{split}_annotations.json")["annotations"]}
+        annotations = {
+            a["question_id"]: a for a in _json(raw / "vqa" / f"v2_mscoco_{split}_annotations.json")["annotations"]
+        }
         assert {q["question_id"] for q in questions} == set(annotations)
         for ann in annotations.values():
             answers = [a["answer"] for a in ann["answers"]]
@@ -93,8 +97,9 @@ def test_vqa_has_ten_mostly_agreeing_answers(raw):
             assert soft_scores(answers)[best] == 1.0
             assert ann["answer_type"] in {"yes/no", "number", "other"}
         total += len(questions)
-    types = {a["answer_type"] for s in SPLITS for a in
-             _json(raw / "vqa" / f"v2_mscoco_{s}_annotations.json")["annotations"]}
+    types = {
+        a["answer_type"] for s in SPLITS for a in _json(raw / "vqa" / f"v2_mscoco_{s}_annotations.json")["annotations"]
+    }
     assert types == {"yes/no", "number", "other"} and total >= 2 * NUM_IMAGES
 
 
@@ -188,8 +193,9 @@ def test_build_shapes_shards_runs_every_recipe_with_matching_counts(tmp_path):
 
 
 def test_counts_and_shape_scale_shape_the_scenes(tmp_path):
-    summary = generate_shapes(tmp_path / "one", num_images=30, seed=3, image_size=64, counts=(1,),
-                              shape_scale=(0.3, 0.6))
+    summary = generate_shapes(
+        tmp_path / "one", num_images=30, seed=3, image_size=64, counts=(1,), shape_scale=(0.3, 0.6)
+    )
     scenes = _json(tmp_path / "one" / "scenes.json")
     assert len(scenes) == 30 and all(len(s["objects"]) == 1 for s in scenes)
     sides = [max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]) for s in scenes for o in s["objects"]]

@@ -1,6 +1,7 @@
 """Mixture sweeps: the sweep preset's dir / W&B-group logic, the DDP-under-multirun fix
 (Lightning-AI/pytorch-lightning#11617: Lightning's launcher starts each job's ranks as plain runs into that job's dir), and (slow) a real 2-job multirun with
 2-process gloo DDP per job: one run dir per job, one W&B run per job in one group, nothing duplicated."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,11 @@ def test_job_scope_restores_the_distributed_environment(monkeypatch):
 def test_sweep_preset_puts_each_job_in_its_own_dir_and_one_wandb_group(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=mixture_sweep", f"paths.root_dir={tmp_path}",
-                                          "sweep_name=ablation7"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["experiment=mixture_sweep", f"paths.root_dir={tmp_path}", "sweep_name=ablation7"],
+            return_hydra_config=True,
+        )
     GlobalHydra.instance().clear()
     assert cfg.logger.group == "ablation7" and cfg.logger.mode == "offline"
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
@@ -100,14 +104,36 @@ def test_multirun_of_two_jobs_with_two_process_gloo_ddp(tmp_path):
 
     build_shapes_shards(tmp_path / "data" / "shapes", num_images=24, seed=2, image_size=64)
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "ofa_lightning.cli.train", "-m", "experiment=mixture_sweep",
-           "mixture=caption_only,vqa_only", "debug=fdr", "sweep_name=ddp_sweep", f"paths.root_dir={tmp_path}",
-           "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
-           "trainer.strategy.find_unused_parameters=true", "model.encoder_layers=1", "model.decoder_layers=1",
-           "data.micro_batch_size=4", "data.task_options.image_size=64", "tokenizer.max_samples=200",
-           "test_after_fit=false", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "ofa_lightning.cli.train",
+        "-m",
+        "experiment=mixture_sweep",
+        "mixture=caption_only,vqa_only",
+        "debug=fdr",
+        "sweep_name=ddp_sweep",
+        f"paths.root_dir={tmp_path}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.devices=2",
+        "trainer.strategy.find_unused_parameters=true",
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "data.micro_batch_size=4",
+        "data.task_options.image_size=64",
+        "tokenizer.max_samples=200",
+        "test_after_fit=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     jobs = _run_dirs(sweep)

@@ -1,6 +1,8 @@
 """Tasks (ofa_lightning.tasks): OFA's exact prompts, targets, loss masks, weights, parsing, skips, templates."""
+
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -21,12 +23,14 @@ from ofa_lightning.tokenizer import OFATokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
-_WORDS = ("yes no maybe positive negative what does the image describe which region text is are objects in "
-          "of complete summary article can and imply text1 text2 have same semantics question equivalent "
-          "grammatically correct sentiment or contain answer to middle part a man riding horse dog cat on "
-          "grass left person sitting sat car red quick brown fox jumps over lazy runs away into forest at "
-          "night how many dogs shapes there caption rugby ball japan prime minister resigned monday pm "
-          "resigns unk outdoors rides")
+_WORDS = (
+    "yes no maybe positive negative what does the image describe which region text is are objects in "
+    "of complete summary article can and imply text1 text2 have same semantics question equivalent "
+    "grammatically correct sentiment or contain answer to middle part a man riding horse dog cat on "
+    "grass left person sitting sat car red quick brown fox jumps over lazy runs away into forest at "
+    "night how many dogs shapes there caption rugby ball japan prime minister resigned monday pm "
+    "resigns unk outdoors rides"
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +79,25 @@ SAMPLES = {
     "detection": {"id": "d1", "boxes": [[4, 4, 30, 40], [35, 10, 60, 30]], "labels": ["person", "Horse"]},
     "image_infilling": {"id": "ii", "codes": [i % 64 for i in range(256)]},
     "text_infilling": {"id": "t1", "text": "The quick brown fox jumps over the lazy dog and runs away into the forest"},
-    "snli_ve": {"id": "s1", "premise": "A man rides a horse.", "hypothesis": "A person is outdoors.",
-                "label": "entailment"},
+    "snli_ve": {
+        "id": "s1",
+        "premise": "A man rides a horse.",
+        "hypothesis": "A person is outdoors.",
+        "label": "entailment",
+    },
     "image_classification": {"id": "ic", "class_name": "rugby ball"},
-    "glue": {"id": "gl", "task": "rte", "sentence1": "The cat sat.", "sentence2": "A cat is sitting.",
-             "label": "entailment"},
-    "gigaword": {"id": "gw", "article": "Japan 's <unk> prime minister resigned on Monday", "summary": "Japan PM resigns"},
+    "glue": {
+        "id": "gl",
+        "task": "rte",
+        "sentence1": "The cat sat.",
+        "sentence2": "A cat is sitting.",
+        "label": "entailment",
+    },
+    "gigaword": {
+        "id": "gw",
+        "article": "Japan 's <unk> prime minister resigned on Monday",
+        "summary": "Japan PM resigns",
+    },
     "text_to_image": {"id": "tt", "caption": "A red car.", "codes": [i % 64 for i in range(1024)]},
 }
 TEXT_ONLY = {"text_infilling", "glue", "gigaword", "text_to_image"}
@@ -90,9 +107,23 @@ TEXT_ONLY = {"text_infilling", "glue", "gigaword", "text_to_image"}
 # registry
 # ---------------------------------------------------------------------------------------------------------------
 def test_registry_and_unknown_name(tok):
-    expected = {"caption", "vqa", "grounding", "grounded_caption", "image_text_matching", "qa_matching",
-                "detection", "image_infilling", "text_infilling", "snli_ve", "image_classification", "glue",
-                "gigaword", "text_to_image", "template"}
+    expected = {
+        "caption",
+        "vqa",
+        "grounding",
+        "grounded_caption",
+        "image_text_matching",
+        "qa_matching",
+        "detection",
+        "image_infilling",
+        "text_infilling",
+        "snli_ve",
+        "image_classification",
+        "glue",
+        "gigaword",
+        "text_to_image",
+        "template",
+    }
     assert set(TASKS) == expected
     assert all(TASKS[n].name == n for n in TASKS)
     with pytest.raises(ValueError, match="known tasks: .*caption.*vqa"):
@@ -105,8 +136,9 @@ def test_registry_and_unknown_name(tok):
 
 def test_every_task_builds_train_and_eval(tok):
     for name, sample in SAMPLES.items():
-        task = build_task(name, tok, **({"image_size": 64} if name not in TEXT_ONLY | {"detection", "image_infilling"}
-                                         else {}))
+        task = build_task(
+            name, tok, **({"image_size": 64} if name not in TEXT_ONLY | {"detection", "image_infilling"} else {})
+        )
         for train in (True, False):
             ex = task.build_example(sample, None if name in TEXT_ONLY else image(), train, random.Random(1))
             assert ex is not None, (name, dict(task.skips))
@@ -133,19 +165,22 @@ def test_conf_task_yamls_build(tok):
 # ---------------------------------------------------------------------------------------------------------------
 # exact prompts
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,expected", [
-    ("caption", " what does the image describe?"),
-    ("vqa", " what is the man riding?"),
-    ("grounding", ' which region does the text " the man on the left " describe?'),
-    ("image_text_matching", ' does the image describe " a dog on grass "?'),
-    ("detection", " what are the objects in the image?"),
-    ("image_infilling", " what is the image in the middle part?"),
-    ("snli_ve", ' can image and text1 " a man rides a horse. " imply text2 " a person is outdoors. "?'),
-    ("image_classification", " what does the image describe?"),
-    ("glue", ' can text1 " the cat sat. " imply text2 " a cat is sitting. "?'),
-    ("gigaword", ' what is the summary of article " japan \'s unk prime minister resigned on monday "?'),
-    ("text_to_image", " what is the complete image? caption: a red car."),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("caption", " what does the image describe?"),
+        ("vqa", " what is the man riding?"),
+        ("grounding", ' which region does the text " the man on the left " describe?'),
+        ("image_text_matching", ' does the image describe " a dog on grass "?'),
+        ("detection", " what are the objects in the image?"),
+        ("image_infilling", " what is the image in the middle part?"),
+        ("snli_ve", ' can image and text1 " a man rides a horse. " imply text2 " a person is outdoors. "?'),
+        ("image_classification", " what does the image describe?"),
+        ("glue", ' can text1 " the cat sat. " imply text2 " a cat is sitting. "?'),
+        ("gigaword", ' what is the summary of article " japan \'s unk prime minister resigned on monday "?'),
+        ("text_to_image", " what is the complete image? caption: a red car."),
+    ],
+)
 def test_exact_prompt(tok, name, expected):
     ex = build(tok, name, SAMPLES[name], None if name in TEXT_ONLY else image(), train=False)
     assert decoded_source(tok, ex) == expected
@@ -181,8 +216,15 @@ def test_qa_matching_and_snli_without_caption_prompts(tok):
 
 def test_glue_seven_prompts(tok):
     pair = {"sentence1": "First  Sentence", "sentence2": "Second one"}
-    labels = {"cola": "acceptable", "sst2": "positive", "mrpc": "equivalent", "qqp": "duplicate",
-              "mnli": "neutral", "rte": "not_entailment", "qnli": "entailment"}
+    labels = {
+        "cola": "acceptable",
+        "sst2": "positive",
+        "mrpc": "equivalent",
+        "qqp": "duplicate",
+        "mnli": "neutral",
+        "rte": "not_entailment",
+        "qnli": "entailment",
+    }
     expected = {
         "cola": ' is the text " first sentence " grammatically correct?',
         "sst2": ' is the sentiment of text " first sentence " positive or negative?',
@@ -192,8 +234,15 @@ def test_glue_seven_prompts(tok):
         "rte": ' can text1 " first sentence " imply text2 " second one "?',
         "qnli": ' does " second one " contain the answer to question " first sentence "?',
     }
-    words = {"cola": "yes", "sst2": "positive", "mrpc": "yes", "qqp": "yes", "mnli": "maybe", "rte": "no",
-             "qnli": "yes"}
+    words = {
+        "cola": "yes",
+        "sst2": "positive",
+        "mrpc": "yes",
+        "qqp": "yes",
+        "mnli": "maybe",
+        "rte": "no",
+        "qnli": "yes",
+    }
     assert set(GLUE_PROMPTS) == set(expected)
     task = build_task("glue", tok)
     for sub, prompt in expected.items():
@@ -220,7 +269,7 @@ def test_vqa_prev_output_loss_mask_and_weight(tok):
     assert ex.meta["reference"] == {"pony": 0.6, "horse": 0.6, "dog": 0.3}
     # answers from OFA's refs string and raw human answers
     ex = build(tok, "vqa", {"id": "v", "question": "q", "ofa_refs": "0.3|!+dog&&1.0|!+horse"}, image(), image_size=64)
-    assert ex.target[-len(tok.encode(" horse")) - 1:] == tok.encode(" horse") + [eos] and ex.weight == 1.0
+    assert ex.target[-len(tok.encode(" horse")) - 1 :] == tok.encode(" horse") + [eos] and ex.weight == 1.0
     ex = build(tok, "vqa", {"id": "v", "question": "q", "answers": ["dog", "dog", "cat"]}, image(), image_size=64)
     assert ex.meta["answer"] == "dog" and ex.weight == pytest.approx(0.6)
 
@@ -235,13 +284,21 @@ def test_vqa_candidates_trie_and_pretrain_mode(tok, tmp_path):
     assert set(trie.next_tokens([])) == {tok.encode(f" {a}")[0] for a in task.candidates}
     ex = task.build_example(SAMPLES["vqa"], image(), True, random.Random(0))
     assert ex.constraint == "trie"
-    assert task.build_example({"id": "x", "question": "q", "answer_conf": {"cat": 1.0}}, image(), True,
-                              random.Random(0)) is None
+    assert (
+        task.build_example({"id": "x", "question": "q", "answer_conf": {"cat": 1.0}}, image(), True, random.Random(0))
+        is None
+    )
     assert task.skips["answer not in candidates: answer_conf"] == 1
     assert task.parse_prediction(tok.encode(" horse") + [tok.eos_id], ex) == "horse"
     # pre-training rows: plain seq2seq, no "?" added
-    ex = build(tok, "vqa", {"id": "v", "question": "what is it", "answer_conf": {"dog": 1.0}}, image(),
-               mode="pretrain", image_size=64)
+    ex = build(
+        tok,
+        "vqa",
+        {"id": "v", "question": "what is it", "answer_conf": {"dog": 1.0}},
+        image(),
+        mode="pretrain",
+        image_size=64,
+    )
     assert tok.decode(ex.source) == " what is it"
     assert ex.prev_output == [tok.bos_id, *tok.encode(" dog")] and ex.target == tok.encode(" dog") + [tok.eos_id]
 
@@ -267,8 +324,9 @@ def test_glue_single_label_token_at_last_position(tok):
     assert task.candidates == ["positive", "negative"] and task.inference == "last_token"
     assert task.parse_prediction(tok.encode(" negative"), ex) == "negative"
     # unlabelled test rows: prediction only, no loss
-    ex = build_task("glue", tok).build_example({"id": "t", "task": "cola", "sentence1": "a cat"}, None, False,
-                                               random.Random(0))
+    ex = build_task("glue", tok).build_example(
+        {"id": "t", "task": "cola", "sentence1": "a cat"}, None, False, random.Random(0)
+    )
     assert all(t == tok.pad_id for t in ex.target)
 
 
@@ -294,8 +352,10 @@ def test_caption_targets_and_parse(tok):
     assert tok.decode(ex.prev_output) == " a man riding a horse"
     assert ex.target == tok.encode(" a man riding a horse") + [tok.eos_id]
     assert ex.meta["reference"] == ["a man riding a horse", "a person on a horse"]
-    picked = {tok.decode(task.build_example(SAMPLES["caption"], image(), True, random.Random(s)).prev_output)
-              for s in range(20)}
+    picked = {
+        tok.decode(task.build_example(SAMPLES["caption"], image(), True, random.Random(s)).prev_output)
+        for s in range(20)
+    }
     assert picked == {" a man riding a horse", " a person on a horse"}
     assert task.parse_prediction(tok.encode(" a man, riding!") + [tok.eos_id, 5, 6]) == "a man riding"
     long = {"id": "l", "captions": [" ".join(["dog"] * 40)]}
@@ -351,13 +411,17 @@ def test_grounding_prev_output_prompt_puts_the_expression_in_the_decoder(tok):
     assert ex.decoder_prompt == ex.source[:-1]
     assert ex.prev_output == ex.source[:-1] + bins
     assert ex.target == [pad] * (len(ex.source) - 2) + bins + [eos]
-    assert task.parse_prediction(bins + [eos], ex) == build_task("grounding", tok, max_image_size=96).parse_prediction(
-        bins + [eos], plain) == pytest.approx([10, 20, 30, 40], abs=1.6)
+    assert (
+        task.parse_prediction(bins + [eos], ex)
+        == build_task("grounding", tok, max_image_size=96).parse_prediction(bins + [eos], plain)
+        == pytest.approx([10, 20, 30, 40], abs=1.6)
+    )
     cfg = task.generation_config()
     assert cfg.min_len == 0 and cfg.max_length(len(ex.source)) >= len(ex.source) - 2 + 4
     with pytest.raises(ValueError, match="prompt_type"):
-        build_task("grounding", tok, prompt_type="decoder").build_example(sample, image(96, 96), False,
-                                                                          random.Random(0))
+        build_task("grounding", tok, prompt_type="decoder").build_example(
+            sample, image(96, 96), False, random.Random(0)
+        )
 
 
 def test_grounding_pretrain_object_crop(tok):
@@ -426,8 +490,9 @@ def test_text_to_image_code_input_noise_only_in_training(tok):
     changed = sum(a != b for a, b in zip(ex.prev_output, plain.prev_output))
     assert 0.2 * 1024 < changed < 0.35 * 1024  # ~30 % replaced (a replacement may draw the same code: 1/num_codes)
     assert all(lo <= t < hi for t in ex.prev_output[1:])
-    assert task.build_example(SAMPLES["text_to_image"], None, False, random.Random(0)).prev_output == \
-        plain.prev_output  # evaluation: untouched
+    assert (
+        task.build_example(SAMPLES["text_to_image"], None, False, random.Random(0)).prev_output == plain.prev_output
+    )  # evaluation: untouched
     with pytest.raises(ValueError, match="code_input_noise"):
         build_task("text_to_image", tok, code_input_noise=1.5)
 
@@ -453,8 +518,10 @@ def test_gigaword_target_noise_only_in_training(tok):
 
 
 def test_image_text_matching_balanced_and_deterministic(tok):
-    samples = [{"id": f"s{i}", "image_id": i, "captions": [f"a {w} on grass"]}
-               for i, w in enumerate(["dog", "cat", "man", "horse", "car"] * 40)]
+    samples = [
+        {"id": f"s{i}", "image_id": i, "captions": [f"a {w} on grass"]}
+        for i, w in enumerate(["dog", "cat", "man", "horse", "car"] * 40)
+    ]
 
     def run(seed):
         task = build_task("image_text_matching", tok, image_size=32, buffer_size=8)
@@ -473,11 +540,20 @@ def test_image_text_matching_balanced_and_deterministic(tok):
 
 
 def test_qa_matching_negative_answers(tok):
-    task = build_task("qa_matching", tok, image_size=32, positive_prob=0.0,
-                      type2ans={"other": ["red", "blue", "green"], "number": ["1", "2", "3"]})
+    task = build_task(
+        "qa_matching",
+        tok,
+        image_size=32,
+        positive_prob=0.0,
+        type2ans={"other": ["red", "blue", "green"], "number": ["1", "2", "3"]},
+    )
     for s in range(30):
-        ex = task.build_example({"id": "q", "question": "what color is the car?", "answer_conf": {"red": 1.0},
-                                 "answer_type": "other"}, image(32, 32), True, random.Random(s))
+        ex = task.build_example(
+            {"id": "q", "question": "what color is the car?", "answer_conf": {"red": 1.0}, "answer_type": "other"},
+            image(32, 32),
+            True,
+            random.Random(s),
+        )
         assert ex.meta["reference"] == "no" and ex.meta["answer"] in {"blue", "green"}
 
 
@@ -490,11 +566,10 @@ MASK = -1
 def _aligns(original: list[list[int]], masked: list[int]) -> bool:
     """True when ``masked`` is ``original`` (a list of words, each a token list) with runs of >= 0 whole words
     replaced by single MASK tokens (MASK matching zero words is an insertion)."""
-    from functools import lru_cache
 
     words = [tuple(w) for w in original]
 
-    @lru_cache(maxsize=None)
+    @functools.cache
     def match(i: int, j: int) -> bool:  # words[i:] vs masked[j:]
         if j == len(masked):
             return i == len(words)
@@ -502,7 +577,7 @@ def _aligns(original: list[list[int]], masked: list[int]) -> bool:
             return any(match(k, j + 1) for k in range(i, len(words) + 1))
         if i < len(words):
             w = words[i]
-            return tuple(masked[j:j + len(w)]) == w and match(i + 1, j + len(w))
+            return tuple(masked[j : j + len(w)]) == w and match(i + 1, j + len(w))
         return False
 
     return match(0, 0)
@@ -542,8 +617,8 @@ def test_text_infilling_example(tok):
     src = tok.decode(ex.source)
     assert src.startswith(' what is the complete text of "') and src.endswith(' "?')
     head, tail = tok.encode(' what is the complete text of "'), tok.encode(' "?')
-    assert ex.source[1:len(head) + 1] == head and ex.source[-len(tail) - 1:-1] == tail
-    masked = ex.source[len(head) + 1:-len(tail) - 1]
+    assert ex.source[1 : len(head) + 1] == head and ex.source[-len(tail) - 1 : -1] == tail
+    masked = ex.source[len(head) + 1 : -len(tail) - 1]
     assert masked == ex.meta["masked"] and tok.mask_id in masked
     again = task.build_example({"id": "t", "text": text}, None, True, random.Random(3))
     assert again.source == ex.source
@@ -572,8 +647,14 @@ image_size: 64
 def _same(a: Example, b: Example) -> None:
     assert a.source == b.source and a.prev_output == b.prev_output and a.target == b.target
     assert torch.equal(a.image, b.image)
-    assert (a.id, a.task, a.weight, a.code_mask, a.constraint, a.decoder_prompt) == \
-           (b.id, b.task, b.weight, b.code_mask, b.constraint, b.decoder_prompt)
+    assert (a.id, a.task, a.weight, a.code_mask, a.constraint, a.decoder_prompt) == (
+        b.id,
+        b.task,
+        b.weight,
+        b.code_mask,
+        b.constraint,
+        b.decoder_prompt,
+    )
     assert a.meta["reference"] == b.meta["reference"]
 
 
@@ -584,17 +665,25 @@ def test_template_reproduces_caption_task(tok):
     sample = {"id": "c", "captions": ["A man riding a horse.", "A person, on a horse!", "Two dogs; one cat."]}
     for train in (True, False):
         for seed in range(6):
-            _same(template.build_example(sample, image(), train, random.Random(seed)),
-                  caption.build_example(sample, image(), train, random.Random(seed)))
+            _same(
+                template.build_example(sample, image(), train, random.Random(seed)),
+                caption.build_example(sample, image(), train, random.Random(seed)),
+            )
     tokens = tok.encode(" a man, riding") + [tok.eos_id]
     assert template.parse_prediction(tokens) == caption.parse_prediction(tokens) == "a man riding"
 
 
 def test_template_grammar_boxes_and_errors(tok):
-    grounding = build_task_from_config({
-        "name": "template", "task_name": "ref",
-        "source": '[IMAGE:image] which region does the text " [TEXT:expression] " describe?',
-        "target": "[BOX:box]", "image_size": 512}, tok)
+    grounding = build_task_from_config(
+        {
+            "name": "template",
+            "task_name": "ref",
+            "source": '[IMAGE:image] which region does the text " [TEXT:expression] " describe?',
+            "target": "[BOX:box]",
+            "image_size": 512,
+        },
+        tok,
+    )
     builtin = build_task("grounding", tok)
     sample = {"id": "g", "expression": "The man", "box": [10, 5, 40, 40]}
     a = grounding.build_example(sample, image(), False, random.Random(0))
@@ -608,9 +697,14 @@ def test_template_grammar_boxes_and_errors(tok):
     text_only = build_task_from_config({"source": "summarize: [TEXT:text|raw]", "target": "[TEXT:summary]"}, tok)
     ex = text_only.build_example({"id": "t", "text": "A Cat.", "summary": "Cat"}, None, True, random.Random(0))
     assert ex.image is None and tok.decode(ex.source) == " summarize: A Cat." and text_only.group == "other"
-    for bad in ({"source": "[TEXT]", "target": "x"}, {"source": "[TEXT:a|bogus]", "target": "x"},
-                {"source": "x", "target": "[IMAGE:image]"}, {"source": "[BOX:b]", "target": "x"},
-                {"source": "[TEXT:a", "target": "x"}, {"source": "x"}):
+    for bad in (
+        {"source": "[TEXT]", "target": "x"},
+        {"source": "[TEXT:a|bogus]", "target": "x"},
+        {"source": "x", "target": "[IMAGE:image]"},
+        {"source": "[BOX:b]", "target": "x"},
+        {"source": "[TEXT:a", "target": "x"},
+        {"source": "x"},
+    ):
         with pytest.raises(ValueError):
             build_task_from_config({"name": "template", **bad}, tok)
 
@@ -618,26 +712,29 @@ def test_template_grammar_boxes_and_errors(tok):
 # ---------------------------------------------------------------------------------------------------------------
 # bad input: skips and strict mode
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,sample,img,key", [
-    ("caption", {"id": "a"}, True, "missing field: captions"),
-    ("caption", {"id": "a", "captions": [3]}, True, "bad type: captions"),
-    ("caption", {"id": "a", "captions": ["  "]}, True, "empty text: captions"),
-    ("caption", {"id": "a", "captions": ["x" * 30000]}, True, "text too long: captions"),
-    ("caption", {"id": "a", "captions": ["a dog"]}, False, "missing image: image"),
-    ("vqa", {"id": "a", "question": 7, "answer_conf": {"x": 1.0}}, True, "bad type: question"),
-    ("vqa", {"id": "a", "question": "why"}, True, "missing field: answer_conf"),
-    ("grounding", {"id": "a", "expression": "x", "box": [10, 10, 5, 20]}, True, "inverted box: box"),
-    ("grounding", {"id": "a", "expression": "x", "box": [10, 10, 500, 20]}, True, "box outside image: box"),
-    ("grounding", {"id": "a", "expression": "x", "box": [10, 10, 20]}, True, "bad box: box"),
-    ("grounding", {"id": "a", "expression": "", "box": [1, 1, 5, 5]}, True, "empty text: expression"),
-    ("detection", {"id": "a", "boxes": [[1, 1, 5, 5]], "labels": ["a", "b"]}, True, "bad value: labels"),
-    ("snli_ve", {"id": "a", "premise": "p", "hypothesis": "h", "label": "unsure"}, True, "bad label: label"),
-    ("glue", {"id": "a", "task": "wnli", "sentence1": "s", "label": "0"}, False, "bad value: task"),
-    ("text_to_image", {"id": "a", "caption": "c", "codes": [1, 2, 999]}, False, "bad codes: codes"),
-    ("gigaword", {"id": "a", "article": "x"}, False, "missing field: summary"),
-    ("grounding", {"id": "a", "expression": "the <bin_5000> dog", "box": [1, 1, 5, 5]}, True, "bad text"),
-    ("image_text_matching", {"id": "a", "captions": "a dog"}, False, "missing image: image"),
-])
+@pytest.mark.parametrize(
+    "name,sample,img,key",
+    [
+        ("caption", {"id": "a"}, True, "missing field: captions"),
+        ("caption", {"id": "a", "captions": [3]}, True, "bad type: captions"),
+        ("caption", {"id": "a", "captions": ["  "]}, True, "empty text: captions"),
+        ("caption", {"id": "a", "captions": ["x" * 30000]}, True, "text too long: captions"),
+        ("caption", {"id": "a", "captions": ["a dog"]}, False, "missing image: image"),
+        ("vqa", {"id": "a", "question": 7, "answer_conf": {"x": 1.0}}, True, "bad type: question"),
+        ("vqa", {"id": "a", "question": "why"}, True, "missing field: answer_conf"),
+        ("grounding", {"id": "a", "expression": "x", "box": [10, 10, 5, 20]}, True, "inverted box: box"),
+        ("grounding", {"id": "a", "expression": "x", "box": [10, 10, 500, 20]}, True, "box outside image: box"),
+        ("grounding", {"id": "a", "expression": "x", "box": [10, 10, 20]}, True, "bad box: box"),
+        ("grounding", {"id": "a", "expression": "", "box": [1, 1, 5, 5]}, True, "empty text: expression"),
+        ("detection", {"id": "a", "boxes": [[1, 1, 5, 5]], "labels": ["a", "b"]}, True, "bad value: labels"),
+        ("snli_ve", {"id": "a", "premise": "p", "hypothesis": "h", "label": "unsure"}, True, "bad label: label"),
+        ("glue", {"id": "a", "task": "wnli", "sentence1": "s", "label": "0"}, False, "bad value: task"),
+        ("text_to_image", {"id": "a", "caption": "c", "codes": [1, 2, 999]}, False, "bad codes: codes"),
+        ("gigaword", {"id": "a", "article": "x"}, False, "missing field: summary"),
+        ("grounding", {"id": "a", "expression": "the <bin_5000> dog", "box": [1, 1, 5, 5]}, True, "bad text"),
+        ("image_text_matching", {"id": "a", "captions": "a dog"}, False, "missing image: image"),
+    ],
+)
 def test_bad_samples_are_counted(tok, name, sample, img, key):
     task = build_task(name, tok, **({"image_size": 32} if img and name != "detection" else {}))
     assert task.build_example(sample, image() if img else None, True, random.Random(0)) is None
@@ -649,8 +746,7 @@ def test_bad_samples_are_counted(tok, name, sample, img, key):
 def test_strict_mode_names_sample_and_field(tok):
     task = build_task("grounding", tok, strict=True)
     with pytest.raises(BadSampleError, match=r"sample 'ref-42'.*field 'box'.*box outside image"):
-        task.build_example({"id": "ref-42", "expression": "x", "box": [0, 0, 999, 10]}, image(), True,
-                           random.Random(0))
+        task.build_example({"id": "ref-42", "expression": "x", "box": [0, 0, 999, 10]}, image(), True, random.Random(0))
     task = build_task("vqa", tok, strict=True, image_size=32)
     with pytest.raises(BadSampleError, match=r"sample 'q-1'.*field 'question'.*missing field") as info:
         task.build_example({"id": "q-1", "answer_conf": {"a": 1.0}}, image(), True, random.Random(0))
@@ -670,8 +766,13 @@ def test_yaml_only_task_on_real_shapes_shards(tok, tmp_path):
 
     build_shapes_shards(tmp_path, num_images=20, seed=3, image_size=64)
     task = build_task_from_config(str(REPO / "conf/task/shapes_region_shape_template.yaml"), tok)
-    sample = next(iter(wds.WebDataset(str(next((tmp_path / "shards" / "refcoco").glob("train-*.tar"))),
-                                      shardshuffle=False, empty_check=False)))
+    sample = next(
+        iter(
+            wds.WebDataset(
+                str(next((tmp_path / "shards" / "refcoco").glob("train-*.tar"))), shardshuffle=False, empty_check=False
+            )
+        )
+    )
     fields = _json.loads(sample["json"])
     img = _Image.open(__import__("io").BytesIO(sample.get("png") or sample["jpg"])).convert("RGB")
     ex = task.build_example(fields, img, False, random.Random(0))
@@ -681,6 +782,5 @@ def test_yaml_only_task_on_real_shapes_shards(tok, tmp_path):
 
 
 def test_template_task_from_a_file_through_build_task(tok):
-    task = build_task("template", tok, config=str(REPO / "conf/task/shapes_region_shape_template.yaml"),
-                      image_size=64)
+    task = build_task("template", tok, config=str(REPO / "conf/task/shapes_region_shape_template.yaml"), image_size=64)
     assert task.cfg["image_size"] == 64 and task.metrics == ("accuracy",)

@@ -1,5 +1,6 @@
 """Text-to-image: CLIP reranking, sampling → VQ decode → rerank, ofa-predict to a PNG, evaluation images; and the
 slow end-to-end run on the shapes data (small VQ + briefly trained OFA, dominant colour vs caption colour)."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,21 @@ TEXTS = ["a red circle", "two blue squares on a dark background", "a green star 
 def parts():
     torch.manual_seed(0)
     tok = OFATokenizer.train_bpe(TEXTS, bpe_vocab_size=300, num_codes=16, num_bins=8)
-    model = OFAModel(OFAConfig.from_name("tiny", vocab_size=tok.vocab_size, d_model=32, encoder_layers=1,
-                                         decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                                         encoder_ffn_dim=64, decoder_ffn_dim=64, code_image_size=32,
-                                         dropout=0.0)).eval()
+    model = OFAModel(
+        OFAConfig.from_name(
+            "tiny",
+            vocab_size=tok.vocab_size,
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            code_image_size=32,
+            dropout=0.0,
+        )
+    ).eval()
     vq = VQModel(VQConfig.preset("shapes_small", n_embed=12, ch=8, norm_groups=4, resolution=32)).eval()
     return tok, model, vq
 
@@ -39,10 +51,10 @@ def reranker():
 def test_rerank_orders_by_clip_cosine(reranker, one_thread):
     images = [Image.new("RGB", (40, 40), c) for c in [(250, 0, 0), (0, 250, 0), (0, 0, 250), (90, 90, 90)]]
     scores = reranker.scores(images, "a red circle")
-    img = torch.nn.functional.normalize(reranker.model.get_image_features(
-        pixel_values=reranker.pixel_values(images)), dim=-1)
-    txt = torch.nn.functional.normalize(reranker.model.get_text_features(**reranker.tokenize(["a red circle"])),
-                                        dim=-1)
+    img = torch.nn.functional.normalize(
+        reranker.model.get_image_features(pixel_values=reranker.pixel_values(images)), dim=-1
+    )
+    txt = torch.nn.functional.normalize(reranker.model.get_text_features(**reranker.tokenize(["a red circle"])), dim=-1)
     assert torch.allclose(scores, (img @ txt[0]).detach(), atol=1e-5)
     ranked = reranker.rerank(images, "a red circle")
     assert [i for i, _ in ranked] == torch.argsort(scores, descending=True).tolist()
@@ -51,10 +63,18 @@ def test_rerank_orders_by_clip_cosine(reranker, one_thread):
 
 def test_generate_images_samples_codes_decodes_and_reranks(parts, reranker, one_thread):
     tok, model, vq = parts
-    ids = torch.tensor([tok.encode(" what is the complete image? caption: a red circle", add_bos=True,
-                                   add_eos=True)])
-    samples = generate_images(model, ids, vq, code_offset=tok.code_offset, captions=["a red circle"],
-                              reranker=reranker, num_samples=5, top_k=8, seed=1)[0]
+    ids = torch.tensor([tok.encode(" what is the complete image? caption: a red circle", add_bos=True, add_eos=True)])
+    samples = generate_images(
+        model,
+        ids,
+        vq,
+        code_offset=tok.code_offset,
+        captions=["a red circle"],
+        reranker=reranker,
+        num_samples=5,
+        top_k=8,
+        seed=1,
+    )[0]
     assert len(samples) == 5
     for s in samples:
         assert len(s.codes) == 16 and all(0 <= c < vq.n_embed for c in s.codes)  # 4x4 grid, VQ's codebook
@@ -81,13 +101,27 @@ def test_ofa_predict_writes_a_png(parts, tmp_path, one_thread):
     tok.save(tmp_path / "tokenizer")
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir()
-    torch.save({"hyper_parameters": {"model_config": model.config.to_dict()},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    torch.save(
+        {
+            "hyper_parameters": {"model_config": model.config.to_dict()},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        ckpt,
+    )
     vq.save(tmp_path / "vq.pt")
     out = tmp_path / "generated.png"
-    cfg = compose_config([f"ckpt_path={ckpt}", "prompt='what is the complete image? caption: a red circle'",
-                          f"vq_path={tmp_path / 'vq.pt'}", "num_samples=3", "top_k=8", f"out={out}"],
-                         tmp_path / "predict", config_name="predict")
+    cfg = compose_config(
+        [
+            f"ckpt_path={ckpt}",
+            "prompt='what is the complete image? caption: a red circle'",
+            f"vq_path={tmp_path / 'vq.pt'}",
+            "num_samples=3",
+            "top_k=8",
+            f"out={out}",
+        ],
+        tmp_path / "predict",
+        config_name="predict",
+    )
     result = run(cfg)
     assert result["caption"] == "a red circle" and result["num_samples"] == 3 and not result["reranked"]
     image = Image.open(out)
@@ -116,8 +150,9 @@ def dominant_colour(image: Image.Image) -> str | None:
 
     names = list(COLOURS)
     palette = [COLOURS[n] for n in names]
-    background = [tuple(a[i] + (b[i] - a[i]) * t / 4 for i in range(3)) for a, b in BACKGROUNDS.values()
-                  for t in range(5)]
+    background = [
+        tuple(a[i] + (b[i] - a[i]) * t / 4 for i in range(3)) for a, b in BACKGROUNDS.values() for t in range(5)
+    ]
     ref = torch.tensor(palette + background, dtype=torch.float32)
     px = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32)).view(-1, 3)
     dist = torch.cdist(px, ref)
@@ -129,7 +164,7 @@ def dominant_colour(image: Image.Image) -> str | None:
 
 def binomial_tail(k: int, n: int, p: float) -> float:
     """P(X >= k) for X ~ Binomial(n, p)."""
-    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
 # VQ steps: decoded held-out images keep their dominant colour 49 % of the time after 1,200 steps (red, yellow and
@@ -160,23 +195,52 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     # (with 2,000 scenes of 1-4 small shapes the model memorised training images and drew them whatever the caption
     # said: 4/57 hits)
     generate_shapes(data / "raw", num_images=10000, seed=0, image_size=64, counts=(1,), shape_scale=(0.3, 0.6))
-    cli.run(["coco_caption", "--karpathy-json", str(data / "raw" / "dataset_coco.json"), "--images",
-             str(data / "raw" / "images"), "--out", str(data / "shards" / "coco_caption"), "--quiet"])
+    cli.run(
+        [
+            "coco_caption",
+            "--karpathy-json",
+            str(data / "raw" / "dataset_coco.json"),
+            "--images",
+            str(data / "raw" / "images"),
+            "--out",
+            str(data / "shards" / "coco_caption"),
+            "--quiet",
+        ]
+    )
     # 1. the small VQ model on the training images (32 px -> 4x4 codes)
     images = load_shard_images(str(data / "shards" / "coco_caption"), "train", CODE_SIZE)
     vq, stats = train_vq(images, "shapes_small", steps=VQ_STEPS, batch_size=16, log_every=0, fg_weight=4.0)
     assert stats["eval_l1"] < 0.2, {k: v for k, v in stats.items() if k != "losses"}
     vq.save(data / "vq" / "shapes_small.pt")
     # 2. codes into shards (one sample per caption)
-    cli.run(["vq_text_to_image", "--shards", str(data / "shards" / "coco_caption"), "--vq",
-             str(data / "vq" / "shapes_small.pt"), "--image-size", str(CODE_SIZE), "--out",
-             str(data / "shards" / "vq_text_to_image"), "--quiet"])
+    cli.run(
+        [
+            "vq_text_to_image",
+            "--shards",
+            str(data / "shards" / "coco_caption"),
+            "--vq",
+            str(data / "vq" / "shapes_small.pt"),
+            "--image-size",
+            str(CODE_SIZE),
+            "--out",
+            str(data / "shards" / "vq_text_to_image"),
+            "--quiet",
+        ]
+    )
     # 3. a brief text-to-image run through ofa-train's code path (the preset, 2 + 2 layers)
     run_dir = root / "runs" / "t2i"
-    overrides = ["experiment=text_to_image_shapes", "logger=none", f"trainer.max_steps={T2I_STEPS}",
-                 f"trainer.val_check_interval={T2I_STEPS}", "test_after_fit=false", "data.num_workers=1",
-                 "model.encoder_layers=2", "model.decoder_layers=2", "data.eval.max_samples=4",
-                 "mixture.text_to_image.options.generation.beam_size=2"]
+    overrides = [
+        "experiment=text_to_image_shapes",
+        "logger=none",
+        f"trainer.max_steps={T2I_STEPS}",
+        f"trainer.val_check_interval={T2I_STEPS}",
+        "test_after_fit=false",
+        "data.num_workers=1",
+        "model.encoder_layers=2",
+        "model.decoder_layers=2",
+        "data.eval.max_samples=4",
+        "mixture.text_to_image.options.generation.beam_size=2",
+    ]
     train(compose_config(overrides, run_dir, root))
     preds = sorted((run_dir / "predictions").glob("val-step*-text_to_image.jsonl"))
     assert preds, "evaluation wrote no prediction table rows"
@@ -204,7 +268,9 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     p_value = binomial_tail(hits, n, chance)
     print(f"text-to-image colour hits: {hits}/{n}, chance level {chance:.3f}, p = {p_value:.3g}")
     assert n == N_PROMPTS, f"only {n} single-shape held-out captions"
-    assert p_value < 0.01, (f"{hits}/{n} generated images have the caption's colour as dominant colour; a generator "
-                            f"ignoring the caption matches at most {chance:.2f} of the captions (the most common "
-                            f"colour's share), so P(X >= {hits} | Binomial({n}, {chance:.2f})) = {p_value:.3g} "
-                            "is not below 0.01")
+    assert p_value < 0.01, (
+        f"{hits}/{n} generated images have the caption's colour as dominant colour; a generator "
+        f"ignoring the caption matches at most {chance:.2f} of the captions (the most common "
+        f"colour's share), so P(X >= {hits} | Binomial({n}, {chance:.2f})) = {p_value:.3g} "
+        "is not below 0.01"
+    )

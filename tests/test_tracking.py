@@ -4,6 +4,7 @@ A toy LightningModule logs ``val/<source>/acc`` and fills ``last_predictions`` t
 (``{stage: {source: [{"id", "task", "tokens", "prediction", "reference", "is_pad"}]}}``) for a text source
 (``toy``) and a box source (``toybox``); batches follow ``ofa_lightning.data.collate``'s keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,28 @@ from torch.utils.data import DataLoader
 pl = pytest.importorskip("pytorch_lightning")
 wandb = pytest.importorskip("wandb")
 
-from ofa_lightning.training.callbacks import (PredictionTables, StepProgressBar, ThroughputMonitor,  # noqa: E402
-                                              batch_counts, box_iou, default_callbacks)
-from ofa_lightning.training.tracking import (MetricsFileLogger, finish_wandb, make_wandb_logger,  # noqa: E402
-                                             read_metrics_csv, read_offline_run, read_run_id, resolve_mode,
-                                             sweep_job_name)
+from ofa_lightning.training.callbacks import (  # noqa: E402
+    PredictionTables,
+    StepProgressBar,
+    ThroughputMonitor,
+    batch_counts,
+    box_iou,
+    default_callbacks,
+)
+from ofa_lightning.training.tracking import (  # noqa: E402
+    MetricsFileLogger,
+    finish_wandb,
+    make_wandb_logger,
+    read_metrics_csv,
+    read_offline_run,
+    read_run_id,
+    resolve_mode,
+    sweep_job_name,
+)
 
 PAD = 1
-SRC_TOKENS, TGT_TOKENS = 5, 3       # non-pad tokens per row (source, target)
-FEATURES = 3 * 4 * 4                # patch_images (3, 4, 4) flattened
+SRC_TOKENS, TGT_TOKENS = 5, 3  # non-pad tokens per row (source, target)
+FEATURES = 3 * 4 * 4  # patch_images (3, 4, 4) flattened
 LABELS = ["cat", "dog"]
 
 
@@ -51,11 +65,17 @@ def make_batch(source: str, start: int, n: int = 2, pad_rows: int = 0) -> dict:
         else:
             metas.append({"reference": LABELS[k % 2]})
     return {
-        "input_ids": input_ids, "prev_output_tokens": target.clone(), "target": target,
+        "input_ids": input_ids,
+        "prev_output_tokens": target.clone(),
+        "target": target,
         "patch_images": torch.rand(rows, 3, 4, 4, generator=g) * 2 - 1,
         "patch_masks": torch.ones(rows, dtype=torch.bool),
-        "is_pad": torch.tensor([False] * n + [True] * pad_rows), "size": rows,
-        "ids": ids, "tasks": [source] * rows, "metas": metas, "source": source,
+        "is_pad": torch.tensor([False] * n + [True] * pad_rows),
+        "size": rows,
+        "ids": ids,
+        "tasks": [source] * rows,
+        "metas": metas,
+        "source": source,
     }
 
 
@@ -107,9 +127,16 @@ class ToyModule(pl.LightningModule):
                 pred = [0.0, 0.0, 8.0, 4.0] if k % 2 else [float("nan")] * 4
             else:  # right for k % 4 != 3
                 pred = ref if k % 4 != 3 else LABELS[(k + 1) % 2]
-            self._records.setdefault(source, []).append({
-                "id": sample_id, "task": source, "tokens": [5, 6], "prediction": pred, "reference": ref,
-                "is_pad": bool(batch["is_pad"][i])})
+            self._records.setdefault(source, []).append(
+                {
+                    "id": sample_id,
+                    "task": source,
+                    "tokens": [5, 6],
+                    "prediction": pred,
+                    "reference": ref,
+                    "is_pad": bool(batch["is_pad"][i]),
+                }
+            )
 
     def on_validation_epoch_end(self):
         stage = "test" if self.trainer.testing else "val"
@@ -129,12 +156,26 @@ def val_batches():
 
 
 def fit(run_dir, logger, max_steps=4, callbacks=None, train=None):
-    callbacks = callbacks if callbacks is not None else [ThroughputMonitor(window=10),
-                                                        PredictionTables(run_dir=run_dir, max_rows=3)]
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, val_check_interval=2,
-                         check_val_every_n_epoch=None, log_every_n_steps=1, num_sanity_val_steps=0,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    callbacks = (
+        callbacks
+        if callbacks is not None
+        else [ThroughputMonitor(window=10), PredictionTables(run_dir=run_dir, max_rows=3)]
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+    )
     train = train if train is not None else loader([make_batch("toy", 100 + 2 * i) for i in range(8)])
     trainer.fit(ToyModule(), train_dataloaders=train, val_dataloaders=loader(val_batches()))
     return trainer
@@ -154,8 +195,9 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_DATA_DIR")  # let make_wandb_logger stage W&B's table files in the run's folder
     run_dir = tmp_path / "run"
     config = {"model": {"size": "tiny"}, "seed": 0, "blob": "x" * 40000}  # spans 2 blocks of the .wandb log
-    logger = make_wandb_logger(run_dir, project="ofa-test", name="toy", group="g1", tags=["a", "b"],
-                               mode="offline", config=config)
+    logger = make_wandb_logger(
+        run_dir, project="ofa-test", name="toy", group="g1", tags=["a", "b"], mode="offline", config=config
+    )
     run_id = read_run_id(run_dir)
     assert run_id and logger.version == run_id
     assert (run_dir / "config_resolved.yaml").read_text().startswith("model:")
@@ -193,8 +235,9 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
     # the run's folder is self-contained: every file a logged table references was staged inside it
     for entries in tables.values():
         for entry in entries:
-            assert entry["media"] and all(f is not None and f.startswith(run["dir"] + os.sep)
-                                          for f in entry["media"].values()), entry["media"]
+            assert entry["media"] and all(
+                f is not None and f.startswith(run["dir"] + os.sep) for f in entry["media"].values()
+            ), entry["media"]
     assert image["path"] in toy["media"]
     assert not (run_dir / "wandb" / "data").exists()
     assert [r[3] for r in toy["data"]] == ["cat", "dog", "cat"] and [r[5] for r in toy["data"]] == [1.0] * 3
@@ -210,10 +253,17 @@ def test_offline_run_metrics_tables_files_and_resume(tmp_path, monkeypatch):
     pred_file = run_dir / "predictions" / "val-step4-toybox.jsonl"
     rows = [json.loads(line) for line in pred_file.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["toybox-0", "toybox-1", "toybox-2"]
-    assert rows[1]["prediction"] == [0.0, 0.0, 8.0, 4.0] and rows[1]["score"] == pytest.approx(box_iou(
-        [0, 0, 8, 4], [0, 0, 8, 8])) and rows[1]["prompt"] == "w10 w11 w12 w13 w14"
+    assert (
+        rows[1]["prediction"] == [0.0, 0.0, 8.0, 4.0]
+        and rows[1]["score"] == pytest.approx(box_iou([0, 0, 8, 4], [0, 0, 8, 8]))
+        and rows[1]["prompt"] == "w10 w11 w12 w13 w14"
+    )
     assert sorted(p.name for p in (run_dir / "predictions").glob("*.jsonl")) == [
-        "val-step2-toy.jsonl", "val-step2-toybox.jsonl", "val-step4-toy.jsonl", "val-step4-toybox.jsonl"]
+        "val-step2-toy.jsonl",
+        "val-step2-toybox.jsonl",
+        "val-step4-toy.jsonl",
+        "val-step4-toybox.jsonl",
+    ]
     csv_rows = read_metrics_csv(run_dir / "metrics.csv")
     assert [(r["step"], r["value"]) for r in csv_rows if r["key"] == "val/toy/acc"] == [(1, 0.75), (3, 0.75)]
     assert {r["key"] for r in csv_rows} >= {"train/loss", "perf/samples_per_s", "perf/data_wait_s", "perf/mfu"}
@@ -261,8 +311,10 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
     sweep_dir = tmp_path / "multirun-20260101-000000"
     (sweep_dir / "1").mkdir(parents=True)
     # what Hydra's sweeper writes into the sweep dir and sets in each job
-    OmegaConf.save({"hydra": {"overrides": {"task": ["mixture=caption_only,vqa_only", "seed=0,1",
-                                                       "trainer.max_steps=5"]}}}, sweep_dir / "multirun.yaml")
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["mixture=caption_only,vqa_only", "seed=0,1", "trainer.max_steps=5"]}}},
+        sweep_dir / "multirun.yaml",
+    )
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.runtime.output_dir = str(sweep_dir / "1")
@@ -270,7 +322,7 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
     HydraConfig.instance().set_config(cfg)
     try:
         assert sweep_job_name() == "mixture=caption_only,seed=1"
-        make_wandb_logger(tmp_path / "job", name="same_for_every_job", mode="offline").experiment
+        assert make_wandb_logger(tmp_path / "job", name="same_for_every_job", mode="offline").experiment is not None
         assert wandb.run.name == "mixture=caption_only,seed=1"
         finish_wandb()
         (sweep_dir / "multirun.yaml").unlink()
@@ -333,8 +385,9 @@ def test_modes_disabled_and_default_callbacks(tmp_path, monkeypatch):
 
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"tracking": {"throughput": {"window": 5, "peak_flops": 2e9},
-                                         "predictions": {"max_rows": 4, "enabled": True}}})
+    cfg = OmegaConf.create(
+        {"tracking": {"throughput": {"window": 5, "peak_flops": 2e9}, "predictions": {"max_rows": 4, "enabled": True}}}
+    )
     cbs = default_callbacks(cfg, tmp_path)
     assert [type(c) for c in cbs] == [ThroughputMonitor, PredictionTables, StepProgressBar]
     assert cbs[0].window == 5 and cbs[0].peak_flops == 2e9 and cbs[1].max_rows == 4
@@ -369,23 +422,49 @@ def test_with_ofa_module_and_collate(tmp_path):
             return self.decode_text(tokens)
 
     torch.manual_seed(0)
-    examples = [Example(id=f"w-{i}", task="words", source=[0, 10 + i, 11, 2], prev_output=[0, 20 + i],
-                        target=[20 + i, 2], image=torch.zeros(3, 8, 8), meta={"reference": f"w{20 + i}"})
-                for i in range(3)]
+    examples = [
+        Example(
+            id=f"w-{i}",
+            task="words",
+            source=[0, 10 + i, 11, 2],
+            prev_output=[0, 20 + i],
+            target=[20 + i, 2],
+            image=torch.zeros(3, 8, 8),
+            meta={"reference": f"w{20 + i}"},
+        )
+        for i in range(3)
+    ]
     batch = collate_examples(examples, PAD)
     assert batch_counts(batch, PAD)[0] == 3 and int(batch_counts(batch, PAD)[1]) == 3 * (4 + 2)
     grouped = collate_grouped(examples, ["image-text", "other", "other"], PAD)
     assert batch_counts(grouped, PAD)[0] == 3 and int(batch_counts(grouped, PAD)[1]) == 3 * (4 + 2)
 
     tok = Words()
-    config = OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=1, d_model=32, encoder_attention_heads=2,
-                                 decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=48)
+    config = OFAConfig.from_name(
+        "tiny",
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=48,
+    )
     module = OFALitModule(config, tokenizer=tok, tasks={"words": WordTask(tok)}, optim={"lr": 1e-3, "max_steps": 4})
     monitor = ThroughputMonitor(window=5)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, log_every_n_steps=1, logger=False, num_sanity_val_steps=0,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         callbacks=[monitor, PredictionTables(run_dir=tmp_path, max_rows=2)],
-                         default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        log_every_n_steps=1,
+        logger=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[monitor, PredictionTables(run_dir=tmp_path, max_rows=2)],
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, train_dataloaders=loader([batch, batch]), val_dataloaders=loader([dict(batch, source="words")]))
     assert monitor.flops_per_sample and monitor.flops_per_sample > 0  # measured through the real model
     rows = [json.loads(line) for line in (tmp_path / "predictions" / "val-step2-words.jsonl").read_text().splitlines()]

@@ -1,5 +1,6 @@
 """OFALitModule under Lightning DDP (2 CPU processes, gloo): a non-finite loss on ONE rank skips the step on every
 rank (no hang, weights stay equal), and evaluation metrics / predictions cover both ranks' samples."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,11 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
+from test_training_module import EXAMPLES, PAD, WordTask, WordTokenizer, tiny_config
 from torch.utils.data import DataLoader, Dataset
 
 from ofa_lightning.data.collate import collate_examples
 from ofa_lightning.training import OFALitModule
-
-from test_training_module import EXAMPLES, PAD, WordTask, WordTokenizer, tiny_config
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -63,15 +63,29 @@ def test_ddp_nonfinite_skip_is_collective_and_metrics_cover_all_ranks(tmp_path):
         b["source"] = "words"
     val = PerRank([[val_rank[0]], [val_rank[1]]])
     tok = WordTokenizer()
-    module = OFALitModule(tiny_config(), tokenizer=tok, tasks={"words": WordTask(tok)},
-                          optim={"lr": 3e-3, "warmup_steps": 1, "max_steps": 10}, predictions_dir=str(tmp_path))
-    trainer = pl.Trainer(accelerator="cpu", devices=2,
-                         strategy=DDPStrategy(start_method="fork", find_unused_parameters=True),
-                         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-                         callbacks=[Recorder(str(tmp_path))])
-    trainer.fit(module, train_dataloaders=DataLoader(train, batch_size=None),
-                val_dataloaders=DataLoader(val, batch_size=None))
+    module = OFALitModule(
+        tiny_config(),
+        tokenizer=tok,
+        tasks={"words": WordTask(tok)},
+        optim={"lr": 3e-3, "warmup_steps": 1, "max_steps": 10},
+        predictions_dir=str(tmp_path),
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(start_method="fork", find_unused_parameters=True),
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        callbacks=[Recorder(str(tmp_path))],
+    )
+    trainer.fit(
+        module, train_dataloaders=DataLoader(train, batch_size=None), val_dataloaders=DataLoader(val, batch_size=None)
+    )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["skipped"] == ranks[1]["skipped"] == 1  # rank 0's loss was finite, it skipped too
     assert ranks[0]["digest"] == ranks[1]["digest"]  # replicas still identical

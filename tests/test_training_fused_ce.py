@@ -1,4 +1,5 @@
 """The fused, chunked label-smoothed cross-entropy (model/fused_ce.py) against the reference composition."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,9 @@ def test_fused_matches_reference_values_and_gradients(dtype, masked, weighted, d
 @pytest.mark.parametrize("chunk_rows", [1, 5, 23, 64])
 def test_chunking_does_not_change_the_result(chunk_rows):
     x, t, w, m = _case(dtype=torch.float64, masked=True, weighted=True)
-    loss, nll = fused_smoothed_ce(x, t, 0.1, w, m | torch.nn.functional.one_hot(t, x.shape[1]).bool(),
-                                  chunk_rows=chunk_rows)
+    loss, nll = fused_smoothed_ce(
+        x, t, 0.1, w, m | torch.nn.functional.one_hot(t, x.shape[1]).bool(), chunk_rows=chunk_rows
+    )
     (loss.sum() + 0.5 * nll.sum()).backward()
     grad, x.grad = x.grad.clone(), None
     loss1, nll1 = fused_smoothed_ce(x, t, 0.1, w, m | torch.nn.functional.one_hot(t, x.shape[1]).bool(), chunk_rows=7)

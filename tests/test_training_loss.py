@@ -1,4 +1,5 @@
 """OFA's adjusted label-smoothed cross-entropy against hand-computed values (ofa_lightning/training/loss.py)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,14 @@ from torch import nn
 
 from ofa_lightning.generation import Trie
 from ofa_lightning.model import OFAConfig, OFAModel
-from ofa_lightning.training.loss import (LossConfig, adjusted_label_smoothed_ce, allowed_token_mask, grouped_loss,
-                                         is_finite, seq2seq_loss)
+from ofa_lightning.training.loss import (
+    LossConfig,
+    adjusted_label_smoothed_ce,
+    allowed_token_mask,
+    grouped_loss,
+    is_finite,
+    seq2seq_loss,
+)
 
 PAD = 1
 
@@ -55,9 +62,14 @@ def table(v=6, seed=0):
 def make_batch(prev, target, weights=None, tasks=None, constraints=None):
     prev, target = torch.tensor(prev), torch.tensor(target)
     b = prev.size(0)
-    return {"input_ids": torch.zeros(b, 2, dtype=torch.long), "prev_output_tokens": prev, "target": target,
-            "weights": torch.tensor(weights if weights is not None else [1.0] * b),
-            "tasks": tasks or ["t"] * b, "constraints": constraints or [None] * b}
+    return {
+        "input_ids": torch.zeros(b, 2, dtype=torch.long),
+        "prev_output_tokens": prev,
+        "target": target,
+        "weights": torch.tensor(weights if weights is not None else [1.0] * b),
+        "tasks": tasks or ["t"] * b,
+        "constraints": constraints or [None] * b,
+    }
 
 
 def test_uniform_logits_give_log_v_for_any_smoothing():
@@ -149,9 +161,18 @@ def test_evaluation_padding_rows_carry_no_loss():
 
 
 def test_real_model_projects_only_non_pad_rows_and_matches_full_logits():
-    cfg = OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=1, d_model=32, encoder_attention_heads=2,
-                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=40,
-                              dropout=0.0)
+    cfg = OFAConfig.from_name(
+        "tiny",
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=40,
+        dropout=0.0,
+    )
     model = OFAModel(cfg).eval()
     calls = []
     project = model.project
@@ -168,8 +189,7 @@ def test_real_model_projects_only_non_pad_rows_and_matches_full_logits():
     out = seq2seq_loss(model, batch, LossConfig(label_smoothing=0.1), PAD)
     assert calls == [7]
     with torch.no_grad():
-        logits = project(model.decode_hidden(batch["prev_output_tokens"],
-                                             model.encode(batch["input_ids"]))).float()
+        logits = project(model.decode_hidden(batch["prev_output_tokens"], model.encode(batch["input_ids"]))).float()
     tgt = batch["target"]
     mask = tgt.ne(PAD)
     ref, _, _ = adjusted_label_smoothed_ce(logits[mask], tgt[mask], 0.1)
@@ -196,15 +216,16 @@ def test_constrained_batch_loss_matches_hand_computation():
     batch = make_batch([[0, 0, 6, 7], [0, 7, 6, PAD]], [[PAD, 6, 7, 2], [7, 6, 2, PAD]])
     out = seq2seq_loss(model, batch, LossConfig(label_smoothing=0.1), PAD, constraints=[trie, codes])
     t = model.table.detach()
-    refs = [ref_token_loss(t[0].tolist(), 6, 0.1, allowed=[5, 6]),
-            ref_token_loss(t[6].tolist(), 7, 0.1, allowed=[7, 4]),
-            ref_token_loss(t[7].tolist(), 2, 0.1, allowed=[2]),
-            ref_token_loss(t[0].tolist(), 7, 0.1, allowed=[0, 1, 2, 3, 6, 7]),
-            ref_token_loss(t[7].tolist(), 6, 0.1, allowed=[0, 1, 2, 3, 6, 7]),
-            ref_token_loss(t[6].tolist(), 2, 0.1, allowed=[0, 1, 2, 3, 6, 7])]
+    refs = [
+        ref_token_loss(t[0].tolist(), 6, 0.1, allowed=[5, 6]),
+        ref_token_loss(t[6].tolist(), 7, 0.1, allowed=[7, 4]),
+        ref_token_loss(t[7].tolist(), 2, 0.1, allowed=[2]),
+        ref_token_loss(t[0].tolist(), 7, 0.1, allowed=[0, 1, 2, 3, 6, 7]),
+        ref_token_loss(t[7].tolist(), 6, 0.1, allowed=[0, 1, 2, 3, 6, 7]),
+        ref_token_loss(t[6].tolist(), 2, 0.1, allowed=[0, 1, 2, 3, 6, 7]),
+    ]
     assert out.loss_sum.item() == pytest.approx(sum(r[0] for r in refs), abs=1e-5)
-    off = seq2seq_loss(model, batch, LossConfig(label_smoothing=0.1, constrained=False), PAD,
-                       constraints=[trie, codes])
+    off = seq2seq_loss(model, batch, LossConfig(label_smoothing=0.1, constrained=False), PAD, constraints=[trie, codes])
     assert off.loss_sum.item() > out.loss_sum.item()
 
 

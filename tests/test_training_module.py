@@ -1,4 +1,5 @@
 """OFALitModule end to end on a tiny OFA: overfitting, non-finite steps, evaluation modes, EMA in checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -64,19 +65,40 @@ class LabelTask(WordTask):
 
 
 def tiny_config(**overrides) -> OFAConfig:
-    base = dict(encoder_layers=1, decoder_layers=1, d_model=64, encoder_attention_heads=2, decoder_attention_heads=2,
-                encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=V, dropout=0.0)
+    base = dict(
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        vocab_size=V,
+        dropout=0.0,
+    )
     base.update(overrides)
     return OFAConfig.from_name("tiny", **base)
 
 
 def example(i: int, src: list[int], ans: list[int], task: str = "words", weight: float = 1.0, **kw) -> Example:
-    return Example(id=f"{task}-{i}", task=task, source=[BOS, *src, EOS], prev_output=[BOS, *ans],
-                   target=[*ans, EOS], weight=weight, meta={"reference": " ".join(f"w{a}" for a in ans)}, **kw)
+    return Example(
+        id=f"{task}-{i}",
+        task=task,
+        source=[BOS, *src, EOS],
+        prev_output=[BOS, *ans],
+        target=[*ans, EOS],
+        weight=weight,
+        meta={"reference": " ".join(f"w{a}" for a in ans)},
+        **kw,
+    )
 
 
-EXAMPLES = [example(0, [10, 11], [20, 21]), example(1, [12], [22]), example(2, [13, 14, 15], [23, 24, 25]),
-            example(3, [16], [26, 27])]
+EXAMPLES = [
+    example(0, [10, 11], [20, 21]),
+    example(1, [12], [22]),
+    example(2, [13, 14, 15], [23, 24, 25]),
+    example(3, [16], [26, 27]),
+]
 
 
 class Repeat(Dataset):
@@ -95,8 +117,15 @@ def loader(batches, n=None):
 
 
 def trainer(**kw) -> pl.Trainer:
-    args = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0)
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     args.update(kw)
     return pl.Trainer(**args)
 
@@ -183,24 +212,37 @@ def test_validation_decodes_each_inference_mode_and_logs_metrics(tmp_path):
     choice.set_candidates(["w20 w21", "w22", "w30"])
     label = LabelTask(tok)
     words = WordTask(tok)
-    module = OFALitModule(tiny_config(), tokenizer=tok, tasks={"words": words, "choice": choice, "label": label},
-                          optim={"lr": 3e-3, "warmup_steps": 2, "max_steps": 100}, loss={"label_smoothing": 0.0},
-                          predictions_dir=str(tmp_path))
+    module = OFALitModule(
+        tiny_config(),
+        tokenizer=tok,
+        tasks={"words": words, "choice": choice, "label": label},
+        optim={"lr": 3e-3, "warmup_steps": 2, "max_steps": 100},
+        loss={"label_smoothing": 0.0},
+        predictions_dir=str(tmp_path),
+    )
     train = [collate_examples(EXAMPLES, PAD)]
     trainer(max_steps=40).fit(module, train_dataloaders=loader(train, 40))
 
     gen = collate_examples(EXAMPLES, PAD)
     gen["source"] = "words"
-    cand = collate_examples([example(i, e.source[1:-1], e.prev_output[1:], task="choice") for i, e in
-                             enumerate(EXAMPLES[:2])], PAD)
+    cand = collate_examples(
+        [example(i, e.source[1:-1], e.prev_output[1:], task="choice") for i, e in enumerate(EXAMPLES[:2])], PAD
+    )
     cand["source"] = "choice"
     lab_ex = []
     for i, (src, ans) in enumerate([([10, 11], 20), ([12], 22)]):
         source = [BOS, *src, EOS]
-        lab_ex.append(Example(id=f"l{i}", task="label", source=source, prev_output=list(source),
-                              target=[PAD] * (len(source) - 1) + [ans],
-                              meta={"reference": f"w{ans}", "candidate_ids": [20, 22, 30]},
-                              decoder_prompt=list(source)))
+        lab_ex.append(
+            Example(
+                id=f"l{i}",
+                task="label",
+                source=source,
+                prev_output=list(source),
+                target=[PAD] * (len(source) - 1) + [ans],
+                meta={"reference": f"w{ans}", "candidate_ids": [20, 22, 30]},
+                decoder_prompt=list(source),
+            )
+        )
     lab = collate_examples(lab_ex, PAD)
     lab["source"] = "label"
     padded = collate_examples(EXAMPLES[:1] + [EXAMPLES[0]], PAD)
@@ -240,7 +282,8 @@ def test_ema_evaluation_and_checkpoint(tmp_path):
 
     val = dict(batch, source="words")
     pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[Spy()]).validate(
-        module, dataloaders=loader([val]), verbose=False)
+        module, dataloaders=loader([val]), verbose=False
+    )
     ema_w = module.ema.shadow["encoder.embed_tokens.weight"]
     assert torch.allclose(seen["w"], ema_w) and not torch.allclose(seen["w"], trained["encoder.embed_tokens.weight"])
     for k, v in module.model.state_dict().items():  # trained weights are back
@@ -250,8 +293,7 @@ def test_ema_evaluation_and_checkpoint(tmp_path):
     t.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=False)
     assert "ema" in ckpt and ckpt["ofa_training"]["samples_seen"] == 20
-    assert torch.equal(ckpt["state_dict"]["model.encoder.embed_tokens.weight"],
-                       trained["encoder.embed_tokens.weight"])
+    assert torch.equal(ckpt["state_dict"]["model.encoder.embed_tokens.weight"], trained["encoder.embed_tokens.weight"])
     fresh = make_module(ema={"decay": 0.9})
     fresh.load_state_dict(ckpt["state_dict"])
     fresh.on_load_checkpoint(ckpt)
@@ -265,9 +307,11 @@ def test_training_constraints_resolve_from_tasks():
     choice = ChoiceTask(tok)
     choice.set_candidates(["w20 w21", "w22"])
     module = OFALitModule(tiny_config(), tokenizer=tok, tasks=[choice], optim={"max_steps": 10})
-    ex = [example(0, [10], [20, 21], task="choice", constraint="trie"),
-          example(1, [11], [40, 41], task="choice", constraint="codes"),
-          example(2, [12], [30], task="choice")]
+    ex = [
+        example(0, [10], [20, 21], task="choice", constraint="trie"),
+        example(1, [11], [40, 41], task="choice", constraint="codes"),
+        example(2, [12], [30], task="choice"),
+    ]
     batch = collate_examples(ex, PAD)
     cons = module.row_constraints(batch)
     assert cons[0] is choice.constraint_trie() and cons[2] is None

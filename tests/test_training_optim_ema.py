@@ -1,4 +1,5 @@
 """Optimiser groups, the warm-up + linear-decay schedule, freezing, and the EMA (ofa_lightning/training)."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,9 +8,14 @@ from torch import nn
 
 from ofa_lightning.model import OFAConfig, OFAModel
 from ofa_lightning.training.ema import EMA, EMAConfig
-from ofa_lightning.training.optim import (OptimConfig, apply_freezing, build_optimizer, build_scheduler, lr_at,
-                                          param_groups)
-
+from ofa_lightning.training.optim import (
+    OptimConfig,
+    apply_freezing,
+    build_optimizer,
+    build_scheduler,
+    lr_at,
+    param_groups,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,8 +65,17 @@ def test_adamw_settings_and_decay_groups():
 
 
 def test_freezing_embeddings_and_resnet_bn():
-    cfg = OFAConfig.from_name("tiny", encoder_layers=1, decoder_layers=1, d_model=32, encoder_attention_heads=2,
-                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=30)
+    cfg = OFAConfig.from_name(
+        "tiny",
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=30,
+    )
     model = OFAModel(cfg)
     report = apply_freezing(model, OptimConfig(freeze_embeddings=True, freeze_resnet_bn=True))
     assert not model.embed_tokens.weight.requires_grad

@@ -1,4 +1,5 @@
 """Box-aware transforms (ofa_lightning.data.transforms): every geometric op against hand-computed boxes."""
+
 from __future__ import annotations
 
 import random
@@ -84,7 +85,7 @@ def test_shrinking_resize_matches_pillow_to_one_level(size, interp):
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:480, 0:640]
-    a = (127 + 60 * np.sin(xx / 7.0)[..., None] + 60 * np.cos(yy / 5.0)[..., None] * rng.uniform(0.2, 1, 3))
+    a = 127 + 60 * np.sin(xx / 7.0)[..., None] + 60 * np.cos(yy / 5.0)[..., None] * rng.uniform(0.2, 1, 3)
     a = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).astype(np.uint8)
     img = Image.fromarray(a)
     mode = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}[interp]
@@ -111,7 +112,7 @@ def test_refcoco_512_squash_ratios():
 
 
 def test_ofa_resize_size_caps_each_side():
-    assert ofa_resize_size(300, 400, 200) == (200, 266)            # short side 200, long int(200*4/3)
+    assert ofa_resize_size(300, 400, 200) == (200, 266)  # short side 200, long int(200*4/3)
     assert ofa_resize_size(300, 400, 200, max_size=250) == (200, 250)  # long side capped, ratio not kept
     assert ofa_resize_size(400, 300, 200) == (266, 200)
     assert ofa_resize_size(200, 400, 200, max_size=300) == (200, 300)  # short side already equal
@@ -205,13 +206,16 @@ def test_large_scale_jitter_pads_small_scales():
 # ---------------------------------------------------------------------------------------------------------------
 # RandomAugment
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("op,arg,expected", [
-    ("TranslateX", 7.0, [13, 20, 33, 40]),      # x' = x - 7 (OFA's cv2 matrix)
-    ("TranslateY", -7.0, [20, 27, 40, 47]),     # y' = y + 7
-    ("ShearX", 0.21, [24.2, 20, 48.4, 40]),     # x' = x + 0.21 y (about the top-left corner)
-    ("ShearY", 0.21, [20, 24.2, 40, 48.4]),     # y' = y + 0.21 x
-    ("Rotate", 90.0, [20, 60, 40, 80]),          # counter-clockwise about the centre (50, 50)
-])
+@pytest.mark.parametrize(
+    "op,arg,expected",
+    [
+        ("TranslateX", 7.0, [13, 20, 33, 40]),  # x' = x - 7 (OFA's cv2 matrix)
+        ("TranslateY", -7.0, [20, 27, 40, 47]),  # y' = y + 7
+        ("ShearX", 0.21, [24.2, 20, 48.4, 40]),  # x' = x + 0.21 y (about the top-left corner)
+        ("ShearY", 0.21, [20, 24.2, 40, 48.4]),  # y' = y + 0.21 x
+        ("Rotate", 90.0, [20, 60, 40, 80]),  # counter-clockwise about the centre (50, 50)
+    ],
+)
 def test_random_augment_geometric_ops_move_boxes(op, arg, expected):
     box = [20, 20, 40, 40]
     img = with_rect(100, 100, box)
@@ -287,8 +291,15 @@ def test_image_infilling_centre_mask():
 
 
 def test_compose_threads_rng_and_accumulates_ratios():
-    pipeline = Compose([RandomResize(list(range(60, 90)), max_size=120), CenterCrop(50), SquashResize(25),
-                        ToTensor(), Normalize.named("ofa")])
+    pipeline = Compose(
+        [
+            RandomResize(list(range(60, 90)), max_size=120),
+            CenterCrop(50),
+            SquashResize(25),
+            ToTensor(),
+            Normalize.named("ofa"),
+        ]
+    )
     img = Image.fromarray((np.random.RandomState(0).rand(80, 100, 3) * 255).astype(np.uint8))
     a, ta = pipeline(img, {"boxes": [[30, 20, 70, 60]]}, random.Random(3))
     b, tb = pipeline(img, {"boxes": [[30, 20, 70, 60]]}, random.Random(3))
@@ -340,12 +351,13 @@ def test_deferred_normalization_returns_pending_pixels_with_the_same_values():
     """Inside ``deferred_normalization`` a Compose ending in ToTensor, Normalize returns a PendingImage whose float
     image equals the normal output to the bit (SquashResize fast path and plain PIL input alike); other pipelines,
     non-RGB images and calls outside the block return float tensors as before."""
-    from ofa_lightning.data.transforms import (ImageInfillingMask, PendingImage, deferred_normalization,
-                                               image_tensor)
+    from ofa_lightning.data.transforms import ImageInfillingMask, PendingImage, deferred_normalization, image_tensor
 
     img = Image.fromarray((np.random.RandomState(2).rand(60, 80, 3) * 255).astype(np.uint8))
-    for steps in ([SquashResize((48, 40)), ToTensor(), Normalize.named("imagenet")],
-                  [CenterCrop(50), ToTensor(), Normalize.named("ofa")]):
+    for steps in (
+        [SquashResize((48, 40)), ToTensor(), Normalize.named("imagenet")],
+        [CenterCrop(50), ToTensor(), Normalize.named("ofa")],
+    ):
         want, twant = Compose(steps)(img, {"boxes": [[10, 5, 50, 40]]})
         with deferred_normalization():
             got, tgot = Compose(steps)(img, {"boxes": [[10, 5, 50, 40]]})

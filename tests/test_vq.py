@@ -1,4 +1,5 @@
 """VQ image tokenizer: taming key layout, state-dict loading report, encode/decode, small-model training."""
+
 from __future__ import annotations
 
 import pytest
@@ -207,9 +208,10 @@ def test_small_vq_training_learns_to_reconstruct_colours(tmp_path, one_thread):
     images = torch.full((24, 3, 32, 32), -0.6)
     for i in range(24):
         x, y = (i * 5) % 16, (i * 3) % 16
-        images[i, :, y:y + 16, x:x + 16] = colours[i % 4].view(3, 1, 1)
-    config = VQConfig.preset("shapes_small", ch=8, norm_groups=4, n_embed=16, z_channels=8, embed_dim=8,
-                             ch_mult=(1, 2, 2, 2), resolution=32)
+        images[i, :, y : y + 16, x : x + 16] = colours[i % 4].view(3, 1, 1)
+    config = VQConfig.preset(
+        "shapes_small", ch=8, norm_groups=4, n_embed=16, z_channels=8, embed_dim=8, ch_mult=(1, 2, 2, 2), resolution=32
+    )
     model, stats = train_vq(images, config, steps=60, batch_size=8, lr=3e-3, restart_every=20, log_every=0)
     first = sum(e["rec"] for e in stats["losses"][:5]) / 5
     last = sum(e["rec"] for e in stats["losses"][-5:]) / 5

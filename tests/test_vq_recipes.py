@@ -1,4 +1,5 @@
 """Recipes that add VQ codes to shards (vq_infilling, vq_text_to_image) on tiny shapes data."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,19 @@ from ofa_lightning.vq import VQConfig, VQModel
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("vqrec")
     generate_shapes(root / "raw", num_images=10, seed=3, image_size=48)
-    cli.run(["coco_caption", "--karpathy-json", str(root / "raw" / "dataset_coco.json"), "--images",
-             str(root / "raw" / "images"), "--out", str(root / "coco_caption"), "--quiet", "--strict"])
+    cli.run(
+        [
+            "coco_caption",
+            "--karpathy-json",
+            str(root / "raw" / "dataset_coco.json"),
+            "--images",
+            str(root / "raw" / "images"),
+            "--out",
+            str(root / "coco_caption"),
+            "--quiet",
+            "--strict",
+        ]
+    )
     torch.manual_seed(0)
     vq = VQModel(VQConfig.preset("shapes_small", n_embed=32, ch=8, norm_groups=4)).eval()
     vq.save(root / "vq.pt")
@@ -38,8 +50,20 @@ def read(folder, split):
 def test_infilling_codes_are_the_centre_of_the_stored_image(inputs, one_thread):
     root, vq = inputs
     out = root / "infill"
-    argv = ["vq_infilling", "--shards", str(root / "coco_caption"), "--vq", str(root / "vq.pt"), "--image-size", "64",
-            "--code-image-size", "32", "--out", str(out), "--quiet"]
+    argv = [
+        "vq_infilling",
+        "--shards",
+        str(root / "coco_caption"),
+        "--vq",
+        str(root / "vq.pt"),
+        "--image-size",
+        "64",
+        "--code-image-size",
+        "32",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     manifest = cli.run(argv)
     assert manifest["complete"] and manifest["recipe"] == "vq_infilling"
     src, _ = read(root / "coco_caption", "train")
@@ -56,8 +80,9 @@ def test_infilling_codes_are_the_centre_of_the_stored_image(inputs, one_thread):
     from ofa_lightning.tasks import build_task
     from ofa_lightning.tokenizer import OFATokenizer
 
-    tok = OFATokenizer.train_bpe(["what is the image in the middle part?"] * 4, bpe_vocab_size=280, num_codes=32,
-                                 num_bins=8)
+    tok = OFATokenizer.train_bpe(
+        ["what is the image in the middle part?"] * 4, bpe_vocab_size=280, num_codes=32, num_bins=8
+    )
     task = build_task("image_infilling", tok, image_size=64, code_image_size=32)
     ex = task.build_example(fields, image, True, None)
     assert ex is not None and ex.code_mask and ex.image.shape == (3, 64, 64)
@@ -73,8 +98,23 @@ def test_text_to_image_one_sample_per_caption_and_the_task_reads_it(inputs, one_
 
     root, vq = inputs
     out = root / "t2i"
-    cli.run(["vq_text_to_image", "--shards", str(root / "coco_caption"), "--vq", str(root / "vq.pt"),
-             "--image-size", "64", "--keep-image", "--out", str(out), "--quiet", "--splits", "val"])
+    cli.run(
+        [
+            "vq_text_to_image",
+            "--shards",
+            str(root / "coco_caption"),
+            "--vq",
+            str(root / "vq.pt"),
+            "--image-size",
+            "64",
+            "--keep-image",
+            "--out",
+            str(out),
+            "--quiet",
+            "--splits",
+            "val",
+        ]
+    )
     _, src = read(root / "coco_caption", "val")
     _, samples = read(out, "val")
     captions = [c for s in src for c in json.loads(s["json"])["captions"]]
@@ -96,11 +136,34 @@ def test_text_to_image_one_sample_per_caption_and_the_task_reads_it(inputs, one_
 def test_bad_inputs_stop_with_a_clear_error(inputs, tmp_path):
     root, _ = inputs
     with pytest.raises(PrepareError, match="manifest.json"):
-        cli.run(["vq_text_to_image", "--shards", str(tmp_path), "--vq", str(root / "vq.pt"), "--out",
-                 str(tmp_path / "o")])
+        cli.run(
+            ["vq_text_to_image", "--shards", str(tmp_path), "--vq", str(root / "vq.pt"), "--out", str(tmp_path / "o")]
+        )
     with pytest.raises(PrepareError, match="VQ checkpoint"):
-        cli.run(["vq_infilling", "--shards", str(root / "coco_caption"), "--vq", str(tmp_path / "none.pt"),
-                 "--out", str(tmp_path / "o2"), "--quiet"])
+        cli.run(
+            [
+                "vq_infilling",
+                "--shards",
+                str(root / "coco_caption"),
+                "--vq",
+                str(tmp_path / "none.pt"),
+                "--out",
+                str(tmp_path / "o2"),
+                "--quiet",
+            ]
+        )
     with pytest.raises(PrepareError, match="multiple of 8"):
-        cli.run(["vq_infilling", "--shards", str(root / "coco_caption"), "--vq", str(root / "vq.pt"),
-                 "--code-image-size", "20", "--out", str(tmp_path / "o3"), "--quiet"])
+        cli.run(
+            [
+                "vq_infilling",
+                "--shards",
+                str(root / "coco_caption"),
+                "--vq",
+                str(root / "vq.pt"),
+                "--code-image-size",
+                "20",
+                "--out",
+                str(tmp_path / "o3"),
+                "--quiet",
+            ]
+        )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -60,8 +61,14 @@ def check_image(data: bytes, *, full_decode: bool = False) -> CheckedImage:
                         out = io.BytesIO()
                         img.save(out, format="PNG")
                         return CheckedImage(out.getvalue(), "png", width, height, reencoded_from=fmt)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise BadSample(f"corrupt image: {exc}") from None
     if width <= 0 or height <= 0:
         raise BadSample(f"corrupt image: size {width}x{height}")

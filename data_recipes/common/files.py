@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from data_recipes.common.errors import BadSample, PrepareError
 
@@ -42,10 +43,12 @@ def run_cache(maxsize: int = 4) -> Callable:
     """functools.lru_cache for parsed annotation files and images, emptied by the runner at the start of each
     run: within a run a file is parsed once for all splits; a later run in the same process (tests, the
     shapes pipeline) never sees a previous run's parse of a rewritten file."""
+
     def wrap(function: Callable) -> Callable:
         cached = functools.lru_cache(maxsize=maxsize)(function)
         _CACHES.append(cached)
         return cached
+
     return wrap
 
 

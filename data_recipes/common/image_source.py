@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 from data_recipes.common.errors import BadSample, PrepareError
 from data_recipes.common.files import safe_relative_path
@@ -49,8 +49,9 @@ class _ArchiveRoot:
                     entries.append((info.name, info))
         for name, info in entries:
             if _member_is_unsafe(name):
-                raise PrepareError(f"archive {path} holds an unsafe member name {name!r} (absolute or '..'); "
-                                   "refusing the archive")
+                raise PrepareError(
+                    f"archive {path} holds an unsafe member name {name!r} (absolute or '..'); refusing the archive"
+                )
             clean = "/".join(p for p in PurePosixPath(name).parts if p not in ("", "."))
             self._by_name[clean] = info
             base = clean.rsplit("/", 1)[-1]
@@ -82,8 +83,9 @@ class ImageSource:
             elif root.is_file():
                 self.roots.append(_ArchiveRoot(root))
             else:
-                raise PrepareError(f"expected {what} (a folder, .zip or .tar of images) at {root}, "
-                                   "but it does not exist")
+                raise PrepareError(
+                    f"expected {what} (a folder, .zip or .tar of images) at {root}, but it does not exist"
+                )
         self._hits = 0
         self._misses = 0
 
@@ -105,6 +107,8 @@ class ImageSource:
         self._misses += 1
         where = ", ".join(str(r if isinstance(r, Path) else r.path) for r in self.roots)
         if self._hits == 0 and self._misses >= MISSES_BEFORE_GIVING_UP:
-            raise PrepareError(f"none of the first {self._misses} images was found: expected e.g. {clean[0]!r} "
-                               f"under {where}; is --images pointing at the right folder?")
+            raise PrepareError(
+                f"none of the first {self._misses} images was found: expected e.g. {clean[0]!r} "
+                f"under {where}; is --images pointing at the right folder?"
+            )
         raise BadSample(f"missing image: {' or '.join(clean)} not found under {where}")

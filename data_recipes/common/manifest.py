@@ -56,8 +56,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def new_manifest(recipe: str, args: dict[str, Any]) -> dict[str, Any]:
     stamp = now_iso()
-    return {"format": MANIFEST_FORMAT, "recipe": recipe, "args": args, "created": stamp, "updated": stamp,
-            "complete": False, "splits": {}, "extras": {}}
+    return {
+        "format": MANIFEST_FORMAT,
+        "recipe": recipe,
+        "args": args,
+        "created": stamp,
+        "updated": stamp,
+        "complete": False,
+        "splits": {},
+        "extras": {},
+    }
 
 
 def load_manifest(out_dir: Path) -> dict[str, Any] | None:
@@ -75,8 +83,7 @@ def load_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 def sizes_of(manifest: dict[str, Any]) -> dict[str, int]:
     """open_clip-style mapping shard file -> sample count, over all splits."""
-    return {shard["file"]: shard["num_samples"]
-            for split in manifest["splits"].values() for shard in split["shards"]}
+    return {shard["file"]: shard["num_samples"] for split in manifest["splits"].values() for shard in split["shards"]}
 
 
 def save_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:

@@ -16,17 +16,25 @@ import os
 import random
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
 from data_recipes.common.errors import BadSample, PrepareError
 from data_recipes.common.files import clear_run_caches
-from data_recipes.common.manifest import (MANIFEST_NAME, MAX_SKIP_RECORDS, SIZES_NAME, load_manifest,
-                                          new_manifest, save_manifest, sha256_file)
+from data_recipes.common.manifest import (
+    MANIFEST_NAME,
+    MAX_SKIP_RECORDS,
+    SIZES_NAME,
+    load_manifest,
+    new_manifest,
+    save_manifest,
+    sha256_file,
+)
 from data_recipes.common.parallel import ordered_map
 from data_recipes.common.sample import Candidate, Sample
 from data_recipes.common.writer import PARTIAL_SUFFIX, ShardWriter, encode_fields
@@ -101,8 +109,10 @@ def _requested_splits(recipe: ModuleType, args: argparse.Namespace) -> list[str]
         splits = [s.strip() for s in args.splits.split(",") if s.strip()]
         unknown = [s for s in splits if s not in available]
         if unknown:
-            raise PrepareError(f"{recipe.NAME}: no input for split(s) {', '.join(unknown)}; "
-                               f"the inputs provide: {', '.join(available) or 'none'}")
+            raise PrepareError(
+                f"{recipe.NAME}: no input for split(s) {', '.join(unknown)}; "
+                f"the inputs provide: {', '.join(available) or 'none'}"
+            )
     else:
         splits = available
     if not splits:
@@ -121,8 +131,7 @@ def _shard_ok(out: Path, shard: dict[str, Any], verify: bool) -> bool:
 
 
 def _new_counters(first_index: int) -> dict[str, Any]:
-    return {"first_index": first_index, "end_index": first_index, "num_skipped": 0, "skip_reasons": {},
-            "warnings": {}}
+    return {"first_index": first_index, "end_index": first_index, "num_skipped": 0, "skip_reasons": {}, "warnings": {}}
 
 
 def _count(counter: dict[str, int], key: str) -> None:
@@ -175,19 +184,25 @@ class _FailureGuard:
             return
         if self.bad > self.max_fraction * self.rows:
             rows = f"{self.rows} rows" if final else f"the first {self.rows} rows"
-            raise PrepareError(f"{self.recipe}/{self.split}: {self.bad} of {rows} failed "
-                               f"(more than {self.max_fraction:.0%}); first errors: " + "; ".join(self.first)
-                               + ". Check --map, --image-column, --image-root and --box-format "
-                               "(or raise --max-bad-fraction)")
+            raise PrepareError(
+                f"{self.recipe}/{self.split}: {self.bad} of {rows} failed "
+                f"(more than {self.max_fraction:.0%}); first errors: "
+                + "; ".join(self.first)
+                + ". Check --map, --image-column, --image-root and --box-format "
+                "(or raise --max-bad-fraction)"
+            )
 
 
-def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest: dict[str, Any], split: str,
-               seen: set[str]) -> None:
+def _run_split(
+    recipe: ModuleType, args: argparse.Namespace, out: Path, manifest: dict[str, Any], split: str, seen: set[str]
+) -> None:
     state = manifest["splits"].get(split)
     if state is not None and state.get("complete"):
         if all(_shard_ok(out, s, args.verify) for s in state["shards"]):
-            _say(args, f"{recipe.NAME}/{split}: already complete ({state['num_samples']} samples); "
-                       "use --overwrite to rebuild")
+            _say(
+                args,
+                f"{recipe.NAME}/{split}: already complete ({state['num_samples']} samples); use --overwrite to rebuild",
+            )
             return
         state["complete"] = False
     if state is None:
@@ -229,8 +244,7 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
                 continue
             yield index, cand
 
-    results = ordered_map(functools.partial(_attempt, source=recipe.NAME, split=split), todo(),
-                          _workers(recipe, args))
+    results = ordered_map(functools.partial(_attempt, source=recipe.NAME, split=split), todo(), _workers(recipe, args))
     try:
         for (index, cand), (sample, payload, reason) in results:
             bar.update(1)
@@ -245,8 +259,7 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
                 counters["num_skipped"] += 1
                 _count(counters["skip_reasons"], reason.split(":", 1)[0])
                 if len(state["skipped"]) < MAX_SKIP_RECORDS:
-                    state["skipped"].append({"index": index, "id": cand.key, "reason": reason,
-                                             "origin": cand.origin})
+                    state["skipped"].append({"index": index, "id": cand.key, "reason": reason, "origin": cand.origin})
                 bar.set_postfix(skipped=sum(s["num_skipped"] for s in state["shards"]) + counters["num_skipped"])
                 failures.add(cand.origin, reason)
                 continue
@@ -262,8 +275,15 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
                 info = writer.commit()
                 writer = None
                 counters["end_index"] = next_index
-                state["shards"].append({"file": info.file, "num_samples": info.num_samples, "bytes": info.bytes,
-                                        "sha256": info.sha256, **counters})
+                state["shards"].append(
+                    {
+                        "file": info.file,
+                        "num_samples": info.num_samples,
+                        "bytes": info.bytes,
+                        "sha256": info.sha256,
+                        **counters,
+                    }
+                )
                 counters = _new_counters(next_index)
                 save_manifest(out, manifest)
         failures.check(final=True)
@@ -271,8 +291,15 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
         if writer is not None:
             info = writer.commit()
             writer = None
-            state["shards"].append({"file": info.file, "num_samples": info.num_samples, "bytes": info.bytes,
-                                    "sha256": info.sha256, **counters})
+            state["shards"].append(
+                {
+                    "file": info.file,
+                    "num_samples": info.num_samples,
+                    "bytes": info.bytes,
+                    "sha256": info.sha256,
+                    **counters,
+                }
+            )
             counters = _new_counters(next_index)
         state["tail"] = counters
         state["complete"] = True
@@ -290,8 +317,11 @@ def _run_split(recipe: ModuleType, args: argparse.Namespace, out: Path, manifest
             path.unlink()
     save_manifest(out, manifest)
     done = manifest["splits"][split]
-    _say(args, f"{recipe.NAME}/{split}: {done['num_samples']} samples in {len(done['shards'])} shard(s), "
-               f"{done['num_skipped']} skipped")
+    _say(
+        args,
+        f"{recipe.NAME}/{split}: {done['num_samples']} samples in {len(done['shards'])} shard(s), "
+        f"{done['num_skipped']} skipped",
+    )
 
 
 def run_recipe(recipe: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
@@ -312,17 +342,23 @@ def run_recipe(recipe: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
             manifest = None
         elif manifest is not None:
             if manifest["recipe"] != recipe.NAME:
-                raise PrepareError(f"{out} holds shards of recipe {manifest['recipe']!r}, not {recipe.NAME!r}; "
-                                   "use another --out or --overwrite")
+                raise PrepareError(
+                    f"{out} holds shards of recipe {manifest['recipe']!r}, not {recipe.NAME!r}; "
+                    "use another --out or --overwrite"
+                )
             if manifest["args"] != wanted_args:
-                changed = sorted(k for k in set(manifest["args"]) | set(wanted_args)
-                                 if manifest["args"].get(k) != wanted_args.get(k))
-                raise PrepareError(f"{out} holds shards written with other arguments (differs in: "
-                                   f"{', '.join(changed)}); rerun with the same arguments to continue, or "
-                                   "--overwrite to rebuild")
+                changed = sorted(
+                    k for k in set(manifest["args"]) | set(wanted_args) if manifest["args"].get(k) != wanted_args.get(k)
+                )
+                raise PrepareError(
+                    f"{out} holds shards written with other arguments (differs in: "
+                    f"{', '.join(changed)}); rerun with the same arguments to continue, or "
+                    "--overwrite to rebuild"
+                )
         elif _shard_files(out):
-            raise PrepareError(f"{out} holds shard files but no {MANIFEST_NAME}; use --overwrite to replace them "
-                               "or another --out")
+            raise PrepareError(
+                f"{out} holds shard files but no {MANIFEST_NAME}; use --overwrite to replace them or another --out"
+            )
         if manifest is None:
             manifest = new_manifest(recipe.NAME, wanted_args)
         splits = _requested_splits(recipe, args)

@@ -29,7 +29,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
         raise UnsafePickleError(
             f"refusing to load {module}.{name}: this pickle may only hold dict, list, tuple, str, int, "
-            "float, bool and None (it would import or call code)")
+            "float, bool and None (it would import or call code)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("refusing a pickle with persistent ids: only plain data is allowed")
@@ -42,8 +43,10 @@ def _check_plain(obj: Any) -> None:
     while stack:
         item = stack.pop()
         if type(item) not in ALLOWED_TYPES:
-            raise UnsafePickleError(f"refusing a pickle holding a {type(item).__name__}: only dict, list, tuple, "
-                                    "str, int, float, bool and None are allowed")
+            raise UnsafePickleError(
+                f"refusing a pickle holding a {type(item).__name__}: only dict, list, tuple, "
+                "str, int, float, bool and None are allowed"
+            )
         if isinstance(item, (dict, list, tuple)):
             if id(item) in seen:
                 continue

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-_RANK = {name: i for i, name in enumerate(
-    ["train", "restval", "val", "valid", "dev", "dev_matched", "dev_mismatched", "test", "testA", "testB",
-     "testC", "test-dev", "test_matched", "test_mismatched"])}
+_RANK = {
+    name: i
+    for i, name in enumerate(
+        [
+            "train",
+            "restval",
+            "val",
+            "valid",
+            "dev",
+            "dev_matched",
+            "dev_mismatched",
+            "test",
+            "testA",
+            "testB",
+            "testC",
+            "test-dev",
+            "test_matched",
+            "test_mismatched",
+        ]
+    )
+}
 
 
 def order_splits(names: Iterable[str]) -> list[str]:

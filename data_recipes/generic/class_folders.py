@@ -12,8 +12,9 @@ Images are the files with an image extension, in sorted order; files that are no
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.files import require_dir
@@ -28,8 +29,11 @@ PARALLEL_BUILD = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, required=True, help="folder with one sub-folder per class")
-    parser.add_argument("--split-folders", action="store_true",
-                        help="--root holds one folder per split (train/, val/ ...), each with class folders")
+    parser.add_argument(
+        "--split-folders",
+        action="store_true",
+        help="--root holds one folder per split (train/, val/ ...), each with class folders",
+    )
     add_generic_arguments(parser, default_task="image_classification")
 
 
@@ -63,8 +67,13 @@ class FolderSource:
                     continue
                 number += 1
                 relative = path.relative_to(folder).as_posix()
-                record = {"image": relative, "class": class_dir.name.replace("_", " "), "folder": class_dir.name,
-                          "label": label, "class_name": class_dir.name.replace("_", " ")}
+                record = {
+                    "image": relative,
+                    "class": class_dir.name.replace("_", " "),
+                    "folder": class_dir.name,
+                    "label": label,
+                    "class_name": class_dir.name.replace("_", " "),
+                }
                 yield number, str(path), record
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.files import file_stamp, load_json_file, require_file, run_cache
@@ -35,8 +36,13 @@ PER_IMAGE_TASKS = {"caption", "image_text_matching", "detection", "image_classif
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]FILE",
-                        help="a COCO-format annotation JSON (repeatable); SPLIT=FILE gives the file's split")
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="[SPLIT=]FILE",
+        help="a COCO-format annotation JSON (repeatable); SPLIT=FILE gives the file's split",
+    )
     parser.add_argument("--images", type=Path, default=None, help="folder holding the images' file_name paths")
     add_generic_arguments(parser)
 
@@ -56,8 +62,12 @@ def _load(stamp: tuple) -> tuple[list, dict, dict]:
 
 
 def _image_fields(info: dict) -> dict[str, Any]:
-    return {"file_name": info.get("file_name"), "image_id": info.get("id"), "width": info.get("width"),
-            "height": info.get("height")}
+    return {
+        "file_name": info.get("file_name"),
+        "image_id": info.get("id"),
+        "width": info.get("width"),
+        "height": info.get("height"),
+    }
 
 
 class CocoSource:
@@ -86,10 +96,12 @@ class CocoSource:
                 number += 1
                 kept = [a for a in anns if not a.get("iscrowd")]
                 boxed = [a for a in kept if a.get("bbox") is not None]
-                record = {**_image_fields(info),
-                          "captions": [a["caption"] for a in kept if isinstance(a.get("caption"), str)],
-                          "bboxes": [a["bbox"] for a in boxed],
-                          "categories": [cats.get(a.get("category_id"), a.get("category_id")) for a in boxed]}
+                record = {
+                    **_image_fields(info),
+                    "captions": [a["caption"] for a in kept if isinstance(a.get("caption"), str)],
+                    "bboxes": [a["bbox"] for a in boxed],
+                    "categories": [cats.get(a.get("category_id"), a.get("category_id")) for a in boxed],
+                }
                 if task == "image_classification" and record["categories"]:
                     record["class_name"] = record["categories"][0]
                 yield number, f"{part.handle} images[{position}]", record

@@ -13,15 +13,16 @@ import argparse
 import functools
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from data_recipes.common.errors import BadSample, PrepareError
 from data_recipes.common.manifest import write_json_atomic
 from data_recipes.common.sample import Candidate, make_key
 from data_recipes.common.splits import order_splits
-from data_recipes.generic.fields import TASKS, Spec, build_sample, convert, kind_of, _lookup
+from data_recipes.generic.fields import TASKS, Spec, _lookup, build_sample, convert, kind_of
 from data_recipes.generic.images import image_identity
 from data_recipes.generic.options import _SPLIT_NAME, Settings, settings
 
@@ -31,10 +32,10 @@ CLASSES_FILE = "classes.json"
 
 @dataclass(frozen=True)
 class Part:
-    label: str                  # names the part in keys and origins (a file stem, a split name)
-    split: str | None           # the split the source itself gives, or None
-    default_root: Path | None   # where relative image paths start when --image-root is not given
-    handle: Any = None          # the source's own reference (a path, a dataset split name)
+    label: str  # names the part in keys and origins (a file stem, a split name)
+    split: str | None  # the split the source itself gives, or None
+    default_root: Path | None  # where relative image paths start when --image-root is not given
+    handle: Any = None  # the source's own reference (a path, a dataset split name)
 
 
 class Source(Protocol):
@@ -55,17 +56,27 @@ def make_spec(args: argparse.Namespace, conf: Settings, part: Part, source: Sour
     box_format = conf.box_format or source.default_box_format
     uses_boxes = any(kind_of(conf.task, n) in ("box", "boxes") for n in [*profile.required, *mapped])
     if uses_boxes and box_format is None:
-        raise PrepareError(f"task {conf.task} has boxes: name their format with --box-format "
-                           "(xyxy, xywh, cxcywh, or the same with -norm for coordinates in [0, 1])")
+        raise PrepareError(
+            f"task {conf.task} has boxes: name their format with --box-format "
+            "(xyxy, xywh, cxcywh, or the same with -norm for coordinates in [0, 1])"
+        )
     roots = conf.image_roots or ((part.default_root,) if part.default_root is not None else ())
-    return Spec(task=conf.task, field_map=conf.field_map, image_column=conf.image_column, image_roots=roots,
-                box_format=box_format, list_sep=conf.list_sep, max_text_chars=args.max_text_chars,
-                full_decode=args.full_decode, needs_image=profile.image)
+    return Spec(
+        task=conf.task,
+        field_map=conf.field_map,
+        image_column=conf.image_column,
+        image_roots=roots,
+        box_format=box_format,
+        list_sep=conf.list_sep,
+        max_text_chars=args.max_text_chars,
+        full_decode=args.full_decode,
+        needs_image=profile.image,
+    )
 
 
 def _ratio_split(conf: Settings, identity: str) -> str:
     digest = hashlib.sha256(f"{conf.split_seed}/{identity}".encode("utf-8", "surrogateescape")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
     total = 0.0
     for split, fraction in conf.split_ratio:
         total += fraction
@@ -93,8 +104,10 @@ def _row_split(conf: Settings, part: Part, record: Any, row_key: str) -> str:
 def _check_mode(conf: Settings, parts: list[Part]) -> None:
     named = [p for p in parts if p.split is not None]
     if named and (conf.split_column or conf.split_ratio):
-        raise PrepareError("the inputs already name their splits (SPLIT=FILE or saved splits); drop "
-                           "--split-column / --split-ratio, or give the files without SPLIT=")
+        raise PrepareError(
+            "the inputs already name their splits (SPLIT=FILE or saved splits); drop "
+            "--split-column / --split-ratio, or give the files without SPLIT="
+        )
 
 
 def available_splits(source: Source, args: argparse.Namespace) -> list[str]:
@@ -200,9 +213,11 @@ def write_extras(source: Source, args: argparse.Namespace, out: Path) -> dict[st
     return {CLASSES_FILE: f"{len(classes)} class names, sorted"}
 
 
-
 def recipe_hooks(source: Source):
     """The runner's hooks of a generic recipe module (``available_splits``, ``candidates``, ``write_extras``), bound
     to its ``source``: ``available_splits, candidates, write_extras = engine.recipe_hooks(SOURCE)``."""
-    return (functools.partial(available_splits, source), functools.partial(candidates, source),
-            functools.partial(write_extras, source))
+    return (
+        functools.partial(available_splits, source),
+        functools.partial(candidates, source),
+        functools.partial(write_extras, source),
+    )

@@ -51,25 +51,48 @@ _BOX_PROFILE = {"expression": "text", "box": "box"}
 
 TASKS: dict[str, Profile] = {
     "caption": Profile("captioning: captions (one or a list per image)", {"captions": "texts"}),
-    "vqa": Profile("VQA: question + answer, or answers (+ answer_weights per answer); none for test rows",
-                   {"question": "text"}, _VQA_OPTIONAL),
+    "vqa": Profile(
+        "VQA: question + answer, or answers (+ answer_weights per answer); none for test rows",
+        {"question": "text"},
+        _VQA_OPTIONAL,
+    ),
     "grounding": Profile("visual grounding / referring expressions: expression + box", _BOX_PROFILE),
     "grounded_caption": Profile("grounded captioning: expression (the region's caption) + box", _BOX_PROFILE),
     "detection": Profile("detection: boxes + labels (lists of equal length)", {"boxes": "boxes", "labels": "texts"}),
-    "image_classification": Profile("classification: class_name (+ label, an index)", {"class_name": "text"},
-                                    {"label": "int"}),
-    "image_text_matching": Profile("image-text matching: captions (+ negative_captions)", {"captions": "texts"},
-                                   {"negative_captions": "texts"}),
-    "text": Profile("text-only tasks (gigaword: article + summary; text_infilling: text; glue: sentence1, "
-                    "sentence2, label): the mapped fields, no image", {}, image=False),
+    "image_classification": Profile(
+        "classification: class_name (+ label, an index)", {"class_name": "text"}, {"label": "int"}
+    ),
+    "image_text_matching": Profile(
+        "image-text matching: captions (+ negative_captions)", {"captions": "texts"}, {"negative_captions": "texts"}
+    ),
+    "text": Profile(
+        "text-only tasks (gigaword: article + summary; text_infilling: text; glue: sentence1, "
+        "sentence2, label): the mapped fields, no image",
+        {},
+        image=False,
+    ),
     "fields": Profile("any fields with an image (the YAML template task): the mapped fields", {}),
 }
-TASK_ALIASES = {"classification": "image_classification", "itm": "image_text_matching", "refexp": "grounding",
-                "refcoco": "grounding", "template": "fields", "text_only": "text"}
+TASK_ALIASES = {
+    "classification": "image_classification",
+    "itm": "image_text_matching",
+    "refexp": "grounding",
+    "refcoco": "grounding",
+    "template": "fields",
+    "text_only": "text",
+}
 #: Other names a user may write on the left of --map (or that a record may use) for a profile field.
-FIELD_ALIASES = {"captions": ("caption",), "expression": ("sentence", "phrase", "referring_expression"),
-                 "class_name": ("class", "category"), "labels": ("categories",), "boxes": ("bboxes",),
-                 "box": ("bbox",), "answers": (), "answer": (), "question": ()}
+FIELD_ALIASES = {
+    "captions": ("caption",),
+    "expression": ("sentence", "phrase", "referring_expression"),
+    "class_name": ("class", "category"),
+    "labels": ("categories",),
+    "boxes": ("bboxes",),
+    "box": ("bbox",),
+    "answers": (),
+    "answer": (),
+    "question": (),
+}
 _ALIAS_TO_FIELD = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
 
 
@@ -106,8 +129,8 @@ class Spec:
     """Everything a worker needs to turn a record into a sample (picklable, no open files)."""
 
     task: str
-    field_map: tuple[tuple[str, str], ...]       # (output field, record column)
-    image_column: str | None                      # None: the first of IMAGE_COLUMNS present
+    field_map: tuple[tuple[str, str], ...]  # (output field, record column)
+    image_column: str | None  # None: the first of IMAGE_COLUMNS present
     image_roots: tuple[Path, ...]
     box_format: str | None
     list_sep: str | None
@@ -148,8 +171,11 @@ def as_list(value: Any, name: str, list_sep: str | None) -> list:
 
 
 def as_texts(value: Any, name: str, spec: Spec) -> list[str]:
-    items = [as_text(v, name, spec.max_text_chars) for v in as_list(value, name, spec.list_sep)
-             if not (isinstance(v, str) and not v.strip())]
+    items = [
+        as_text(v, name, spec.max_text_chars)
+        for v in as_list(value, name, spec.list_sep)
+        if not (isinstance(v, str) and not v.strip())
+    ]
     if not items:
         raise BadSample(f"empty text: {name!r} holds no text")
     return items
@@ -176,8 +202,9 @@ def convert_box(value: Any, name: str, box_format: str | None, width: int, heigh
     base, normalised = box_format.split("-")[0], box_format.endswith("-norm")
     if normalised:
         if min(a, b, c, d) < -1e-6 or max(a, b, c, d) > 1 + 1e-6:
-            raise BadSample(f"box outside image: {name!r} {[a, b, c, d]} is not normalised to [0, 1] "
-                            f"(--box-format {box_format})")
+            raise BadSample(
+                f"box outside image: {name!r} {[a, b, c, d]} is not normalised to [0, 1] (--box-format {box_format})"
+            )
     if base == "xywh":
         a, b, c, d = a, b, a + c, b + d
     elif base == "cxcywh":
@@ -185,12 +212,15 @@ def convert_box(value: Any, name: str, box_format: str | None, width: int, heigh
     if normalised:
         a, b, c, d = a * width, b * height, c * width, d * height
     if not all(math.isfinite(v) for v in (a, b, c, d)) or c <= a or d <= b:
-        raise BadSample(f"bad box: {name!r} {[round(v, 3) for v in (a, b, c, d)]} is inverted or empty "
-                        f"(as {box_format})")
+        raise BadSample(
+            f"bad box: {name!r} {[round(v, 3) for v in (a, b, c, d)]} is inverted or empty (as {box_format})"
+        )
     tol = BOX_TOLERANCE_PX
     if a < -tol or b < -tol or c > width + tol or d > height + tol:
-        raise BadSample(f"box outside image: {name!r} {[round(v, 3) for v in (a, b, c, d)]} (as {box_format}) "
-                        f"leaves the {width}x{height} image")
+        raise BadSample(
+            f"box outside image: {name!r} {[round(v, 3) for v in (a, b, c, d)]} (as {box_format}) "
+            f"leaves the {width}x{height} image"
+        )
     return [round(min(max(v, 0.0), lim), 3) for v, lim in ((a, width), (b, height), (c, width), (d, height))]
 
 
@@ -214,8 +244,9 @@ def convert(kind: str, value: Any, name: str, spec: Spec, size: tuple[int, int] 
             raise BadSample(f"bad box: {name!r} needs an image")
         if kind == "box":
             return convert_box(value, name, spec.box_format, *size)
-        return [convert_box(v, f"{name}[{i}]", spec.box_format, *size)
-                for i, v in enumerate(as_list(value, name, None))]
+        return [
+            convert_box(v, f"{name}[{i}]", spec.box_format, *size) for i, v in enumerate(as_list(value, name, None))
+        ]
     if kind == "int":
         return require_int(value, name)
     if kind == "numbers":
@@ -246,8 +277,7 @@ def _vqa_answers(fields: dict) -> None:
     answer, answers, weights = fields.pop("answer", None), fields.get("answers"), fields.pop("answer_weights", None)
     if weights is not None:
         if answers is None or len(weights) != len(answers):
-            raise BadSample(f"bad answers: {len(weights)} answer_weights for "
-                            f"{len(answers) if answers else 0} answers")
+            raise BadSample(f"bad answers: {len(weights)} answer_weights for {len(answers) if answers else 0} answers")
         if any(w < 0 for w in weights):
             raise BadSample("bad answers: a negative answer weight")
         conf: dict[str, float] = {}
@@ -281,9 +311,11 @@ def build_sample(spec: Spec, record: dict, key: str, row: int, image_id: str | N
             fields["file_name"] = file_name
         fields["image_id"] = image_id or (Path(file_name).stem if file_name else key)
     mapped = dict(spec.field_map)
-    names = list(profile.required) + [n for n in profile.optional] + [n for n in mapped if
-                                                                      n not in profile.required and
-                                                                      n not in profile.optional]
+    names = (
+        list(profile.required)
+        + [n for n in profile.optional]
+        + [n for n in mapped if n not in profile.required and n not in profile.optional]
+    )
     for name in names:
         value = _lookup(record, spec, name)
         if value is None:
@@ -292,8 +324,7 @@ def build_sample(spec: Spec, record: dict, key: str, row: int, image_id: str | N
             if name in mapped:
                 raise BadSample(f"missing field: {name!r} (column {mapped[name]!r} is absent or empty)")
             if name in profile.required:
-                raise BadSample(f"missing field: {name!r} (no column of that name; map one with --map "
-                                f"{name}=COLUMN)")
+                raise BadSample(f"missing field: {name!r} (no column of that name; map one with --map {name}=COLUMN)")
         fields[name] = convert(kind_of(spec.task, name), value, name, spec, size)
     if spec.task == "vqa":
         _vqa_answers(fields)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.files import require_dir
@@ -30,8 +31,12 @@ _FILE_FORMATS = {".parquet": "parquet", ".arrow": "arrow"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="folder written by save_to_disk, or holding local .parquet / .arrow files")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        required=True,
+        help="folder written by save_to_disk, or holding local .parquet / .arrow files",
+    )
     add_generic_arguments(parser)
 
 
@@ -51,8 +56,9 @@ def _file_format(folder: Path) -> str:
     found = {_FILE_FORMATS[p.suffix] for p in folder.rglob("*") if p.suffix in _FILE_FORMATS}
     if len(found) != 1:
         what = "both Parquet and Arrow files" if found else "no dataset_dict.json, state.json, .parquet or .arrow"
-        raise PrepareError(f"{folder} holds {what}; expected a folder written by save_to_disk or one holding "
-                           "Parquet (or Arrow) files")
+        raise PrepareError(
+            f"{folder} holds {what}; expected a folder written by save_to_disk or one holding Parquet (or Arrow) files"
+        )
     return found.pop()
 
 
@@ -86,8 +92,9 @@ class HFSource:
         folder = require_dir(args.dataset, "a dataset folder (save_to_disk output, or Parquet/Arrow files)")
         loaded = _load(folder)
         if isinstance(loaded, dict):  # DatasetDict / IterableDatasetDict
-            return [Part(label=str(split), split=str(split), default_root=folder, handle=str(split))
-                    for split in loaded]
+            return [
+                Part(label=str(split), split=str(split), default_root=folder, handle=str(split)) for split in loaded
+            ]
         return [Part(label=folder.name or "dataset", split=None, default_root=folder, handle=None)]
 
     def records(self, args: argparse.Namespace, part: Part) -> Iterator[tuple[int, str, Any]]:

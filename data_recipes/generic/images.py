@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from data_recipes.common.errors import BadSample
 from data_recipes.common.files import safe_relative_path
@@ -26,8 +27,7 @@ def image_column_of(record: dict, column: str | None) -> str:
     for name in IMAGE_COLUMNS:
         if name in record:
             return name
-    raise BadSample(f"missing image: no image column (tried {', '.join(IMAGE_COLUMNS)}; name it with "
-                    "--image-column)")
+    raise BadSample(f"missing image: no image column (tried {', '.join(IMAGE_COLUMNS)}; name it with --image-column)")
 
 
 def _decode_base64(text: str) -> bytes | None:

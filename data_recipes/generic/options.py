@@ -24,46 +24,100 @@ from data_recipes.common.options import positive_int
 from data_recipes.generic.fields import BOX_FORMATS, TASK_ALIASES, TASKS, canonical_field, task_profile
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_+\-]+$")
-YAML_KEYS = {"task", "map", "image_column", "image_root", "id_column", "box_format", "list_sep", "split_column",
-             "split_ratio", "split_seed", "name"}
+YAML_KEYS = {
+    "task",
+    "map",
+    "image_column",
+    "image_root",
+    "id_column",
+    "box_format",
+    "list_sep",
+    "split_column",
+    "split_ratio",
+    "split_seed",
+    "name",
+}
 
 
 def add_generic_arguments(parser: argparse.ArgumentParser, *, default_task: str | None = None) -> None:
     tasks = ", ".join(f"{name} ({profile.description})" for name, profile in TASKS.items())
-    parser.add_argument("--task", default=default_task, choices=sorted(set(TASKS) | set(TASK_ALIASES)),
-                        metavar="TASK", help=f"the task the samples are for: {tasks}")
-    parser.add_argument("--map", action="append", default=None, metavar="FIELD=COLUMN",
-                        help="take the task's FIELD from COLUMN (repeatable, or comma-separated: "
-                             "--map captions=text,image_id=id); unmapped fields are read under their own name")
-    parser.add_argument("--mapping", type=Path, default=None, metavar="FILE.yaml",
-                        help=f"a YAML with any of: {', '.join(sorted(YAML_KEYS))} (the command line wins)")
-    parser.add_argument("--image-column", default=None,
-                        help="column holding the image: a path (relative to --image-root, or absolute), bytes, "
-                             "base64 text or a data: URI (default: the first of image, image_path, img, "
-                             "file_name, filename, file, path, image_file)")
-    parser.add_argument("--image-root", action="append", type=Path, default=None, metavar="DIR",
-                        help="folder that relative image paths start from (repeatable; default: the folder of "
-                             "the annotation file)")
-    parser.add_argument("--id-column", default=None,
-                        help="column with a unique id per row (a repeated id is a counted skip); default: the "
-                             "row number")
-    parser.add_argument("--box-format", choices=BOX_FORMATS, default=None,
-                        help="how boxes are written: pixel xyxy ([x0, y0, x1, y1]), xywh (COCO), cxcywh, or the "
-                             "same normalised to [0, 1] (-norm); boxes are checked against the image size")
-    parser.add_argument("--list-sep", default=None,
-                        help="separator that splits a text cell into a list (e.g. '|' for 'a cat|a dog'); "
-                             "cells holding a JSON list are always parsed")
+    parser.add_argument(
+        "--task",
+        default=default_task,
+        choices=sorted(set(TASKS) | set(TASK_ALIASES)),
+        metavar="TASK",
+        help=f"the task the samples are for: {tasks}",
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=None,
+        metavar="FIELD=COLUMN",
+        help="take the task's FIELD from COLUMN (repeatable, or comma-separated: "
+        "--map captions=text,image_id=id); unmapped fields are read under their own name",
+    )
+    parser.add_argument(
+        "--mapping",
+        type=Path,
+        default=None,
+        metavar="FILE.yaml",
+        help=f"a YAML with any of: {', '.join(sorted(YAML_KEYS))} (the command line wins)",
+    )
+    parser.add_argument(
+        "--image-column",
+        default=None,
+        help="column holding the image: a path (relative to --image-root, or absolute), bytes, "
+        "base64 text or a data: URI (default: the first of image, image_path, img, "
+        "file_name, filename, file, path, image_file)",
+    )
+    parser.add_argument(
+        "--image-root",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder that relative image paths start from (repeatable; default: the folder of the annotation file)",
+    )
+    parser.add_argument(
+        "--id-column",
+        default=None,
+        help="column with a unique id per row (a repeated id is a counted skip); default: the row number",
+    )
+    parser.add_argument(
+        "--box-format",
+        choices=BOX_FORMATS,
+        default=None,
+        help="how boxes are written: pixel xyxy ([x0, y0, x1, y1]), xywh (COCO), cxcywh, or the "
+        "same normalised to [0, 1] (-norm); boxes are checked against the image size",
+    )
+    parser.add_argument(
+        "--list-sep",
+        default=None,
+        help="separator that splits a text cell into a list (e.g. '|' for 'a cat|a dog'); "
+        "cells holding a JSON list are always parsed",
+    )
     parser.add_argument("--split-column", default=None, help="column naming each row's split (train, val, ...)")
-    parser.add_argument("--split-ratio", default=None, metavar="train=0.9,val=0.1",
-                        help="split by image with these fractions (seeded by --split-seed); no image lands in "
-                             "two splits")
+    parser.add_argument(
+        "--split-ratio",
+        default=None,
+        metavar="train=0.9,val=0.1",
+        help="split by image with these fractions (seeded by --split-seed); no image lands in two splits",
+    )
     parser.add_argument("--split-seed", type=int, default=None, help="seed of --split-ratio (default 0)")
     parser.add_argument("--name", default=None, help="dataset name: the sample key prefix (default 'own')")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="processes that read and check images (default: the CPU count, at most 8)")
-    parser.add_argument("--max-bad-fraction", type=float, default=0.5,
-                        help="stop, naming the first errors, when more than this fraction of the rows of a "
-                             "split fail (default 0.5; 1 never stops)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="processes that read and check images (default: the CPU count, at most 8)",
+    )
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.5,
+        help="stop, naming the first errors, when more than this fraction of the rows of a "
+        "split fail (default 0.5; 1 never stops)",
+    )
 
 
 @dataclass(frozen=True)
@@ -172,11 +226,19 @@ def settings(args: argparse.Namespace) -> Settings:
     box_format = pick("box_format")
     if box_format is not None and box_format not in BOX_FORMATS:
         raise PrepareError(f"box format {box_format!r} is not one of {', '.join(BOX_FORMATS)}")
-    return Settings(task=task, field_map=tuple(sorted(field_map.items())), image_column=pick("image_column"),
-                    image_roots=tuple(Path(os.path.expanduser(str(r))) for r in roots),
-                    id_column=pick("id_column"), box_format=box_format, list_sep=list_sep or None,
-                    split_column=split_column, split_ratio=ratio, split_seed=int(pick("split_seed", 0)),
-                    name=str(pick("name", "own")))
+    return Settings(
+        task=task,
+        field_map=tuple(sorted(field_map.items())),
+        image_column=pick("image_column"),
+        image_roots=tuple(Path(os.path.expanduser(str(r))) for r in roots),
+        id_column=pick("id_column"),
+        box_format=box_format,
+        list_sep=list_sep or None,
+        split_column=split_column,
+        split_ratio=ratio,
+        split_seed=int(pick("split_seed", 0)),
+        name=str(pick("name", "own")),
+    )
 
 
 def workers(args: argparse.Namespace) -> int:

@@ -25,8 +25,9 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_recipes.common.checks import decode_utf8
 from data_recipes.common.errors import BadSample, PrepareError
@@ -38,15 +39,31 @@ from data_recipes.generic.options import add_generic_arguments
 NAME = "table"
 DESCRIPTION = "your JSONL/CSV/TSV/Parquet annotations + images -> samples for any task (--task, --map)"
 PARALLEL_BUILD = True
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", action="append", required=True, metavar="[SPLIT=]FILE",
-                        help="an annotation file (repeatable); SPLIT=FILE gives the file's split")
-    parser.add_argument("--format", choices=sorted(set(FORMATS.values())), default=None,
-                        help="file format (default: from the file extension)")
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="[SPLIT=]FILE",
+        help="an annotation file (repeatable); SPLIT=FILE gives the file's split",
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(set(FORMATS.values())),
+        default=None,
+        help="file format (default: from the file extension)",
+    )
     parser.add_argument("--delimiter", default=None, help="CSV delimiter (default ',' for .csv, tab for .tsv)")
     add_generic_arguments(parser)
 
@@ -63,8 +80,10 @@ class TableSource:
             path = require_file(Path(path), "an annotation table (JSONL, CSV, TSV or Parquet)")
             fmt = args.format or FORMATS.get(path.suffix.lower())
             if fmt is None:
-                raise PrepareError(f"cannot tell the format of {path} from its extension; pass --format "
-                                   f"({', '.join(sorted(set(FORMATS.values())))})")
+                raise PrepareError(
+                    f"cannot tell the format of {path} from its extension; pass --format "
+                    f"({', '.join(sorted(set(FORMATS.values())))})"
+                )
             parts.append(Part(label=path.stem, split=split, default_root=path.parent, handle=(path, fmt)))
         labels = [p.label for p in parts]
         if len(set(labels)) != len(labels):
@@ -98,7 +117,7 @@ def _jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
 
 
 def _csv(path: Path, delimiter: str) -> Iterator[tuple[int, str, Any]]:
-    csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))  # inline base64 images make long cells
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # inline base64 images make long cells
     # surrogateescape keeps a non-UTF-8 byte as a lone surrogate: the field holding it is a counted skip
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.reader(handle, delimiter=delimiter)

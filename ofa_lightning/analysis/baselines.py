@@ -4,6 +4,7 @@
 * vqa:       the majority training answer, predicted for every question (VQA soft accuracy, as OFA);
 * grounding: the whole image as the box, for every expression (Acc@0.5).
 """
+
 from __future__ import annotations
 
 import json

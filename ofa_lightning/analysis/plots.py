@@ -10,6 +10,7 @@ Several runs (a sweep): each run keeps one colour and line style in every panel 
 differ only by their seed share a colour (their group's, the same as the group's bar in :func:`plot_sweep`) and
 are told apart by the line style (solid, dashed, dotted, dash-dot, in seed order).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,22 @@ import pandas as pd
 
 from .runs import metric_curves, throughput
 
-__all__ = ["plot_curves", "plot_throughput", "plot_mixture", "plot_gallery", "plot_sweep", "plot_runs_curves",
-           "run_styles", "draw_box", "show_image", "save_figure", "CURVE_GROUPS", "REFERENCE_COLOR",
-           "PREDICTION_COLOR", "LINE_STYLES"]
+__all__ = [
+    "plot_curves",
+    "plot_throughput",
+    "plot_mixture",
+    "plot_gallery",
+    "plot_sweep",
+    "plot_runs_curves",
+    "run_styles",
+    "draw_box",
+    "show_image",
+    "save_figure",
+    "CURVE_GROUPS",
+    "REFERENCE_COLOR",
+    "PREDICTION_COLOR",
+    "LINE_STYLES",
+]
 
 REFERENCE_COLOR = "#1a9641"
 PREDICTION_COLOR = "#d7191c"
@@ -64,8 +78,9 @@ def _grid(n: int, ncols: int, size: tuple[float, float]):
     return fig, flat[:n]
 
 
-def plot_curves(frame: pd.DataFrame, groups: dict[str, str] | None = None, ncols: int = 2,
-                save: str | Path | None = None):
+def plot_curves(
+    frame: pd.DataFrame, groups: dict[str, str] | None = None, ncols: int = 2, save: str | Path | None = None
+):
     """One panel per group of logged keys (default :data:`CURVE_GROUPS`: training loss per task, validation loss
     and metrics, learning rate), one line per key against the step. Groups with no logged key are left out."""
     groups = CURVE_GROUPS if groups is None else groups
@@ -90,8 +105,7 @@ def plot_throughput(frame: pd.DataFrame, save: str | Path | None = None):
     for key, ax in (("samples_per_s", rates), ("tokens_per_s", rates.twinx() if "tokens_per_s" in wide else None)):
         if ax is not None and key in wide:
             series = wide[key].dropna()
-            ax.plot(series.index, series.values, marker="o", color="C0" if key == "samples_per_s" else "C1",
-                    label=key)
+            ax.plot(series.index, series.values, marker="o", color="C0" if key == "samples_per_s" else "C1", label=key)
             ax.set_ylabel(key.replace("_per_s", "/s"))
     rates.set_title("throughput")
     rates.set_xlabel("step")
@@ -140,8 +154,15 @@ def draw_box(ax, box: Any, color: str, label: str | None = None, linewidth: floa
         return False
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=linewidth))
     if label:
-        ax.text(x0, y0, label, color="white", fontsize=7, va="bottom",
-                bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+        ax.text(
+            x0,
+            y0,
+            label,
+            color="white",
+            fontsize=7,
+            va="bottom",
+            bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "edgecolor": "none"},
+        )
     return True
 
 
@@ -169,8 +190,7 @@ def _short(value: Any, width: int = 30, lines: int = 2) -> str:
     return "\n".join(textwrap.wrap(text, width)[:lines])
 
 
-def plot_gallery(predictions: dict[str, list[dict[str, Any]]], per_source: int = 4,
-                 save: str | Path | None = None):
+def plot_gallery(predictions: dict[str, list[dict[str, Any]]], per_source: int = 4, save: str | Path | None = None):
     """Rows from :func:`~.runs.load_predictions` (with images from :func:`~.runs.attach_images`): one row of
     panels per source. Each panel: the image with the reference (green) and predicted (red) boxes for box
     tasks; under it, in the verdict's colour, ``✓``/``✗`` + the prediction, the prompt and the references."""
@@ -217,13 +237,20 @@ def run_styles(groups: dict[str, list[str]]) -> dict[str, dict[str, str]]:
     """``{run label: {"color", "linestyle"}}`` from ``{group: [run label, …]}`` (e.g. the seed groups of
     :func:`~.sweep.seed_groups`): one colour per group (``C0``, ``C1``, … in group order, as :func:`plot_sweep`
     colours the group's bar), one :data:`LINE_STYLES` entry per run of a group."""
-    return {label: {"color": f"C{g % 10}", "linestyle": LINE_STYLES[k % len(LINE_STYLES)]}
-            for g, labels in enumerate(groups.values()) for k, label in enumerate(labels)}
+    return {
+        label: {"color": f"C{g % 10}", "linestyle": LINE_STYLES[k % len(LINE_STYLES)]}
+        for g, labels in enumerate(groups.values())
+        for k, label in enumerate(labels)
+    }
 
 
-def plot_runs_curves(frames: dict[str, pd.DataFrame], pattern: str = r"^train/(loss|[^/]+/loss)$",
-                     ncols: int = 3, save: str | Path | None = None,
-                     styles: dict[str, dict[str, str]] | None = None):
+def plot_runs_curves(
+    frames: dict[str, pd.DataFrame],
+    pattern: str = r"^train/(loss|[^/]+/loss)$",
+    ncols: int = 3,
+    save: str | Path | None = None,
+    styles: dict[str, dict[str, str]] | None = None,
+):
     """Several runs on the same axes: one panel per logged key matching ``pattern`` (default: the training loss
     and each task's; ``CURVE_GROUPS["validation metrics"]`` for the evaluation metrics), one line per run
     (``frames``: ``{label: metrics frame}``) against the step. Each run keeps its style (``styles``, from
@@ -235,21 +262,25 @@ def plot_runs_curves(frames: dict[str, pd.DataFrame], pattern: str = r"^train/(l
     styles = styles or run_styles({label: [label] for label in frames})
     fig, axes = _grid(len(keys), ncols, (4.5, 3.2))
     for ax, key in zip(axes, keys):
-        _curve_panel(ax, key, [(label, wide[key]) for label, wide in curves.items() if key in wide.columns],
-                     styles)
+        _curve_panel(ax, key, [(label, wide[key]) for label, wide in curves.items() if key in wide.columns], styles)
     fig.tight_layout()
     return save_figure(fig, save)
 
 
-def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int = 3,
-               save: str | Path | None = None):
+def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int = 3, save: str | Path | None = None):
     """One bar panel per metric column of :func:`~.sweep.compare` (one bar per run) or :func:`~.sweep.summarize`
     (one bar per group of seeds: the mean, with its confidence interval as an error bar). Default: every metric
     column but ``wall_seconds``. Bars are coloured ``C0``, ``C1``, … in row order; a row that did not evaluate a
     metric is marked ``n/a``."""
     if columns is None:
-        columns = [c for c in table.columns if c not in ("mixture", "run_dir", "run_dirs", "wall_seconds", "seeds")
-                   and " ±" not in c and not c.endswith(" n") and pd.api.types.is_numeric_dtype(table[c])]
+        columns = [
+            c
+            for c in table.columns
+            if c not in ("mixture", "run_dir", "run_dirs", "wall_seconds", "seeds")
+            and " ±" not in c
+            and not c.endswith(" n")
+            and pd.api.types.is_numeric_dtype(table[c])
+        ]
     if not columns:
         raise ValueError("no metric columns to plot")
     fig, axes = _grid(len(columns), ncols, (max(3.5, 1.1 * len(table) + 1.5), 3.4))
@@ -258,11 +289,22 @@ def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int
         values = table[column].astype(float)
         xs = list(range(len(values)))
         spread = next((table[c].astype(float) for c in table.columns if c.startswith(f"{column} ±")), None)
-        ax.bar(xs, values.fillna(0.0), color=[f"C{i % 10}" for i in xs],
-               yerr=None if spread is None else spread.fillna(0.0), capsize=4)
+        ax.bar(
+            xs,
+            values.fillna(0.0),
+            color=[f"C{i % 10}" for i in xs],
+            yerr=None if spread is None else spread.fillna(0.0),
+            capsize=4,
+        )
         for x, v in zip(xs, values):
-            ax.text(x, 0 if math.isnan(v) else v, "n/a" if math.isnan(v) else f"{v:.3g}", ha="center",
-                    va="bottom", fontsize=8)
+            ax.text(
+                x,
+                0 if math.isnan(v) else v,
+                "n/a" if math.isnan(v) else f"{v:.3g}",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, fontsize=7, rotation=20, ha="right")
         ax.set_title(column)
@@ -271,13 +313,19 @@ def plot_sweep(table: pd.DataFrame, columns: list[str] | None = None, ncols: int
     return save_figure(fig, save)
 
 
-def _curve_panel(ax, title: str, lines: list[tuple[str, "pd.Series"]],
-                 styles: dict[str, dict[str, str]] | None = None) -> None:
+def _curve_panel(
+    ax, title: str, lines: list[tuple[str, pd.Series]], styles: dict[str, dict[str, str]] | None = None
+) -> None:
     """One panel of step curves: each ``(label, series)`` without its gaps, markers when there are few points."""
     for label, series in lines:
         series = series.dropna()
-        ax.plot(series.index, series.values, marker="o" if len(series) < 10 else None, label=label,
-                **(styles or {}).get(label, {}))
+        ax.plot(
+            series.index,
+            series.values,
+            marker="o" if len(series) < 10 else None,
+            label=label,
+            **(styles or {}).get(label, {}),
+        )
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

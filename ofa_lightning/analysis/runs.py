@@ -15,6 +15,7 @@ Prediction files come in two flavours, both read here:
 marks it right or wrong (``correct``: score >= 0.5, i.e. Acc@0.5 for boxes; None for captions, which only have
 corpus metrics). :func:`attach_images` finds each row's image in the run's evaluation shards.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,26 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Run", "load_run", "is_run_dir", "latest_run", "read_metrics", "metric_curves", "metric_keys", "throughput",
-           "throughput_summary", "mixture_table", "configured_mixture", "prediction_files", "load_predictions",
-           "judge", "attach_images", "eval_shards", "wandb_run", "CORRECT_THRESHOLD"]
+__all__ = [
+    "Run",
+    "load_run",
+    "is_run_dir",
+    "latest_run",
+    "read_metrics",
+    "metric_curves",
+    "metric_keys",
+    "throughput",
+    "throughput_summary",
+    "mixture_table",
+    "configured_mixture",
+    "prediction_files",
+    "load_predictions",
+    "judge",
+    "attach_images",
+    "eval_shards",
+    "wandb_run",
+    "CORRECT_THRESHOLD",
+]
 
 CONFIG_FILE = "config_resolved.yaml"
 FINAL_FILE = "final_metrics.json"
@@ -126,8 +144,11 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
         rows = []
         for record in read_metrics_jsonl(jsonl_path):
             step, when = record.pop("step", None), record.pop("time", None)
-            rows.extend({"step": step, "key": k, "value": float(v), "time": when}
-                        for k, v in record.items() if isinstance(v, (int, float)))
+            rows.extend(
+                {"step": step, "key": k, "value": float(v), "time": when}
+                for k, v in record.items()
+                if isinstance(v, (int, float))
+            )
         frame = pd.DataFrame(rows, columns=columns)
     else:
         return pd.DataFrame(columns=columns)
@@ -157,7 +178,7 @@ def metric_curves(frame: pd.DataFrame, keys: list[str] | str) -> pd.DataFrame:
 def throughput(frame: pd.DataFrame) -> pd.DataFrame:
     """``perf/*`` keys by step (samples/s, tokens/s, step time, data wait, MFU…), columns without the prefix."""
     wide = metric_curves(frame, r"^perf/")
-    return wide.rename(columns=lambda k: k[len("perf/"):])
+    return wide.rename(columns=lambda k: k[len("perf/") :])
 
 
 def throughput_summary(frame: pd.DataFrame) -> dict[str, float]:
@@ -193,10 +214,14 @@ def mixture_table(run: Run, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     else:
         realised = _last_values(frame, "data/train/mix/")
     names = list(configured) + [n for n in realised if n not in configured]
-    table = pd.DataFrame({"configured": [configured.get(n, 0.0) for n in names],
-                          "realised": [realised.get(n, math.nan) for n in names],
-                          "examples": [counts.get(n, math.nan) for n in names]},
-                         index=pd.Index(names, name="source"))
+    table = pd.DataFrame(
+        {
+            "configured": [configured.get(n, 0.0) for n in names],
+            "realised": [realised.get(n, math.nan) for n in names],
+            "examples": [counts.get(n, math.nan) for n in names],
+        },
+        index=pd.Index(names, name="source"),
+    )
     table["delta"] = table["realised"] - table["configured"]
     return table
 
@@ -207,7 +232,7 @@ def _last_values(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
         return {}
     sub = sub.assign(_order=range(len(sub))).sort_values(["step", "_order"], na_position="first")
     last = sub.groupby("key")["value"].last()
-    return {k[len(prefix):]: float(v) for k, v in last.items()}
+    return {k[len(prefix) :]: float(v) for k, v in last.items()}
 
 
 # ------------------------------------------------------------------------------------------------ predictions
@@ -218,8 +243,9 @@ def prediction_files(run_dir: str | Path) -> pd.DataFrame:
         for kind, pattern in (("records", _MODULE_FILE), ("table", _TABLE_FILE)):
             m = pattern.match(path.name)
             if m:
-                rows.append({"stage": m["stage"], "step": int(m["step"]), "source": m["source"], "kind": kind,
-                             "path": path})
+                rows.append(
+                    {"stage": m["stage"], "step": int(m["step"]), "source": m["source"], "kind": kind, "path": path}
+                )
                 break
     return pd.DataFrame(rows, columns=["stage", "step", "source", "kind", "path"])
 
@@ -232,8 +258,9 @@ def judge(prediction: Any, reference: Any, task: str | None = None) -> tuple[flo
     """(score, right?) of one prediction: VQA soft score, box IoU, exact match; (None, None) for captions."""
     from ofa_lightning.training.callbacks.predictions import row_score
 
-    if task in ("caption", "grounded_caption") or (isinstance(reference, list) and reference
-                                                     and all(isinstance(r, str) for r in reference)):
+    if task in ("caption", "grounded_caption") or (
+        isinstance(reference, list) and reference and all(isinstance(r, str) for r in reference)
+    ):
         return None, None
     score = row_score(prediction, reference)
     if score is None or (isinstance(score, float) and math.isnan(score)):
@@ -241,8 +268,9 @@ def judge(prediction: Any, reference: Any, task: str | None = None) -> tuple[flo
     return float(score), bool(score >= CORRECT_THRESHOLD)
 
 
-def load_predictions(run_dir: str | Path, stage: str = "test", step: int | None = None,
-                     sources: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+def load_predictions(
+    run_dir: str | Path, stage: str = "test", step: int | None = None, sources: list[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """``{source: rows}`` of one evaluation (``stage``; the latest ``step`` by default). Each row: ``id, task,
     prompt, prediction, reference, score, correct`` (+ ``image_file`` when the run saved thumbnails)."""
     files = prediction_files(run_dir)
@@ -259,13 +287,24 @@ def load_predictions(run_dir: str | Path, stage: str = "test", step: int | None 
         rows: dict[str, dict[str, Any]] = {}
         for path in mine[mine["kind"] == "records"]["path"]:
             for r in _read_jsonl(path):
-                rows[str(r["id"])] = {"id": str(r["id"]), "task": r.get("task"), "prompt": None,
-                                      "prediction": r.get("prediction"), "reference": r.get("reference")}
+                rows[str(r["id"])] = {
+                    "id": str(r["id"]),
+                    "task": r.get("task"),
+                    "prompt": None,
+                    "prediction": r.get("prediction"),
+                    "reference": r.get("reference"),
+                }
         for path in mine[mine["kind"] == "table"]["path"]:
             for r in _read_jsonl(path):
-                row = rows.setdefault(str(r["id"]), {"id": str(r["id"]), "task": r.get("task"),
-                                                     "prediction": r.get("prediction"),
-                                                     "reference": r.get("references")})
+                row = rows.setdefault(
+                    str(r["id"]),
+                    {
+                        "id": str(r["id"]),
+                        "task": r.get("task"),
+                        "prediction": r.get("prediction"),
+                        "reference": r.get("references"),
+                    },
+                )
                 row["prompt"] = r.get("prompt")
                 if r.get("image"):
                     row["image_file"] = str(Path(run_dir) / "predictions" / r["image"])
@@ -295,8 +334,12 @@ def eval_shards(run: Run, source: str, stage: str = "test") -> list[str]:
         spec = entry.eval_spec
         specs = spec if isinstance(spec, (list, tuple)) else [spec]
         root = data.get("shards_root")
-        rooted = [str(Path(root) / s) if root and not (Path(str(s)).is_absolute() or "://" in str(s)
-                                                        or str(s).startswith("pipe:")) else str(s) for s in specs]
+        rooted = [
+            str(Path(root) / s)
+            if root and not (Path(str(s)).is_absolute() or "://" in str(s) or str(s).startswith("pipe:"))
+            else str(s)
+            for s in specs
+        ]
         try:
             return resolve_shards(rooted, split)
         except Exception:  # moved or deleted shards: the gallery shows text only
@@ -304,8 +347,9 @@ def eval_shards(run: Run, source: str, stage: str = "test") -> list[str]:
     return []
 
 
-def attach_images(run: Run, predictions: dict[str, list[dict[str, Any]]], stage: str = "test",
-                  limit: int | None = 16) -> dict[str, list[dict[str, Any]]]:
+def attach_images(
+    run: Run, predictions: dict[str, list[dict[str, Any]]], stage: str = "test", limit: int | None = 16
+) -> dict[str, list[dict[str, Any]]]:
     """Add ``image`` (a PIL image, original pixels: the frame the boxes are in) to the first ``limit`` rows of
     each source, read from the run's evaluation shards by sample id; rows without a found image keep none."""
     from ofa_lightning.data.samples import decode_sample
@@ -351,8 +395,14 @@ def wandb_run(run_dir: str | Path, online: bool | None = None) -> dict[str, Any]
         logger = (load_run(run_dir).config.get("logger") or {}) if is_run_dir(run_dir) else {}
         path = "/".join(p for p in (logger.get("entity"), logger.get("project"), run_id) if p)
         api_run = wandb.Api().run(path)
-        return {"source": "online", "run_id": run_id, "url": api_run.url, "summary": dict(api_run.summary),
-                "config": dict(api_run.config), "history": api_run.history(pandas=True)}
+        return {
+            "source": "online",
+            "run_id": run_id,
+            "url": api_run.url,
+            "summary": dict(api_run.summary),
+            "config": dict(api_run.config),
+            "history": api_run.history(pandas=True),
+        }
     result = read_offline_run(run_dir)
     result["source"] = "offline"
     return result

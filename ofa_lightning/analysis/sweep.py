@@ -11,6 +11,7 @@ runs that differ only by ``seed`` (:func:`seed_groups`) and gives, per metric, t
 half-width of its 95 % confidence interval (Student's t with ``seeds - 1`` degrees of freedom: the spread of the
 seeds, not of the evaluation samples) and the number of samples each run evaluated for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,9 +23,23 @@ import pandas as pd
 
 from .runs import CONFIG_FILE, FINAL_FILE, Run, is_run_dir, load_run
 
-__all__ = ["find_runs", "latest_sweep", "hydra_overrides", "mixture_name", "run_labels", "load_sweep", "compare",
-           "metric_columns", "seed_groups", "summarize", "display_summary", "evaluated_samples", "confidence_interval", "HEADLINE",
-           "NoRunsError"]
+__all__ = [
+    "find_runs",
+    "latest_sweep",
+    "hydra_overrides",
+    "mixture_name",
+    "run_labels",
+    "load_sweep",
+    "compare",
+    "metric_columns",
+    "seed_groups",
+    "summarize",
+    "display_summary",
+    "evaluated_samples",
+    "confidence_interval",
+    "HEADLINE",
+    "NoRunsError",
+]
 
 # metric name -> display name, in the order columns are shown (``loss`` last)
 HEADLINE = {"cider": "CIDEr", "vqa_acc": "VQA acc", "acc": "Acc@0.5", "accuracy": "accuracy", "loss": "loss"}
@@ -68,8 +83,9 @@ def latest_sweep(root: str | Path | None = None) -> Path:
         found.update(p.parent for p in root.rglob("multirun.yaml"))
         found.update(p for p in root.rglob("multirun-*") if p.is_dir())
     if not found:
-        raise NoRunsError(f"no sweep (Hydra multirun dir) under {root}: run one (ofa-train -m mixture=a,b) or "
-                          f"point at one")
+        raise NoRunsError(
+            f"no sweep (Hydra multirun dir) under {root}: run one (ofa-train -m mixture=a,b) or point at one"
+        )
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
@@ -137,8 +153,9 @@ def load_sweep(sweep_dir: str | Path) -> list[Run]:
     return runs
 
 
-def metric_columns(final: dict[str, float], stage: str = "test", metrics: tuple[str, ...] | None = None
-                   ) -> dict[str, str]:
+def metric_columns(
+    final: dict[str, float], stage: str = "test", metrics: tuple[str, ...] | None = None
+) -> dict[str, str]:
     """``{column name: metric key}`` for the headline metrics of a run's final metrics: ``<source> <display>``
     (``caption CIDEr``, ``vqa VQA acc``, ``grounding Acc@0.5``, ``caption loss``…) from
     ``<stage>/<source>/<metric>``, ordered by metric then source."""
@@ -151,8 +168,12 @@ def metric_columns(final: dict[str, float], stage: str = "test", metrics: tuple[
     return {f"{source} {HEADLINE.get(metric, metric)}": key for _, source, metric, key in sorted(entries)}
 
 
-def compare(sweep: str | Path | list[Run], stage: str = "test", metrics: tuple[str, ...] | None = None,
-            extra: tuple[str, ...] = ("train/loss", "wall_seconds")) -> pd.DataFrame:
+def compare(
+    sweep: str | Path | list[Run],
+    stage: str = "test",
+    metrics: tuple[str, ...] | None = None,
+    extra: tuple[str, ...] = ("train/loss", "wall_seconds"),
+) -> pd.DataFrame:
     """One row per run, indexed by label: ``mixture``, the headline metric columns of every run (NaN where a run
     did not evaluate that source), the ``extra`` keys and ``run_dir``."""
     runs = load_sweep(sweep) if not isinstance(sweep, list) else sweep
@@ -222,12 +243,19 @@ def evaluated_samples(run: Run, stage: str = "test") -> dict[str, int]:
     if files.empty:
         return {}
     last = files[files["step"] == files["step"].max()]
-    return {str(source): sum(1 for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
-            for source, path in zip(last["source"], last["path"])}
+    return {
+        str(source): sum(1 for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+        for source, path in zip(last["source"], last["path"])
+    }
 
 
-def summarize(sweep: str | Path | list[Run], stage: str = "test", metrics: tuple[str, ...] | None = None,
-              extra: tuple[str, ...] = ("train/loss", "wall_seconds"), level: float = 0.95) -> pd.DataFrame:
+def summarize(
+    sweep: str | Path | list[Run],
+    stage: str = "test",
+    metrics: tuple[str, ...] | None = None,
+    extra: tuple[str, ...] = ("train/loss", "wall_seconds"),
+    level: float = 0.95,
+) -> pd.DataFrame:
     """One row per :func:`seed_groups` group, indexed by its label: ``mixture``, ``seeds`` (runs in the group),
     then for each headline metric column ``M`` of :func:`compare` (and each ``extra`` key): ``M`` (mean over the
     seeds), ``M ±95%`` (half-width of the confidence interval; NaN for one seed) and, for evaluation metrics,
@@ -242,8 +270,9 @@ def summarize(sweep: str | Path | list[Run], stage: str = "test", metrics: tuple
         counts = [evaluated_samples(r, stage) for r in members]
         row: dict[str, Any] = {"mixture": mixture_name(members[0]), "seeds": len(members)}
         for name, key in [*ordered.items(), *((k, k) for k in extra)]:
-            row[name], row[f"{name} {pct}"] = confidence_interval([float(r.final.get(key, math.nan))
-                                                                   for r in members], level)
+            row[name], row[f"{name} {pct}"] = confidence_interval(
+                [float(r.final.get(key, math.nan)) for r in members], level
+            )
             if key in ordered.values():
                 source = key.split("/")[1]
                 seen = [c[source] for c in counts if source in c]
@@ -257,6 +286,7 @@ def summarize(sweep: str | Path | list[Run], stage: str = "test", metrics: tuple
 def display_summary(summary: pd.DataFrame) -> pd.DataFrame:
     """:func:`summarize`'s ``M``, ``M ±95%``, ``M n`` columns as one text column ``M`` per metric:
     ``0.412 ± 0.031 (n=500)`` (no ``±`` part for one seed; ``n/a`` for a metric the group did not evaluate)."""
+
     def number(value: float) -> str:
         return "n/a" if math.isnan(value) else f"{value:.4g}"
 

@@ -9,6 +9,7 @@ grounded-captioning instruction asks the model to describe the region.
 Checkpoints: ours (``<run>/checkpoints/last.ckpt``: the tokenizer and the image size come from the run dir), a
 file written by ``ofa-convert`` (pass OFA's BPE folder as the tokenizer), or an OFA fairseq / HF ``.pt``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +22,21 @@ from ofa_lightning.tokenizer import box_to_tokens
 from .plots import PREDICTION_COLOR, draw_box, save_figure, show_image
 from .runs import Run, attach_images, is_run_dir, load_predictions, load_run
 
-__all__ = ["load_model", "run_dir_of", "region_tokens", "grounded_qa_prompt", "grounded_caption_prompt",
-           "TryResult", "try_prompts", "plot_try", "example_inputs", "synthetic_scene", "export_fairseq_layout",
-           "REGION_COLOR", "REGION_QUESTION"]
+__all__ = [
+    "load_model",
+    "run_dir_of",
+    "region_tokens",
+    "grounded_qa_prompt",
+    "grounded_caption_prompt",
+    "TryResult",
+    "try_prompts",
+    "plot_try",
+    "example_inputs",
+    "synthetic_scene",
+    "export_fairseq_layout",
+    "REGION_COLOR",
+    "REGION_QUESTION",
+]
 
 REGION_COLOR = "#2b83ba"
 REGION_QUESTION = "what color is the object in the region?"
@@ -37,8 +50,14 @@ def run_dir_of(checkpoint: str | Path) -> Path | None:
     return None
 
 
-def load_model(checkpoint: str | Path, tokenizer: Any = None, image_size: int | None = None,
-               device: str = "cpu", prompt_types: dict[str, str] | None = None, tasks: Any = None) -> OFA:
+def load_model(
+    checkpoint: str | Path,
+    tokenizer: Any = None,
+    image_size: int | None = None,
+    device: str = "cpu",
+    prompt_types: dict[str, str] | None = None,
+    tasks: Any = None,
+) -> OFA:
     """``OFA.load`` with the run's input size (``data.task_options.image_size``) when the checkpoint is ours and
     no ``image_size`` is given (OFA's per-task sizes otherwise: 480 caption/VQA, 512 grounding). ``prompt_types``:
     see ``OFA.load`` (a converted checkpoint does not know how its model was prompted in training)."""
@@ -46,8 +65,14 @@ def load_model(checkpoint: str | Path, tokenizer: Any = None, image_size: int | 
     if image_size is None and run_dir is not None:
         options = (load_run(run_dir).config.get("data") or {}).get("task_options") or {}
         image_size = options.get("image_size")
-    return OFA.load(checkpoint, tokenizer=tokenizer, image_size=int(image_size) if image_size else None,
-                    device=device, prompt_types=prompt_types, tasks=tasks)
+    return OFA.load(
+        checkpoint,
+        tokenizer=tokenizer,
+        image_size=int(image_size) if image_size else None,
+        device=device,
+        prompt_types=prompt_types,
+        tasks=tasks,
+    )
 
 
 def export_fairseq_layout(checkpoint: str | Path, out: str | Path) -> Path:
@@ -57,7 +82,7 @@ def export_fairseq_layout(checkpoint: str | Path, out: str | Path) -> Path:
     import torch
 
     data = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
     if not state:
         raise ValueError(f"{checkpoint} holds no model.* weights (not an ofa-train checkpoint?)")
     from ofa_lightning.model.convert import ARCH_OPTIONS
@@ -102,16 +127,22 @@ def grounded_caption_prompt(box: Any, image: Any, num_bins: int) -> str:
 
 @dataclass
 class TryResult:
-    kind: str                        # caption | vqa | grounding | grounded_qa | grounded_caption
+    kind: str  # caption | vqa | grounding | grounded_qa | grounded_caption
     prompt: str
     text: str
-    box: list[float] | None = None   # predicted box (grounding), pixels of the input image
+    box: list[float] | None = None  # predicted box (grounding), pixels of the input image
     region: list[float] | None = None  # the region asked about (grounded QA / captioning)
 
 
-def try_prompts(model: OFA, image: Any, question: str | None = None, expression: str | None = None,
-                region: Any = None, region_question: str | None = REGION_QUESTION,
-                **overrides: Any) -> list[TryResult]:
+def try_prompts(
+    model: OFA,
+    image: Any,
+    question: str | None = None,
+    expression: str | None = None,
+    region: Any = None,
+    region_question: str | None = REGION_QUESTION,
+    **overrides: Any,
+) -> list[TryResult]:
     """Run every applicable instruction on ``image``: caption always; VQA with ``question``; grounding with
     ``expression``; with ``region``: grounded QA (``region_question`` about it) and grounded captioning."""
     from PIL import Image
@@ -133,8 +164,7 @@ def try_prompts(model: OFA, image: Any, question: str | None = None, expression:
     results = []
     for kind, prompt, task, asked in jobs:
         prediction = model.generate(image, prompt, task, **overrides)
-        results.append(TryResult(kind, prompt, prediction.text, prediction.box if kind == "grounding" else None,
-                                 asked))
+        results.append(TryResult(kind, prompt, prediction.text, prediction.box if kind == "grounding" else None, asked))
     return results
 
 

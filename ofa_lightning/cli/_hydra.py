@@ -14,6 +14,7 @@
 
 Only the standard library is imported at module level: ``--help`` stays fast.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -43,7 +44,7 @@ SMOKE_TRAIN: dict[str, Any] = {
     "data.eval.num_workers": 0,
     "data.eval.max_samples": 2,
     "checkpoint_every_n_steps": 1,
-    "tokenizer.max_samples": 500,   # a trained BPE reads this many samples per source
+    "tokenizer.max_samples": 500,  # a trained BPE reads this many samples per source
 }
 # ofa-eval applies these to the training run's config through its ``overrides`` mapping
 SMOKE_EVAL_OVERRIDES: dict[str, Any] = {
@@ -54,12 +55,25 @@ SMOKE_EVAL_OVERRIDES: dict[str, Any] = {
     "data.eval.num_workers": 0,
     "data.eval.max_samples": 2,
 }
-SMOKE_PREDICT: dict[str, Any] = {"num_samples": 2}   # text-to-image samples to draw and rerank
+SMOKE_PREDICT: dict[str, Any] = {"num_samples": 2}  # text-to-image samples to draw and rerank
 
 _FREE_FORM = re.compile(r"^(overrides|data\.task_options|mixture\.[^.=]+\.options)(\.|$)")
 # Hydra options that take a value in the next argument
-_VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                  "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"}
+_VALUE_OPTIONS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--shell-completion",
+    "-sc",
+}
 
 
 def _env_true(name: str) -> bool:
@@ -97,8 +111,11 @@ def apply_smoke(cfg, config_name: str) -> None:
                 put(cfg, key, value)
     if os.environ.get("WANDB_MODE") != "disabled":
         os.environ["WANDB_MODE"] = "offline"
-    print(f"{SMOKE_ENV}=1: smoke run (2 steps, micro batch 2, 2 eval samples per split, no W&B network)",
-          file=sys.stderr, flush=True)
+    print(
+        f"{SMOKE_ENV}=1: smoke run (2 steps, micro batch 2, 2 eval samples per split, no W&B network)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
@@ -150,8 +167,12 @@ def _all_keys(node, prefix: str = "") -> list[str]:
         full = f"{prefix}{key}"
         keys.append(full)
         child = node._get_node(key)
-        if OmegaConf.is_dict(child) and not child._is_missing() and not child._is_none() \
-                and not child._is_interpolation():
+        if (
+            OmegaConf.is_dict(child)
+            and not child._is_missing()
+            and not child._is_none()
+            and not child._is_interpolation()
+        ):
             keys.extend(_all_keys(child, full + "."))
     return keys
 
@@ -172,7 +193,9 @@ def unknown_key_message(exc: BaseException) -> str | None:
         candidates = _all_keys(parent._get_root())
     candidates = [c for c in candidates if not c.rsplit(".", 1)[-1].startswith("_")]
     head, _, leaf = key.rpartition(".")
-    siblings = [c[len(head) + 1:] for c in candidates if head and c.startswith(head + ".") and "." not in c[len(head) + 1:]]
+    siblings = [
+        c[len(head) + 1 :] for c in candidates if head and c.startswith(head + ".") and "." not in c[len(head) + 1 :]
+    ]
     if siblings:  # the parent exists: a similar key beside the typo
         close = [f"{head}.{s}" for s in difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)]
     else:
@@ -202,7 +225,9 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
-_OWN_FULL_ERROR = "OFA_CLI_SET_HYDRA_FULL_ERROR"  # marks a HYDRA_FULL_ERROR=1 that this module set (children inherit it)
+_OWN_FULL_ERROR = (
+    "OFA_CLI_SET_HYDRA_FULL_ERROR"  # marks a HYDRA_FULL_ERROR=1 that this module set (children inherit it)
+)
 _DEBUG_AT_START = _env_true(DEBUG_ENV) or (_env_true("HYDRA_FULL_ERROR") and not _env_true(_OWN_FULL_ERROR))
 
 

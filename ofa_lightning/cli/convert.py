@@ -4,6 +4,7 @@ The output is a ``torch.save`` of ``{"state_dict", "model_config", "conversion"}
 ``ofa_lightning.model.convert.load_converted`` (and the training/eval entry points) read
 with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,17 +13,24 @@ from dataclasses import asdict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ofa-convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ofa-convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", help="OFA fairseq .pt, or a HF/ModelScope pytorch_model.bin")
     parser.add_argument("output", help="where to write the converted checkpoint (.pt)")
-    parser.add_argument("--size", choices=["tiny", "medium", "base", "large", "huge"],
-                        help="expected size (default: inferred from the tensors)")
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "medium", "base", "large", "huge"],
+        help="expected size (default: inferred from the tensors)",
+    )
     parser.add_argument("--vocab-size", type=int, help="grow the vocabulary to this size (OFA's resize rule)")
     parser.add_argument("--ema", action="store_true", help="take the EMA weights (OFA's VQA checkpoints)")
     parser.add_argument("--non-strict", action="store_true", help="report missing/unexpected keys instead of failing")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow arbitrary pickled objects (torch.load weights_only=False); only for trusted files")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow arbitrary pickled objects (torch.load weights_only=False); only for trusted files",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -37,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
         print(f"ofa-convert: error: {exc}", file=sys.stderr)
         return 2
-    torch.save({"state_dict": model.state_dict(), "model_config": asdict(model.config),
-                "conversion": report.summary()}, args.output)
+    torch.save(
+        {"state_dict": model.state_dict(), "model_config": asdict(model.config), "conversion": report.summary()},
+        args.output,
+    )
     print(report.summary())
     print(f"wrote {args.output} ({model.num_parameters()['total']:,} parameters)")
     return 0

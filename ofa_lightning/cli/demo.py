@@ -7,6 +7,7 @@ CIDEr-D, VQA accuracy and Acc@0.5 beside trivial baselines (most frequent captio
 whole-image box). The last line printed is the path of ``demo_metrics.json`` in the run dir; then, on stderr, the
 ``ofa-serve`` command that serves the trained model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,27 @@ CHECKS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ofa-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path.cwd(),
-                        help="project root: data/ and runs/ go here (default: the current directory)")
+    parser = argparse.ArgumentParser(
+        prog="ofa-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        help="project root: data/ and runs/ go here (default: the current directory)",
+    )
     # 500 scenes (400 train / 50 val / 50 test): each training scene comes back 3x as often as with 1,500 (each
     # question ~6 times in the 1,700 steps), which is what teaches "what color is the ...?" within the budget; with
     # 1,500 scenes those questions stayed at chance (docs/tutorials/demo.md).
-    parser.add_argument("--num-images", type=int, default=None,
-                        help="shapes scenes to generate (80/10/10 split; default 500, 40 under OFA_SMOKE=1)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the demo experiment, e.g. trainer.max_steps=50")
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=None,
+        help="shapes scenes to generate (80/10/10 split; default 500, 40 under OFA_SMOKE=1)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides for the demo experiment, e.g. trainer.max_steps=50"
+    )
     args = parser.parse_args(argv)
     return report_errors("ofa-demo", lambda: _demo(args))
 
@@ -60,8 +72,9 @@ def _demo(args: argparse.Namespace) -> int:
     image_size = int(cfg.data.task_options.image_size)
 
     data = args.root / "data" / "shapes"
-    print(f"[1/4] shapes scenes ({image_size} px) -> official raw formats -> recipes -> shards under {data}",
-          flush=True)
+    print(
+        f"[1/4] shapes scenes ({image_size} px) -> official raw formats -> recipes -> shards under {data}", flush=True
+    )
     # a few seconds: always rebuilt, so shards from other arguments never block the demo
     build_shapes_shards(data, num_images=num_images, seed=0, image_size=image_size, quiet=False, overwrite=True)
     print(f"[2/4] training the demo configuration ({cfg.trainer.max_steps} steps) in {run_dir}", flush=True)
@@ -69,9 +82,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     print("[3/4] trivial baselines on the same test split", flush=True)
     shards = Path(cfg.data.shards_root)
-    base = {"caption": baselines.caption_baseline(str(shards / "coco_caption")),
-            "vqa": baselines.vqa_baseline(str(shards / "vqav2")),
-            "grounding": baselines.grounding_baseline(str(shards / "refcoco"))}
+    base = {
+        "caption": baselines.caption_baseline(str(shards / "coco_caption")),
+        "vqa": baselines.vqa_baseline(str(shards / "vqav2")),
+        "grounding": baselines.grounding_baseline(str(shards / "refcoco")),
+    }
 
     print("[4/4] results (held-out shapes scenes)", flush=True)
     rows = {}
@@ -81,21 +96,36 @@ def _demo(args: argparse.Namespace) -> int:
         margin = value / ref if rule == "ratio" and ref > 0 else value - ref
         target = f"≥{need:g}×" if rule == "ratio" else f"≥+{need:g}"
         met = margin >= need
-        rows[label] = {"key": key, "value": value, "baseline": ref, "margin": margin, "margin_rule": rule,
-                       "target": need, "met": met}
+        rows[label] = {
+            "key": key,
+            "value": value,
+            "baseline": ref,
+            "margin": margin,
+            "margin_rule": rule,
+            "target": need,
+            "met": met,
+        }
         print(f"  {label:<20}{value:>10.3f}{ref:>10.3f}{margin:>10.3f}  {target:<6}{'met' if met else 'NOT met'}")
     wandb_dirs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    report = {"config": "experiment=demo", "run_dir": str(run_dir), "metrics": rows,
-              "wandb_offline_run": str(wandb_dirs[-1]) if wandb_dirs else None,
-              "train_wall_seconds": metrics.get("wall_seconds"), "wall_seconds": round(time.time() - start, 1)}
+    report = {
+        "config": "experiment=demo",
+        "run_dir": str(run_dir),
+        "metrics": rows,
+        "wandb_offline_run": str(wandb_dirs[-1]) if wandb_dirs else None,
+        "train_wall_seconds": metrics.get("wall_seconds"),
+        "wall_seconds": round(time.time() - start, 1),
+    }
     path = run_dir / "demo_metrics.json"
     path.write_text(json.dumps(report, indent=1))
     print(f"run dir: {run_dir}")
     if report["wandb_offline_run"]:
         print(f"W&B offline run: {report['wandb_offline_run']} (wandb sync it to upload)")
     print(path.resolve())
-    print(f"serve this model (web page + HTTP API): ofa-serve ckpt_path={_shown(run_dir / 'checkpoints' / 'last.ckpt')}",
-          file=sys.stderr, flush=True)  # stdout's last line stays the metrics path
+    print(
+        f"serve this model (web page + HTTP API): ofa-serve ckpt_path={_shown(run_dir / 'checkpoints' / 'last.ckpt')}",
+        file=sys.stderr,
+        flush=True,
+    )  # stdout's last line stays the metrics path
     return 0
 
 

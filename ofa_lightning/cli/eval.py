@@ -1,4 +1,5 @@
 """``ofa-eval``: a checkpoint → metrics JSON + predictions, with the training run's data and task settings."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,15 @@ def run(cfg: DictConfig) -> dict:
 
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} is not a file (e.g. runs/<task>/<run>/checkpoints/last.ckpt)")
+        raise FileNotFoundError(
+            f"ckpt_path={cfg.ckpt_path!r} is not a file (e.g. runs/<task>/<run>/checkpoints/last.ckpt)"
+        )
     card = read_model_card(ckpt)
     if card.config is None:
-        raise FileNotFoundError(f"{ckpt} carries no run config and no folder above it holds config_resolved.yaml: "
-                                "not a checkpoint written by ofa-train")
+        raise FileNotFoundError(
+            f"{ckpt} carries no run config and no folder above it holds config_resolved.yaml: "
+            "not a checkpoint written by ofa-train"
+        )
     train_cfg = OmegaConf.create(card.config)
     for key, value in (cfg.overrides or {}).items():
         OmegaConf.update(train_cfg, key, value, force_add=True)

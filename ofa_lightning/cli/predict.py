@@ -1,5 +1,6 @@
 """``ofa-predict``: image + instruction → text, or a box drawn onto a PNG; ``"what is the complete image? caption:
 ..."`` → a generated PNG (``vq_path``, optional ``clip_path``) (Hydra main, version_base 1.3)."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def run(cfg: DictConfig) -> dict:
     if pred.box is not None and cfg.image is not None and cfg.out:
         image = Image.open(cfg.image).convert("RGB")
         x0, y0, x1, y1 = pred.box
-        ImageDraw.Draw(image).rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=(255, 0, 0), width=3)
+        ImageDraw.Draw(image).rectangle(
+            [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=(255, 0, 0), width=3
+        )
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         image.save(cfg.out)
         result["image_with_box"] = str(cfg.out)
@@ -47,27 +50,44 @@ def text_to_image_caption(prompt: str, decoding: str | None) -> str | None:
     ``decoding=text_to_image``), else None."""
     text = " ".join(str(prompt).split())
     if text.lower().startswith(T2I_PREFIX):
-        return text[len(T2I_PREFIX):].strip()
+        return text[len(T2I_PREFIX) :].strip()
     return text if decoding == "text_to_image" else None
 
 
 def _text_to_image(cfg: DictConfig, ofa, caption: str) -> dict:
     """Caption → sampled code grids → VQ decode → CLIP rerank → the best image as a PNG (``out``)."""
     if not cfg.get("vq_path"):
-        raise ValueError("text-to-image needs vq_path=<VQ checkpoint> (ofa_lightning.vq: ours, or taming's with "
-                         "vq_config=<model.yaml>)")
+        raise ValueError(
+            "text-to-image needs vq_path=<VQ checkpoint> (ofa_lightning.vq: ours, or taming's with "
+            "vq_config=<model.yaml>)"
+        )
     from ofa_lightning.vq import VQModel
 
     vq = VQModel.load(cfg.vq_path, config=cfg.get("vq_config"))
-    samples = ofa.generate_image(caption, vq, reranker=cfg.get("clip_path"), num_samples=int(cfg.num_samples),
-                                 top_k=int(cfg.top_k), top_p=float(cfg.top_p), seed=cfg.get("seed"))
+    samples = ofa.generate_image(
+        caption,
+        vq,
+        reranker=cfg.get("clip_path"),
+        num_samples=int(cfg.num_samples),
+        top_k=int(cfg.top_k),
+        top_p=float(cfg.top_p),
+        seed=cfg.get("seed"),
+    )
     best = samples[0]
     out = Path(cfg.out or Path(cfg.paths.output_dir) / "prediction.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     best.image.save(out)
-    result = {"prompt": cfg.prompt, "caption": caption, "text": str(out), "box": None, "score": best.score,
-              "clip_score": best.clip_score, "image": str(out), "num_samples": len(samples),
-              "reranked": cfg.get("clip_path") is not None}
+    result = {
+        "prompt": cfg.prompt,
+        "caption": caption,
+        "text": str(out),
+        "box": None,
+        "score": best.score,
+        "clip_score": best.clip_score,
+        "image": str(out),
+        "num_samples": len(samples),
+        "reranked": cfg.get("clip_path") is not None,
+    }
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "prediction.json").write_text(json.dumps(result, indent=1))

@@ -9,6 +9,7 @@ the newest multirun dir under ./runs.
   ofa-report runs/train/multirun-... --markdown               # a Markdown table (paste into a PR / README)
   ofa-report runs/train/multirun-... --csv                    # CSV on stdout; --csv out.csv writes a file
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub Markdown table (the index as the first column, NaN as ``n/a``), numbers right-aligned."""
     header = [table.index.name or ""] + [str(c) for c in table.columns]
     numeric = [False] + [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     for label, row in table.iterrows():
         cells = [str(label)] + [_cell(v).replace("|", "\\|") for v in row.tolist()]
         lines.append("| " + " | ".join(cells) + " |")
@@ -44,17 +44,22 @@ def to_text(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ofa-report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", nargs="?", help="a Hydra multirun dir, or any folder holding run dirs "
-                                                     "(default: the newest multirun dir under ./runs)")
+    parser = argparse.ArgumentParser(
+        prog="ofa-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "sweep_dir",
+        nargs="?",
+        help="a Hydra multirun dir, or any folder holding run dirs (default: the newest multirun dir under ./runs)",
+    )
     fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", nargs="?", const="-", metavar="PATH",
-                     help="CSV (with run_dir) on stdout, or into PATH")
+    fmt.add_argument("--csv", nargs="?", const="-", metavar="PATH", help="CSV (with run_dir) on stdout, or into PATH")
     fmt.add_argument("--markdown", action="store_true", help="a Markdown table")
     parser.add_argument("--stage", default="test", choices=["test", "val"], help="which evaluation (default test)")
-    parser.add_argument("--metrics", help="comma-separated metric names instead of the headline ones "
-                                          "(e.g. cider,bleu_4,vqa_acc,acc,miou,loss)")
+    parser.add_argument(
+        "--metrics",
+        help="comma-separated metric names instead of the headline ones (e.g. cider,bleu_4,vqa_acc,acc,miou,loss)",
+    )
     parser.add_argument("--paths", action="store_true", help="also show each run's dir in text/Markdown")
     parser.add_argument("--per-run", action="store_true", help="one row per run instead of per group of seeds")
     args = parser.parse_args(argv)
@@ -69,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except NoRunsError as exc:
         print(f"ofa-report: error: {exc}", file=sys.stderr)
         return 2
-    what = ("run" if args.per_run else "group of seeds") if len(table) == 1 else \
-        ("runs" if args.per_run else "groups of seeds")
+    what = (
+        ("run" if args.per_run else "group of seeds")
+        if len(table) == 1
+        else ("runs" if args.per_run else "groups of seeds")
+    )
     if args.csv is not None:
         text = table.to_csv()
         if args.csv == "-":

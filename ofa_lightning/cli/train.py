@@ -6,6 +6,7 @@
 
 Runs go to ``./runs/<task_name>/<run_name>/`` under the directory it is started in (``paths.root_dir``).
 """
+
 from __future__ import annotations
 
 from ofa_lightning.cli._hydra import hydra_command

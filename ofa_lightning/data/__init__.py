@@ -9,18 +9,34 @@ raw shard sample --decode (samples.py)--> (json, PIL) --Task.build_example--> Ex
 * ``collate``     padding, images/masks, OFA's two pre-training groups; the batch keys are documented there
 * ``datamodule``  ``OFADataModule`` and ``DataStatsCallback``
 """
+
 # Lazy exports (PEP 562): importing one submodule (e.g. in a spawned DataLoader worker unpickling a dataset) does
 # not drag in Lightning, and ``ofa_lightning.tasks`` can import ``ofa_lightning.data.transforms`` without a cycle.
 _EXPORTS = {
-    "OFADataModule": "datamodule", "DataStatsCallback": "datamodule",
-    "MixtureStream": "stream", "StreamSource": "stream", "StreamLoader": "stream", "SharedPosition": "stream",
+    "OFADataModule": "datamodule",
+    "DataStatsCallback": "datamodule",
+    "MixtureStream": "stream",
+    "StreamSource": "stream",
+    "StreamLoader": "stream",
+    "SharedPosition": "stream",
     "make_seed": "stream",
-    "EvalDataset": "evaluation", "EvalCollate": "evaluation", "PaddedDistributedSampler": "evaluation",
-    "ShardSplitStream": "evaluation", "dedup_by_id": "evaluation",
-    "MixtureSource": "mixture", "parse_mixture": "mixture",
-    "collate_examples": "collate", "collate_grouped": "collate", "iter_groups": "collate", "mark_padding": "collate",
-    "DataStats": "samples", "Skip": "samples", "build_example": "samples", "decode_sample": "samples",
-    "resolve_shards": "shards", "shard_sizes": "shards",
+    "EvalDataset": "evaluation",
+    "EvalCollate": "evaluation",
+    "PaddedDistributedSampler": "evaluation",
+    "ShardSplitStream": "evaluation",
+    "dedup_by_id": "evaluation",
+    "MixtureSource": "mixture",
+    "parse_mixture": "mixture",
+    "collate_examples": "collate",
+    "collate_grouped": "collate",
+    "iter_groups": "collate",
+    "mark_padding": "collate",
+    "DataStats": "samples",
+    "Skip": "samples",
+    "build_example": "samples",
+    "decode_sample": "samples",
+    "resolve_shards": "shards",
+    "shard_sizes": "shards",
 }
 
 __all__ = sorted(_EXPORTS)

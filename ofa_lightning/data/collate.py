@@ -33,11 +33,13 @@ Grouped batches (OFA pre-training, ``group_batches=True``): ``{"groups": {"image
 "size": B, "stats": {...}}`` where each sub-batch has the keys above plus ``sample_patches`` (True for the
 image-text group: OFA samples patches there only). Empty groups are left out. ``iter_groups(batch)`` walks both forms.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
@@ -45,9 +47,16 @@ from torch.utils.data import get_worker_info
 from ofa_lightning.data.transforms import PendingImage
 from ofa_lightning.tasks.base import IMAGE_TEXT_GROUP, OTHER_GROUP, Example
 
-__all__ = ["collate_examples", "collate_grouped", "iter_groups", "mark_padding", "length_key",
-           "IMAGE_TEXT_GROUP", "OTHER_GROUP", "group_of"]
-
+__all__ = [
+    "collate_examples",
+    "collate_grouped",
+    "iter_groups",
+    "mark_padding",
+    "length_key",
+    "IMAGE_TEXT_GROUP",
+    "OTHER_GROUP",
+    "group_of",
+]
 
 
 def group_of(task_group: str) -> str:
@@ -92,9 +101,11 @@ def _images(examples: Sequence[Example], text_image_size: int | None) -> tuple[t
         for ex in examples:
             if ex.image is not None:
                 by_task.setdefault(ex.task, set()).add(tuple(ex.image.shape))
-        raise ValueError(f"images of one batch must share a size (resizing is the task's job); got {by_task}. "
-                         "Give the mixed tasks the same image size, or set group_batches so OFA's two groups "
-                         "are collated apart")
+        raise ValueError(
+            f"images of one batch must share a size (resizing is the task's job); got {by_task}. "
+            "Give the mixed tasks the same image size, or set group_batches so OFA's two groups "
+            "are collated apart"
+        )
     if shapes:
         shape = shapes.pop()
         dtype = next(ex.image.dtype for ex in examples if ex.image is not None)
@@ -115,13 +126,16 @@ def _images(examples: Sequence[Example], text_image_size: int | None) -> tuple[t
     return out, masks
 
 
-def collate_examples(examples: Sequence[Example], pad_id: int = 1,
-                     text_image_size: int | None = None) -> dict[str, Any]:
+def collate_examples(
+    examples: Sequence[Example], pad_id: int = 1, text_image_size: int | None = None
+) -> dict[str, Any]:
     """Pads and stacks examples into one batch dict (keys in the module doc)."""
     for ex in examples:
         if len(ex.prev_output) != len(ex.target):
-            raise ValueError(f"example {ex.id} ({ex.task}): prev_output has {len(ex.prev_output)} tokens, "
-                             f"target {len(ex.target)}; they must align")
+            raise ValueError(
+                f"example {ex.id} ({ex.task}): prev_output has {len(ex.prev_output)} tokens, "
+                f"target {len(ex.target)}; they must align"
+            )
     images, patch_masks = _images(examples, text_image_size)
     width = max([len(ex.target) for ex in examples] + [1])
     target = _pad([ex.target for ex in examples], pad_id, width)
@@ -146,8 +160,9 @@ def collate_examples(examples: Sequence[Example], pad_id: int = 1,
     }
 
 
-def collate_grouped(examples: Sequence[Example], groups: Sequence[str], pad_id: int = 1,
-                    text_image_size: int | None = None) -> dict[str, Any]:
+def collate_grouped(
+    examples: Sequence[Example], groups: Sequence[str], pad_id: int = 1, text_image_size: int | None = None
+) -> dict[str, Any]:
     """OFA pre-training batch: examples split into the image-text group and the other group, collated apart.
 
     ``groups[i]`` is the task group of ``examples[i]`` (``Task.group``).

@@ -8,12 +8,14 @@ of each ``dataloader_idx``), each covering its samples exactly once across ranks
 Counters (skips by reason, realised mix) arrive inside every batch as ``batch["stats"]``; ``DataStatsCallback``
 accumulates and logs them (``data/train/...``, ``data/val/...``), or a LightningModule can read them itself.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -34,12 +36,12 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 EVAL_DEFAULTS: dict[str, Any] = {
-    "split": "val",            # split read for validation (per-source override: eval_split)
-    "test_split": "test",      # split read by trainer.test (per-source override: test_split)
+    "split": "val",  # split read for validation (per-source override: eval_split)
+    "test_split": "test",  # split read by trainer.test (per-source override: test_split)
     "micro_batch_size": None,  # per rank; None = the training micro_batch_size
-    "num_workers": None,       # None = the training num_workers
-    "mode": "map",             # map (random access + padded DistributedSampler) | split (explicit shard split)
-    "max_samples": None,       # map mode: first N samples of each eval split (quick validation); None = all
+    "num_workers": None,  # None = the training num_workers
+    "mode": "map",  # map (random access + padded DistributedSampler) | split (explicit shard split)
+    "max_samples": None,  # map mode: first N samples of each eval split (quick validation); None = all
 }
 
 
@@ -79,14 +81,29 @@ class OFADataModule(pl.LightningDataModule):
             LightningModule's own tasks, or test doubles.
     """
 
-    def __init__(self, mixture: Any, micro_batch_size: int = 8, num_workers: int = 2, seed: int = 0,
-                 shuffle_buffer: int = 1000, bucket_factor: int = 0, group_batches: bool = False,
-                 text_image_size: int | None = None, batches_per_epoch: int | None = 1000,
-                 persistent_workers: bool = True, pin_memory: bool = False, prefetch_factor: int | None = None,
-                 multiprocessing_context: str | None = None, eval: Mapping[str, Any] | None = None,
-                 shards_root: str | None = None, task_options: Mapping[str, Any] | None = None,
-                 tokenizer: Any = None, tasks: Mapping[str, Task] | None = None, pad_id: int | None = None,
-                 segment_batches: int | None = 64):
+    def __init__(
+        self,
+        mixture: Any,
+        micro_batch_size: int = 8,
+        num_workers: int = 2,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        bucket_factor: int = 0,
+        group_batches: bool = False,
+        text_image_size: int | None = None,
+        batches_per_epoch: int | None = 1000,
+        persistent_workers: bool = True,
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+        multiprocessing_context: str | None = None,
+        eval: Mapping[str, Any] | None = None,
+        shards_root: str | None = None,
+        task_options: Mapping[str, Any] | None = None,
+        tokenizer: Any = None,
+        tasks: Mapping[str, Task] | None = None,
+        pad_id: int | None = None,
+        segment_batches: int | None = 64,
+    ):
         super().__init__()
         self.sources: list[MixtureSource] = parse_mixture(mixture)
         if int(micro_batch_size) < 1:
@@ -133,13 +150,16 @@ class OFADataModule(pl.LightningDataModule):
             if key in self._given_tasks:
                 return self._given_tasks[key]
         if self.tokenizer is None:
-            raise ValueError(f"source {source.name!r}: no Task object given for {source.task!r} and no tokenizer to "
-                             f"build one from the registry; pass tokenizer= (or tasks=) to OFADataModule")
+            raise ValueError(
+                f"source {source.name!r}: no Task object given for {source.task!r} and no tokenizer to "
+                f"build one from the registry; pass tokenizer= (or tasks=) to OFADataModule"
+            )
         try:
             from ofa_lightning.tasks import build_task
         except ImportError as exc:  # the registry is another package's job
-            raise RuntimeError(f"source {source.name!r}: no Task given and ofa_lightning.tasks.build_task is not "
-                               f"importable ({exc})") from exc
+            raise RuntimeError(
+                f"source {source.name!r}: no Task given and ofa_lightning.tasks.build_task is not importable ({exc})"
+            ) from exc
         return build_task(source.task, self.tokenizer, **{**self.task_options, **source.options})
 
     def _train_sizes(self, name: str) -> list[int | None]:
@@ -171,8 +191,10 @@ class OFADataModule(pl.LightningDataModule):
                 self.tasks[source.name] = self._task_for(source)
         if stage in (None, "fit") and not self.train_urls:
             self.train_urls = {s.name: resolve_shards(self._rooted(s.shards), s.split) for s in self.sources}
-        for which, stages, default in (("val", (None, "fit", "validate"), self.eval_cfg["split"]),
-                                       ("test", (None, "test"), self.eval_cfg["test_split"])):
+        for which, stages, default in (
+            ("val", (None, "fit", "validate"), self.eval_cfg["split"]),
+            ("test", (None, "test"), self.eval_cfg["test_split"]),
+        ):
             if stage not in stages or self._eval_urls[which]:
                 continue
             names = []
@@ -234,20 +256,36 @@ class OFADataModule(pl.LightningDataModule):
         if self._position is None:
             self._position = SharedPosition(self.multiprocessing_context)
         workers = self._usable_workers(self.num_workers, "data.num_workers")
-        sources = [StreamSource(s.name, self.tasks[s.name], self.train_urls[s.name], s.ratio,
-                                sizes=self._train_sizes(s.name)) for s in self.sources]
+        sources = [
+            StreamSource(s.name, self.tasks[s.name], self.train_urls[s.name], s.ratio, sizes=self._train_sizes(s.name))
+            for s in self.sources
+        ]
         self.train_dataset = MixtureStream(
-            sources, self.micro_batch_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
-            bucket_factor=self.bucket_factor, group_batches=self.group_batches, pad_id=self.pad_id,
-            text_image_size=self.text_image_size, batches_per_epoch=self.batches_per_epoch,
-            position=self._position, rank=rank, world_size=world, num_workers=workers,
-            segment_batches=self.segment_batches)
+            sources,
+            self.micro_batch_size,
+            seed=self.seed,
+            shuffle_buffer=self.shuffle_buffer,
+            bucket_factor=self.bucket_factor,
+            group_batches=self.group_batches,
+            pad_id=self.pad_id,
+            text_image_size=self.text_image_size,
+            batches_per_epoch=self.batches_per_epoch,
+            position=self._position,
+            rank=rank,
+            world_size=world,
+            num_workers=workers,
+            segment_batches=self.segment_batches,
+        )
         return StreamLoader(
-            self.train_dataset, batch_size=None, num_workers=workers, pin_memory=self._pin_memory(),
+            self.train_dataset,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
-            position_fn=self.current_position)
+            position_fn=self.current_position,
+        )
 
     def _pin_memory(self) -> bool:
         """``pin_memory`` when the batches go to a GPU (pinned host memory is of no use to a CPU run)."""
@@ -266,14 +304,16 @@ class OFADataModule(pl.LightningDataModule):
         if requested <= 0:
             return 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or getattr(getattr(self, "trainer", None), "num_devices", 1)
-                    or 1)
+        ranks = int(
+            os.environ.get("LOCAL_WORLD_SIZE") or getattr(getattr(self, "trainer", None), "num_devices", 1) or 1
+        )
         usable = max(1, cores // max(1, ranks))
         if requested > usable and setting not in self._lowered:
             self._lowered.add(setting)
             # info, not a warning: the default (4) is meant for cluster nodes, and adapting to a laptop is expected
-            log.info("%s=%d but %d core(s) per rank are available: using %d workers", setting, requested,
-                     usable, usable)
+            log.info(
+                "%s=%d but %d core(s) per rank are available: using %d workers", setting, requested, usable, usable
+            )
         return min(requested, usable)
 
     # ---- evaluation -----------------------------------------------------------------------------------------
@@ -283,19 +323,35 @@ class OFADataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         batch_size = int(self.eval_cfg["micro_batch_size"] or self.micro_batch_size)
         workers = self.eval_cfg["num_workers"]
-        workers = self._usable_workers(self.num_workers if workers is None else int(workers),
-                                       "data.eval.num_workers")
+        workers = self._usable_workers(self.num_workers if workers is None else int(workers), "data.eval.num_workers")
         task = self.tasks[name]
         context = self.multiprocessing_context if workers > 0 else None
         if self.eval_cfg["mode"] == "split":
-            dataset = ShardSplitStream(name, task, urls, batch_size, rank=rank, world_size=world, num_workers=workers,
-                                       seed=self.seed, pad_id=self.pad_id, text_image_size=self.text_image_size)
+            dataset = ShardSplitStream(
+                name,
+                task,
+                urls,
+                batch_size,
+                rank=rank,
+                world_size=world,
+                num_workers=workers,
+                seed=self.seed,
+                pad_id=self.pad_id,
+                text_image_size=self.text_image_size,
+            )
             return DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context=context)
         dataset = EvalDataset(name, task, urls, seed=self.seed, max_samples=self.eval_cfg["max_samples"])
         sampler = PaddedDistributedSampler(dataset, world, rank) if world > 1 else None
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                          collate_fn=EvalCollate(name, self.pad_id, self.text_image_size),
-                          pin_memory=self._pin_memory(), multiprocessing_context=context)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=EvalCollate(name, self.pad_id, self.text_image_size),
+            pin_memory=self._pin_memory(),
+            multiprocessing_context=context,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         if not self.val_names:
@@ -313,8 +369,9 @@ class OFADataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed") != self.seed:
-            log.warning("resuming with data seed %s, the checkpoint was written with seed %s", self.seed,
-                        state.get("seed"))
+            log.warning(
+                "resuming with data seed %s, the checkpoint was written with seed %s", self.seed, state.get("seed")
+            )
         mixture = {s.name: s.ratio for s in self.sources}
         if state.get("mixture") not in (None, mixture):
             log.warning("resuming with mixture %s, the checkpoint was written with %s", mixture, state["mixture"])
@@ -335,8 +392,7 @@ class DataStatsCallback(pl.Callback):
         if isinstance(batch, dict):
             self.train.update(batch.get("stats"))
         if trainer.global_step % self.log_every_n_steps == 0:
-            pl_module.log_dict(self.train.log_dict("data/train/"), on_step=True, on_epoch=False,
-                               rank_zero_only=True)
+            pl_module.log_dict(self.train.log_dict("data/train/"), on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if isinstance(batch, dict):

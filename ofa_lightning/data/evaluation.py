@@ -18,12 +18,14 @@ so no rank waits for another. A rank that would get no shard makes *every* rank 
 After gathering predictions across ranks, ``dedup_by_id`` keeps one record per sample id (LAVIS-style, but O(n))
 and drops padding records.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import random
-from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any
 
 from torch.utils.data import Dataset, DistributedSampler, IterableDataset, get_worker_info
 
@@ -33,8 +35,14 @@ from ofa_lightning.data.shards import ShardReadError, TarIndex, index_tar, iter_
 from ofa_lightning.data.stream import make_seed
 from ofa_lightning.tasks.base import Example, Task
 
-__all__ = ["EvalDataset", "EvalCollate", "PaddedDistributedSampler", "ShardSplitStream", "dedup_by_id",
-           "check_split_possible"]
+__all__ = [
+    "EvalDataset",
+    "EvalCollate",
+    "PaddedDistributedSampler",
+    "ShardSplitStream",
+    "dedup_by_id",
+    "check_split_possible",
+]
 
 
 class EvalDataset(Dataset):
@@ -146,7 +154,8 @@ def check_split_possible(name: str, num_shards: int, world_size: int) -> None:
         raise ValueError(
             f"eval source {name!r}: {num_shards} shard(s) for {world_size} ranks, so rank(s) {empty} would get no "
             f"shard and the other ranks would wait for them forever. Use eval mode 'map' (random access, any shard "
-            f"count), run on at most {num_shards} ranks, or re-shard the split into at least {world_size} shards")
+            f"count), run on at most {num_shards} ranks, or re-shard the split into at least {world_size} shards"
+        )
 
 
 class ShardSplitStream(IterableDataset):
@@ -157,9 +166,21 @@ class ShardSplitStream(IterableDataset):
     if the worker found no usable sample) when the rank has fewer samples than the fullest one.
     """
 
-    def __init__(self, name: str, task: Task, urls: Sequence[str], batch_size: int, *, rank: int, world_size: int,
-                 num_workers: int = 0, seed: int = 0, pad_id: int = 1, text_image_size: int | None = None,
-                 sizes: dict[str, int] | None = None):
+    def __init__(
+        self,
+        name: str,
+        task: Task,
+        urls: Sequence[str],
+        batch_size: int,
+        *,
+        rank: int,
+        world_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+        pad_id: int = 1,
+        text_image_size: int | None = None,
+        sizes: dict[str, int] | None = None,
+    ):
         check_split_possible(name, len(urls), world_size)
         self.name, self.task, self.urls = name, task, list(urls)
         self.batch_size, self.rank, self.world_size = int(batch_size), rank, world_size
@@ -170,8 +191,9 @@ class ShardSplitStream(IterableDataset):
         self.plan: list[list[int]] = []  # plan[r][w] = batches of worker w on rank r (before padding)
         for r in range(world_size):
             mine = self.urls[r::world_size]
-            self.plan.append([math.ceil(sum(self.counts[u] for u in mine[w::workers]) / self.batch_size)
-                              for w in range(workers)])
+            self.plan.append(
+                [math.ceil(sum(self.counts[u] for u in mine[w::workers]) / self.batch_size) for w in range(workers)]
+            )
         self.num_batches = max(sum(p) for p in self.plan)
 
     def __len__(self) -> int:
@@ -186,7 +208,7 @@ class ShardSplitStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if workers != max(1, self.num_workers):
             raise RuntimeError(f"ShardSplitStream planned for {self.num_workers} workers, runs with {workers}")
-        urls = self.urls[self.rank::self.world_size][worker::workers]
+        urls = self.urls[self.rank :: self.world_size][worker::workers]
         target = self.worker_target(worker)
         stats, made = DataStats(), 0
         kept: list[Example] = []  # first examples, reused as padding
@@ -205,8 +227,9 @@ class ShardSplitStream(IterableDataset):
         for url in urls:
             try:
                 for raw in iter_tar_samples(url):
-                    result = build_example(self.task, raw, train=False,
-                                           rng=random.Random(make_seed(self.seed, "eval", raw.get("__key__"))))
+                    result = build_example(
+                        self.task, raw, train=False, rng=random.Random(make_seed(self.seed, "eval", raw.get("__key__")))
+                    )
                     if isinstance(result, Skip):
                         stats.skip_record(result)
                         continue
@@ -229,8 +252,11 @@ class ShardSplitStream(IterableDataset):
             made += 1
 
 
-def dedup_by_id(records: Iterable[Any], key: Callable[[Any], Hashable] | str = "id",
-                is_pad: Callable[[Any], bool] | str | None = "is_pad") -> list[Any]:
+def dedup_by_id(
+    records: Iterable[Any],
+    key: Callable[[Any], Hashable] | str = "id",
+    is_pad: Callable[[Any], bool] | str | None = "is_pad",
+) -> list[Any]:
     """Keeps the first record per sample id, in order, and drops padding records.
 
     ``records`` are gathered predictions (e.g. dicts ``{"id", "prediction", "is_pad"}`` from all ranks); ``key``

@@ -23,6 +23,7 @@ under pytest or ``-W error``, where the warning would turn every JPEG into a "co
 torchvision release drops ``decode_jpeg``, the import fails and every image goes through PIL again: slower,
 never different.
 """
+
 from __future__ import annotations
 
 import io
@@ -121,7 +122,7 @@ class DecodedJpeg(Image.Image):
         ints = all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in box)
         if not ints or not (0 <= x0 < x1 <= self.width and 0 <= y0 < y1 <= self.height):
             return super().crop(box)
-        return DecodedJpeg(pixels[:, int(y0):int(y1), int(x0):int(x1)], self.info)
+        return DecodedJpeg(pixels[:, int(y0) : int(y1), int(x0) : int(x1)], self.info)
 
     def __getstate__(self):  # pickles as a plain image (Image's state is built from tobytes, which loads)
         self.load()
@@ -144,4 +145,3 @@ def open_image(data: bytes) -> Image.Image:
         img.load()
     # convert() copies even when the mode already is RGB (JPEG photos): skip that copy, the pixels are the same
     return img if img.mode == "RGB" else img.convert("RGB")
-

@@ -16,14 +16,16 @@ entries (then ``name`` defaults to the task name). Entry keys:
 Sampling is per example: each next example comes from source ``i`` with probability ``ratio_i / sum(ratios)``,
 drawn by a seeded generator per (rank, worker), so the realised mix converges to the configured one on every rank.
 """
+
 from __future__ import annotations
 
 import bisect
 import itertools
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["MixtureSource", "parse_mixture", "SourceSampler"]
 
@@ -87,11 +89,15 @@ def parse_mixture(mixture: Any) -> list[MixtureSource]:
         items = [(str(name), entry) for name, entry in mixture.items() if entry is not None]
         # An experiment preset may tune an entry the chosen mixture does not have (experiment=demo sets
         # mixture.vqa.options and .ratio; mixture=caption_only has no vqa): such a settings-only entry is no source.
-        options_only = [name for name, entry in items if isinstance(entry, Mapping) and entry
-                        and set(entry) <= {"options", "ratio"}]
+        options_only = [
+            name for name, entry in items if isinstance(entry, Mapping) and entry and set(entry) <= {"options", "ratio"}
+        ]
         for name in options_only:  # info: presets tune entries for the mixtures that have them (the usual case)
-            log.info("mixture entry %r only sets options/ratio (no task, no shards), so it is not part of this "
-                        "mixture and is ignored; give it `task` and `shards` to train on it", name)
+            log.info(
+                "mixture entry %r only sets options/ratio (no task, no shards), so it is not part of this "
+                "mixture and is ignored; give it `task` and `shards` to train on it",
+                name,
+            )
         items = [(name, entry) for name, entry in items if name not in options_only]
     elif isinstance(mixture, Sequence) and not isinstance(mixture, str):
         items = [(None, entry) for entry in mixture]
@@ -103,8 +109,10 @@ def parse_mixture(mixture: Any) -> list[MixtureSource]:
             raise TypeError(f"mixture entry {name or len(sources)} must be a mapping, got {entry!r}")
         unknown = set(entry) - _KEYS
         if unknown:
-            raise ValueError(f"mixture entry {name or entry.get('task')!r}: unknown keys {sorted(unknown)} "
-                             f"(known: {sorted(_KEYS)}; task options go under 'options')")
+            raise ValueError(
+                f"mixture entry {name or entry.get('task')!r}: unknown keys {sorted(unknown)} "
+                f"(known: {sorted(_KEYS)}; task options go under 'options')"
+            )
         task = entry.get("task", name)
         if not task:
             raise ValueError(f"mixture entry {entry!r} names no task")
@@ -114,9 +122,16 @@ def parse_mixture(mixture: Any) -> list[MixtureSource]:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
             raise ValueError(f"mixture entry {name or task!r}: ratio must be a positive number, got {ratio!r}")
         kwargs = {k: entry[k] for k in ("split", "eval_shards", "eval_split", "test_split") if k in entry}
-        sources.append(MixtureSource(name=str(entry.get("name", name or task)), task=str(task),
-                                     shards=entry["shards"], ratio=float(ratio),
-                                     options=dict(entry.get("options") or {}), **kwargs))
+        sources.append(
+            MixtureSource(
+                name=str(entry.get("name", name or task)),
+                task=str(task),
+                shards=entry["shards"],
+                ratio=float(ratio),
+                options=dict(entry.get("options") or {}),
+                **kwargs,
+            )
+        )
     if not sources:
         raise ValueError("the mixture is empty")
     names = [s.name for s in sources]

@@ -7,14 +7,16 @@ key the task counted in ``task.skips``, e.g. "caption: missing field: captions",
 truncated or whose pipe failed: the rest of that shard is lost). The detail (exception text, sample id) goes to the log, rate-limited. Stats travel to the main process inside every batch (``batch["stats"]``,
 the counts since the previous batch of the same worker), so workers need no shared memory for them.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from PIL import Image
 
@@ -62,7 +64,7 @@ class DataStats:
             _logged += 1
             log.warning("skipped sample %s: %s%s", sample_id or "?", reason, f" ({detail})" if detail else "")
 
-    def skip_record(self, skip: "Skip") -> None:
+    def skip_record(self, skip: Skip) -> None:
         self.skip(skip.reason, skip.detail, skip.id)
 
     def count(self, source: str, n: int = 1) -> None:
@@ -76,7 +78,7 @@ class DataStats:
     def num_examples(self) -> int:
         return sum(self.mix.values())
 
-    def update(self, other: "DataStats | Mapping[str, Any] | None") -> "DataStats":
+    def update(self, other: DataStats | Mapping[str, Any] | None) -> DataStats:
         if other is None:
             return self
         if isinstance(other, DataStats):
@@ -103,7 +105,10 @@ class DataStats:
 
     def log_dict(self, prefix: str = "data/") -> dict[str, float]:
         """Flat floats for ``LightningModule.log_dict``: skip counts by reason, realised mix counts and fractions."""
-        out: dict[str, float] = {f"{prefix}skipped": float(self.num_skipped), f"{prefix}examples": float(self.num_examples)}
+        out: dict[str, float] = {
+            f"{prefix}skipped": float(self.num_skipped),
+            f"{prefix}examples": float(self.num_examples),
+        }
         for reason, n in sorted(self.skipped.items()):
             key = f"{prefix}skipped/{_metric_name(reason)}"
             out[key] = out.get(key, 0.0) + float(n)
@@ -115,7 +120,7 @@ class DataStats:
 
 
 def _metric_name(reason: str) -> str:
-    """"caption: missing field: captions" -> "caption/missing_field/captions" (safe for every logger)."""
+    """ "caption: missing field: captions" -> "caption/missing_field/captions" (safe for every logger)."""
     return re.sub(r"[^A-Za-z0-9_/.\-]+", "_", reason.replace(": ", "/")).strip("_")
 
 

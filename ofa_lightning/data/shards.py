@@ -15,6 +15,7 @@ they are counted by reading tar headers (``count_samples``).
 Samples are grouped WebDataset-style: members ``<key>.<ext>`` sharing a key (the member path up to the first dot of
 its file name) make one dict ``{"__key__": key, "__url__": url, ext: bytes, ...}``.
 """
+
 from __future__ import annotations
 
 import glob
@@ -23,14 +24,23 @@ import json
 import os
 import subprocess
 import tarfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 from braceexpand import braceexpand
 
-__all__ = ["resolve_shards", "open_url", "iter_tar_samples", "index_tar", "shard_sizes", "count_samples",
-           "ShardReadError", "TarIndex"]
+__all__ = [
+    "resolve_shards",
+    "open_url",
+    "iter_tar_samples",
+    "index_tar",
+    "shard_sizes",
+    "count_samples",
+    "ShardReadError",
+    "TarIndex",
+]
 
 MANIFEST_NAME = "manifest.json"
 SIZES_NAME = "sizes.json"
@@ -49,7 +59,7 @@ def _is_remote(url: str) -> bool:
 
 
 def _local_path(url: str) -> str:
-    return url[len("file://"):] if url.startswith("file://") else url
+    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def _join(base: str, name: str) -> str:
@@ -117,8 +127,9 @@ def _resolve_one(spec: str, split: str | None) -> list[str]:
     missing = [u for u in urls if not os.path.isfile(u)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"shard not found: {missing[0]}{more} (from spec {spec!r}); "
-                                f"{_prepare_hint(missing[0])}")
+        raise FileNotFoundError(
+            f"shard not found: {missing[0]}{more} (from spec {spec!r}); {_prepare_hint(missing[0])}"
+        )
     return urls
 
 
@@ -187,7 +198,7 @@ class _PipeReader(io.RawIOBase):
 def open_url(url: str) -> IO[bytes]:
     """Opens a shard (local path, ``file://``, ``pipe:cmd`` or fsspec URL) for binary reading."""
     if _is_pipe(url):
-        return io.BufferedReader(_PipeReader(url[len("pipe:"):]), buffer_size=1 << 16)
+        return io.BufferedReader(_PipeReader(url[len("pipe:") :]), buffer_size=1 << 16)
     if _is_remote(url):
         import fsspec
 

@@ -34,6 +34,7 @@ Persistent workers (P7): the epoch and the batches already consumed in it live i
 multiprocessing Values created in the DataLoader's own mp context; ``StreamLoader.__iter__`` writes them before the
 workers restart their iterators.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ import math
 import multiprocessing
 import os
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -115,11 +117,25 @@ class StreamSource:
 class MixtureStream(IterableDataset):
     """Infinite (or ``batches_per_epoch``-long) stream of collated training batches; see the module doc."""
 
-    def __init__(self, sources: Sequence[StreamSource], batch_size: int, *, seed: int = 0,
-                 shuffle_buffer: int = 1000, bucket_factor: int = 0, group_batches: bool = False,
-                 pad_id: int = 1, text_image_size: int | None = None, batches_per_epoch: int | None = None,
-                 position: SharedPosition | None = None, rank: int | None = None, world_size: int | None = None,
-                 num_workers: int = 0, max_consecutive_skips: int = 1000, segment_batches: int | None = 64):
+    def __init__(
+        self,
+        sources: Sequence[StreamSource],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        bucket_factor: int = 0,
+        group_batches: bool = False,
+        pad_id: int = 1,
+        text_image_size: int | None = None,
+        batches_per_epoch: int | None = None,
+        position: SharedPosition | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_workers: int = 0,
+        max_consecutive_skips: int = 1000,
+        segment_batches: int | None = 64,
+    ):
         if not sources:
             raise ValueError("a stream needs at least one source")
         if batch_size < 1:
@@ -195,28 +211,35 @@ class MixtureStream(IterableDataset):
                     stats.skip("empty shard", "the shard holds no sample", url)
             empty_in_a_row = 0 if read else empty_in_a_row + 1
             if empty_in_a_row >= max(8, 3 * len(source.urls)):
-                raise RuntimeError(f"source {source.name!r}: {empty_in_a_row} shards in a row gave no sample "
-                                   f"(last: {url}); see the 'unreadable shard' skips")
+                raise RuntimeError(
+                    f"source {source.name!r}: {empty_in_a_row} shards in a row gave no sample "
+                    f"(last: {url}); see the 'unreadable shard' skips"
+                )
 
-    def examples(self, rank: int, lane: int, epoch: int, segment: int,
-                 stats: DataStats) -> Iterator[tuple[Example, int]]:
+    def examples(
+        self, rank: int, lane: int, epoch: int, segment: int, stats: DataStats
+    ) -> Iterator[tuple[Example, int]]:
         """Endless (example, source index) pairs of one segment of one (rank, lane) stream."""
         key = (self.seed, rank, lane, epoch, segment)
         mix_rng = random.Random(make_seed(*key, "mix"))
         example_rng = random.Random(make_seed(*key, "example"))
-        readers = [self._raw_samples(src, random.Random(make_seed(*key, "source", i, src.name)), stats)
-                   for i, src in enumerate(self.sources)]
+        readers = [
+            self._raw_samples(src, random.Random(make_seed(*key, "source", i, src.name)), stats)
+            for i, src in enumerate(self.sources)
+        ]
         while True:
             i = self.sampler(mix_rng)
             source = self.sources[i]
-            for attempt in range(self.max_consecutive_skips + 1):
+            for _attempt in range(self.max_consecutive_skips + 1):
                 result = build_example(source.task, next(readers[i]), train=True, rng=example_rng)
                 if not isinstance(result, Skip):
                     break
                 stats.skip_record(result)
             else:
-                raise RuntimeError(f"source {source.name!r}: {self.max_consecutive_skips} samples in a row were "
-                                   f"skipped (reasons so far: {stats.skipped}); check the shards and the task")
+                raise RuntimeError(
+                    f"source {source.name!r}: {self.max_consecutive_skips} samples in a row were "
+                    f"skipped (reasons so far: {stats.skipped}); check the shards and the task"
+                )
             yield result, i
 
     def _segment(self, rank: int, lane: int, epoch: int, segment: int, stats: DataStats) -> Iterator[dict[str, Any]]:
@@ -229,15 +252,16 @@ class MixtureStream(IterableDataset):
                 if not pending:
                     pool = [next(stream) for _ in range(self.batch_size * self.bucket_factor)]
                     pool.sort(key=lambda item: length_key(item[0]))
-                    pending = [pool[j:j + self.batch_size] for j in range(0, len(pool), self.batch_size)]
+                    pending = [pool[j : j + self.batch_size] for j in range(0, len(pool), self.batch_size)]
                     order_rng.shuffle(pending)
                 chunk = pending.pop()
             else:
                 chunk = [next(stream) for _ in range(self.batch_size)]
             examples = [ex for ex, _ in chunk]
             if self.group_batches:
-                batch = collate_grouped(examples, [self.sources[i].group for _, i in chunk], self.pad_id,
-                                        self.text_image_size)
+                batch = collate_grouped(
+                    examples, [self.sources[i].group for _, i in chunk], self.pad_id, self.text_image_size
+                )
             else:
                 batch = collate_examples(examples, self.pad_id, self.text_image_size)
             for _, i in chunk:
@@ -248,8 +272,9 @@ class MixtureStream(IterableDataset):
             # batch buffers alive, and every new one came fresh from the OS (page faults: ~10 % of the loop's CPU)
             del batch
 
-    def batches(self, rank: int = 0, worker: int = 0, num_workers: int = 1, epoch: int = 0,
-                skip: int = 0) -> Iterator[dict[str, Any]]:
+    def batches(
+        self, rank: int = 0, worker: int = 0, num_workers: int = 1, epoch: int = 0, skip: int = 0
+    ) -> Iterator[dict[str, Any]]:
         """The collated batches DataLoader worker ``worker`` yields when the epoch's stream starts after ``skip``
         batches of the rank were consumed (0: the epoch's start); see the module doc."""
         workers = max(1, int(num_workers))
@@ -310,5 +335,6 @@ class StreamLoader(DataLoader):
         if state.get("seed") != seed:
             import logging
 
-            logging.getLogger(__name__).warning("resuming a stream with seed %s, the checkpoint's used seed %s",
-                                                seed, state.get("seed"))
+            logging.getLogger(__name__).warning(
+                "resuming a stream with seed %s, the checkpoint's used seed %s", seed, state.get("seed")
+            )

@@ -37,14 +37,16 @@ here and handed to those functionals:
 Crops drop boxes that end up with zero width or height (OFA ``crop(delete=True)``), except
 :class:`ObjectCenterCrop` (OFA ``delete=False``: the referred box is clamped, never dropped).
 """
+
 from __future__ import annotations
 
 import contextvars
 import math
 import random
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,8 +100,18 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 BOX_FIELDS = ("labels", "category_ids", "area")
 
 #: OFA's op list for RandomAugment (pre-training image-text rows and ImageNet fine-tuning)
-OFA_AUGMENT_OPS = ("Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness",
-                   "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+OFA_AUGMENT_OPS = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+)
 _GEOMETRIC_OPS = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"})
 
 _BICUBIC = InterpolationMode.BICUBIC
@@ -205,8 +217,9 @@ def _drop_empty_boxes(target: dict[str, Any]) -> dict[str, Any]:
 _FAST_RESIZE_MODES = {InterpolationMode.BICUBIC: "bicubic", InterpolationMode.BILINEAR: "bilinear"}
 
 
-def _resize_functional(inpt: Any, size: list[int], interpolation: InterpolationMode, antialias: bool = True,
-                       pixels: bool = False) -> Any:
+def _resize_functional(
+    inpt: Any, size: list[int], interpolation: InterpolationMode, antialias: bool = True, pixels: bool = False
+) -> Any:
     """``F.resize``, except when an RGB PIL image is *shrunk* (no side grows) with a bicubic/bilinear filter: then
     it is resized as a uint8 channels-last tensor by torch's antialiased kernel and handed back as a PIL image.
 
@@ -256,11 +269,19 @@ def _scaled_float(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torc
     return out.copy_(pixels).mul_(1.0 / 255)
 
 
-def _resize(image: Any, target: dict[str, Any], size: tuple[int, int],
-            interpolation: InterpolationMode, pixels: bool = False) -> tuple[Any, dict[str, Any]]:
+def _resize(
+    image: Any, target: dict[str, Any], size: tuple[int, int], interpolation: InterpolationMode, pixels: bool = False
+) -> tuple[Any, dict[str, Any]]:
     h0, w0 = image_size(image)
-    image, target = _apply(_resize_functional, image, target, size=[int(size[0]), int(size[1])],
-                           interpolation=interpolation, antialias=True, pixels=pixels)
+    image, target = _apply(
+        _resize_functional,
+        image,
+        target,
+        size=[int(size[0]), int(size[1])],
+        interpolation=interpolation,
+        antialias=True,
+        pixels=pixels,
+    )
     h1, w1 = image_size(image)
     target["w_ratio"] = float(target.get("w_ratio", 1.0)) * w1 / w0
     target["h_ratio"] = float(target.get("h_ratio", 1.0)) * h1 / h0
@@ -299,8 +320,9 @@ def ofa_resize_size(h: int, w: int, size: int, max_size: int | None = None) -> t
 class Transform:
     """Base: ``__call__(image, target, rng) -> (image, target)``; ``target`` is never mutated in place."""
 
-    def __call__(self, image: Any, target: dict[str, Any] | None = None,
-                 rng: random.Random | None = None) -> tuple[Any, dict[str, Any]]:
+    def __call__(
+        self, image: Any, target: dict[str, Any] | None = None, rng: random.Random | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         target = _prepare(image, target)
         return self.apply(image, target, _rng(rng))
 
@@ -331,13 +353,21 @@ class Compose(Transform):
             if isinstance(t, Transform):
                 fresh = type(t) is ToTensor and (isinstance(image, Image.Image) or own_pixels)
                 own_pixels = False
-                if (type(t) is ToTensor and i + 2 == len(steps) and type(steps[i + 1]) is Normalize
-                        and _DEFER_NORMALIZATION.get()):
+                if (
+                    type(t) is ToTensor
+                    and i + 2 == len(steps)
+                    and type(steps[i + 1]) is Normalize
+                    and _DEFER_NORMALIZATION.get()
+                ):
                     pending = PendingImage.of(image, steps[i + 1])
                     if pending is not None:  # the collate does ToTensor + Normalize (see deferred_normalization)
                         return pending, target
-                if (type(t) is SquashResize and isinstance(image, Image.Image) and i + 1 < len(steps)
-                        and type(steps[i + 1]) is ToTensor):
+                if (
+                    type(t) is SquashResize
+                    and isinstance(image, Image.Image)
+                    and i + 1 < len(steps)
+                    and type(steps[i + 1]) is ToTensor
+                ):
                     # ToTensor comes next: take the resized pixels as a uint8 tensor (no PIL round trip)
                     image, target = t.resize(image, _prepare(image, target), pixels=True)
                     own_pixels = isinstance(image, torch.Tensor)
@@ -390,10 +420,10 @@ class PendingImage:
     image it becomes; :meth:`to_tensor` makes it (into ``out`` when given, e.g. a row of the batch)."""
 
     pixels: torch.Tensor
-    normalize: "Normalize"
+    normalize: Normalize
 
     @classmethod
-    def of(cls, image: Any, normalize: "Normalize") -> "PendingImage | None":
+    def of(cls, image: Any, normalize: Normalize) -> PendingImage | None:
         """For what ``ToTensor`` would get: an RGB PIL image or a uint8 ``(3, H, W)`` tensor; None otherwise."""
         if isinstance(image, Image.Image):
             if image.mode != "RGB":
@@ -450,8 +480,9 @@ class RandomResize(Transform):
     ``max_size`` (see :func:`ofa_resize_size`); bicubic. Pre-training uses ``sizes = range(384, 481)``,
     ``max_size = 672``."""
 
-    def __init__(self, sizes: int | Sequence[int], max_size: int | None = None,
-                 interpolation: InterpolationMode = _BICUBIC):
+    def __init__(
+        self, sizes: int | Sequence[int], max_size: int | None = None, interpolation: InterpolationMode = _BICUBIC
+    ):
         self.sizes = [int(sizes)] if isinstance(sizes, int) else [int(s) for s in sizes]
         if not self.sizes:
             raise ValueError("RandomResize needs at least one size")
@@ -569,8 +600,15 @@ class RandomAugment(Transform):
     whenever the target holds boxes. Signs are drawn with ``rng`` (50/50).
     """
 
-    def __init__(self, n: int = 2, m: float = 7, ops: Sequence[str] = OFA_AUGMENT_OPS, p: float = 0.5,
-                 fill: int = 128, boxes: str = "move"):
+    def __init__(
+        self,
+        n: int = 2,
+        m: float = 7,
+        ops: Sequence[str] = OFA_AUGMENT_OPS,
+        p: float = 0.5,
+        fill: int = 128,
+        boxes: str = "move",
+    ):
         unknown = sorted(set(ops) - set(OFA_AUGMENT_OPS))
         if unknown:
             raise ValueError(f"unknown RandomAugment ops {unknown}; known: {', '.join(OFA_AUGMENT_OPS)}")
@@ -625,25 +663,41 @@ class RandomAugment(Transform):
             return F.adjust_sharpness(image, arg), target
         common = dict(interpolation=_BILINEAR, fill=fill)
         if name == "ShearX":  # x' = x + arg * y  (torchvision's shear angle has the opposite sign)
-            return _apply(F.affine, image, target, angle=0.0, translate=[0.0, 0.0], scale=1.0,
-                          shear=[-math.degrees(math.atan(arg)), 0.0], center=[0, 0], **common)
+            return _apply(
+                F.affine,
+                image,
+                target,
+                angle=0.0,
+                translate=[0.0, 0.0],
+                scale=1.0,
+                shear=[-math.degrees(math.atan(arg)), 0.0],
+                center=[0, 0],
+                **common,
+            )
         if name == "ShearY":  # y' = y + arg * x
-            return _apply(F.affine, image, target, angle=0.0, translate=[0.0, 0.0], scale=1.0,
-                          shear=[0.0, -math.degrees(math.atan(arg))], center=[0, 0], **common)
+            return _apply(
+                F.affine,
+                image,
+                target,
+                angle=0.0,
+                translate=[0.0, 0.0],
+                scale=1.0,
+                shear=[0.0, -math.degrees(math.atan(arg))],
+                center=[0, 0],
+                **common,
+            )
         if name in ("TranslateX", "TranslateY"):  # x' = x - arg (OFA's cv2 matrix [[1, 0, -offset], [0, 1, 0]])
             shift = [-arg, 0.0] if name == "TranslateX" else [0.0, -arg]
             if target.get("boxes") is None and _is_whole_shift(image, shift):
                 return _shift_pil(image, shift, fill), target
-            return _apply(F.affine, image, target, angle=0.0, translate=shift, scale=1.0,
-                          shear=[0.0, 0.0], **common)
+            return _apply(F.affine, image, target, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], **common)
         if name == "Rotate":  # counter-clockwise degrees about the centre
             return _apply(F.rotate, image, target, angle=arg, **common)
         raise ValueError(f"unknown op {name!r}")
 
 
 def _is_whole_shift(image: Any, shift: Sequence[float]) -> bool:
-    return (isinstance(image, Image.Image) and image.mode == "RGB"
-            and all(float(v).is_integer() for v in shift))
+    return isinstance(image, Image.Image) and image.mode == "RGB" and all(float(v).is_integer() for v in shift)
 
 
 def _shift_pil(image: Image.Image, shift: Sequence[float], fill: Any) -> Image.Image:
@@ -703,7 +757,7 @@ class Normalize(Transform):
         self.mean, self.std = list(mean), list(std)
 
     @classmethod
-    def named(cls, name: str) -> "Normalize":
+    def named(cls, name: str) -> Normalize:
         if name not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {name!r}; known: {', '.join(NORMALIZATIONS)}")
         mean, std = NORMALIZATIONS[name]
@@ -751,7 +805,7 @@ def _seeded_globals(seed: int) -> Iterator[None]:
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
-        np.random.seed(seed % (2 ** 32))
+        np.random.seed(seed % (2**32))
         torch.manual_seed(seed)
         try:
             yield

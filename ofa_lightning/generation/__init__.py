@@ -9,9 +9,11 @@ Front door::
 Results match fairseq's ``SequenceGenerator`` as ported by OFA/ModelScope
 token for token (see ``beam_search`` for the exact step semantics).
 """
+
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -65,14 +67,14 @@ def _field(batch: Mapping[str, Any], *names: str):
 def generate(
     model,
     batch: Mapping[str, Any] | Tensor,
-    config: Optional[GenerationConfig] = None,
+    config: GenerationConfig | None = None,
     *,
-    prefix_tokens: Optional[Tensor] = None,
-    constraint_trie: Optional[Trie] = None,
-    code_masks: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    prefix_tokens: Tensor | None = None,
+    constraint_trie: Trie | None = None,
+    code_masks: Tensor | None = None,
+    generator: torch.Generator | None = None,
     encoder_out=None,
-) -> List[List[Hypothesis]]:
+) -> list[list[Hypothesis]]:
     """Encode a batch and decode it with ``config`` (default: ``GenerationConfig()``).
 
     ``batch`` is an ``input_ids`` tensor, or a mapping holding ``input_ids`` (or ``src_tokens``; also looked up under

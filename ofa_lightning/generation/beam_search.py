@@ -20,10 +20,10 @@ batch (encoder states and the decoder cache are index-selected), as in fairseq.
 Trie constraints keep one trie node id per hypothesis and advance it with the
 chosen token, so no per-hypothesis Python walk is needed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -49,7 +49,7 @@ class Hypothesis:
         return self.tokens.numel()
 
 
-def beam_candidates(step: int, lprobs: Tensor, prev_scores: Optional[Tensor], inplace: bool = False):
+def beam_candidates(step: int, lprobs: Tensor, prev_scores: Tensor | None, inplace: bool = False):
     """fairseq ``search.BeamSearch.step``.
 
     Args:
@@ -76,13 +76,13 @@ def _decoder_lprobs(
     model,
     tokens: Tensor,
     encoder_out,
-    code_masks: Optional[Tensor],
+    code_masks: Tensor | None,
     cache,
     config: GenerationConfig,
-    trie: Optional[Trie],
-    trie_states: Optional[Tensor],
-    trie_rows: Optional[Tensor],
-    range_rows: Optional[Tensor] = None,
+    trie: Trie | None,
+    trie_states: Tensor | None,
+    trie_rows: Tensor | None,
+    range_rows: Tensor | None = None,
 ) -> Tensor:
     """Next-token log-probs (R, V) for the last position of ``tokens`` (R, t).
 
@@ -111,7 +111,7 @@ def _decoder_lprobs(
     return lprobs
 
 
-def _range_on_rows(scores: Tensor, constraint_range, rows: Optional[Tensor]) -> None:
+def _range_on_rows(scores: Tensor, constraint_range, rows: Tensor | None) -> None:
     if constraint_range is None:
         return
     if rows is None:
@@ -126,11 +126,11 @@ def search(
     encoder_out,
     src_len: int,
     config: GenerationConfig,
-    prefix_tokens: Optional[Tensor] = None,
-    constraint_trie: Optional[Trie] = None,
-    code_masks: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
-) -> List[List[Hypothesis]]:
+    prefix_tokens: Tensor | None = None,
+    constraint_trie: Trie | None = None,
+    code_masks: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
     """Beam search (``config.strategy == "beam"``) or sampling for a batch.
 
     Args:
@@ -197,7 +197,7 @@ def search(
 
     # DecoderCache can skip the cross-attention entries on ordinary steps (beams of one input share them)
     cross_optional = isinstance(cache, DecoderCache)
-    reorder: Optional[Tensor] = None  # rows of the previous layout to take, for the cache
+    reorder: Tensor | None = None  # rows of the previous layout to take, for the cache
     shrunk = False
     cand_size = 2 * beam
     eos_t = torch.tensor(eos, device=device)
@@ -221,13 +221,28 @@ def search(
         if prefix_len is not None and config.constraint_range is not None:
             range_rows = (prefix_len <= step).repeat_interleave(beam)
         lprobs = _decoder_lprobs(
-            model, tokens[:, : step + 1], encoder_out, code_masks, cache, config,
-            constraint_trie, trie_states, trie_rows, range_rows,
+            model,
+            tokens[:, : step + 1],
+            encoder_out,
+            code_masks,
+            cache,
+            config,
+            constraint_trie,
+            trie_states,
+            trie_rows,
+            range_rows,
         )
 
         if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
             lprobs, tokens, scores = _force_prefix(
-                step, lprobs, tokens, scores, prefix_tokens, beam, pad, eos,
+                step,
+                lprobs,
+                tokens,
+                scores,
+                prefix_tokens,
+                beam,
+                pad,
+                eos,
                 constraint_trie is not None or config.strict_prefix,
             )
         elif step < config.min_len:
@@ -257,8 +272,9 @@ def search(
                 step, lprobs.view(bsz, beam, vocab), prev, config.sampling_topk, config.sampling_topp, generator
             )
         else:
-            cand_scores, cand_tokens, cand_beams = beam_candidates(step, lprobs.view(bsz, beam, vocab), prev,
-                                                                   inplace=True)  # lprobs is not used after this
+            cand_scores, cand_tokens, cand_beams = beam_candidates(
+                step, lprobs.view(bsz, beam, vocab), prev, inplace=True
+            )  # lprobs is not used after this
         offsets = (torch.arange(bsz, device=device) * beam).unsqueeze(1)
         cand_rows = cand_beams + offsets
 
@@ -366,7 +382,7 @@ def _force_prefix(step, lprobs, tokens, scores, prefix_tokens, beam, pad, eos, s
     return lprobs, tokens, scores
 
 
-def _collect(fin_tokens, fin_pos, fin_score, fin_len, fin_count, strip_len, config) -> List[List[Hypothesis]]:
+def _collect(fin_tokens, fin_pos, fin_score, fin_len, fin_count, strip_len, config) -> list[list[Hypothesis]]:
     """Sort each input's finished hypotheses by score and unpack them."""
     order = torch.sort(fin_score, dim=1, descending=True, stable=True).indices
     fin_score = fin_score.gather(1, order)
@@ -379,7 +395,7 @@ def _collect(fin_tokens, fin_pos, fin_score, fin_len, fin_count, strip_len, conf
     score_list = fin_score.tolist()
     starts = strip_len.tolist() if strip_len is not None else [0] * len(counts)
     nbest = config.nbest or config.beam_size
-    out: List[List[Hypothesis]] = []
+    out: list[list[Hypothesis]] = []
     for i, count in enumerate(counts):
         hyps = []
         for j in range(min(count, nbest)):
@@ -395,7 +411,7 @@ def _collect(fin_tokens, fin_pos, fin_score, fin_len, fin_count, strip_len, conf
     return out
 
 
-def best_tokens(hypotheses: List[List[Hypothesis]], pad: int = 1, device=None) -> Tensor:
+def best_tokens(hypotheses: list[list[Hypothesis]], pad: int = 1, device=None) -> Tensor:
     """Top hypothesis of every input as a right-padded (B, L) tensor (EOS kept)."""
     seqs = [h[0].tokens if h else torch.empty(0, dtype=torch.long) for h in hypotheses]
     length = max((s.numel() for s in seqs), default=0)

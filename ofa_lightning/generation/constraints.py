@@ -12,9 +12,10 @@ For batched decoding the trie is compiled into tensors: every node has an id
 table looked up with ``searchsorted``, and allowed-token masks are scattered
 from a CSR child list, so one call handles all beams of all samples.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -35,9 +36,9 @@ class Trie:
 
     def __init__(self, sequences: Iterable[Sequence[int]] = (), eos: int = 2) -> None:
         self.eos = int(eos)
-        self._children: List[Dict[int, int]] = [{}]  # node id -> {token: child id}
+        self._children: list[dict[int, int]] = [{}]  # node id -> {token: child id}
         self._num_sequences = 0
-        self._compiled: Dict[torch.device, Tuple[Tensor, Tensor, Tensor, Tensor, int]] = {}
+        self._compiled: dict[torch.device, tuple[Tensor, Tensor, Tensor, Tensor, int]] = {}
         for seq in sequences:
             self.insert(seq)
 
@@ -58,7 +59,7 @@ class Trie:
         self._compiled.clear()
 
     @classmethod
-    def from_sequences(cls, sequences: Iterable[Sequence[int]], eos: int = 2) -> "Trie":
+    def from_sequences(cls, sequences: Iterable[Sequence[int]], eos: int = 2) -> Trie:
         return cls(sequences, eos=eos)
 
     @property
@@ -69,7 +70,7 @@ class Trie:
         return self._num_sequences
 
     # --- python look-up (reference semantics) ------------------------------
-    def next_tokens(self, prefix: Sequence[int]) -> List[int]:
+    def next_tokens(self, prefix: Sequence[int]) -> list[int]:
         """Allowed next tokens after ``prefix`` (tokens generated after BOS)."""
         node = 0
         for token in prefix:
@@ -101,8 +102,10 @@ class Trie:
             token_t = torch.tensor(tokens, dtype=torch.long)
             child_t = torch.tensor(childs, dtype=torch.long)
             keys = parent_t * key_base + token_t  # sorted: parents ascending, tokens ascending
-            counts = torch.bincount(parent_t, minlength=self.num_nodes) if parents else torch.zeros(
-                self.num_nodes, dtype=torch.long
+            counts = (
+                torch.bincount(parent_t, minlength=self.num_nodes)
+                if parents
+                else torch.zeros(self.num_nodes, dtype=torch.long)
             )
             offsets = torch.zeros(self.num_nodes + 1, dtype=torch.long)
             offsets[1:] = counts.cumsum(0)
@@ -167,7 +170,7 @@ class Trie:
         return mask.view(*states.shape, vocab_size)
 
 
-def apply_constraint_range(scores: Tensor, constraint_range: Optional[Tuple[int, int]]) -> Tensor:
+def apply_constraint_range(scores: Tensor, constraint_range: tuple[int, int] | None) -> Tensor:
     """In place: forbid every token outside [start, end) except the specials 0..3."""
     if constraint_range is not None:
         start, end = constraint_range
@@ -176,7 +179,7 @@ def apply_constraint_range(scores: Tensor, constraint_range: Optional[Tuple[int,
     return scores
 
 
-def range_mask(vocab_size: int, constraint_range: Tuple[int, int], device=None) -> Tensor:
+def range_mask(vocab_size: int, constraint_range: tuple[int, int], device=None) -> Tensor:
     """Bool mask (vocab_size,) of tokens a range constraint allows."""
     start, end = constraint_range
     mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)

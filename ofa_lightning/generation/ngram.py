@@ -4,15 +4,14 @@ For every hypothesis, any token that would complete an n-gram already present
 in its prefix gets log-prob -inf.  The prefix is the whole decoder row,
 BOS and forced prefix tokens included, as in fairseq.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import Tensor
 
 
-def block_repeated_ngrams(tokens: Tensor, lprobs: Tensor, ngram_size: int, rows: Optional[Tensor] = None) -> Tensor:
+def block_repeated_ngrams(tokens: Tensor, lprobs: Tensor, ngram_size: int, rows: Tensor | None = None) -> Tensor:
     """In place on ``lprobs`` (R, V); ``tokens`` (R, T) are the prefixes so far.
 
     ``rows`` (R,) bool restricts blocking to some hypotheses (fairseq skips

@@ -10,6 +10,7 @@ tests (:meth:`ClipReranker.random_init`, with a byte-level stand-in tokenizer: i
 exercises the code path). transformers is an optional dependency (``pip install 'ofa-lightning[gen]'``), imported
 when a reranker is built. :func:`generate_images` runs the whole pipeline for a batch of prompts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -22,8 +23,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["ClipReranker", "ImageSample", "generate_images", "code_generation_config", "require_transformers",
-           "CLIP_MEAN", "CLIP_STD"]
+__all__ = [
+    "ClipReranker",
+    "ImageSample",
+    "generate_images",
+    "code_generation_config",
+    "require_transformers",
+    "CLIP_MEAN",
+    "CLIP_STD",
+]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -33,8 +41,9 @@ def require_transformers(what: str = "CLIP reranking"):
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"{what} needs the 'transformers' package: pip install 'ofa-lightning[gen]' "
-                          f"(or pip install transformers)") from exc
+        raise ImportError(
+            f"{what} needs the 'transformers' package: pip install 'ofa-lightning[gen]' (or pip install transformers)"
+        ) from exc
     return transformers
 
 
@@ -59,9 +68,15 @@ def _byte_tokenizer(vocab_size: int, max_length: int) -> Callable[[Sequence[str]
 class ClipReranker:
     """Scores images against a caption with a CLIP model (cosine similarity of the projected embeddings)."""
 
-    def __init__(self, model: Any, tokenize: Callable[[Sequence[str]], dict[str, Tensor]], image_size: int,
-                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: Any,
+        tokenize: Callable[[Sequence[str]], dict[str, Tensor]],
+        image_size: int,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        device: str | torch.device = "cpu",
+    ):
         self.model = model.to(device).eval()
         self.tokenize = tokenize
         self.image_size = int(image_size)
@@ -70,13 +85,15 @@ class ClipReranker:
         self.device = torch.device(device)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "ClipReranker":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> ClipReranker:
         """transformers CLIP weights + processor files from a local folder (e.g. a saved
         openai/clip-vit-base-patch16)."""
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"CLIP folder not found: {path} (save one with CLIPModel.save_pretrained and "
-                                    "CLIPProcessor.save_pretrained)")
+            raise FileNotFoundError(
+                f"CLIP folder not found: {path} (save one with CLIPModel.save_pretrained and "
+                "CLIPProcessor.save_pretrained)"
+            )
         tf = require_transformers()
         model = tf.CLIPModel.from_pretrained(str(path), local_files_only=True)
         processor = tf.CLIPProcessor.from_pretrained(str(path), local_files_only=True)
@@ -90,26 +107,47 @@ class ClipReranker:
         ip = processor.image_processor
         crop = ip.crop_size
         size = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else crop
-        return cls(model, tokenize, int(size or model.config.vision_config.image_size),
-                   ip.image_mean or CLIP_MEAN, ip.image_std or CLIP_STD, device)
+        return cls(
+            model,
+            tokenize,
+            int(size or model.config.vision_config.image_size),
+            ip.image_mean or CLIP_MEAN,
+            ip.image_std or CLIP_STD,
+            device,
+        )
 
     @classmethod
-    def random_init(cls, seed: int = 0, image_size: int = 32, device: str | torch.device = "cpu",
-                    **overrides: Any) -> "ClipReranker":
+    def random_init(
+        cls, seed: int = 0, image_size: int = 32, device: str | torch.device = "cpu", **overrides: Any
+    ) -> ClipReranker:
         """A tiny CLIP at random init (tests; no files). Scores are meaningless."""
         tf = require_transformers()
-        text = dict(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    max_position_embeddings=77)
-        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      image_size=image_size, patch_size=8)
+        text = dict(
+            vocab_size=258,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        )
+        vision = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=8,
+        )
         text.update(overrides.pop("text_config", {}))
         vision.update(overrides.pop("vision_config", {}))
-        config = tf.CLIPConfig(text_config=text, vision_config=vision,
-                               projection_dim=overrides.pop("projection_dim", 32), **overrides)
+        config = tf.CLIPConfig(
+            text_config=text, vision_config=vision, projection_dim=overrides.pop("projection_dim", 32), **overrides
+        )
         torch.manual_seed(seed)
         model = tf.CLIPModel(config)
-        return cls(model, _byte_tokenizer(text["vocab_size"], text["max_position_embeddings"]), image_size,
-                   device=device)
+        return cls(
+            model, _byte_tokenizer(text["vocab_size"], text["max_position_embeddings"]), image_size, device=device
+        )
 
     # ------------------------------------------------------------------------------------------------ features
     def pixel_values(self, images: Sequence[Image.Image]) -> Tensor:
@@ -156,25 +194,52 @@ class ClipReranker:
 class ImageSample:
     image: Image.Image
     codes: list[int]
-    score: float                    # the model's log-probability score of the sample
+    score: float  # the model's log-probability score of the sample
     clip_score: float | None = None  # cosine similarity with the caption (when reranked)
 
 
-def code_generation_config(num_codes: int, code_range: tuple[int, int], *, num_samples: int = 24, top_k: int = 256,
-                           top_p: float = -1.0, temperature: float = 1.0, seed: int | None = 42):
+def code_generation_config(
+    num_codes: int,
+    code_range: tuple[int, int],
+    *,
+    num_samples: int = 24,
+    top_k: int = 256,
+    top_p: float = -1.0,
+    temperature: float = 1.0,
+    seed: int | None = 42,
+):
     """OFA's text-to-image sampling settings for ``num_codes`` codes from ``code_range`` (OFA's image_gen task)."""
     from .settings import GenerationConfig
 
-    return GenerationConfig.preset("text_to_image", beam_size=num_samples, sampling_topk=top_k, sampling_topp=top_p,
-                                   temperature=temperature, min_len=num_codes, max_len_b=num_codes,
-                                   constraint_range=tuple(code_range), seed=seed)
+    return GenerationConfig.preset(
+        "text_to_image",
+        beam_size=num_samples,
+        sampling_topk=top_k,
+        sampling_topp=top_p,
+        temperature=temperature,
+        min_len=num_codes,
+        max_len_b=num_codes,
+        constraint_range=tuple(code_range),
+        seed=seed,
+    )
 
 
 @torch.no_grad()
-def generate_images(model: Any, input_ids: Tensor, vq: Any, *, code_offset: int, captions: Sequence[str] | None = None,
-                    reranker: ClipReranker | None = None, num_samples: int = 24, top_k: int = 256,
-                    top_p: float = -1.0, temperature: float = 1.0, seed: int | None = 42,
-                    num_codes: int | None = None) -> list[list[ImageSample]]:
+def generate_images(
+    model: Any,
+    input_ids: Tensor,
+    vq: Any,
+    *,
+    code_offset: int,
+    captions: Sequence[str] | None = None,
+    reranker: ClipReranker | None = None,
+    num_samples: int = 24,
+    top_k: int = 256,
+    top_p: float = -1.0,
+    temperature: float = 1.0,
+    seed: int | None = 42,
+    num_codes: int | None = None,
+) -> list[list[ImageSample]]:
     """Per prompt row of ``input_ids``: ``num_samples`` images, best first (CLIP score with ``reranker``, else the
     model's score).
 
@@ -188,8 +253,15 @@ def generate_images(model: Any, input_ids: Tensor, vq: Any, *, code_offset: int,
     if num_codes is None:
         num_codes = (int(model.config.code_image_size) // 8) ** 2
     code_range = (code_offset, code_offset + int(vq.n_embed))
-    config = code_generation_config(num_codes, code_range, num_samples=num_samples, top_k=min(top_k, vq.n_embed),
-                                    top_p=top_p, temperature=temperature, seed=seed)
+    config = code_generation_config(
+        num_codes,
+        code_range,
+        num_samples=num_samples,
+        top_k=min(top_k, vq.n_embed),
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
+    )
     hyps = generate(model, {"input_ids": input_ids}, config)
     out: list[list[ImageSample]] = []
     for row, row_hyps in enumerate(hyps):

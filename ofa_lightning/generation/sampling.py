@@ -7,15 +7,14 @@ with an optional ``torch.Generator`` and follow fairseq's call pattern, so a
 generator seeded with ``s`` reproduces fairseq/ModelScope run after
 ``torch.manual_seed(s)`` on the same device.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 from torch import Tensor
 
 
-def top_p_filter(lprobs: Tensor, top_p: float) -> Tuple[Tensor, Tensor]:
+def top_p_filter(lprobs: Tensor, top_p: float) -> tuple[Tensor, Tensor]:
     """Smallest set of tokens whose probability mass reaches ``top_p`` (nucleus).
 
     ``lprobs`` (B, K, V) → (probs, indices), both (B, K, W): probabilities sorted
@@ -35,11 +34,11 @@ def top_p_filter(lprobs: Tensor, top_p: float) -> Tuple[Tensor, Tensor]:
 def sampling_candidates(
     step: int,
     lprobs: Tensor,
-    prev_scores: Optional[Tensor],
+    prev_scores: Tensor | None,
     top_k: int = -1,
     top_p: float = -1.0,
-    generator: Optional[torch.Generator] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """One sampling step.
 
     Args:

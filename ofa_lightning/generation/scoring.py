@@ -13,11 +13,12 @@ With ``use_cache=True`` the prompt is decoded once per chunk and its KV cache
 expanded to every candidate, so only the answer positions are decoded; logits
 and log-softmax are only taken at answer positions.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ class CandidateScores:
     best: Tensor  # (B,) arg-max candidate index
 
 
-def pad_sequences(seqs: Sequence[Union[Sequence[int], Tensor]], pad: int, device=None) -> Tensor:
+def pad_sequences(seqs: Sequence[Sequence[int] | Tensor], pad: int, device=None) -> Tensor:
     """Right-pad a list of token sequences into a (N, L) LongTensor."""
     rows = [torch.as_tensor(s, dtype=torch.long).view(-1) for s in seqs]
     length = max((r.numel() for r in rows), default=0)
@@ -53,13 +54,13 @@ def _as_padded(x, pad: int, device) -> Tensor:
 def score_candidates(
     model,
     encoder_out,
-    candidates: Union[Tensor, Sequence[Sequence[int]]],
-    trie: Optional[Trie] = None,
-    prompts: Union[Tensor, Sequence[Sequence[int]], None] = None,
+    candidates: Tensor | Sequence[Sequence[int]],
+    trie: Trie | None = None,
+    prompts: Tensor | Sequence[Sequence[int]] | None = None,
     chunk_size: int = 20,
     constrained: bool = True,
     use_cache: bool = True,
-    code_masks: Optional[Tensor] = None,
+    code_masks: Tensor | None = None,
 ) -> CandidateScores:
     """Score every candidate for every sample.
 
@@ -120,8 +121,9 @@ def score_candidates(
             k = c_tok.size(0)
             if use_cache and prompt_state is None:
                 prompt_state = _decode_prompt(model, g_enc, g_prompt, g_code, vocab_ids)
-            logits = _teacher_forced_logits(model, g_enc, g_prompt, g_code, c_tok, use_cache, vocab_ids,
-                                            prompt_state)  # (g, k, Lk, V')
+            logits = _teacher_forced_logits(
+                model, g_enc, g_prompt, g_code, c_tok, use_cache, vocab_ids, prompt_state
+            )  # (g, k, Lk, V')
             if constrained:
                 allowed = trie.allowed_mask(trie_states[chunk, :width], mcfg.vocab_size)  # (k, Lk, V)
                 if vocab_ids is not None:
@@ -138,7 +140,7 @@ def score_candidates(
     return CandidateScores(scores=scores, best=scores.argmax(dim=1))
 
 
-def _logits(model, tokens, enc, code_masks, cache, keep: slice, vocab_ids: Optional[Tensor]) -> Tensor:
+def _logits(model, tokens, enc, code_masks, cache, keep: slice, vocab_ids: Tensor | None) -> Tensor:
     """Logits of positions ``keep`` of the new decoder positions; only those are projected."""
     if not (hasattr(model, "decode_hidden") and hasattr(model, "project")):
         return model.decode(tokens, enc, code_masks=code_masks, cache=cache)[:, keep]
@@ -146,14 +148,22 @@ def _logits(model, tokens, enc, code_masks, cache, keep: slice, vocab_ids: Optio
     return model.project(hidden) if vocab_ids is None else model.project(hidden, vocab_ids)
 
 
-def _decode_prompt(model, enc, prompt: Tensor, code_masks, vocab_ids: Optional[Tensor]):
+def _decode_prompt(model, enc, prompt: Tensor, code_masks, vocab_ids: Tensor | None):
     """Decode the prompts once: (logits predicting the first answer token (G, 1, V'), the filled cache)."""
     cache = model.new_cache()
     return _logits(model, prompt, enc, code_masks, cache, slice(-1, None), vocab_ids), cache
 
 
-def _teacher_forced_logits(model, enc, prompt: Tensor, code_masks, cands: Tensor, use_cache: bool,
-                           vocab_ids: Optional[Tensor] = None, prompt_state=None) -> Tensor:
+def _teacher_forced_logits(
+    model,
+    enc,
+    prompt: Tensor,
+    code_masks,
+    cands: Tensor,
+    use_cache: bool,
+    vocab_ids: Tensor | None = None,
+    prompt_state=None,
+) -> Tensor:
     """Logits predicting each candidate token: (G, K, Lk, V) for G prompts × K candidates
     (V = ``vocab_ids.numel()`` columns when given). ``prompt_state``: from :func:`_decode_prompt`."""
     g, plen = prompt.shape

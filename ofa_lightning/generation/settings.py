@@ -5,10 +5,12 @@ Field names follow fairseq's generation arguments (``--beam``, ``--max-len-b``,
 ``--no-repeat-ngram-size``, ``--unnormalized``, ``--constraint-range`` ...) so
 that OFA's evaluation scripts translate one to one.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from .constraints import OFA_CODE_RANGE
 
@@ -30,7 +32,7 @@ class GenerationConfig:
 
     strategy: str = "beam"  # "beam" search, or "sampling" (fairseq search.Sampling)
     beam_size: int = 5  # beam width; for sampling: number of independent samples per input
-    nbest: Optional[int] = None  # hypotheses returned per input (None: all beam_size)
+    nbest: int | None = None  # hypotheses returned per input (None: all beam_size)
     max_len_a: float = 0.0
     max_len_b: int = 200
     max_len: int = 0
@@ -43,10 +45,10 @@ class GenerationConfig:
     # --- sampling --------------------------------------------------------
     sampling_topk: int = -1
     sampling_topp: float = -1.0
-    seed: Optional[int] = None  # seeds a torch.Generator for sampling (None: global RNG)
+    seed: int | None = None  # seeds a torch.Generator for sampling (None: global RNG)
     # --- constraints -----------------------------------------------------
     # [start, end): only tokens in the range (plus specials 0-3) may be generated.
-    constraint_range: Optional[Tuple[int, int]] = None
+    constraint_range: tuple[int, int] | None = None
     gen_code: bool = False  # image-code decoding: code-mode decoder, specials 0-3 forbidden before max_len
     # OFA's --zero-shot: trie / range masks are applied to log-probs after the
     # softmax (no renormalisation) and the trie is walked from the first decoder
@@ -81,14 +83,14 @@ class GenerationConfig:
 
     # --- presets ---------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "GenerationConfig":
+    def preset(cls, name: str, **overrides: Any) -> GenerationConfig:
         """OFA's decoding settings for a task (its ``run_scripts/*/evaluate_*.sh``); kwargs override fields."""
         if name not in PRESETS:
             raise ValueError(f"unknown generation preset {name!r}; known: {', '.join(sorted(PRESETS))}")
         return replace(PRESETS[name], **overrides)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GenerationConfig":
+    def from_dict(cls, data: dict) -> GenerationConfig:
         """Build from a (Hydra) mapping; ``preset`` picks a base.
 
         OFA's flag name ``unnormalized: true`` is accepted for ``normalize_scores: false``.
@@ -109,7 +111,7 @@ class GenerationConfig:
         return asdict(self)
 
 
-def parse_range(value: Union[str, Sequence[int]]) -> Tuple[int, int]:
+def parse_range(value: str | Sequence[int]) -> tuple[int, int]:
     """``"50265,58457"`` or ``(50265, 58457)`` → ``(50265, 58457)``."""
     if isinstance(value, str):
         parts = [p for p in value.replace(" ", "").split(",") if p]

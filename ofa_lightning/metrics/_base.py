@@ -11,8 +11,8 @@ list states are silently left rank-local, so every metric here stores its data a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,13 +20,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-IdsLike = Optional[Union[Sequence[int], Tensor]]
+IdsLike = Sequence[int] | Tensor | None
 
 NO_ID = -1
 """Id stored for samples updated without ids; such samples are never de-duplicated."""
 
 
-def encode_strings(strings: Sequence[str], device: Optional[torch.device] = None) -> tuple[Tensor, Tensor]:
+def encode_strings(strings: Sequence[str], device: torch.device | None = None) -> tuple[Tensor, Tensor]:
     """Encode strings as (flat uint8 UTF-8 bytes, int64 byte length per string)."""
     blobs = [s.encode("utf-8") for s in strings]
     lengths = torch.tensor([len(b) for b in blobs], dtype=torch.long, device=device)
@@ -47,11 +47,15 @@ def decode_strings(data: Tensor, lengths: Tensor) -> list[str]:
     return out
 
 
-def ids_to_tensor(ids: IdsLike, n: int, device: Optional[torch.device] = None) -> Tensor:
+def ids_to_tensor(ids: IdsLike, n: int, device: torch.device | None = None) -> Tensor:
     """Validate ``ids`` (None -> all :data:`NO_ID`) and return an int64 tensor of length ``n``."""
     if ids is None:
         return torch.full((n,), NO_ID, dtype=torch.long, device=device)
-    t = ids.detach().reshape(-1).to(device=device) if isinstance(ids, Tensor) else torch.tensor(list(ids), device=device)
+    t = (
+        ids.detach().reshape(-1).to(device=device)
+        if isinstance(ids, Tensor)
+        else torch.tensor(list(ids), device=device)
+    )
     if t.numel() != n:
         raise ValueError(f"got {t.numel()} ids for {n} samples")
     if t.is_floating_point() or t.dtype == torch.bool:
@@ -76,7 +80,7 @@ def first_occurrence_mask(ids: Tensor) -> Tensor:
     return mask | (ids < 0)
 
 
-def cat_state(state: Union[Tensor, list[Tensor]], empty: Tensor) -> Tensor:
+def cat_state(state: Tensor | list[Tensor], empty: Tensor) -> Tensor:
     """Concatenate a ``cat`` list state (a Tensor after a dist sync); ``empty`` if nothing was stored."""
     if isinstance(state, Tensor):
         return state
@@ -111,7 +115,7 @@ class TypedListStateMetric(Metric):
     def list_state(self, name: str) -> Tensor:
         return cat_state(getattr(self, name), self.empty_state(name))
 
-    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Optional[Any] = None) -> None:  # type: ignore[override]
+    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Any | None = None) -> None:  # type: ignore[override]
         for name in self._list_state_specs:
             value = getattr(self, name)
             if isinstance(value, list) and len(value) == 0:

@@ -17,8 +17,8 @@ Values are on pycocoevalcap's scale: CIDEr-D 1.382 is reported as "138.2" in pap
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from .tokenize import simple_tokenize
 
 __all__ = ["CaptionMetric", "CIDErD", "BLEU", "ROUGEL", "CiderDfTable", "cider_d_scores", "simple_tokenize"]
 
-Tokenizer = Optional[Callable[[str], str]]
+Tokenizer = Callable[[str], str] | None
 
 
 class CaptionMetric(TypedListStateMetric):
@@ -115,7 +115,7 @@ class CIDErD(CaptionMetric):
 
     def __init__(
         self,
-        df: Union[None, CiderDfTable, str, os.PathLike] = None,
+        df: None | CiderDfTable | str | os.PathLike = None,
         n: int = 4,
         sigma: float = 6.0,
         tokenizer: Tokenizer = simple_tokenize,

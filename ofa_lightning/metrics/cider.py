@@ -24,7 +24,6 @@ import pickle
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 __all__ = ["CiderDfTable", "cider_d_scores", "ngram_counts"]
 
@@ -55,7 +54,7 @@ class CiderDfTable:
         return math.log(float(self.num_documents))
 
     @classmethod
-    def from_references(cls, references: Sequence[Sequence[str]], n: int = 4) -> "CiderDfTable":
+    def from_references(cls, references: Sequence[Sequence[str]], n: int = 4) -> CiderDfTable:
         """df(g) = number of reference *sets* (one per image) in which n-gram g occurs at least once."""
         df: Counter = Counter()
         for refs in references:
@@ -66,7 +65,7 @@ class CiderDfTable:
         return cls(dict(df), len(references), n)
 
     @classmethod
-    def from_pickle(cls, path: Union[str, os.PathLike], n: int = 4) -> "CiderDfTable":
+    def from_pickle(cls, path: str | os.PathLike, n: int = 4) -> CiderDfTable:
         """Load an OFA / self-critical.pytorch df cache: ``{'document_frequency': {ngram: df}, 'ref_len': N}``.
 
         ``ref_len`` in those files is the raw number of images (the scorer takes its log). Unpickling runs
@@ -78,7 +77,7 @@ class CiderDfTable:
             raise ValueError(f"{path}: expected a dict with 'document_frequency' and 'ref_len'")
         return cls(dict(obj["document_frequency"]), float(obj["ref_len"]), n)
 
-    def to_pickle(self, path: Union[str, os.PathLike]) -> None:
+    def to_pickle(self, path: str | os.PathLike) -> None:
         """Write the same format :meth:`from_pickle` reads."""
         with open(path, "wb") as f:
             pickle.dump({"document_frequency": dict(self.document_frequency), "ref_len": self.num_documents}, f)
@@ -118,8 +117,8 @@ def _sim(cand, ref, n: int, sigma: float) -> list[float]:
 def cider_d_scores(
     candidates: Sequence[str],
     references: Sequence[Sequence[str]],
-    df: Union[CiderDfTable, Mapping[NGram, float]],
-    ref_len: Optional[float] = None,
+    df: CiderDfTable | Mapping[NGram, float],
+    ref_len: float | None = None,
     n: int = 4,
     sigma: float = 6.0,
 ) -> list[float]:

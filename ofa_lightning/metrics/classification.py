@@ -6,8 +6,8 @@ equality after a light normalisation (:func:`normalize_label`: lower-case, strip
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,14 +34,14 @@ class TextAccuracy(SampleScoreMetric):
 
     value_names = ("correct",)
 
-    def __init__(self, normalize: Optional[Callable[[str], str]] = normalize_label, **kwargs: Any) -> None:
+    def __init__(self, normalize: Callable[[str], str] | None = normalize_label, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.normalize = normalize
 
     def _n(self, s: str) -> str:
         return self.normalize(s) if self.normalize is not None else s
 
-    def update(self, preds: Sequence[str], targets: Sequence[Union[str, Sequence[str]]], ids: IdsLike = None) -> None:
+    def update(self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], ids: IdsLike = None) -> None:
         if isinstance(preds, str) or len(preds) != len(targets):
             raise ValueError(f"preds must be a list of strings with one entry per target ({len(targets)})")
         correct = []

@@ -25,7 +25,7 @@ model early in training emits such boxes. Invalid *targets* are data errors and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ from ._base import IdsLike, SampleScoreMetric
 
 __all__ = ["GroundingAccuracy", "grounding_iou", "ofa_correct"]
 
-BoxesLike = Union[Tensor, Sequence[Sequence[float]]]
+BoxesLike = Tensor | Sequence[Sequence[float]]
 
 
 def _as_boxes(boxes: BoxesLike, name: str) -> Tensor:

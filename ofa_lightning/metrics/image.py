@@ -14,6 +14,7 @@ When a metric cannot run (no torch-fidelity, no weights file, no transformers), 
 :class:`MetricUnavailable` whose message is the reason; :func:`build_image_metrics` collects those reasons so a run can
 log what was skipped instead of a made-up number.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MetricUnavailable", "clip_score_metric", "fid_metric", "inception_score_metric", "build_image_metrics",
-           "inception_extractor", "to_uint8"]
+__all__ = [
+    "MetricUnavailable",
+    "clip_score_metric",
+    "fid_metric",
+    "inception_score_metric",
+    "build_image_metrics",
+    "inception_extractor",
+    "to_uint8",
+]
 
 
 class MetricUnavailable(RuntimeError):
@@ -79,8 +87,10 @@ def clip_score_metric(clip_path: str | os.PathLike | None = None, reranker: Any 
         raise MetricUnavailable(f"CLIP score: torchmetrics' multimodal metrics are unavailable ({exc})") from None
     if reranker is None:
         if clip_path is None:
-            raise MetricUnavailable("CLIP score: no CLIP weights (give clip_path, a folder saved with "
-                                    "CLIPModel/CLIPProcessor.save_pretrained); hub downloads are not used")
+            raise MetricUnavailable(
+                "CLIP score: no CLIP weights (give clip_path, a folder saved with "
+                "CLIPModel/CLIPProcessor.save_pretrained); hub downloads are not used"
+            )
         if not Path(clip_path).is_dir():
             raise MetricUnavailable(f"CLIP score: CLIP folder {clip_path} does not exist")
         try:
@@ -99,8 +109,10 @@ def inception_extractor(weights_path: str | os.PathLike | None, output: str) -> 
 
     ``output``: "2048" (FID pool features) or "logits_unbiased" (IS)."""
     if weights_path is None:
-        raise MetricUnavailable("Inception-v3 weights path not given (torch-fidelity would download "
-                                "pt_inception-2015-12-05-6726825d.pth; offline runs need the file)")
+        raise MetricUnavailable(
+            "Inception-v3 weights path not given (torch-fidelity would download "
+            "pt_inception-2015-12-05-6726825d.pth; offline runs need the file)"
+        )
     if not Path(weights_path).is_file():
         raise MetricUnavailable(f"Inception-v3 weights file {weights_path} does not exist")
     try:
@@ -110,12 +122,14 @@ def inception_extractor(weights_path: str | os.PathLike | None, output: str) -> 
         raise MetricUnavailable(f"torchmetrics image metrics unavailable ({exc})") from None
     if not _TORCH_FIDELITY_AVAILABLE:
         raise MetricUnavailable("Inception-v3 features need the torch-fidelity package (pip install torch-fidelity)")
-    return NoTrainInceptionV3(name="inception-v3-compat", features_list=[output],
-                              feature_extractor_weights_path=str(weights_path))
+    return NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=[output], feature_extractor_weights_path=str(weights_path)
+    )
 
 
-def fid_metric(feature_extractor: nn.Module | None = None, weights_path: str | os.PathLike | None = None,
-               **kwargs: Any):
+def fid_metric(
+    feature_extractor: nn.Module | None = None, weights_path: str | os.PathLike | None = None, **kwargs: Any
+):
     """``FrechetInceptionDistance`` over ``feature_extractor`` (uint8 images → (N, d)) or Inception-v3 weights from
     ``weights_path``. ``update(images, real=True/False)``; needs ≥ 2 images of each kind."""
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -124,20 +138,31 @@ def fid_metric(feature_extractor: nn.Module | None = None, weights_path: str | o
     return FrechetInceptionDistance(feature=feature, **kwargs)
 
 
-def inception_score_metric(feature_extractor: nn.Module | None = None,
-                           weights_path: str | os.PathLike | None = None, splits: int = 10, **kwargs: Any):
+def inception_score_metric(
+    feature_extractor: nn.Module | None = None,
+    weights_path: str | os.PathLike | None = None,
+    splits: int = 10,
+    **kwargs: Any,
+):
     """``InceptionScore`` over a classifier (uint8 images → (N, classes) logits) or Inception-v3 weights from
     ``weights_path``. ``compute()`` → (mean, std) over ``splits``."""
     from torchmetrics.image.inception import InceptionScore
 
-    feature = feature_extractor if feature_extractor is not None else inception_extractor(weights_path,
-                                                                                           "logits_unbiased")
+    feature = (
+        feature_extractor if feature_extractor is not None else inception_extractor(weights_path, "logits_unbiased")
+    )
     return InceptionScore(feature=feature, splits=splits, **kwargs)
 
 
-def build_image_metrics(clip_path: str | None = None, inception_weights: str | None = None, *, reranker: Any = None,
-                        feature_extractor: nn.Module | None = None, classifier: nn.Module | None = None,
-                        splits: int = 10) -> tuple[dict[str, Any], dict[str, str]]:
+def build_image_metrics(
+    clip_path: str | None = None,
+    inception_weights: str | None = None,
+    *,
+    reranker: Any = None,
+    feature_extractor: nn.Module | None = None,
+    classifier: nn.Module | None = None,
+    splits: int = 10,
+) -> tuple[dict[str, Any], dict[str, str]]:
     """({name: metric} that can run, {name: reason} for those that cannot) for clip_score, fid, inception_score."""
     metrics: dict[str, Any] = {}
     skipped: dict[str, str] = {}

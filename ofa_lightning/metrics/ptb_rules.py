@@ -54,9 +54,7 @@ FILENAME = rf"(?:{LETTER}|{DIGIT})+(?:[.](?:{LETTER}|{DIGIT})+)*(?:[.]{FILENAME_
 APOS = r"(?:['\u0092\u2019]|(?i:&apos;))"
 APOSETCETERA = rf"(?:{APOS}|[`\u0091\u2018\u201B])"
 HYPHEN = r"[\-_\u058A\u2010\u2011]"
-THING = (
-    rf"(?:[dDoOlL]{APOSETCETERA}{ULD})?{ULD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETCETERA}{ULD})?{ULD}+)*"
-)
+THING = rf"(?:[dDoOlL]{APOSETCETERA}{ULD})?{ULD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETCETERA}{ULD})?{ULD}+)*"
 THINGA = rf"[A-Z]+(?:(?:[+&]|{SPAMP})[A-Z]+)+"
 THING3 = r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"
 ACRO_SPECIAL = r"(?i:(?:Canada|Sino|Korean|EU|Japan|non)-U\.S|U\.S\.-(?:U\.K|U\.S\.S\.R))"
@@ -124,11 +122,11 @@ ASIANSMILEY = (
     r"\([\^x=~<>']-[\^x=~<>'`]\))"
 )
 MISCSYMBOL = (
-    "[+%&~\\^|\\\\\u00A6\u00A7\u00A8\u00A9\u00AC\u00AE\u00AF\u00B0-\u00B3\u00B4-\u00BA\u00D7\u00F7\u0387"
-    "\u05BE\u05C0\u05C3\u05C6\u05F3\u05F4\u0600-\u0603\u0606-\u060A\u060C\u0614\u061B\u061E\u066A\u066D"
-    "\u0703-\u070D\u07F6\u07F7\u07F8\u0964\u0965\u0E4F\u1FBD\u2016\u2017\u2020-\u2023\u2030-\u2038\u203B"
-    "\u203E-\u2042\u2044\u207A-\u207F\u208A-\u208E\u2100-\u214F\u2190-\u21FF\u2200-\u2BFF\u3012\u30FB"
-    "\uFF01-\uFF0F\uFF1A-\uFF20\uFF3B-\uFF40\uFF5B-\uFF65]"
+    "[+%&~\\^|\\\\\u00a6\u00a7\u00a8\u00a9\u00ac\u00ae\u00af\u00b0-\u00b3\u00b4-\u00ba\u00d7\u00f7\u0387"
+    "\u05be\u05c0\u05c3\u05c6\u05f3\u05f4\u0600-\u0603\u0606-\u060a\u060c\u0614\u061b\u061e\u066a\u066d"
+    "\u0703-\u070d\u07f6\u07f7\u07f8\u0964\u0965\u0e4f\u1fbd\u2016\u2017\u2020-\u2023\u2030-\u2038\u203b"
+    "\u203e-\u2042\u2044\u207a-\u207f\u208a-\u208e\u2100-\u214f\u2190-\u21ff\u2200-\u2bff\u3012\u30fb"
+    "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 )
 # words after which a sentence-final acronym is assumed ("... the U.S. The ...")
 _SENT_START = (

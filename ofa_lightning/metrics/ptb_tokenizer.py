@@ -45,12 +45,10 @@ _NEWLINE_TOKEN = "\n"
 # (URLs and e-mail addresses may contain other space characters, hence only these four).
 _SIMPLE_WORD = re.compile(r"([A-Za-z]+)([.,;:!?]?)(?=[ \t\n\f\r]|\Z)")
 _SPLIT_WORDS = {"cannot", "gonna", "gotta", "lemme", "gimme", "wanna"}
-_ABBREVIATION = regex.compile(
-    f"{ABBREV1}|{ABBREV4}\\.|{ABBREV3}|(?:(?i:pt)[eyEY]|(?i:co))\\.", regex.POSIX
-)
+_ABBREVIATION = regex.compile(f"{ABBREV1}|{ABBREV4}\\.|{ABBREV3}|(?:(?i:pt)[eyEY]|(?i:co))\\.", regex.POSIX)
 # Java sees a character outside the BMP as two surrogate chars: in no letter or digit class, deleted when
 # alone, kept inside URL/e-mail/SGML tokens. A private-use BMP stand-in behaves the same in every rule.
-_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 _LEFT_SINGLE = re.compile("[\u0091\u2018\u201b\u2039]")
 _RIGHT_SINGLE = re.compile("[\u0092\u2019\u203a]")
@@ -60,7 +58,9 @@ _SINGLE = re.compile("&apos;|'")
 _DOUBLE = re.compile('"|&quot;')
 _AMP = re.compile("(?i:&amp;)")
 _FRACTIONS = str.maketrans({"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"})
-_CURRENCY = str.maketrans({"\u00a2": "cents", "\u00a3": "#", "\u0080": "$", "\u00a4": "$", "\u20a0": "$", "\u20ac": "$"})
+_CURRENCY = str.maketrans(
+    {"\u00a2": "cents", "\u00a3": "#", "\u0080": "$", "\u00a4": "$", "\u20a0": "$", "\u20ac": "$"}
+)
 _PARENS = str.maketrans({"(": "-LRB-", ")": "-RRB-"})
 
 

@@ -13,8 +13,8 @@ such a function as ``preprocess``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ class RougeN(SampleScoreMetric):
 
     value_names = ("rouge1", "rouge2", "rougeL")
 
-    def __init__(self, use_stemmer: bool = True, preprocess: Optional[Callable[[str], str]] = None, **kwargs: Any) -> None:
+    def __init__(self, use_stemmer: bool = True, preprocess: Callable[[str], str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if use_stemmer:
             try:

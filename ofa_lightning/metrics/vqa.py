@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -161,7 +161,7 @@ class VQAAccuracy(SampleScoreMetric):
         return table.get(normalize_vqa_answer(pred), 0.0)
 
     def update(
-        self, preds: Sequence[str], refs: Sequence[Union[Sequence[str], Mapping[str, float]]], ids: IdsLike = None
+        self, preds: Sequence[str], refs: Sequence[Sequence[str] | Mapping[str, float]], ids: IdsLike = None
     ) -> None:
         if isinstance(preds, str) or len(preds) != len(refs):
             raise ValueError(f"preds must be a list of strings with one entry per refs item ({len(refs)})")

@@ -13,6 +13,7 @@ accumulation inside the kernel), as OFA's own fp16 training does. It keeps half
 the bytes (about 10 MB per OFA-Tiny encoder layer at batch 8, 256 px) and is no
 slower. Inference and GPU keep SDPA.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,9 @@ from .flex import FlexScores
 from .linear import Linear
 
 
-def reduced_precision_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout_p: float,
-                                scale: float) -> Tensor:
+def reduced_precision_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout_p: float, scale: float
+) -> Tensor:
     """``softmax(q·kᵀ·scale + bias)·v`` with (B, H, T|S, hd) inputs, in the inputs' dtype: the scores come out
     of one ``baddbmm`` (bias added in the kernel) and the softmax keeps the dtype (it accumulates in fp32
     internally). Returns (B, H, T, hd)."""

@@ -4,6 +4,7 @@
 Every architectural switch lives here so that a checkpoint's shape can be
 described by a config alone, litgpt-style: ``OFAConfig.from_name("tiny")``.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -73,8 +74,12 @@ class OFAConfig:
     # "stages": the most blocks of stages 1, 2, 3 per recomputed segment. (1, 2, 3) holds ~45 MB less for OFA-Tiny
     # when activation_checkpointing is on too (the trunk's backward is then the peak); more otherwise
     checkpoint_resnet_segments: list[int] = field(default_factory=lambda: [8, 8, 8])
-    channels_last: bool = True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
-    fold_batchnorm_inference: bool = True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
+    channels_last: bool = (
+        True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
+    )
+    fold_batchnorm_inference: bool = (
+        True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
+    )
     # encoder self-attention: "sdpa" (dense (B, H, S, S) float mask; every device) | "flex" (FlexAttention forms the
     # position biases and padding inside the kernel: GPU training; no CPU backward, no attention dropout; model/flex.py)
     attention_kernel: str = "sdpa"
@@ -105,14 +110,14 @@ class OFAConfig:
 
     # --- catalogue -------------------------------------------------------
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "OFAConfig":
+    def from_name(cls, name: str, **overrides: Any) -> OFAConfig:
         """Look a size up in the catalogue; keyword arguments override fields."""
         if name not in CATALOGUE:
             raise ValueError(f"unknown OFA size {name!r}; known sizes: {', '.join(CATALOGUE)}")
         return replace(CATALOGUE[name], **overrides)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OFAConfig":
+    def from_dict(cls, data: dict[str, Any]) -> OFAConfig:
         """Build from a (Hydra/OmegaConf) mapping; ``size`` picks a catalogue base."""
         data = dict(data)
         data.pop("_target_", None)
@@ -138,8 +143,13 @@ def ramp(rate: float, n: int) -> list[float]:
 
 # Bottleneck blocks of ResNet stages 1-3 (OFA never uses stage 4). OFA's sizes use resnet50/101/152; the shallower
 # resnet26 / resnet14 (timm's block layouts) are a deviation for from-scratch CPU runs such as ``make demo``.
-RESNET_BLOCKS = {"resnet14": (1, 1, 1), "resnet26": (2, 2, 2), "resnet50": (3, 4, 6), "resnet101": (3, 4, 23),
-                 "resnet152": (3, 8, 36)}
+RESNET_BLOCKS = {
+    "resnet14": (1, 1, 1),
+    "resnet26": (2, 2, 2),
+    "resnet50": (3, 4, 6),
+    "resnet101": (3, 4, 23),
+    "resnet152": (3, 8, 36),
+}
 
 
 def _size(name: str, d: int, layers_enc: int, layers_dec: int, heads: int, resnet: str) -> OFAConfig:

@@ -6,14 +6,16 @@ NormFormer norms and the cross-attention, which are mapped back here. Every
 key is accounted for: loaded, rebuilt (bucket buffers), tied (output
 projection), resized (vocabulary) or reported as missing/unexpected.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,11 +57,15 @@ class ConversionReport:
         for name, (old, new) in self.resized.items():
             lines.append(f"resized {name}: {tuple(old)} -> {tuple(new)} (new rows ~ N(0, d^-1/2), OFA's rule)")
         if self.missing:
-            lines.append(f"MISSING in checkpoint ({len(self.missing)}): {', '.join(self.missing[:20])}"
-                         + (" ..." if len(self.missing) > 20 else ""))
+            lines.append(
+                f"MISSING in checkpoint ({len(self.missing)}): {', '.join(self.missing[:20])}"
+                + (" ..." if len(self.missing) > 20 else "")
+            )
         if self.unexpected:
-            lines.append(f"UNEXPECTED in checkpoint ({len(self.unexpected)}): {', '.join(self.unexpected[:20])}"
-                         + (" ..." if len(self.unexpected) > 20 else ""))
+            lines.append(
+                f"UNEXPECTED in checkpoint ({len(self.unexpected)}): {', '.join(self.unexpected[:20])}"
+                + (" ..." if len(self.unexpected) > 20 else "")
+            )
         return "\n".join(lines)
 
 
@@ -84,14 +90,20 @@ def infer_config(state_dict: Mapping[str, Tensor], **overrides: Any) -> OFAConfi
         idx = {int(m.group(1)) for k in sd if (m := re.match(rf"^{prefix}\.(\d+)\.", k))}
         return max(idx) + 1 if idx else 0
 
-    blocks = (count("encoder.embed_images.layer1"), count("encoder.embed_images.layer2"),
-              count("encoder.embed_images.layer3"))
+    blocks = (
+        count("encoder.embed_images.layer1"),
+        count("encoder.embed_images.layer2"),
+        count("encoder.embed_images.layer3"),
+    )
     resnet = next((name for name, b in RESNET_BLOCKS.items() if b == blocks), None)
     if resnet is None:
         raise ValueError(f"checkpoint ResNet has stage block counts {blocks}; supported: {RESNET_BLOCKS}")
     values = dict(
-        d_model=d, vocab_size=vocab, resnet_type=resnet,
-        encoder_layers=count("encoder.layers"), decoder_layers=count("decoder.layers"),
+        d_model=d,
+        vocab_size=vocab,
+        resnet_type=resnet,
+        encoder_layers=count("encoder.layers"),
+        decoder_layers=count("decoder.layers"),
         encoder_attention_heads=sd["encoder.layers.0.self_attn.c_attn"].numel(),
         decoder_attention_heads=sd["decoder.layers.0.self_attn.c_attn"].numel(),
         encoder_ffn_dim=sd["encoder.layers.0.fc1.weight"].shape[0],
@@ -136,8 +148,9 @@ def load_state_dict_into(model: OFAModel, state_dict: Mapping[str, Tensor], stri
             continue
         new_state[key] = value.to(want.dtype)
     if mismatched:
-        raise ValueError("checkpoint does not fit this model config (wrong size or vocabulary?):\n  "
-                         + "\n  ".join(mismatched))
+        raise ValueError(
+            "checkpoint does not fit this model config (wrong size or vocabulary?):\n  " + "\n  ".join(mismatched)
+        )
     report.missing = sorted(k for k in ours if k not in new_state and not k.endswith("num_batches_tracked"))
     if strict and not report.ok:
         raise ValueError("checkpoint keys do not match the model:\n" + report.summary())
@@ -150,15 +163,18 @@ def load_state_dict_into(model: OFAModel, state_dict: Mapping[str, Tensor], stri
 def _resize_vocab(weight: Tensor, vocab: int, key: str) -> Tensor:
     """OFA's upgrade rule: a smaller checkpoint vocabulary gets new rows ~ N(0, d^-1/2)."""
     if weight.shape[0] > vocab:
-        raise ValueError(f"{key}: checkpoint vocabulary {weight.shape[0]} is larger than the model's {vocab}; "
-                         f"set model.vocab_size={weight.shape[0]} or use the checkpoint's tokenizer")
+        raise ValueError(
+            f"{key}: checkpoint vocabulary {weight.shape[0]} is larger than the model's {vocab}; "
+            f"set model.vocab_size={weight.shape[0]} or use the checkpoint's tokenizer"
+        )
     extra = torch.randn(vocab - weight.shape[0], weight.shape[1], dtype=weight.dtype) * weight.shape[1] ** -0.5
     log.warning("%s: growing vocabulary %d -> %d", key, weight.shape[0], vocab)
     return torch.cat([weight, extra])
 
 
-def from_state_dict(state_dict: Mapping[str, Tensor], config: OFAConfig | None = None,
-                    strict: bool = True) -> tuple[OFAModel, ConversionReport]:
+def from_state_dict(
+    state_dict: Mapping[str, Tensor], config: OFAConfig | None = None, strict: bool = True
+) -> tuple[OFAModel, ConversionReport]:
     """Build an :class:`OFAModel` (config inferred when not given) and load ``state_dict`` into it."""
     config = config or infer_config(state_dict)
     model = OFAModel(config)
@@ -194,7 +210,8 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
     except Exception as exc:  # unpickling refused something outside the allow-list
         raise RuntimeError(
             f"{path} could not be loaded with weights_only=True ({exc}). If you trust this file, pass "
-            f"trust_checkpoint=True (CLI: --trust-checkpoint) to allow arbitrary pickled objects.") from exc
+            f"trust_checkpoint=True (CLI: --trust-checkpoint) to allow arbitrary pickled objects."
+        ) from exc
 
 
 def fairseq_state_dict(checkpoint: Mapping[str, Any], use_ema: bool = False) -> dict[str, Tensor]:
@@ -214,8 +231,15 @@ def fairseq_state_dict(checkpoint: Mapping[str, Any], use_ema: bool = False) -> 
 
 #: OFA model arguments that change the computation but not the weights' shapes, so infer_config cannot see
 #: them; fairseq stores them under the same names in the checkpoint's ``cfg["model"]`` (or ``args``).
-ARCH_OPTIONS = ("entangle_position_embedding", "token_bucket_size", "image_bucket_size", "attn_scale_factor",
-                "code_image_size", "orig_patch_image_size", "interpolate_position")
+ARCH_OPTIONS = (
+    "entangle_position_embedding",
+    "token_bucket_size",
+    "image_bucket_size",
+    "attn_scale_factor",
+    "code_image_size",
+    "orig_patch_image_size",
+    "interpolate_position",
+)
 
 
 def fairseq_arch_options(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,16 +255,22 @@ def fairseq_arch_options(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return {k: model_args[k] for k in ARCH_OPTIONS if model_args.get(k) is not None}
 
 
-def checkpoint_config(checkpoint: Mapping[str, Any], state_dict: Mapping[str, Tensor], size: str | None = None,
-                      **overrides: Any) -> OFAConfig:
+def checkpoint_config(
+    checkpoint: Mapping[str, Any], state_dict: Mapping[str, Tensor], size: str | None = None, **overrides: Any
+) -> OFAConfig:
     """The config of a fairseq/HF checkpoint: sizes from the catalogue entry ``size`` or read off the tensors,
     the computation options from the checkpoint's recorded arguments, then ``overrides``."""
     options = {**fairseq_arch_options(checkpoint), **overrides}
     return OFAConfig.from_name(size, **options) if size else infer_config(state_dict, **options)
 
 
-def from_fairseq_checkpoint(path: str | Path, config: OFAConfig | None = None, use_ema: bool = False,
-                            trust_checkpoint: bool = False, strict: bool = True) -> tuple[OFAModel, ConversionReport]:
+def from_fairseq_checkpoint(
+    path: str | Path,
+    config: OFAConfig | None = None,
+    use_ema: bool = False,
+    trust_checkpoint: bool = False,
+    strict: bool = True,
+) -> tuple[OFAModel, ConversionReport]:
     """OFA fairseq ``.pt`` (or a HF/ModelScope ``pytorch_model.bin``) → our model + report (config from
     :func:`checkpoint_config` when not given)."""
     checkpoint = load_checkpoint_file(path, trust_checkpoint)

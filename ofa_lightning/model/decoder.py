@@ -13,6 +13,7 @@ computed; self-attention K/V and the position-bias keys are appended to the
 cache, cross-attention K/V are computed once, and relative biases are sliced
 from the bucket tables instead of being rebuilt.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,12 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import ramp
-from .config import OFAConfig
+from .config import OFAConfig, ramp
 from .dropout import Dropout
-from .linear import Linear
 from .encoder import padding_bias, relative_bias, split_heads
 from .layers import DecoderLayer
+from .linear import Linear
 from .outputs import DecoderCache, EncoderOutput, select_rows
 from .positions import code_position_ids, image_bucket_from_coords, num_image_buckets, token_bucket_matrix
 
@@ -53,25 +53,38 @@ class Decoder(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         rates = ramp(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(
-            DecoderLayer(d, heads, cfg.decoder_ffn_dim, cfg.dropout, cfg.attention_dropout, cfg.activation_dropout,
-                         rates[i], cfg.attn_scale_factor)
+            DecoderLayer(
+                d,
+                heads,
+                cfg.decoder_ffn_dim,
+                cfg.dropout,
+                cfg.attention_dropout,
+                cfg.activation_dropout,
+                rates[i],
+                cfg.attn_scale_factor,
+            )
             for i in range(cfg.decoder_layers)
         )
         self.layer_norm = nn.LayerNorm(d)
         self.num_text_buckets = 2 * cfg.token_bucket_size - 1
         self.num_image_buckets = num_image_buckets(cfg.image_bucket_size)
         self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(self.num_text_buckets, heads) for _ in range(cfg.decoder_layers))
+            nn.Embedding(self.num_text_buckets, heads) for _ in range(cfg.decoder_layers)
+        )
         self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(self.num_image_buckets, heads) for _ in range(cfg.decoder_layers))
-        self.register_buffer("token_rp_bucket", token_bucket_matrix(cfg.token_bucket_size, cfg.max_target_positions),
-                             persistent=False)
-        self.register_buffer("image_position_idx", code_position_ids(cfg.code_image_size, cfg.image_bucket_size),
-                             persistent=False)
+            nn.Embedding(self.num_image_buckets, heads) for _ in range(cfg.decoder_layers)
+        )
+        self.register_buffer(
+            "token_rp_bucket", token_bucket_matrix(cfg.token_bucket_size, cfg.max_target_positions), persistent=False
+        )
+        self.register_buffer(
+            "image_position_idx", code_position_ids(cfg.code_image_size, cfg.image_bucket_size), persistent=False
+        )
 
     # --------------------------------------------------------------- positions
-    def _target_positions(self, start: int, end: int, code_masks: Tensor | None, batch: int,
-                          raw: bool = False) -> Tensor:
+    def _target_positions(
+        self, start: int, end: int, code_masks: Tensor | None, batch: int, raw: bool = False
+    ) -> Tensor:
         """LN'd target position embeddings of positions [start, end) → (B|1, T, D); ``raw``: before the LN
         (what ``entangle_position_embedding`` adds to the token embeddings)."""
         self._check_length(end, code_masks)
@@ -109,8 +122,13 @@ class Decoder(nn.Module):
         return torch.where(code_masks.view(-1, 1, 1), image, text)
 
     # ----------------------------------------------------------------- forward
-    def forward(self, prev_output_tokens: Tensor, encoder_out: EncoderOutput, code_masks: Tensor | None = None,
-                cache: DecoderCache | None = None) -> Tensor:
+    def forward(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: EncoderOutput,
+        code_masks: Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
         """Final hidden states (after the last LayerNorm) of the new positions: (B, T_new, D)."""
         b, t = prev_output_tokens.shape
         start = cache.length if cache is not None else 0
@@ -149,8 +167,9 @@ class Decoder(nn.Module):
         new_self_kv = []
         cached_cross = cache is not None and len(cache.cross_kv) == len(self.layers)
         for i, layer in enumerate(self.layers):
-            bias = base + relative_bias(rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i],
-                                        base.dtype)
+            bias = base + relative_bias(
+                rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i], base.dtype
+            )
             if cached_cross:
                 ck, cv = cache.cross_kv[i]
             else:
@@ -231,9 +250,14 @@ class Decoder(nn.Module):
         weight = self.embed_tokens.weight
         if vocab_ids is not None:
             weight = weight.index_select(0, vocab_ids)
-        if (hidden.device.type == "cpu" and not torch.is_grad_enabled() and hidden.dim() >= 2
-                and 0 < hidden.numel() // hidden.shape[-1] <= _SMALL_PROJECTION_ROWS and hidden.dtype == weight.dtype
-                and transposed_projection_helps()):
+        if (
+            hidden.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and hidden.dim() >= 2
+            and 0 < hidden.numel() // hidden.shape[-1] <= _SMALL_PROJECTION_ROWS
+            and hidden.dtype == weight.dtype
+            and transposed_projection_helps()
+        ):
             flat = hidden.reshape(-1, hidden.shape[-1])
             return (weight @ flat.T).T.view(*hidden.shape[:-1], weight.shape[0])
         return F.linear(hidden, weight)

@@ -18,6 +18,7 @@ Deviation from OFA/PyTorch: only the random stream and this rounding differ
 Everything else (GPU, eval mode, ``p`` = 0 or 1, ``inplace=True``) is plain
 ``F.dropout``.
 """
+
 from __future__ import annotations
 
 import torch

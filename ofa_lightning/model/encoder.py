@@ -6,6 +6,7 @@ bias (computed once per forward, shared by all layers) plus per-layer relative
 tables (1-D for text×text, 2-D for patch×patch; image×text gets the absolute
 bias only) are summed with the padding mask into one float attention mask.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,12 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import ramp
-from .config import OFAConfig
+from .config import OFAConfig, ramp
 from .dropout import Dropout
 from .flex import FlexScores
-from .linear import Linear
 from .layers import EncoderLayer
+from .linear import Linear
 from .outputs import EncoderOutput
 from .positions import image_bucket_from_coords, image_position_ids, num_image_buckets, token_bucket_matrix
 from .resnet import TRUNK_CHANNELS, build_resnet
@@ -36,11 +36,13 @@ def split_heads(x: Tensor, heads: int) -> Tensor:
 def padding_bias(padding_mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """(B, S) bool → (B, 1, 1, S) additive mask with the dtype's most negative value at pads (as OFA)."""
     return torch.zeros(padding_mask.shape, dtype=dtype, device=padding_mask.device).masked_fill(
-        padding_mask, torch.finfo(dtype).min)[:, None, None, :]
+        padding_mask, torch.finfo(dtype).min
+    )[:, None, None, :]
 
 
-def relative_bias(index: Tensor, text_table: nn.Embedding, image_table: nn.Embedding,
-                  dtype: torch.dtype | None = None) -> Tensor:
+def relative_bias(
+    index: Tensor, text_table: nn.Embedding, image_table: nn.Embedding, dtype: torch.dtype | None = None
+) -> Tensor:
     """Look a combined bucket index up in [text table ; image table ; zero row] → (B', H, Q, K), contiguous.
 
     Index layout: [0, 511) text buckets, [511, 511+6892) image buckets, the last row is zero
@@ -110,19 +112,30 @@ class Encoder(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         rates = ramp(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(
-            EncoderLayer(d, heads, cfg.encoder_ffn_dim, cfg.dropout, cfg.attention_dropout, cfg.activation_dropout,
-                         rates[i], cfg.attn_scale_factor)
+            EncoderLayer(
+                d,
+                heads,
+                cfg.encoder_ffn_dim,
+                cfg.dropout,
+                cfg.attention_dropout,
+                cfg.activation_dropout,
+                rates[i],
+                cfg.attn_scale_factor,
+            )
             for i in range(cfg.encoder_layers)
         )
         self.layer_norm = nn.LayerNorm(d)
         self.num_text_buckets = 2 * cfg.token_bucket_size - 1
         self.num_image_buckets = num_image_buckets(cfg.image_bucket_size)
         self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(self.num_text_buckets, heads) for _ in range(cfg.encoder_layers))
+            nn.Embedding(self.num_text_buckets, heads) for _ in range(cfg.encoder_layers)
+        )
         self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(self.num_image_buckets, heads) for _ in range(cfg.encoder_layers))
-        self.register_buffer("token_rp_bucket", token_bucket_matrix(cfg.token_bucket_size, cfg.max_source_positions),
-                             persistent=False)
+            nn.Embedding(self.num_image_buckets, heads) for _ in range(cfg.encoder_layers)
+        )
+        self.register_buffer(
+            "token_rp_bucket", token_bucket_matrix(cfg.token_bucket_size, cfg.max_source_positions), persistent=False
+        )
 
     # ------------------------------------------------------------------ images
     def embed_patches(self, images: Tensor, sample_patch_num: int | None):
@@ -134,7 +147,8 @@ class Encoder(nn.Module):
             raise ValueError(
                 f"image of {images.shape[-2]}×{images.shape[-1]} px gives a {h}×{w} patch grid, but OFA's image "
                 f"position tables cover at most {g}×{g} patches ({g * 16} px). Resize the images or set "
-                f"model.interpolate_position=true (bilinear position interpolation, as OFA-Huge).")
+                f"model.interpolate_position=true (bilinear position interpolation, as OFA-Huge)."
+            )
         feats = feats.flatten(2).transpose(1, 2)
         device = feats.device
         rows = torch.arange(h, device=device).repeat_interleave(w)[None]
@@ -155,8 +169,13 @@ class Encoder(nn.Module):
         return feats, pos, rows, cols
 
     # ----------------------------------------------------------------- forward
-    def forward(self, input_ids: Tensor, patch_images: Tensor | None = None, patch_masks: Tensor | None = None,
-                sample_patch_num: int | None = None) -> EncoderOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        patch_images: Tensor | None = None,
+        patch_masks: Tensor | None = None,
+        sample_patch_num: int | None = None,
+    ) -> EncoderOutput:
         input_ids = self._check_length(input_ids)
         b, L = input_ids.shape
         device = input_ids.device
@@ -215,7 +234,9 @@ class Encoder(nn.Module):
         none = self.num_text_buckets + self.num_image_buckets  # the zero row
         index = text_index.new_full((rows.shape[0], s, s), none)
         index[:, n_img:, n_img:] = text_index
-        index[:, :n_img, :n_img] = image_bucket_from_coords(rows, cols, self.cfg.image_bucket_size) + self.num_text_buckets
+        index[:, :n_img, :n_img] = (
+            image_bucket_from_coords(rows, cols, self.cfg.image_bucket_size) + self.num_text_buckets
+        )
         return index
 
     def _check_length(self, input_ids: Tensor) -> Tensor:
@@ -225,5 +246,7 @@ class Encoder(nn.Module):
         if self.cfg.overlong_text == "truncate":
             log.warning("source text of %d tokens truncated to max_source_positions=%d", input_ids.shape[1], limit)
             return input_ids[:, :limit]
-        raise ValueError(f"source text has {input_ids.shape[1]} tokens but max_source_positions={limit}; "
-                         f"shorten it or set model.overlong_text=truncate")
+        raise ValueError(
+            f"source text has {input_ids.shape[1]} tokens but max_source_positions={limit}; "
+            f"shorten it or set model.overlong_text=truncate"
+        )

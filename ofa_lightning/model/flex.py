@@ -31,6 +31,7 @@ Limits, each refused with a message rather than worked around:
   (tens of seconds); later steps reuse it. The table gradient is accumulated with atomic adds, so it is not
   bit-reproducible run to run.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -67,7 +68,8 @@ def refuse_cpu_backward(q: Tensor) -> None:
     if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
         raise NotImplementedError(
             "model.attention_kernel=flex cannot train on the CPU: PyTorch's FlexAttention has no CPU backward. "
-            "Use model.attention_kernel=sdpa (the default) on CPU; flex is for GPU training.")
+            "Use model.attention_kernel=sdpa (the default) on CPU; flex is for GPU training."
+        )
 
 
 @dataclass
@@ -85,7 +87,7 @@ class FlexScores:
     pad: Tensor
     table: Tensor | None = None
 
-    def with_table(self, table: Tensor) -> "FlexScores":
+    def with_table(self, table: Tensor) -> FlexScores:
         return replace(self, table=table)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scaling: float, dropout_p: float = 0.0) -> Tensor:
@@ -93,7 +95,8 @@ class FlexScores:
         if dropout_p > 0.0:
             raise ValueError(
                 f"model.attention_kernel=flex has no attention-probability dropout, but attention_dropout="
-                f"{dropout_p} while training; set model.attention_dropout=0 (OFA's recipes) or use attention_kernel=sdpa")
+                f"{dropout_p} while training; set model.attention_dropout=0 (OFA's recipes) or use attention_kernel=sdpa"
+            )
         if self.table is None:
             raise ValueError("FlexScores.attend needs the layer's relative-bias table (with_table)")
         refuse_cpu_backward(q)

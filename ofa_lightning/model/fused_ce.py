@@ -23,6 +23,7 @@ Per row ``i`` with allowed set ``A_i`` (all of V when ``allowed`` is None), weig
 with ``p = softmax`` over ``A_i`` (0 outside it). The values equal
 :func:`ofa_lightning.training.loss.adjusted_label_smoothed_ce`'s reference path to fp32 rounding (tested).
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,9 @@ def _chunk_stats(x: Tensor, t: Tensor, mask: Tensor | None, acc: torch.dtype) ->
     return lse, picked, total
 
 
-def _chunk_grad(x: Tensor, t: Tensor, mask: Tensor | None, lse: Tensor, coef_p: Tensor, coef_t: Tensor,
-                coef_m: Tensor) -> Tensor:
+def _chunk_grad(
+    x: Tensor, t: Tensor, mask: Tensor | None, lse: Tensor, coef_p: Tensor, coef_t: Tensor, coef_m: Tensor
+) -> Tensor:
     """∂(loss, nll)/∂x of one chunk in ``lse``'s dtype (a fresh tensor; ``x`` is left untouched)."""
     p = x.to(lse.dtype, copy=True)  # a scratch copy even when no cast is needed (in place below)
     if mask is not None:
@@ -83,7 +85,8 @@ class _FusedSmoothedCE(torch.autograd.Function):
         for s in range(0, n, chunk_rows):
             sl = slice(s, s + chunk_rows)
             lse[sl], picked[sl], total[sl] = _chunk_stats(
-                logits[sl], target[sl], None if allowed is None else allowed[sl], a.dtype)
+                logits[sl], target[sl], None if allowed is None else allowed[sl], a.dtype
+            )
         nll = weights * (lse - picked)
         loss = a * nll + e * weights * (count * lse - total)
         ctx.save_for_backward(logits, target, lse, a, e, weights, count, allowed)
@@ -98,21 +101,36 @@ class _FusedSmoothedCE(torch.autograd.Function):
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
         for s in range(0, logits.shape[0], ctx.chunk_rows):
             sl = slice(s, s + ctx.chunk_rows)
-            grad[sl] = _chunk_grad(logits[sl], target[sl], None if allowed is None else allowed[sl], lse[sl],
-                                   coef_p[sl], coef_t[sl], coef_m[sl])
+            grad[sl] = _chunk_grad(
+                logits[sl],
+                target[sl],
+                None if allowed is None else allowed[sl],
+                lse[sl],
+                coef_p[sl],
+                coef_t[sl],
+                coef_m[sl],
+            )
         return grad, None, None, None, None, None, None, None
 
 
-def _prepare(n: int, vocab: int, device, acc: torch.dtype, target: Tensor, epsilon: float,
-             weights: Tensor | None, allowed: Tensor | None, chunk_rows: int):
+def _prepare(
+    n: int,
+    vocab: int,
+    device,
+    acc: torch.dtype,
+    target: Tensor,
+    epsilon: float,
+    weights: Tensor | None,
+    allowed: Tensor | None,
+    chunk_rows: int,
+):
     if target.shape != (n,):
         raise ValueError(f"expected target of shape ({n},), got {tuple(target.shape)}")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be ≥ 1, got {chunk_rows}")
     if allowed is not None and allowed.shape != (n, vocab):
         raise ValueError(f"expected allowed of shape ({n}, {vocab}), got {tuple(allowed.shape)}")
-    count = allowed.sum(-1).to(acc) if allowed is not None else torch.full((n,), float(vocab), device=device,
-                                                                              dtype=acc)
+    count = allowed.sum(-1).to(acc) if allowed is not None else torch.full((n,), float(vocab), device=device, dtype=acc)
     e = epsilon / (count - 1).clamp(min=1)
     a = 1.0 - epsilon - e
     w = torch.ones(n, device=device, dtype=acc) if weights is None else weights.to(device=device, dtype=acc)
@@ -135,6 +153,7 @@ def fused_smoothed_ce(
     if logits.dim() != 2:
         raise ValueError(f"expected logits (N, V), got {tuple(logits.shape)}")
     n, vocab = logits.shape
-    target, a, e, w, count = _prepare(n, vocab, logits.device, _acc_dtype(logits.dtype), target, epsilon, weights,
-                                      allowed, chunk_rows)
+    target, a, e, w, count = _prepare(
+        n, vocab, logits.device, _acc_dtype(logits.dtype), target, epsilon, weights, allowed, chunk_rows
+    )
     return _FusedSmoothedCE.apply(logits, target, a, e, w, count, allowed, chunk_rows)

@@ -22,6 +22,7 @@ run sat at the language prior (one constant box) for its first 500 steps. Two op
 Measured on the demo's shapes data (grounding alone, 500 steps): Acc@0.5 0.017 (OFA's
 init) -> 0.087 (both) -> 0.157 (both, dropout 0). Checkpoints and converted OFA weights replace all of this.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,14 @@ def xavier_linears(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def sincos_location_init(model: nn.Module, bin_range: tuple[int, int], image_size: int, patch_size: int = 16,
-                         bin_amplitude: float = 0.05, position_amplitude: float = 1.0) -> None:
+def sincos_location_init(
+    model: nn.Module,
+    bin_range: tuple[int, int],
+    image_size: int,
+    patch_size: int = 16,
+    bin_amplitude: float = 0.05,
+    position_amplitude: float = 1.0,
+) -> None:
     """Writes the shared sin/cos coordinate code into the bin embeddings and the image position table.
 
     ``image_size`` is the side the boxes are quantised over (the grounding task's ``max_image_size``): bin ``k``
@@ -68,22 +75,22 @@ def sincos_location_init(model: nn.Module, bin_range: tuple[int, int], image_siz
     if image_size <= 0:
         raise ValueError(f"sincos location init needs the image size the boxes are quantised over, got {image_size}")
     d = model.config.d_model
-    block = d // 4                       # x block [0, block), y block [block, 2·block)
+    block = d // 4  # x block [0, block), y block [block, 2·block)
     freqs, max_period = block // 2, 4.0 * num_bins
     bins = sincos_features(torch.arange(num_bins), freqs, max_period)
     weight = model.encoder.embed_tokens.weight
     if end > weight.shape[0]:
         raise ValueError(f"bin ids {bin_range} lie outside the vocabulary of {weight.shape[0]} ids")
     weight[start:end, :block] = bin_amplitude * bins.to(weight.dtype)
-    weight[start:end, block:2 * block] = bin_amplitude * bins.to(weight.dtype)
+    weight[start:end, block : 2 * block] = bin_amplitude * bins.to(weight.dtype)
 
     grid = model.config.image_bucket_size
-    centres = (torch.arange(grid) + 0.5) * patch_size * (num_bins - 1) / image_size   # in bin units
+    centres = (torch.arange(grid) + 0.5) * patch_size * (num_bins - 1) / image_size  # in bin units
     code = position_amplitude * sincos_features(centres, freqs, max_period)
-    table = model.encoder.embed_image_positions.weight   # row 1 + r·G + c (positions.image_position_ids)
-    rows = table[1:1 + grid * grid].view(grid, grid, -1)
-    rows[:, :, :block] = code[None, :, :].to(table.dtype)          # column code
-    rows[:, :, block:2 * block] = code[:, None, :].to(table.dtype)  # row code
+    table = model.encoder.embed_image_positions.weight  # row 1 + r·G + c (positions.image_position_ids)
+    rows = table[1 : 1 + grid * grid].view(grid, grid, -1)
+    rows[:, :, :block] = code[None, :, :].to(table.dtype)  # column code
+    rows[:, :, block : 2 * block] = code[:, None, :].to(table.dtype)  # row code
 
 
 @torch.no_grad()
@@ -106,9 +113,14 @@ def encoder_branch_gain(model: nn.Module, gain: float) -> int:
     return count
 
 
-def apply_model_init(model: nn.Module, linear: str = "bert", location: str = "none",
-                     bin_range: tuple[int, int] | None = None, location_image_size: int | None = None,
-                     branch_gain: float | None = None) -> None:
+def apply_model_init(
+    model: nn.Module,
+    linear: str = "bert",
+    location: str = "none",
+    bin_range: tuple[int, int] | None = None,
+    location_image_size: int | None = None,
+    branch_gain: float | None = None,
+) -> None:
     """Applies the configured from-scratch init on top of OFA's (``module.model_init``)."""
     if linear not in LINEAR_INITS:
         raise ValueError(f"model_init.linear must be one of {LINEAR_INITS}, got {linear!r}")
@@ -118,8 +130,10 @@ def apply_model_init(model: nn.Module, linear: str = "bert", location: str = "no
         xavier_linears(model)
     if location == "sincos":
         if bin_range is None or location_image_size is None:
-            raise ValueError("model_init.location=sincos needs the tokenizer's bin range and "
-                             "model_init.location_image_size (the side boxes are quantised over)")
+            raise ValueError(
+                "model_init.location=sincos needs the tokenizer's bin range and "
+                "model_init.location_image_size (the side boxes are quantised over)"
+            )
         sincos_location_init(model, bin_range, int(location_image_size))
     if branch_gain is not None:
         encoder_branch_gain(model, float(branch_gain))

@@ -4,6 +4,7 @@ Every attention and FFN sub-block is: LN → sublayer → extra LN (NormFormer)
 → dropout → drop-path → residual. Parameter names follow OFA's fairseq
 checkpoints so that conversion is a plain key copy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,17 @@ class _Layer(nn.Module):
 
 
 class EncoderLayer(_Layer):
-    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation_dropout: float, drop_path: float, scale_factor: float):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation_dropout: float,
+        drop_path: float,
+        scale_factor: float,
+    ):
         super().__init__(d_model, ffn_dim, dropout, activation_dropout, drop_path)
         self.self_attn = Attention(d_model, heads, attention_dropout, scale_factor)
         self.self_attn_layer_norm = nn.LayerNorm(d_model)
@@ -53,8 +63,17 @@ class EncoderLayer(_Layer):
 
 
 class DecoderLayer(_Layer):
-    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation_dropout: float, drop_path: float, scale_factor: float):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation_dropout: float,
+        drop_path: float,
+        scale_factor: float,
+    ):
         super().__init__(d_model, ffn_dim, dropout, activation_dropout, drop_path)
         self.self_attn = Attention(d_model, heads, attention_dropout, scale_factor)
         self.self_attn_layer_norm = nn.LayerNorm(d_model)
@@ -63,8 +82,15 @@ class DecoderLayer(_Layer):
         self.encoder_attn_layer_norm = nn.LayerNorm(d_model)
         self.cross_attn_ln = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, self_bias: Tensor | None, cross_k: Tensor, cross_v: Tensor, cross_bias: Tensor,
-                past_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(
+        self,
+        x: Tensor,
+        self_bias: Tensor | None,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        cross_bias: Tensor,
+        past_kv: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Returns the new states and this layer's full self-attention (k, v) for the cache."""
         h = self.self_attn_layer_norm(x)
         k, v = self.self_attn.project_kv(h)

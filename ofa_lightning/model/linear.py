@@ -18,6 +18,7 @@ trunk), which matters for CPU inference of the large sizes. Training, GPUs, auto
 and other dtypes use ``F.linear``. ``prepack_cpu = False`` (on the class or an
 instance) turns the path off (the benchmark's A/B).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,9 +50,16 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
     def _prepack_ok(self, x: Tensor) -> bool:
-        return (self.prepack_cpu and not Linear._broken and not self.training and not torch.is_grad_enabled()
-                and self.weight.dtype == torch.float32 and x.dim() >= 2 and x.numel() > 0
-                and onednn_cpu_ok(x, (torch.float32,), "_linear_pointwise"))
+        return (
+            self.prepack_cpu
+            and not Linear._broken
+            and not self.training
+            and not torch.is_grad_enabled()
+            and self.weight.dtype == torch.float32
+            and x.dim() >= 2
+            and x.numel() > 0
+            and onednn_cpu_ok(x, (torch.float32,), "_linear_pointwise")
+        )
 
     def _packed_weight(self, x: Tensor) -> Tensor:
         key = (self.weight.data_ptr(), self.weight._version)

@@ -1,4 +1,5 @@
 """The unified OFA encoder-decoder (plain PyTorch: no Lightning, Hydra or data code)."""
+
 from __future__ import annotations
 
 import torch
@@ -29,13 +30,16 @@ class OFAModel(nn.Module):
         ``checkpoint_resnet_segments``, ``fold_batchnorm_inference``); call again after changing them on
         ``self.config``."""
         cfg = self.config
-        self.encoder.embed_images.configure(channels_last=cfg.channels_last, checkpoint=cfg.checkpoint_resnet,
-                                            fold_bn=cfg.fold_batchnorm_inference,
-                                            segments=cfg.checkpoint_resnet_segments)
+        self.encoder.embed_images.configure(
+            channels_last=cfg.channels_last,
+            checkpoint=cfg.checkpoint_resnet,
+            fold_bn=cfg.fold_batchnorm_inference,
+            segments=cfg.checkpoint_resnet_segments,
+        )
 
     # ----------------------------------------------------------------- set-up
     @classmethod
-    def from_name(cls, name: str, **overrides) -> "OFAModel":
+    def from_name(cls, name: str, **overrides) -> OFAModel:
         return cls(OFAConfig.from_name(name, **overrides))
 
     def reset_parameters(self) -> None:
@@ -71,8 +75,13 @@ class OFAModel(nn.Module):
         return {"total": total, "resnet": resnet}
 
     # --------------------------------------------------------------- forward
-    def encode(self, input_ids: Tensor, patch_images: Tensor | None = None, patch_masks: Tensor | None = None,
-               sample_patch_num: int | None = None) -> EncoderOutput:
+    def encode(
+        self,
+        input_ids: Tensor,
+        patch_images: Tensor | None = None,
+        patch_masks: Tensor | None = None,
+        sample_patch_num: int | None = None,
+    ) -> EncoderOutput:
         return self.encoder(input_ids, patch_images, patch_masks, sample_patch_num)
 
     def new_cache(self) -> DecoderCache:
@@ -86,12 +95,22 @@ class OFAModel(nn.Module):
         instead of once per beam (same values; the projection is row-wise)."""
         self.decoder.prime_cache(cache, encoder_out, rows)
 
-    def decode_hidden(self, prev_output_tokens: Tensor, encoder_out: EncoderOutput, code_masks: Tensor | None = None,
-                      cache: DecoderCache | None = None) -> Tensor:
+    def decode_hidden(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: EncoderOutput,
+        code_masks: Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
         return self.decoder(prev_output_tokens, encoder_out, code_masks, cache)
 
-    def decode(self, prev_output_tokens: Tensor, encoder_out: EncoderOutput, code_masks: Tensor | None = None,
-               cache: DecoderCache | None = None) -> Tensor:
+    def decode(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: EncoderOutput,
+        code_masks: Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
         """Logits (B, T_new, V); with a cache only positions cache.length..t−1 are computed."""
         return self.decoder.project(self.decoder(prev_output_tokens, encoder_out, code_masks, cache))
 
@@ -99,8 +118,14 @@ class OFAModel(nn.Module):
         """Vocabulary logits of decoder states; ``vocab_ids`` (sorted ids) computes only those columns."""
         return self.decoder.project(hidden, vocab_ids)
 
-    def forward(self, input_ids: Tensor, prev_output_tokens: Tensor, patch_images: Tensor | None = None,
-                patch_masks: Tensor | None = None, code_masks: Tensor | None = None,
-                sample_patch_num: int | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        prev_output_tokens: Tensor,
+        patch_images: Tensor | None = None,
+        patch_masks: Tensor | None = None,
+        code_masks: Tensor | None = None,
+        sample_patch_num: int | None = None,
+    ) -> Tensor:
         encoder_out = self.encode(input_ids, patch_images, patch_masks, sample_patch_num)
         return self.decode(prev_output_tokens, encoder_out, code_masks)

@@ -1,4 +1,5 @@
 """Containers passed between the encoder, the decoder and the generator."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ class EncoderOutput:
     padding_mask: Tensor  # (B, S) bool, True = padding
     pos_embed: Tensor  # (B, S, D) LN'd [image ; text] position embeddings for the cross-attention bias
 
-    def index_select(self, order: Tensor) -> "EncoderOutput":
+    def index_select(self, order: Tensor) -> EncoderOutput:
         pos = self.pos_embed
         if pos.shape[0] > 0 and pos.stride(0) == 0:  # one row broadcast over the batch: stays a broadcast
             pos = pos[:1].expand(order.numel(), -1, -1)

@@ -7,6 +7,7 @@ q/k projections) plus per-layer relative tables, 1-D buckets for text and 2-D
 buckets for image patches. This module holds the bucket arithmetic; the
 tables themselves live in the encoder/decoder.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +64,9 @@ def image_position_ids(h: int, w: int, bucket_size: int = IMAGE_BUCKET_DEFAULT) 
     return (rows + cols + 1).reshape(-1)
 
 
-def image_bucket_from_coords(rows: torch.Tensor, cols: torch.Tensor, bucket_size: int = IMAGE_BUCKET_DEFAULT) -> torch.Tensor:
+def image_bucket_from_coords(
+    rows: torch.Tensor, cols: torch.Tensor, bucket_size: int = IMAGE_BUCKET_DEFAULT
+) -> torch.Tensor:
     """2-D bucket index from patch coordinates, with offsets clipped to the table.
 
     For grids up to G×G this equals :func:`image_bucket_matrix`; beyond it (only

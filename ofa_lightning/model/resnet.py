@@ -32,6 +32,7 @@ the parameters or their names:
   the weights prepacked for the latest input shape; the residual kernel writes into
   the shortcut's memory instead of a fresh output.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,8 @@ from timm.models.resnet import Bottleneck, ResNet
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .config import RESNET_BLOCKS, ramp
 from .onednn import onednn_cpu_ok
-
-from .config import ramp
-from .config import RESNET_BLOCKS
 
 log = logging.getLogger(__name__)
 TRUNK_CHANNELS = 1024
@@ -66,8 +65,10 @@ def segment_blocks(value) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         out = ()
     if len(out) != 3 or min(out) < 1 or any(float(v) != int(v) for v in value):
-        raise ValueError(f"checkpoint_resnet_segments must be three positive integers (the most blocks of stages 1, "
-                         f"2 and 3 in one checkpoint segment), got {value!r}")
+        raise ValueError(
+            f"checkpoint_resnet_segments must be three positive integers (the most blocks of stages 1, "
+            f"2 and 3 in one checkpoint segment), got {value!r}"
+        )
     return out
 
 
@@ -85,8 +86,12 @@ def checkpoint_mode(value) -> str:
 def frozen_bn_stats(*modules: nn.Module):
     """BatchNorm layers of ``modules`` still normalise with batch statistics but leave their running
     statistics and ``num_batches_tracked`` unchanged (momentum 0): for a checkpoint's recomputation."""
-    bns = [m for module in modules for m in module.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    bns = [
+        m
+        for module in modules
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
     for m in bns:
         m.momentum = 0.0
@@ -131,8 +136,13 @@ class OFAResNet(ResNet):
 
     segment_sizes: tuple[int, int, int] = STAGE_SEGMENT_BLOCKS  # "stages": the most blocks per segment, per stage
 
-    def configure(self, channels_last: bool = False, checkpoint: bool | str = False,
-                  fold_bn: bool = False, segments=STAGE_SEGMENT_BLOCKS) -> "OFAResNet":
+    def configure(
+        self,
+        channels_last: bool = False,
+        checkpoint: bool | str = False,
+        fold_bn: bool = False,
+        segments=STAGE_SEGMENT_BLOCKS,
+    ) -> OFAResNet:
         self.channels_last, self.checkpoint_mode, self.fold_bn = channels_last, checkpoint_mode(checkpoint), fold_bn
         self.segment_sizes = segment_blocks(segments)
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -160,15 +170,21 @@ class OFAResNet(ResNet):
         mode = self.checkpoint_mode if self.training and torch.is_grad_enabled() else "off"
         if mode == "stages":
             for segment in self._segments():
-                x = checkpoint(_run_modules, x, *segment, use_reentrant=False,
-                               context_fn=lambda seg=segment: (nullcontext(), frozen_bn_stats(*seg)))
+                x = checkpoint(
+                    _run_modules,
+                    x,
+                    *segment,
+                    use_reentrant=False,
+                    context_fn=lambda seg=segment: (nullcontext(), frozen_bn_stats(*seg)),
+                )
             return x
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for name in STAGES:
             for block in getattr(self, name):
                 if mode == "blocks":
-                    x = checkpoint(block, x, use_reentrant=False,
-                                   context_fn=lambda b=block: (nullcontext(), frozen_bn_stats(b)))
+                    x = checkpoint(
+                        block, x, use_reentrant=False, context_fn=lambda b=block: (nullcontext(), frozen_bn_stats(b))
+                    )
                 else:
                     x = block(x)
         return x
@@ -178,7 +194,7 @@ class OFAResNet(ResNet):
         segments = [(self.conv1, self.bn1, self.act1, self.maxpool)]
         for name, chunk in zip(STAGES, self.segment_sizes):
             blocks = tuple(getattr(self, name))
-            segments += [blocks[i:i + chunk] for i in range(0, len(blocks), chunk)]
+            segments += [blocks[i : i + chunk] for i in range(0, len(blocks), chunk)]
         return segments
 
     # ----------------------------------------------------- BN folding
@@ -195,17 +211,21 @@ class OFAResNet(ResNet):
 
     def _foldable(self) -> bool:
         if getattr(self, "_foldable_cache", None) is None:
-            ok = all(isinstance(b, Bottleneck) and b.se is None and isinstance(b.aa, nn.Identity)
-                     and isinstance(b.drop_block, nn.Identity)
-                     and (b.downsample is None or (isinstance(b.downsample, nn.Sequential) and len(b.downsample) == 2))
-                     for name in STAGES for b in getattr(self, name))
+            ok = all(
+                isinstance(b, Bottleneck)
+                and b.se is None
+                and isinstance(b.aa, nn.Identity)
+                and isinstance(b.drop_block, nn.Identity)
+                and (b.downsample is None or (isinstance(b.downsample, nn.Sequential) and len(b.downsample) == 2))
+                for name in STAGES
+                for b in getattr(self, name)
+            )
             ok = ok and isinstance(self.act1, nn.ReLU)
             self._foldable_cache = ok
         return self._foldable_cache
 
     def _fold_key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in
-                     (*self.parameters(), *self.buffers()))
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (*self.parameters(), *self.buffers()))
 
     def folded_weights(self) -> list[tuple[Tensor, Tensor]]:
         """The cached (weight, bias) of every conv+BN pair, rebuilt when any weight or statistic changed."""
@@ -255,7 +275,8 @@ class OFAResNet(ResNet):
                 packs = store[shape] = {}
             if id(c) not in packs:  # first call for this input shape: each convolution's input shape is now known
                 packs[id(c)] = torch.ops.mkldnn._reorder_convolution_weight(
-                    wb[0], c.padding, c.stride, c.dilation, c.groups, list(x.shape))
+                    wb[0], c.padding, c.stride, c.dilation, c.groups, list(x.shape)
+                )
             return packs[id(c)], wb[1]
 
         def _prepacked_conv_act(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], relu: bool) -> Tensor:
@@ -278,8 +299,11 @@ class OFAResNet(ResNet):
     def _fused_ok(self, x: Tensor) -> bool:
         """CPU, not under autocast (these ops have no autocast rule: under ``bf16-mixed`` the plain convolutions run,
         cast to bf16 as before), fp32/bf16, and a torch build that has them."""
-        return (self.fuse_cpu and not OFAResNet._fused_broken
-                and onednn_cpu_ok(x, (torch.float32, torch.bfloat16), "_convolution_pointwise"))
+        return (
+            self.fuse_cpu
+            and not OFAResNet._fused_broken
+            and onednn_cpu_ok(x, (torch.float32, torch.bfloat16), "_convolution_pointwise")
+        )
 
 
 def _plain_conv_act(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], relu: bool) -> Tensor:
@@ -292,12 +316,14 @@ def _plain_conv_add_relu(y: Tensor, shortcut: Tensor, c: nn.Conv2d, wb: tuple[Te
 
 
 def _fused_conv_act(x: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], relu: bool) -> Tensor:
-    return torch.ops.mkldnn._convolution_pointwise.default(x, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups,
-                                                           "relu" if relu else "none", [], "")
+    return torch.ops.mkldnn._convolution_pointwise.default(
+        x, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups, "relu" if relu else "none", [], ""
+    )
 
 
-def _fused_conv_add_relu(y: Tensor, shortcut: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor],
-                         inplace: bool = True) -> Tensor:
+def _fused_conv_add_relu(
+    y: Tensor, shortcut: Tensor, c: nn.Conv2d, wb: tuple[Tensor, Tensor], inplace: bool = True
+) -> Tensor:
     """``relu(conv(y) + shortcut)``, written into ``shortcut``'s memory when the folded trunk owns it.
 
     The in-place kernel (``_convolution_pointwise_``: ``shortcut += conv(y); relu``) allocates no output. That
@@ -309,10 +335,12 @@ def _fused_conv_add_relu(y: Tensor, shortcut: Tensor, c: nn.Conv2d, wb: tuple[Te
     convolution's output would be (channels-last in, channels-last out), else the out-of-place kernel runs."""
     fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     if inplace and shortcut.is_contiguous(memory_format=fmt) and shortcut.dtype == y.dtype:
-        return torch.ops.mkldnn._convolution_pointwise_.binary(shortcut, y, wb[0], wb[1], c.padding, c.stride,
-                                                               c.dilation, c.groups, "add", 1.0, "relu", [], "")
-    return torch.ops.mkldnn._convolution_pointwise.binary(y, shortcut, wb[0], wb[1], c.padding, c.stride, c.dilation,
-                                                          c.groups, "add", 1.0, "relu", [], "")
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            shortcut, y, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups, "add", 1.0, "relu", [], ""
+        )
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        y, shortcut, wb[0], wb[1], c.padding, c.stride, c.dilation, c.groups, "add", 1.0, "relu", [], ""
+    )
 
 
 def build_resnet(resnet_type: str, drop_path_rate: float = 0.0, frozen_bn: bool = False) -> OFAResNet:

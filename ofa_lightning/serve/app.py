@@ -14,6 +14,7 @@ field, 413 an upload over ``max_upload_mb``, an image over ``max_image_pixels`` 
 over-long instruction, 429 with ``Retry-After`` when ``max_queue`` requests are already waiting. Each request is
 logged as one line (method, path, status, task, batch size, latency).
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,8 +53,11 @@ def decode_image(data: bytes, max_pixels: int):
             image = Image.open(io.BytesIO(data))
             width, height = image.size  # read from the header, before any pixel is decoded
             if width * height > max_pixels:
-                raise BadRequest(f"image too large: {width}x{height} = {width * height} pixels, at most "
-                                 f"{max_pixels} (max_image_pixels)", 413)
+                raise BadRequest(
+                    f"image too large: {width}x{height} = {width * height} pixels, at most "
+                    f"{max_pixels} (max_image_pixels)",
+                    413,
+                )
             image.load()
             return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -76,9 +80,15 @@ def _region(value: Any) -> list[float] | None:
     return region
 
 
-def create_app(engine: ServeEngine, max_batch: int = 8, wait_ms: float = 10.0, max_queue: int = 64,
-               max_upload_mb: float = 20.0, max_image_pixels: int = 40_000_000,
-               request_timeout_s: float = 300.0) -> FastAPI:
+def create_app(
+    engine: ServeEngine,
+    max_batch: int = 8,
+    wait_ms: float = 10.0,
+    max_queue: int = 64,
+    max_upload_mb: float = 20.0,
+    max_image_pixels: int = 40_000_000,
+    request_timeout_s: float = 300.0,
+) -> FastAPI:
     batcher = DynamicBatcher(engine.run_batch, max_batch=max_batch, wait_ms=wait_ms, max_queue=max_queue)
     max_upload = int(max_upload_mb * 1024 * 1024)
     Image.MAX_IMAGE_PIXELS = max_image_pixels  # PIL's own guard for any later open in this process
@@ -97,8 +107,14 @@ def create_app(engine: ServeEngine, max_batch: int = 8, wait_ms: float = 10.0, m
         start = time.perf_counter()
         response = await call_next(request)
         extra = getattr(request.state, "log_extra", "")
-        log.info("%s %s %d %.1f ms%s", request.method, request.url.path, response.status_code,
-                 1000 * (time.perf_counter() - start), extra)
+        log.info(
+            "%s %s %d %.1f ms%s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            1000 * (time.perf_counter() - start),
+            extra,
+        )
         return response
 
     @app.exception_handler(BadRequest)
@@ -120,8 +136,14 @@ def create_app(engine: ServeEngine, max_batch: int = 8, wait_ms: float = 10.0, m
 
     @app.get("/info")
     async def info():
-        return {**engine.info(), "batching": {"max_batch": batcher.max_batch, "wait_ms": batcher.wait_s * 1000,
-                                              "max_queue": batcher.max_queue}}
+        return {
+            **engine.info(),
+            "batching": {
+                "max_batch": batcher.max_batch,
+                "wait_ms": batcher.wait_s * 1000,
+                "max_queue": batcher.max_queue,
+            },
+        }
 
     async def read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
         length = request.headers.get("content-length")
@@ -174,9 +196,17 @@ def create_app(engine: ServeEngine, max_batch: int = 8, wait_ms: float = 10.0, m
             raise BadRequest(f"the model could not take this request: {exc}", 422) from None
         latency = 1000 * (time.perf_counter() - start)
         request.state.log_extra = f" task={task} batch={batch_size}"
-        return {"task": task, "prompt": item.prompt, "text": result.text, "box": result.box,
-                "image_png_base64": result.image_png_base64, "warning": warning, "latency_ms": round(latency, 1),
-                "batch_size": batch_size, **result.extra}
+        return {
+            "task": task,
+            "prompt": item.prompt,
+            "text": result.text,
+            "box": result.box,
+            "image_png_base64": result.image_png_base64,
+            "warning": warning,
+            "latency_ms": round(latency, 1),
+            "batch_size": batch_size,
+            **result.extra,
+        }
 
     return app
 

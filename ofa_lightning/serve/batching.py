@@ -7,6 +7,7 @@ single worker thread, so the event loop never waits on the model. While the work
 and form the next batch at once. More than ``max_queue`` requests waiting or running: :class:`QueueFull` (the
 server's 429 with ``Retry-After``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,16 +30,21 @@ class QueueFull(Exception):
 
 
 class DynamicBatcher:
-    def __init__(self, run_batch: Callable[[Any, list[Any]], list[Any]], max_batch: int = 8, wait_ms: float = 10.0,
-                 max_queue: int = 64):
+    def __init__(
+        self,
+        run_batch: Callable[[Any, list[Any]], list[Any]],
+        max_batch: int = 8,
+        wait_ms: float = 10.0,
+        max_queue: int = 64,
+    ):
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
         self.run_batch = run_batch
         self.max_batch = int(max_batch)
         self.wait_s = float(wait_ms) / 1000.0
         self.max_queue = int(max_queue)
-        self.pending = 0              # waiting or running requests
-        self.batches = 0              # batches run so far
+        self.pending = 0  # waiting or running requests
+        self.batches = 0  # batches run so far
         self.last_batch_seconds = 1.0
         self._queue: asyncio.Queue | None = None
         self._collector: asyncio.Task | None = None

@@ -7,6 +7,7 @@ task object (:meth:`OFA.example`), collates them into one batch (``collate_examp
 evaluation's own code (``predict_batch``: the KV-cached beam search, trie, candidate scoring, the task's
 ``parse_prediction``), so a batched answer is the answer ``OFA.generate`` gives for the same request alone.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,9 +50,9 @@ class BadRequest(UserError):
 class ServeRequest:
     task: str
     instruction: str
-    image: Any = None                       # PIL image (RGB) or None
-    region: list[float] | None = None       # grounded_caption: [x0, y0, x1, y1] pixels of ``image``
-    prompt: str = ""                        # filled by ServeEngine.prepare
+    image: Any = None  # PIL image (RGB) or None
+    region: list[float] | None = None  # grounded_caption: [x0, y0, x1, y1] pixels of ``image``
+    prompt: str = ""  # filled by ServeEngine.prepare
 
 
 @dataclass
@@ -65,8 +66,14 @@ class ServeResult:
 class ServeEngine:
     """One loaded model; ``run_batch`` is called from a single worker thread."""
 
-    def __init__(self, ofa, max_instruction_chars: int = 512, vq_path: str | None = None,
-                 vq_config: str | None = None, t2i_samples: int = 4):
+    def __init__(
+        self,
+        ofa,
+        max_instruction_chars: int = 512,
+        vq_path: str | None = None,
+        vq_config: str | None = None,
+        t2i_samples: int = 4,
+    ):
         self.ofa = ofa
         self.max_instruction_chars = int(max_instruction_chars)
         self.t2i_samples = int(t2i_samples)
@@ -78,9 +85,12 @@ class ServeEngine:
     def trained_tasks(self) -> dict[str, dict[str, Any]]:
         out = {}
         for source, task in self.ofa.tasks.items():
-            out[source] = {"task": type(task).name, "image_size": task.cfg.get("image_size"),
-                           "prompt_type": task.cfg.get("prompt_type", "none"),
-                           "answer_set": len(task.candidates) if getattr(task, "candidates", None) else None}
+            out[source] = {
+                "task": type(task).name,
+                "image_size": task.cfg.get("image_size"),
+                "prompt_type": task.cfg.get("prompt_type", "none"),
+                "answer_set": len(task.candidates) if getattr(task, "candidates", None) else None,
+            }
         return out
 
     def available_tasks(self) -> dict[str, dict[str, Any]]:
@@ -92,9 +102,13 @@ class ServeEngine:
                 usable, reason = False, "the checkpoint's tokenizer has no image codes: it cannot generate images"
             elif name == "text_to_image" and not self._vq_path:
                 usable, reason = False, "needs a VQ model: start ofa-serve with vq_path=<VQ checkpoint>"
-            out[name] = {"trained": ofa_task in trained or name == "instruction" and "caption" in trained,
-                         "usable": usable, "reason": reason, "instruction": field_help,
-                         "default_instruction": self.default_instruction(name)}
+            out[name] = {
+                "trained": ofa_task in trained or name == "instruction" and "caption" in trained,
+                "usable": usable,
+                "reason": reason,
+                "instruction": field_help,
+                "default_instruction": self.default_instruction(name),
+            }
         return out
 
     def info(self) -> dict[str, Any]:
@@ -102,8 +116,18 @@ class ServeEngine:
         config = model.config
         return {
             "parameters": int(sum(p.numel() for p in model.parameters())),
-            "model": {k: getattr(config, k) for k in ("name", "d_model", "encoder_layers", "decoder_layers",
-                                                       "encoder_attention_heads", "resnet_type", "vocab_size")},
+            "model": {
+                k: getattr(config, k)
+                for k in (
+                    "name",
+                    "d_model",
+                    "encoder_layers",
+                    "decoder_layers",
+                    "encoder_attention_heads",
+                    "resnet_type",
+                    "vocab_size",
+                )
+            },
             "tokenizer": {"vocab_size": tok.vocab_size, "num_bins": tok.num_bins, "num_codes": tok.num_codes},
             "trained_tasks": self.trained_tasks(),
             "image_size": self.ofa.image_size,
@@ -126,8 +150,9 @@ class ServeEngine:
             raise BadRequest(f"task '{task}' is not available: {info['reason']}")
         text = " ".join(str(instruction or "").split())
         if len(str(instruction or "")) > self.max_instruction_chars:
-            raise BadRequest(f"instruction too long: {len(str(instruction))} characters, at most "
-                             f"{self.max_instruction_chars}", 413)
+            raise BadRequest(
+                f"instruction too long: {len(str(instruction))} characters, at most {self.max_instruction_chars}", 413
+            )
         if not text and task not in ("caption", "grounded_caption"):
             raise BadRequest(f"empty instruction: task '{task}' needs {TASKS[task][1]}")
         if task not in IMAGE_FREE and not has_image:
@@ -136,8 +161,10 @@ class ServeEngine:
             raise BadRequest("task 'grounded_caption' needs region=[x0,y0,x1,y1] (pixels of the image)")
         warning = None
         if not info["trained"]:
-            warning = (f"the checkpoint was not trained on '{TASKS[task][0]}': answered with OFA's default "
-                       f"settings for it, expect a poor answer")
+            warning = (
+                f"the checkpoint was not trained on '{TASKS[task][0]}': answered with OFA's default "
+                f"settings for it, expect a poor answer"
+            )
         return text, warning
 
     def prepare(self, request: ServeRequest) -> ServeRequest:
@@ -156,8 +183,9 @@ class ServeEngine:
             from ofa_lightning.api import PROMPTS
             from ofa_lightning.tasks.grounded_qa import fill_region
 
-            prompt = fill_region(PROMPTS["grounded_caption"], list(request.region), request.image,
-                                 self.ofa.tokenizer.num_bins)
+            prompt = fill_region(
+                PROMPTS["grounded_caption"], list(request.region), request.image, self.ofa.tokenizer.num_bins
+            )
         elif name == "image_text_matching":
             from ofa_lightning.tasks.image_text_matching import ITM_PROMPT
 
@@ -209,5 +237,6 @@ class ServeEngine:
         samples = self.ofa.generate_image(caption, self._vq, num_samples=self.t2i_samples)
         buffer = io.BytesIO()
         samples[0].image.save(buffer, format="PNG")
-        return ServeResult(caption, None, base64.b64encode(buffer.getvalue()).decode("ascii"),
-                           {"score": samples[0].score})
+        return ServeResult(
+            caption, None, base64.b64encode(buffer.getvalue()).decode("ascii"), {"score": samples[0].score}
+        )

@@ -24,6 +24,7 @@ template              any task declared in YAML (see :mod:`.template`)
 ``imagenet``, ``image_gen``, ``vqa_gen``, ``summarization``); ``build_task_from_config(cfg, tokenizer)`` takes a
 ``conf/task/*.yaml`` mapping (``name`` + options; a DictConfig, a dict, a YAML string or a YAML file path).
 """
+
 from __future__ import annotations
 
 import os

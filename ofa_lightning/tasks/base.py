@@ -39,6 +39,7 @@ Added on top of that contract
 Subclasses implement ``_build`` (same arguments as ``build_example``) and raise :class:`SkipSample` for bad
 input; the helpers (:meth:`Task.text`, :meth:`Task.box`, :meth:`Task.make_example` ...) raise it for them.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from PIL import Image
 
 __all__ = [
@@ -180,12 +180,12 @@ class Task:
     inference: ClassVar[str] = "generate"
     #: option defaults (merged with those of the base classes)
     defaults: ClassVar[dict[str, Any]] = {
-        "strict": False,          # raise BadSampleError instead of counting a skip
+        "strict": False,  # raise BadSampleError instead of counting a skip
         "max_text_chars": 20000,  # a text field longer than this is a skip ("text too long")
         "max_source_tokens": 1024,  # encoder tokens incl. BOS/EOS (OFA's max_source_positions)
         "max_target_tokens": 1025,  # decoder input incl. BOS: 1024 image codes + BOS must fit
-        "weight": None,           # per-example loss weight; None = the task's default_weight
-        "generation": None,       # GenerationConfig field overrides (a "preset" key swaps the base preset)
+        "weight": None,  # per-example loss weight; None = the task's default_weight
+        "generation": None,  # GenerationConfig field overrides (a "preset" key swaps the base preset)
     }
     #: per-mode overrides of ``defaults`` for tasks with a ``mode`` option
     mode_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -198,14 +198,16 @@ class Task:
         defaults = _merged_class_dict(type(self), "defaults")
         unknown = sorted(set(options) - set(defaults))
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for task {type(self).name!r}; "
-                             f"known: {', '.join(sorted(defaults))}")
+            raise ValueError(
+                f"unknown option(s) {unknown} for task {type(self).name!r}; known: {', '.join(sorted(defaults))}"
+            )
         cfg = dict(defaults)
         mode = options.get("mode", defaults.get("mode"))
         if self.mode_defaults and mode is not None:
             if mode not in self.mode_defaults:
-                raise ValueError(f"task {type(self).name!r}: mode must be one of {sorted(self.mode_defaults)}, "
-                                 f"got {mode!r}")
+                raise ValueError(
+                    f"task {type(self).name!r}: mode must be one of {sorted(self.mode_defaults)}, got {mode!r}"
+                )
             cfg.update(self.mode_defaults[mode])
         cfg.update(options)
         self.cfg: dict[str, Any] = cfg
@@ -216,8 +218,9 @@ class Task:
         self._trie = None
 
     # -- the contract --------------------------------------------------------------------------------------------
-    def build_example(self, sample: dict[str, Any], image: Image.Image | None, train: bool,
-                      rng: random.Random) -> Example | None:
+    def build_example(
+        self, sample: dict[str, Any], image: Image.Image | None, train: bool, rng: random.Random
+    ) -> Example | None:
         """Raw shard sample (its json fields) + decoded PIL image → Example; None = counted skip."""
         try:
             if not isinstance(sample, Mapping):
@@ -230,8 +233,7 @@ class Task:
                 raise BadSampleError(self.name, str(sid), skip) from None
             return None
 
-    def _build(self, sample: Mapping[str, Any], image: Image.Image | None, train: bool,
-               rng: random.Random) -> Example:
+    def _build(self, sample: Mapping[str, Any], image: Image.Image | None, train: bool, rng: random.Random) -> Example:
         raise NotImplementedError
 
     def generation_config(self):
@@ -273,8 +275,9 @@ class Task:
             return None
         if self._candidate_seqs is None:
             eos = self.tokenizer.eos_id
-            self._candidate_seqs = [ids + [eos] for ids in
-                                    self.tokenizer.encode_batch([f" {c}" for c in self.candidates])]
+            self._candidate_seqs = [
+                ids + [eos] for ids in self.tokenizer.encode_batch([f" {c}" for c in self.candidates])
+            ]
         return self._candidate_seqs
 
     def constraint_trie(self):
@@ -293,15 +296,25 @@ class Task:
     def sample_id(sample: Mapping[str, Any]) -> str:
         return str(sample.get("id", "?"))
 
-    def field(self, sample: Mapping[str, Any], name: str, types: type | tuple[type, ...] | None = None,
-              required: bool = True, default: Any = None) -> Any:
+    def field(
+        self,
+        sample: Mapping[str, Any],
+        name: str,
+        types: type | tuple[type, ...] | None = None,
+        required: bool = True,
+        default: Any = None,
+    ) -> Any:
         """``sample[name]`` (dotted paths walk nested dicts/lists); missing/None → skip (or ``default`` when not
         required); an instance of the wrong type → skip ``"bad type"``. ``bool`` never passes as a number."""
         value: Any = sample
-        for part in ([name] if name in sample else name.split(".")):
+        for part in [name] if name in sample else name.split("."):
             if isinstance(value, Mapping) and part in value:
                 value = value[part]
-            elif isinstance(value, (list, tuple)) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            elif (
+                isinstance(value, (list, tuple))
+                and part.lstrip("-").isdigit()
+                and -len(value) <= int(part) < len(value)
+            ):
                 value = value[int(part)]
             else:
                 value = None
@@ -356,8 +369,9 @@ class Task:
         return float(value)
 
     @staticmethod
-    def check_box(box: Any, name: str, width: float | None = None, height: float | None = None,
-                  tolerance: float = 1.0) -> list[float]:
+    def check_box(
+        box: Any, name: str, width: float | None = None, height: float | None = None, tolerance: float = 1.0
+    ) -> list[float]:
         """4 finite numbers ``x0, y0, x1, y1`` with ``x0 < x1``, ``y0 < y1`` and (when the image size is given)
         inside ``[-tolerance, size + tolerance]``; else a skip ("bad box", "inverted box", "box outside image")."""
         if not isinstance(box, (list, tuple)) or len(box) != 4:
@@ -394,8 +408,9 @@ class Task:
     def wrap_source(self, ids: Sequence[int]) -> list[int]:
         return [self.tokenizer.bos_id, *ids, self.tokenizer.eos_id]
 
-    def teacher_forcing(self, source: list[int], answer: Sequence[int],
-                        prompt_type: str = "none") -> tuple[list[int], list[int], list[int]]:
+    def teacher_forcing(
+        self, source: list[int], answer: Sequence[int], prompt_type: str = "none"
+    ) -> tuple[list[int], list[int], list[int]]:
         """``(prev_output, target, decoder_prompt)`` for OFA's three ``prompt_type`` values.
 
         decoder_prompt = ``[BOS]`` (``none``), ``source[:-1]`` (``prev_output``: BOS + question, no EOS) or
@@ -421,8 +436,9 @@ class Task:
         w = self.cfg.get("weight")
         return float(self.default_weight if w is None else w)
 
-    def make_example(self, sample: Mapping[str, Any], source: list[int], prev_output: list[int],
-                     target: list[int], **kwargs: Any) -> Example:
+    def make_example(
+        self, sample: Mapping[str, Any], source: list[int], prev_output: list[int], target: list[int], **kwargs: Any
+    ) -> Example:
         """Builds the Example with this task's name, id and weight, checking the length limits."""
         if len(source) > int(self.cfg["max_source_tokens"]):
             raise SkipSample("source too long", None, f"{len(source)} > {self.cfg['max_source_tokens']} tokens")
@@ -430,11 +446,23 @@ class Task:
             raise SkipSample("target too long", None, f"{len(prev_output)} > {self.cfg['max_target_tokens']} tokens")
         kwargs.setdefault("weight", self.weight)
         kwargs.setdefault("decoder_prompt", [self.tokenizer.bos_id])
-        return Example(id=self.sample_id(sample), task=self.name, source=list(source),
-                       prev_output=list(prev_output), target=list(target), **kwargs)
+        return Example(
+            id=self.sample_id(sample),
+            task=self.name,
+            source=list(source),
+            prev_output=list(prev_output),
+            target=list(target),
+            **kwargs,
+        )
 
-    def seq2seq_example(self, sample: Mapping[str, Any], prompt: str | list[int], answer: str | list[int],
-                        prompt_type: str = "none", **kwargs: Any) -> Example:
+    def seq2seq_example(
+        self,
+        sample: Mapping[str, Any],
+        prompt: str | list[int],
+        answer: str | list[int],
+        prompt_type: str = "none",
+        **kwargs: Any,
+    ) -> Example:
         """Plain OFA example: source ``[BOS] + prompt + [EOS]``, prev_output ``[BOS] + answer``, target
         ``answer + [EOS]``. ``prompt``/``answer`` are strings (encoded) or token lists. ``prompt_type``: see
         :meth:`teacher_forcing` (``prev_output`` also gives the decoder the source as a prefix)."""

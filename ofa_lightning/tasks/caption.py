@@ -11,6 +11,7 @@ Training picks one of the sample's ``captions`` with the rng; evaluation uses th
 them all (punctuation removed, untruncated) as ``meta["reference"]`` for CIDEr/BLEU/ROUGE-L.
 Decoding: beam 5, max_len_b 16, no_repeat_ngram 3; the prediction has punctuation stripped (OFA).
 """
+
 from __future__ import annotations
 
 from ofa_lightning.generation import GenerationConfig

@@ -11,6 +11,7 @@ Image pipelines (``mode`` option of the image tasks)
 ``sample_patch_num``: OFA's pre-training patch sampling (196 of the patches of image-text rows); carried as an
 option for the model/collate (``task.cfg["sample_patch_num"]``); None = all patches.
 """
+
 from __future__ import annotations
 
 import random
@@ -83,8 +84,7 @@ class ImageTask(Task):
             return Compose([*steps, ToTensor(), self.normalize()])
         return Compose([SquashResize(size), ToTensor(), self.normalize()])
 
-    def transform(self, image: Image.Image, train: bool, rng: random.Random,
-                  target: dict[str, Any] | None = None):
+    def transform(self, image: Image.Image, train: bool, rng: random.Random, target: dict[str, Any] | None = None):
         """``(tensor, target)`` for a PIL image through the split's pipeline."""
         if train not in self._transforms:
             self._transforms[train] = self.build_transform(train)
@@ -101,12 +101,17 @@ class GroundingImageTask(ImageTask):
     def build_transform(self, train: bool) -> Compose:
         size = int(self.cfg["image_size"])
         if self.cfg.get("mode") == "pretrain" and train:
-            return Compose([RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
-                            ObjectCenterCrop(size), ToTensor(), self.normalize()])
+            return Compose(
+                [
+                    RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
+                    ObjectCenterCrop(size),
+                    ToTensor(),
+                    self.normalize(),
+                ]
+            )
         return Compose([SquashResize(size), ToTensor(), self.normalize()])
 
-    def image_and_box(self, sample: Mapping[str, Any], image: Image.Image | None, train: bool,
-                      rng: random.Random):
+    def image_and_box(self, sample: Mapping[str, Any], image: Image.Image | None, train: bool, rng: random.Random):
         """``(tensor, original box, transformed target)``; the box is validated against the image size."""
         img = self.require_image(image)
         name = self.cfg["box_field"]

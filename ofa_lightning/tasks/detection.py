@@ -12,6 +12,7 @@ Loss weight 2.0 and the ``other`` group, as OFA's v2 samples. Sample fields: ``b
 Prediction: a list of ``{"box": [x0, y0, x1, y1] in original pixels, "label": str}`` parsed from groups of
 4 bins followed by label text (incomplete groups are dropped).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,22 +42,27 @@ class DetectionTask(ImageTask):
     prompt = DETECTION_PROMPT
     defaults = {
         "mode": "pretrain",
-        "image_size": 256,       # LargeScaleJitter output (OFA: code_image_size * 2)
+        "image_size": 256,  # LargeScaleJitter output (OFA: code_image_size * 2)
         "max_image_size": 512,
         "scale_min": 1.0,
         "scale_max": 1.5,
         "hflip_prob": 0.5,
         "lowercase_labels": True,
-        "max_objects": None,     # keep at most this many boxes (annotation order); None = all
+        "max_objects": None,  # keep at most this many boxes (annotation order); None = all
     }
     mode_defaults = {"pretrain": {}, "finetune": {}}
 
     def build_transform(self, train: bool) -> Compose:
         size = int(self.cfg["image_size"])
         if train:
-            return Compose([RandomHorizontalFlip(self.cfg["hflip_prob"]),
-                            LargeScaleJitter(size, self.cfg["scale_min"], self.cfg["scale_max"]),
-                            ToTensor(), self.normalize()])
+            return Compose(
+                [
+                    RandomHorizontalFlip(self.cfg["hflip_prob"]),
+                    LargeScaleJitter(size, self.cfg["scale_min"], self.cfg["scale_max"]),
+                    ToTensor(),
+                    self.normalize(),
+                ]
+            )
         return Compose([SquashResize(size), ToTensor(), self.normalize()])
 
     def _build(self, sample, image, train, rng) -> Example:
@@ -78,8 +84,9 @@ class DetectionTask(ImageTask):
             checked, names = checked[: self.cfg["max_objects"]], names[: self.cfg["max_objects"]]
         tensor, target = self.transform(img, train, rng, {"boxes": checked, "labels": names})
         max_size, nb = float(self.cfg["max_image_size"]), self.tokenizer.num_bins
-        parts = [f"{box_to_tokens(b, max_size, nb)} {label}"
-                 for b, label in zip(target["boxes"].tolist(), target["labels"])]
+        parts = [
+            f"{box_to_tokens(b, max_size, nb)} {label}" for b, label in zip(target["boxes"].tolist(), target["labels"])
+        ]
         meta: dict[str, Any] = {
             "reference": [{"box": b, "label": n} for b, n in zip(checked, names)],
             "w_ratio": target["w_ratio"],
@@ -98,16 +105,15 @@ class DetectionTask(ImageTask):
         ids = _until_eos(tokens, tok.eos_id)
         objects, i = [], 0
         while i + 4 <= len(ids):
-            quad = ids[i:i + 4]
+            quad = ids[i : i + 4]
             if not all(lo <= t < hi for t in quad):
                 i += 1
                 continue
             j = i + 4
             while j < len(ids) and not lo <= ids[j] < hi:
                 j += 1
-            label = tok.decode(ids[i + 4:j]).strip()
-            box = bins_to_box(tok.ids_to_bins(quad), float(self.cfg["max_image_size"]), tok.num_bins,
-                              w_ratio, h_ratio)
+            label = tok.decode(ids[i + 4 : j]).strip()
+            box = bins_to_box(tok.ids_to_bins(quad), float(self.cfg["max_image_size"]), tok.num_bins, w_ratio, h_ratio)
             if label:
                 objects.append({"box": box, "label": label})
             i = j

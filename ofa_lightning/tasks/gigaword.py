@@ -10,6 +10,7 @@ Training adds OFA's target-side noise: each decoder-input token after BOS is, wi
 ``meta["reference"]`` is the raw summary lower-cased (OFA's ``target_str``); decoding: beam 6, lenpen 0.7,
 max_len_b 32, no_repeat_ngram 3.
 """
+
 from __future__ import annotations
 
 from ofa_lightning.generation import GenerationConfig
@@ -58,8 +59,9 @@ class GigawordTask(Task):
         prev, target, prompt = self.teacher_forcing(source, tgt, "none")
         if train:
             prev = prev[:1] + self.add_noise(prev[1:], rng)
-        return self.make_example(sample, source, prev, target, decoder_prompt=prompt,
-                                 meta={"reference": raw_summary.lower()})
+        return self.make_example(
+            sample, source, prev, target, decoder_prompt=prompt, meta={"reference": raw_summary.lower()}
+        )
 
     def generation_config(self) -> GenerationConfig:
         return self.make_generation_config("gigaword")

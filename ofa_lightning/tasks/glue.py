@@ -22,6 +22,7 @@ teacher-forced pass, argmax over the task's label tokens at the last position (`
 The subtask comes from the ``subtask`` option or the sample's ``task`` field; labels may be the recipe's
 names (acceptable, entailment, ...) or the answer words themselves.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,8 +54,14 @@ GLUE_LABELS = {
     "qnli": {"entailment": "yes", "not_entailment": "no"},
 }
 _PAIR = {"mrpc", "qqp", "mnli", "rte", "qnli"}
-_ALIASES = {"sst-2": "sst2", "sst": "sst2", "mnli-m": "mnli", "mnli-mm": "mnli", "mnli_matched": "mnli",
-            "mnli_mismatched": "mnli"}
+_ALIASES = {
+    "sst-2": "sst2",
+    "sst": "sst2",
+    "mnli-m": "mnli",
+    "mnli-mm": "mnli",
+    "mnli_matched": "mnli",
+    "mnli_mismatched": "mnli",
+}
 
 
 class GlueTask(Task):
@@ -91,8 +98,10 @@ class GlueTask(Task):
         if word not in self._label_ids:
             ids = self.encode(f" {word}")
             if len(ids) != 1:
-                raise ValueError(f"glue: label word {word!r} is {len(ids)} tokens with this tokenizer; OFA's GLUE "
-                                 "format needs a single token")
+                raise ValueError(
+                    f"glue: label word {word!r} is {len(ids)} tokens with this tokenizer; OFA's GLUE "
+                    "format needs a single token"
+                )
             self._label_ids[word] = ids[0]
         return self._label_ids[word]
 
@@ -121,10 +130,21 @@ class GlueTask(Task):
         # unlabelled evaluation rows (GLUE test files) get an all-PAD target: no loss, prediction only
         target = [pad] * (len(source) - 1) + [self.label_id(word) if word is not None else pad]
         words = self.label_words(subtask)
-        meta = {"reference": word, "subtask": subtask, "candidates": words,
-                "candidate_ids": [self.label_id(w) for w in words]}
-        return self.make_example(sample, source, list(source), target, meta=meta, decoder_prompt=list(source),
-                                 constraint="trie" if self.cfg["constrained_training"] else None)
+        meta = {
+            "reference": word,
+            "subtask": subtask,
+            "candidates": words,
+            "candidate_ids": [self.label_id(w) for w in words],
+        }
+        return self.make_example(
+            sample,
+            source,
+            list(source),
+            target,
+            meta=meta,
+            decoder_prompt=list(source),
+            constraint="trie" if self.cfg["constrained_training"] else None,
+        )
 
     def generation_config(self) -> GenerationConfig:
         return self.make_generation_config(None, beam_size=1, max_len_b=1, min_len=1)

@@ -6,6 +6,7 @@ Source ``"  what does the region describe? region:"`` (two leading spaces, as in
 (``expression``, ``box``). Image pipeline and bins as :mod:`~ofa_lightning.tasks.grounding`; default
 ``mode=pretrain`` (384² object-centred crop in training, squash in evaluation).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,10 +26,17 @@ class GroundedCaptionTask(GroundingImageTask):
     name = "grounded_caption"
     metrics = ("cider", "bleu", "rouge_l")
     prompt = GROUNDED_CAPTION_PROMPT
-    defaults = {"mode": "pretrain", "image_size": 384, "sample_patch_num": 196, "max_tgt_words": 30,
-                "expression_field": "expression"}
-    mode_defaults = {"finetune": {"image_size": 512, "sample_patch_num": None},
-                     "pretrain": {"image_size": 384, "sample_patch_num": 196}}
+    defaults = {
+        "mode": "pretrain",
+        "image_size": 384,
+        "sample_patch_num": 196,
+        "max_tgt_words": 30,
+        "expression_field": "expression",
+    }
+    mode_defaults = {
+        "finetune": {"image_size": 512, "sample_patch_num": None},
+        "pretrain": {"image_size": 384, "sample_patch_num": 196},
+    }
 
     def _build(self, sample, image, train, rng) -> Example:
         tensor, box, target = self.image_and_box(sample, image, train, rng)

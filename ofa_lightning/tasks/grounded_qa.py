@@ -10,13 +10,21 @@ that a fine-tuned grounding model (512x512 squash, boxes / 512) and ``OFA.genera
 ``ofa-predict ... region=[x0,y0,x1,y1]`` fills ``{region}`` in the prompt (or appends `` region: ...``) with
 :func:`fill_region`; notebooks import the same helpers from here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REGION_PLACEHOLDER", "region_to_bins", "region_tokens", "grounded_qa_prompt", "fill_region", "image_size_of"]
+__all__ = [
+    "REGION_PLACEHOLDER",
+    "region_to_bins",
+    "region_tokens",
+    "grounded_qa_prompt",
+    "fill_region",
+    "image_size_of",
+]
 
 REGION_PLACEHOLDER = "{region}"
 

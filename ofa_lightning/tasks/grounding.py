@@ -18,6 +18,7 @@ forced prefix, as OFA's VQA does; the loss stays on the 4 bins + EOS and evaluat
 up to ``src_len + 4`` tokens and parses the first 4. The demo uses it: with ``none`` its from-scratch decoder drew the
 same box whatever the expression (docs/tutorials/demo.md). ``OFA.load`` reads it from the run's resolved config.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -67,9 +68,14 @@ class GroundingTask(GroundingImageTask):
         for key in ("ref_id", "image_id"):
             if key in sample:
                 meta[key] = sample[key]
-        return self.seq2seq_example(sample, self.prompt.format(expression),
-                                    self.box_tokens(target["boxes"][0].tolist()), image=tensor, meta=meta,
-                                    prompt_type=self.cfg["prompt_type"])
+        return self.seq2seq_example(
+            sample,
+            self.prompt.format(expression),
+            self.box_tokens(target["boxes"][0].tolist()),
+            image=tensor,
+            meta=meta,
+            prompt_type=self.cfg["prompt_type"],
+        )
 
     def generation_config(self) -> GenerationConfig:
         if self.cfg["prompt_type"] != "none":

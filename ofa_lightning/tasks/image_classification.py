@@ -9,6 +9,7 @@ RandomAugment; ``none``: squash only); evaluation: bicubic squash to ``image_siz
 With ``candidates`` (the class names, a list or a file) training is trie-constrained and evaluation ranks
 every class (all-candidate scoring).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,14 +60,28 @@ class ImageClassificationTask(ImageTask):
         from torchvision import transforms as tvt
 
         mean, std = self.normalize().mean, self.normalize().std
-        timm_tf = create_transform(input_size=size, is_training=True, color_jitter=0.4,
-                                   auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic", re_prob=0.25,
-                                   re_mode="pixel", re_count=1, mean=tuple(mean), std=tuple(std))
+        timm_tf = create_transform(
+            input_size=size,
+            is_training=True,
+            color_jitter=0.4,
+            auto_augment="rand-m9-mstd0.5-inc1",
+            interpolation="bicubic",
+            re_prob=0.25,
+            re_mode="pixel",
+            re_count=1,
+            mean=tuple(mean),
+            std=tuple(std),
+        )
         steps = list(timm_tf.transforms)
         # OFA: [crop, flip] + [timm RandAugment] + [RandomAugment(2, 7)] + [to tensor, normalise, erasing]
         split = next((i for i, t in enumerate(steps) if "Tensor" in type(t).__name__), len(steps))
-        return Compose([WithGlobalSeed(tvt.Compose(steps[:split])), RandomAugment(2, 7),
-                        WithGlobalSeed(tvt.Compose(steps[split:]))])
+        return Compose(
+            [
+                WithGlobalSeed(tvt.Compose(steps[:split])),
+                RandomAugment(2, 7),
+                WithGlobalSeed(tvt.Compose(steps[split:])),
+            ]
+        )
 
     def _build(self, sample, image, train, rng) -> Example:
         img = self.require_image(image)
@@ -77,8 +92,9 @@ class ImageClassificationTask(ImageTask):
         meta = {"reference": label}
         if "label" in sample:
             meta["label_index"] = sample["label"]
-        return self.seq2seq_example(sample, self.prompt, f" {label}", image=tensor, meta=meta,
-                                    constraint="trie" if constrained else None)
+        return self.seq2seq_example(
+            sample, self.prompt, f" {label}", image=tensor, meta=meta, constraint="trie" if constrained else None
+        )
 
     def generation_config(self) -> GenerationConfig:
         return self.make_generation_config("vqa", max_len_b=16)

@@ -7,6 +7,7 @@ region, ``(code_image_size / 8)²`` = 256 of them — as ``<code_i>`` tokens + E
 decoder in image-code mode. Loss weight 2.0, ``other`` group. Needs ``codes`` in the sample (vq_codes shards).
 Prediction: the generated code numbers (list of ints).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,7 +53,7 @@ class ImageInfillingTask(ImageTask):
     defaults = {
         "mode": "pretrain",
         "image_size": 256,
-        "code_image_size": 128,   # side of the masked centre; codes = (code_image_size / 8)^2
+        "code_image_size": 128,  # side of the masked centre; codes = (code_image_size / 8)^2
         "codes_field": "codes",
         "constrain_codes": False,  # constraint="codes" on the loss (OFA's pre-training does not)
     }
@@ -63,22 +64,35 @@ class ImageInfillingTask(ImageTask):
         return (int(self.cfg["code_image_size"]) // 8) ** 2
 
     def build_transform(self, train: bool) -> Compose:
-        return Compose([SquashResize(int(self.cfg["image_size"])), ToTensor(), self.normalize(),
-                        ImageInfillingMask(int(self.cfg["code_image_size"]))])
+        return Compose(
+            [
+                SquashResize(int(self.cfg["image_size"])),
+                ToTensor(),
+                self.normalize(),
+                ImageInfillingMask(int(self.cfg["code_image_size"])),
+            ]
+        )
 
     def _build(self, sample, image, train, rng) -> Example:
         img = self.require_image(image)
         codes = check_codes(self, sample, self.cfg["codes_field"], self.num_codes)
         tensor, target = self.transform(img, train, rng)
         meta: dict[str, Any] = {"reference": codes, "infill_region": target["infill_region"]}
-        return self.seq2seq_example(sample, self.prompt, self.tokenizer.codes_to_ids(codes), image=tensor,
-                                    code_mask=True, meta=meta,
-                                    constraint="codes" if self.cfg["constrain_codes"] else None)
+        return self.seq2seq_example(
+            sample,
+            self.prompt,
+            self.tokenizer.codes_to_ids(codes),
+            image=tensor,
+            code_mask=True,
+            meta=meta,
+            constraint="codes" if self.cfg["constrain_codes"] else None,
+        )
 
     def generation_config(self) -> GenerationConfig:
         n = self.num_codes
-        return self.make_generation_config("text_to_image", beam_size=1, min_len=n, max_len_b=n,
-                                           constraint_range=self.tokenizer.code_range)
+        return self.make_generation_config(
+            "text_to_image", beam_size=1, min_len=n, max_len_b=n, constraint_range=self.tokenizer.code_range
+        )
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[int]:
         return parse_codes(self, tokens)

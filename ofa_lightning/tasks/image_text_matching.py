@@ -14,6 +14,7 @@ Negatives, in order of preference:
 When none is available (the first samples of a stream) the example is a positive. Everything is drawn from
 the task's rng, so a stream of samples gives the same examples for the same seed.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,7 @@ class MatchingTask(ImageTask):
 
     inference = "candidates"
     metrics = ("accuracy",)
-    defaults = {"mode": "pretrain", "image_size": 384, "sample_patch_num": 196, "max_src_words": 80,
-                "buffer_size": 64}
+    defaults = {"mode": "pretrain", "image_size": 384, "sample_patch_num": 196, "max_src_words": 80, "buffer_size": 64}
 
     def __init__(self, tokenizer, **options: Any):
         super().__init__(tokenizer, **options)
@@ -60,8 +60,8 @@ class ImageTextMatchingTask(MatchingTask):
     name = "image_text_matching"
     defaults = {
         "captions_field": "captions",
-        "objects_field": "gt_objects",     # list of object words, or OFA's "a&&b"
-        "object_vocab": None,              # list or file of object names (OFA's object.txt)
+        "objects_field": "gt_objects",  # list of object words, or OFA's "a&&b"
+        "object_vocab": None,  # list or file of object names (OFA's object.txt)
         "object_replace_prob": 0.4,
         "positive_prob": 0.5,
     }
@@ -122,5 +122,4 @@ class ImageTextMatchingTask(MatchingTask):
         text = pre_caption(text, self.cfg["max_src_words"])
         if not text:
             raise SkipSample("empty text", field, "nothing left after cleaning")
-        return self.yes_no_example(sample, ITM_PROMPT.format(text), positive, tensor,
-                                   {"caption": text})
+        return self.yes_no_example(sample, ITM_PROMPT.format(text), positive, tensor, {"caption": text})

@@ -11,6 +11,7 @@ yes/no, number, other) and the pools from the ``type2ans`` option (``{type: [ans
 ``type2ans.json``); without it, from a buffer of answers this task has seen, grouped by type. The sample's own
 answers are never drawn as negatives; with no negative available the example is a positive.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,7 @@ class QAMatchingTask(MatchingTask):
         if isinstance(t2a, (str, os.PathLike)):
             with open(t2a, encoding="utf-8") as f:
                 t2a = json.load(f)
-        if t2a is not None and not (isinstance(t2a, dict)
-                                    and all(isinstance(v, list) for v in t2a.values())):
+        if t2a is not None and not (isinstance(t2a, dict) and all(isinstance(v, list) for v in t2a.values())):
             raise ValueError("qa_matching: type2ans must map answer types to lists of answers")
         self.type2ans: dict[str, list[str]] | None = t2a
         self._seen: dict[str, deque] = {}  # answer type -> recent answers (plain dict: tasks get pickled)
@@ -53,8 +53,9 @@ class QAMatchingTask(MatchingTask):
             return list(dict.fromkeys(a for q in self._seen.values() for a in q))
         return list(dict.fromkeys(self._seen.get(answer_type, ())))
 
-    def negative_answer(self, question: str, answer: str, conf: float, answer_type: str | None,
-                        own: set[str], rng) -> str | None:
+    def negative_answer(
+        self, question: str, answer: str, conf: float, answer_type: str | None, own: set[str], rng
+    ) -> str | None:
         prob = rng.random()
         if conf > prob + 0.1 and answer_type is not None:
             if question.startswith("how many") and answer.isdigit() and prob > 0.5:
@@ -89,5 +90,10 @@ class QAMatchingTask(MatchingTask):
         if key not in self._seen:
             self._seen[key] = deque(maxlen=max(1, int(self.cfg["buffer_size"])))
         self._seen[key].append(answer)
-        return self.yes_no_example(sample, QA_MATCHING_PROMPT.format(question, shown), positive, tensor,
-                                   {"question": question, "answer": shown})
+        return self.yes_no_example(
+            sample,
+            QA_MATCHING_PROMPT.format(question, shown),
+            positive,
+            tensor,
+            {"question": question, "answer": shown},
+        )

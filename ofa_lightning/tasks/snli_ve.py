@@ -7,6 +7,7 @@ Answer ``" yes"`` (entailment) / ``" no"`` (contradiction) / ``" maybe"`` (neutr
 ``[BOS] + source tokens (no EOS) + answer``, loss on the answer + EOS only, trie over {no, yes, maybe}
 (``constraint="trie"``), and evaluation by all-candidate scoring. Image squashed to 480².
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,8 +29,7 @@ class SnliVeTask(ImageTask):
     name = "snli_ve"
     metrics = ("accuracy",)
     inference = "candidates"
-    defaults = {"max_src_words": 80, "add_caption": True, "prompt_type": "prev_output",
-                "constrained_training": True}
+    defaults = {"max_src_words": 80, "add_caption": True, "prompt_type": "prev_output", "constrained_training": True}
 
     def __init__(self, tokenizer, **options: Any):
         super().__init__(tokenizer, **options)
@@ -52,11 +52,17 @@ class SnliVeTask(ImageTask):
         else:
             prompt = SNLI_VE_PROMPT.format(hypothesis)
         source = self.wrap_source(self.encode(prompt))
-        prev, target, decoder_prompt = self.teacher_forcing(source, self.encode(f" {label}"),
-                                                            self.cfg["prompt_type"])
-        return self.make_example(sample, source, prev, target, image=tensor, meta={"reference": label},
-                                 decoder_prompt=decoder_prompt,
-                                 constraint="trie" if self.cfg["constrained_training"] else None)
+        prev, target, decoder_prompt = self.teacher_forcing(source, self.encode(f" {label}"), self.cfg["prompt_type"])
+        return self.make_example(
+            sample,
+            source,
+            prev,
+            target,
+            image=tensor,
+            meta={"reference": label},
+            decoder_prompt=decoder_prompt,
+            constraint="trie" if self.cfg["constrained_training"] else None,
+        )
 
     def generation_config(self) -> GenerationConfig:
         return self.make_generation_config("vqa", max_len_b=8)

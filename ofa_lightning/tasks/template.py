@@ -48,6 +48,7 @@ without the word limit; a box in original pixels; the codes), and the prediction
 for a target that is one ``[BOX]`` slot, codes for ``[CODES]``, else the decoded text (punctuation stripped
 with ``nopunct``).
 """
+
 from __future__ import annotations
 
 import re
@@ -99,8 +100,10 @@ def parse_template(text: str, where: str) -> list[Slot]:
         allowed = {"TEXT": _TEXT_MODIFIERS, "CODES": _CODES_MODIFIERS}.get(kind, set())
         unknown = sorted(set(modifiers) - allowed)
         if unknown:
-            raise ValueError(f"template {where}: unknown modifier(s) {unknown} in {m.group(0)!r}; "
-                             f"{kind} takes {sorted(allowed) or 'none'}")
+            raise ValueError(
+                f"template {where}: unknown modifier(s) {unknown} in {m.group(0)!r}; "
+                f"{kind} takes {sorted(allowed) or 'none'}"
+            )
         for key in ("words", "n"):
             if key in modifiers and not (modifiers[key] or "").isdigit():
                 raise ValueError(f"template {where}: {key}= needs an integer in {m.group(0)!r}")
@@ -125,10 +128,10 @@ class TemplateTask(ImageTask):
         "max_tgt_words": 30,
         "max_image_size": 512,
         "candidates": None,
-        "inference": None,     # default: "candidates" with candidates, else "generate"
-        "constraint": None,    # default: "trie" with candidates, "codes" for a codes target
+        "inference": None,  # default: "candidates" with candidates, else "generate"
+        "constraint": None,  # default: "trie" with candidates, "codes" for a codes target
         "metrics": None,
-        "group": None,         # default: image-text with an [IMAGE] slot, else other
+        "group": None,  # default: image-text with an [IMAGE] slot, else other
     }
 
     def __init__(self, tokenizer, **options: Any):
@@ -161,14 +164,21 @@ class TemplateTask(ImageTask):
             raise ValueError("template: inference 'candidates' needs a candidates list")
         self.code_target = any(s.kind == "CODES" for s in self.target_slots)
         self.constraint = cfg["constraint"] or (
-            "trie" if self.candidates is not None else "codes" if self.code_target else None)
+            "trie" if self.candidates is not None else "codes" if self.code_target else None
+        )
 
     # -- image pipeline --------------------------------------------------------------------------------------------
     def build_transform(self, train: bool) -> Compose:
         if self.box_slots and self.cfg["mode"] == "pretrain" and train:
             size = int(self.cfg["image_size"])
-            return Compose([RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
-                            ObjectCenterCrop(size), ToTensor(), self.normalize()])
+            return Compose(
+                [
+                    RandomResize(pretrain_scales(size), max_size=PRETRAIN_MAX_SIZE),
+                    ObjectCenterCrop(size),
+                    ToTensor(),
+                    self.normalize(),
+                ]
+            )
         return super().build_transform(train)
 
     # -- rendering -------------------------------------------------------------------------------------------------
@@ -201,7 +211,7 @@ class TemplateTask(ImageTask):
     def _render(self, template: str, slots: list[Slot], values: dict[int, str]) -> str:
         out, pos = [], 0
         for i, slot in enumerate(slots):
-            out.append(template[pos:slot.span[0]])
+            out.append(template[pos : slot.span[0]])
             out.append(values.get(i, ""))
             pos = slot.span[1]
         out.append(template[pos:])
@@ -224,8 +234,11 @@ class TemplateTask(ImageTask):
                     raise SkipSample("empty text", slot.field, "nothing left after cleaning")
                 values[i] = text
                 nolimit = Slot(slot.kind, slot.field, {k: v for k, v in slot.modifiers.items() if k != "words"})
-                refs[i] = (self._clean_text(chosen, nolimit, None) if items is None
-                           else [self._clean_text(t, nolimit, None) for t in items])
+                refs[i] = (
+                    self._clean_text(chosen, nolimit, None)
+                    if items is None
+                    else [self._clean_text(t, nolimit, None) for t in items]
+                )
             elif slot.kind == "BOX":
                 transformed, original = boxes[slot.field]
                 values[i] = box_to_tokens(transformed, float(self.cfg["max_image_size"]), self.tokenizer.num_bins)
@@ -249,10 +262,10 @@ class TemplateTask(ImageTask):
             for k, n in enumerate(names):
                 boxes[n] = (target_info["boxes"][k].tolist(), originals[k])
         picks: dict = {}
-        source_text, _ = self._fill(sample, self.cfg["source"], self.source_slots, "source", train, rng,
-                                    picks, boxes)
-        target_text, refs = self._fill(sample, self.cfg["target"], self.target_slots, "target", train, rng,
-                                       picks, boxes)
+        source_text, _ = self._fill(sample, self.cfg["source"], self.source_slots, "source", train, rng, picks, boxes)
+        target_text, refs = self._fill(
+            sample, self.cfg["target"], self.target_slots, "target", train, rng, picks, boxes
+        )
         source = self.wrap_source(self.encode(source_text))
         answer = self.encode(target_text)
         prev, target, prompt = self.teacher_forcing(source, answer, self.cfg["prompt_type"])
@@ -261,8 +274,17 @@ class TemplateTask(ImageTask):
             meta["reference"] = refs[min(refs)]
         if target_info is not None:
             meta.update(w_ratio=target_info["w_ratio"], h_ratio=target_info["h_ratio"])
-        return self.make_example(sample, source, prev, target, image=tensor, code_mask=self.code_target,
-                                 constraint=self.constraint, meta=meta, decoder_prompt=prompt)
+        return self.make_example(
+            sample,
+            source,
+            prev,
+            target,
+            image=tensor,
+            code_mask=self.code_target,
+            constraint=self.constraint,
+            meta=meta,
+            decoder_prompt=prompt,
+        )
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     def generation_config(self) -> GenerationConfig:

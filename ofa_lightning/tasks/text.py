@@ -11,6 +11,7 @@
 * :func:`clean_glue_text` — GLUE sentences: ``' '.join(text.lower().strip().split()[:max_words])``.
 * :func:`truncate_words` — whitespace split + first ``max_words`` (text-to-image captions: no other cleaning).
 """
+
 from __future__ import annotations
 
 import re

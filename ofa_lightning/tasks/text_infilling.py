@@ -15,11 +15,12 @@ Source: ``BPE(' what is the complete text of "') + masked + BPE(' "?')`` — for
 ``' what is the complete text of " {masked} "?'``;
 target: the unmasked text tokens + EOS. Loss weight 2.0, ``other`` group, no image.
 """
+
 from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from ofa_lightning.generation import GenerationConfig
 
@@ -40,8 +41,14 @@ def poisson(lam: float, rng: random.Random) -> int:
     return k
 
 
-def span_mask(tokens: Sequence[int], is_word_start: Sequence[bool], mask_id: int, rng: random.Random,
-              mask_ratio: float = 0.3, poisson_lambda: float = 3.0) -> list[int]:
+def span_mask(
+    tokens: Sequence[int],
+    is_word_start: Sequence[bool],
+    mask_id: int,
+    rng: random.Random,
+    mask_ratio: float = 0.3,
+    poisson_lambda: float = 3.0,
+) -> list[int]:
     """BART whole-word span masking of a token list (no BOS/EOS); see the module doc.
 
     ``is_word_start[i]`` marks tokens that begin a word (BPE tokens with a leading space); spans start only there
@@ -126,14 +133,21 @@ class TextInfillingTask(Task):
     def _build(self, sample, image, train, rng) -> Example:
         field = self.cfg["text_field"]
         text = self.text(sample, field).strip().lower()
-        ids = self.encode(f" {text}")[: int(self.cfg["max_text_tokens"])][-int(self.cfg["keep_last_tokens"]):]
+        ids = self.encode(f" {text}")[: int(self.cfg["max_text_tokens"])][-int(self.cfg["keep_last_tokens"]) :]
         if not ids:
             raise SkipSample("empty text", field)
-        masked = span_mask(ids, [self.is_word_start(t) for t in ids], self.tokenizer.mask_id, rng,
-                           float(self.cfg["mask_ratio"]), float(self.cfg["poisson_lambda"]))
+        masked = span_mask(
+            ids,
+            [self.is_word_start(t) for t in ids],
+            self.tokenizer.mask_id,
+            rng,
+            float(self.cfg["mask_ratio"]),
+            float(self.cfg["poisson_lambda"]),
+        )
         source = self._head + masked + self._tail
-        return self.seq2seq_example(sample, source, ids, meta={"reference": self.tokenizer.decode(ids).strip(),
-                                                               "masked": masked})
+        return self.seq2seq_example(
+            sample, source, ids, meta={"reference": self.tokenizer.decode(ids).strip(), "masked": masked}
+        )
 
     def generation_config(self) -> GenerationConfig:
         return self.make_generation_config(None, beam_size=5, max_len_b=int(self.cfg["keep_last_tokens"]) + 1)

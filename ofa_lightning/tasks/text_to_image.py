@@ -14,6 +14,7 @@ adds it (uint8 array) and the caption to the evaluation record, so the predictio
 with their captions. CLIP re-ranking of the N samples is the inference path's (``ofa_lightning.generation.rerank``,
 ``OFA.generate_image``, ``ofa-predict``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,11 +35,15 @@ class TextToImageTask(Task):
     metrics = ()
     group = OTHER_GROUP
     prompt = TEXT_TO_IMAGE_PROMPT
-    defaults = {"caption_field": "caption", "codes_field": "codes", "max_src_words": 64, "code_image_size": 256,
-                "lowercase": True,
-                "vq_path": None,  # VQ checkpoint: evaluation decodes the predicted codes into images
-                "code_input_noise": 0.0,  # training only: share of teacher-forced input codes made random (OFA: 0)
-                }
+    defaults = {
+        "caption_field": "caption",
+        "codes_field": "codes",
+        "max_src_words": 64,
+        "code_image_size": 256,
+        "lowercase": True,
+        "vq_path": None,  # VQ checkpoint: evaluation decodes the predicted codes into images
+        "code_input_noise": 0.0,  # training only: share of teacher-forced input codes made random (OFA: 0)
+    }
 
     def __init__(self, tokenizer, **options: Any):
         super().__init__(tokenizer, **options)
@@ -63,8 +68,14 @@ class TextToImageTask(Task):
         else:
             codes = []
         meta: dict[str, Any] = {"reference": codes or None, "caption": caption}
-        example = self.seq2seq_example(sample, self.prompt.format(caption), self.tokenizer.codes_to_ids(codes),
-                                       code_mask=True, constraint="codes", meta=meta)
+        example = self.seq2seq_example(
+            sample,
+            self.prompt.format(caption),
+            self.tokenizer.codes_to_ids(codes),
+            code_mask=True,
+            constraint="codes",
+            meta=meta,
+        )
         if train and self.code_input_noise > 0:
             self.corrupt_input_codes(example, self.code_input_noise, rng)
         return example
@@ -83,8 +94,9 @@ class TextToImageTask(Task):
 
     def generation_config(self) -> GenerationConfig:
         n = self.num_codes
-        return self.make_generation_config("text_to_image", min_len=n, max_len_b=n,
-                                           constraint_range=self.tokenizer.code_range)
+        return self.make_generation_config(
+            "text_to_image", min_len=n, max_len_b=n, constraint_range=self.tokenizer.code_range
+        )
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[int]:
         return parse_codes(self, tokens)

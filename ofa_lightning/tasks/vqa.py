@@ -21,6 +21,7 @@ plain decoder input ``[BOS] + answer`` (``prompt_type=none``).
 ``meta["reference"]`` = the ``{answer: confidence}`` dict (OFA's soft VQA score); the prediction is the answer
 string.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,14 +41,14 @@ class VQATask(ImageTask):
     inference = "candidates"
     defaults = {
         "max_src_words": 128,
-        "question_mark": True,        # append "?" when missing (fine-tuning)
+        "question_mark": True,  # append "?" when missing (fine-tuning)
         "add_object": False,
         "max_object_words": 30,
-        "objects_field": "objects",   # list of tags, or OFA's "a&&b&&c"
+        "objects_field": "objects",  # list of tags, or OFA's "a&&b&&c"
         "prompt_type": "prev_output",
         "candidates": None,
         "constrained_training": True,
-        "inference": "candidates",    # or "generate" (beam search)
+        "inference": "candidates",  # or "generate" (beam search)
     }
     mode_defaults = {
         "finetune": {},
@@ -101,8 +102,17 @@ class VQATask(ImageTask):
         for key in ("question_id", "image_id", "answers"):
             if key in sample:
                 meta[key] = sample[key]
-        return self.make_example(sample, source, prev, target, image=tensor, weight=self.weight * weight,
-                                 constraint="trie" if constrained else None, meta=meta, decoder_prompt=prompt)
+        return self.make_example(
+            sample,
+            source,
+            prev,
+            target,
+            image=tensor,
+            weight=self.weight * weight,
+            constraint="trie" if constrained else None,
+            meta=meta,
+            decoder_prompt=prompt,
+        )
 
     def generation_config(self) -> GenerationConfig:
         return self.make_generation_config("vqa")

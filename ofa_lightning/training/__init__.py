@@ -7,10 +7,18 @@
 * ``batch``       the batch keys read here (one place) and row helpers
 * ``module``      ``OFALitModule``
 """
+
 from .batch import K
 from .ema import EMA, EMAConfig
-from .loss import (LossConfig, LossOutput, adjusted_label_smoothed_ce, allowed_token_mask, grouped_loss, is_finite,
-                   seq2seq_loss)
+from .loss import (
+    LossConfig,
+    LossOutput,
+    adjusted_label_smoothed_ce,
+    allowed_token_mask,
+    grouped_loss,
+    is_finite,
+    seq2seq_loss,
+)
 from .module import OFALitModule
 from .optim import OptimConfig, apply_freezing, build_optimizer, build_scheduler, lr_at, param_groups
 from .validation import predict_batch, stable_id

@@ -3,9 +3,11 @@
 The batches come from ``ofa_lightning.data.collate`` (its module doc is the reference for shapes and meanings).
 If a key is renamed there, change it here only.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,23 +18,23 @@ __all__ = ["K", "iter_loss_groups", "select_rows", "decoder_prompts", "row_examp
 class K:
     """Batch key names (``ofa_lightning/data/collate.py``)."""
 
-    INPUT_IDS = "input_ids"                  # long (B, S)
-    PATCH_IMAGES = "patch_images"            # float (B, 3, H, W) or None
-    PATCH_MASKS = "patch_masks"              # bool (B,)
-    PREV_OUTPUT = "prev_output_tokens"       # long (B, T)
-    TARGET = "target"                        # long (B, T), PAD = no loss
-    WEIGHTS = "weights"                      # float (B,), OFA's "conf"
-    CODE_MASKS = "code_masks"                # bool (B,)
-    IS_PAD = "is_pad"                        # bool (B,), padding duplicates of evaluation
-    SIZE = "size"                            # int B
-    IDS = "ids"                              # list[str]
-    TASKS = "tasks"                          # list[str] task names
-    CONSTRAINTS = "constraints"              # list[str | None]: "trie" | "codes" | "bins" | None
-    METAS = "metas"                          # list[dict]
-    SOURCE = "source"                        # str, evaluation batches: the mixture source name
-    GROUPS = "groups"                        # grouped (pre-training) batches: {group name: sub-batch}
-    SAMPLE_PATCHES = "sample_patches"        # bool, sub-batch of the image-text group
-    DECODER_PROMPTS = "decoder_prompts"      # optional list[list[int]]; inferred from the target when absent
+    INPUT_IDS = "input_ids"  # long (B, S)
+    PATCH_IMAGES = "patch_images"  # float (B, 3, H, W) or None
+    PATCH_MASKS = "patch_masks"  # bool (B,)
+    PREV_OUTPUT = "prev_output_tokens"  # long (B, T)
+    TARGET = "target"  # long (B, T), PAD = no loss
+    WEIGHTS = "weights"  # float (B,), OFA's "conf"
+    CODE_MASKS = "code_masks"  # bool (B,)
+    IS_PAD = "is_pad"  # bool (B,), padding duplicates of evaluation
+    SIZE = "size"  # int B
+    IDS = "ids"  # list[str]
+    TASKS = "tasks"  # list[str] task names
+    CONSTRAINTS = "constraints"  # list[str | None]: "trie" | "codes" | "bins" | None
+    METAS = "metas"  # list[dict]
+    SOURCE = "source"  # str, evaluation batches: the mixture source name
+    GROUPS = "groups"  # grouped (pre-training) batches: {group name: sub-batch}
+    SAMPLE_PATCHES = "sample_patches"  # bool, sub-batch of the image-text group
+    DECODER_PROMPTS = "decoder_prompts"  # optional list[list[int]]; inferred from the target when absent
 
 
 TENSOR_KEYS = (K.INPUT_IDS, K.PATCH_IMAGES, K.PATCH_MASKS, K.PREV_OUTPUT, K.TARGET, K.WEIGHTS, K.CODE_MASKS, K.IS_PAD)
@@ -42,8 +44,7 @@ LIST_KEYS = (K.IDS, K.TASKS, K.CONSTRAINTS, K.METAS, K.DECODER_PROMPTS)
 def iter_loss_groups(batch: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(group name, sub-batch) of a grouped batch (OFA's two pre-training groups), or ``("all", batch)``."""
     if K.GROUPS in batch:
-        for name, sub in batch[K.GROUPS].items():
-            yield name, sub
+        yield from batch[K.GROUPS].items()
     else:
         yield "all", batch
 

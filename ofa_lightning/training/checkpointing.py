@@ -17,6 +17,7 @@
   and rank with the global step, the sample ids of the batch and the loss, appended and flushed at once (a SIGKILL
   loses nothing already written). The kill-and-resume tests compare these files between runs.
 """
+
 from __future__ import annotations
 
 import errno
@@ -33,8 +34,17 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "CheckpointWriteError", "LastCheckpoint", "StepRNG", "StepLog", "read_step_log",
-           "remove_stale_temporaries", "atomic_torch_save", "TMP_MARK"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointWriteError",
+    "LastCheckpoint",
+    "StepRNG",
+    "StepLog",
+    "read_step_log",
+    "remove_stale_temporaries",
+    "atomic_torch_save",
+    "TMP_MARK",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +83,7 @@ def _describe(exc: BaseException) -> str:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``; on any failure the
     temporary file is removed, ``path`` is left as it was and :class:`CheckpointWriteError` is raised."""
-    target = Path(str(path)[len("file://"):] if str(path).startswith("file://") else path)
+    target = Path(str(path)[len("file://") :] if str(path).startswith("file://") else path)
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
@@ -93,9 +103,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not a write error
             raise
         kept = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} existed before"
-        raise CheckpointWriteError(getattr(exc, "errno", None) or errno.EIO,
-                                   f"could not write checkpoint {target}: {_describe(exc)}; nothing was replaced "
-                                   f"({kept})") from exc
+        raise CheckpointWriteError(
+            getattr(exc, "errno", None) or errno.EIO,
+            f"could not write checkpoint {target}: {_describe(exc)}; nothing was replaced ({kept})",
+        ) from exc
     _fsync_dir(folder)
 
 
@@ -126,10 +137,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        return super().load_checkpoint(path, map_location=map_location,
-                                       weights_only=True if weights_only is None else weights_only)
+    def load_checkpoint(
+        self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return super().load_checkpoint(
+            path, map_location=map_location, weights_only=True if weights_only is None else weights_only
+        )
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -138,8 +151,12 @@ class LastCheckpoint(ModelCheckpoint):
     resumed late that ends before its next cadence step)."""
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking
-                and trainer.global_step != self._last_global_step_saved):
+        if (
+            self.save_last
+            and not trainer.fast_dev_run
+            and not trainer.sanity_checking
+            and trainer.global_step != self._last_global_step_saved
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             return
         super().on_train_end(trainer, pl_module)
@@ -152,12 +169,18 @@ class StepRNG(pl.Callback):
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         from ofa_lightning.data.stream import make_seed
 
-        seed = make_seed(self.seed, trainer.global_rank, trainer.global_step, batch_idx % max(
-            1, trainer.accumulate_grad_batches), "step-rng")
+        seed = make_seed(
+            self.seed,
+            trainer.global_rank,
+            trainer.global_step,
+            batch_idx % max(1, trainer.accumulate_grad_batches),
+            "step-rng",
+        )
         torch.manual_seed(seed)
         random.seed(seed)
         try:
@@ -182,16 +205,20 @@ class StepLog(pl.Callback):
             self._file = open(self.path / f"steps-rank{rank}.jsonl", "a", encoding="utf-8")
         return self._file
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        record = {"batch": int(trainer.fit_loop.epoch_loop.batch_progress.total.processed),
-                  "step": int(trainer.global_step), "rank": int(trainer.global_rank),
-                  "epoch": int(trainer.current_epoch),
-                  "ids": list(batch.get("ids", [])) if isinstance(batch, dict) else [],
-                  "tasks": list(batch.get("tasks") or []) if isinstance(batch, dict) else [],
-                  "loss": float(loss.detach()) if isinstance(loss, torch.Tensor) else None,
-                  "skipped_nonfinite": int(getattr(pl_module, "skipped_nonfinite", 0))}
+        record = {
+            "batch": int(trainer.fit_loop.epoch_loop.batch_progress.total.processed),
+            "step": int(trainer.global_step),
+            "rank": int(trainer.global_rank),
+            "epoch": int(trainer.current_epoch),
+            "ids": list(batch.get("ids", [])) if isinstance(batch, dict) else [],
+            "tasks": list(batch.get("tasks") or []) if isinstance(batch, dict) else [],
+            "loss": float(loss.detach()) if isinstance(loss, torch.Tensor) else None,
+            "skipped_nonfinite": int(getattr(pl_module, "skipped_nonfinite", 0)),
+        }
         f = self._open(trainer.global_rank)
         f.write(json.dumps(record) + "\n")
         f.flush()

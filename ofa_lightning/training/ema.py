@@ -7,6 +7,7 @@ fp32 whatever the training precision, on the model's device (it follows the mode
 checkpoints through :meth:`EMA.state_dict` / :meth:`EMA.load_state_dict`. ``with ema.swapped(model):`` puts the
 averaged weights into the model and restores the trained ones on exit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -14,9 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .options import Options
 import torch
 from torch import Tensor, nn
+
+from .options import Options
 
 __all__ = ["EMAConfig", "EMA"]
 
@@ -37,7 +39,7 @@ class EMAConfig(Options):
             raise ValueError("update_every must be >= 1")
 
     @classmethod
-    def from_any(cls, value: "EMAConfig | Mapping[str, Any] | bool | None") -> "EMAConfig":
+    def from_any(cls, value: EMAConfig | Mapping[str, Any] | bool | None) -> EMAConfig:
         if value is True:
             return cls(enabled=True)
         return super().from_any(None if value is False else value)
@@ -67,7 +69,7 @@ class EMA:
         self._backup: dict[str, Tensor] | None = None
 
     @classmethod
-    def from_config(cls, model: nn.Module, cfg: EMAConfig) -> "EMA":
+    def from_config(cls, model: nn.Module, cfg: EMAConfig) -> EMA:
         return cls(model, cfg.decay, cfg.start_step, cfg.update_every)
 
     # ------------------------------------------------------------------------------------------------- update
@@ -142,8 +144,13 @@ class EMA:
 
     # ------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "start_step": self.start_step, "update_every": self.update_every,
-                "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+        return {
+            "decay": self.decay,
+            "start_step": self.start_step,
+            "update_every": self.update_every,
+            "num_updates": self.num_updates,
+            "shadow": dict(self.shadow),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         shadow = state["shadow"]

@@ -14,6 +14,7 @@ After ``max_consecutive`` skipped steps in a row the guard raises :class:`NonFin
 what was non-finite and the tasks in the batch (and which of them had a non-finite loss): a diverged run stops
 instead of burning its budget on skipped steps. ``max_consecutive: 0`` never stops.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,7 +75,7 @@ class NonFiniteGuard:
     last: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_any(cls, value: Any) -> "NonFiniteGuard":
+    def from_any(cls, value: Any) -> NonFiniteGuard:
         if isinstance(value, NonFiniteGuard):
             return value
         if value is None:
@@ -97,27 +98,44 @@ class NonFiniteGuard:
         """An update was applied: the run of skips is over."""
         self.consecutive = 0
 
-    def skip(self, step: int, what: str, batch: Any = None, per_task: Mapping[str, Any] | None = None,
-             tasks: Mapping[str, int] | None = None) -> None:
+    def skip(
+        self,
+        step: int,
+        what: str,
+        batch: Any = None,
+        per_task: Mapping[str, Any] | None = None,
+        tasks: Mapping[str, int] | None = None,
+    ) -> None:
         """Record a skipped step (``what``: "loss" or "gradient"); raise when too many came in a row. The batch's
         tasks come from ``tasks`` (``{name: rows}``) or ``batch``; ``per_task`` (``LossOutput.per_task``) names the
         tasks whose loss was not finite."""
         self.total += 1
         self.consecutive += 1
         tasks = dict(tasks) if tasks is not None else batch_task_counts(batch)
-        bad = sorted(name for name, (s, _) in (per_task or {}).items()
-                     if isinstance(s, Tensor) and not bool(torch.isfinite(s.detach()).all()))
+        bad = sorted(
+            name
+            for name, (s, _) in (per_task or {}).items()
+            if isinstance(s, Tensor) and not bool(torch.isfinite(s.detach()).all())
+        )
         self.last = {"step": int(step), "what": what, "tasks": tasks, "nonfinite_tasks": bad}
         where = ", ".join(f"{k}×{v}" for k, v in sorted(tasks.items())) or "unknown"
-        log.warning("non-finite %s at step %d (tasks in the batch: %s%s): update skipped (%d in a row, %d in all)",
-                    what, step, where, f"; non-finite in: {', '.join(bad)}" if bad else "", self.consecutive,
-                    self.total)
+        log.warning(
+            "non-finite %s at step %d (tasks in the batch: %s%s): update skipped (%d in a row, %d in all)",
+            what,
+            step,
+            where,
+            f"; non-finite in: {', '.join(bad)}" if bad else "",
+            self.consecutive,
+            self.total,
+        )
         if self.max_consecutive and self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(
                 f"{self.consecutive} consecutive training steps had a non-finite {what}; the last at step {step}, "
-                f"tasks in its batch: {where}" + (f" (non-finite loss in: {', '.join(bad)})" if bad else "")
+                f"tasks in its batch: {where}"
+                + (f" (non-finite loss in: {', '.join(bad)})" if bad else "")
                 + f". {self.total} steps were skipped in all. Lower the learning rate, check the data of these "
-                "tasks or use bf16/fp32; raise module.nonfinite.max_consecutive (0 = never stop) to go on anyway.")
+                "tasks or use bf16/fp32; raise module.nonfinite.max_consecutive (0 = never stop) to go on anyway."
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"total": self.total, "consecutive": self.consecutive, "last": dict(self.last)}

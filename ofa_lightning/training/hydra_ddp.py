@@ -14,6 +14,7 @@ a job writes into the job's dir and no child sweeps. :func:`job_scope` wraps one
 process group and restores the distributed environment variables the launcher set, so the next job starts clean.
 Processes started from outside (torchrun, srun) are left alone: the launcher is not used there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,14 +27,24 @@ __all__ = ["install", "job_subprocess_cmd", "job_scope", "quote_override", "DIST
 
 DIST_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK", "PL_GLOBAL_SEED")
 # hydra overrides the child must not inherit (they describe the sweep, not the job)
-_DROP_HYDRA = ("hydra.run.", "hydra.sweep.", "hydra/launcher", "hydra/sweeper", "hydra.launcher.", "hydra.sweeper.",
-               "hydra.mode", "hydra.job.name", "hydra.output_subdir")
+_DROP_HYDRA = (
+    "hydra.run.",
+    "hydra.sweep.",
+    "hydra/launcher",
+    "hydra/sweeper",
+    "hydra.launcher.",
+    "hydra.sweeper.",
+    "hydra.mode",
+    "hydra.job.name",
+    "hydra.output_subdir",
+)
 
 _state: dict[str, Any] = {"extra": []}
 
 
-def job_subprocess_cmd(local_rank: int, module: str = "ofa_lightning.cli.train",
-                       extra: Sequence[str] = ()) -> tuple[list[str], str]:
+def job_subprocess_cmd(
+    local_rank: int, module: str = "ofa_lightning.cli.train", extra: Sequence[str] = ()
+) -> tuple[list[str], str]:
     """The command (and cwd) that starts rank ``local_rank`` of the current Hydra job as a plain RUN."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd
@@ -47,8 +58,11 @@ def job_subprocess_cmd(local_rank: int, module: str = "ofa_lightning.cli.train",
     command += [str(o) for o in hc.overrides.task]
     command += [str(o) for o in hc.overrides.hydra if not str(o).lstrip("+~").startswith(_DROP_HYDRA)]
     command += list(extra)
-    command += [f"hydra.run.dir={quote_override(hc.runtime.output_dir)}", f"hydra.job.name={hc.job.name}_rank{local_rank}",
-                "hydra.output_subdir=null"]
+    command += [
+        f"hydra.run.dir={quote_override(hc.runtime.output_dir)}",
+        f"hydra.job.name={hc.job.name}_rank{local_rank}",
+        "hydra.output_subdir=null",
+    ]
     return command, get_original_cwd()
 
 

@@ -20,19 +20,20 @@ Deviations, on purpose: ``|A_t| − 1`` is clamped at 1 instead of OFA's ``+ 1e-
 is allowed, where both give a zero loss), and the target token is always counted as allowed, so an answer outside
 the trie gives a large but finite loss rather than ``inf``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .options import Options
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .batch import K, iter_loss_groups
 from ..model.fused_ce import fused_smoothed_ce
+from .batch import K, iter_loss_groups
+from .options import Options
 
 __all__ = [
     "LossConfig",
@@ -61,7 +62,6 @@ class LossConfig(Options):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.drop_worst_ratio < 1.0:
             raise ValueError(f"drop_worst_ratio must be in [0, 1), got {self.drop_worst_ratio}")
-
 
 
 @dataclass
@@ -182,7 +182,7 @@ def allowed_token_mask(
         if con is None or counts[row] == 0:
             continue
         if isinstance(con, Tensor):
-            mask[offsets[row]: offsets[row + 1]] = con.to(device=device, dtype=torch.bool)[None]
+            mask[offsets[row] : offsets[row + 1]] = con.to(device=device, dtype=torch.bool)[None]
         else:
             tries.setdefault(id(con), (con, []))[1].append(row)
     for trie, rows in tries.values():
@@ -194,7 +194,7 @@ def allowed_token_mask(
         states = trie.states_for(padded, pad=-1)  # walking -1 leaves the trie; those columns are ignored
         allowed = trie.allowed_mask(states, vocab_size)  # (R, width, V)
         for j, r in enumerate(rows):
-            mask[offsets[r]: offsets[r + 1]] = allowed[j, : counts[r]]
+            mask[offsets[r] : offsets[r + 1]] = allowed[j, : counts[r]]
     return mask
 
 
@@ -240,8 +240,9 @@ def seq2seq_loss(
     if config.constrained and constraints is not None:
         allowed = allowed_token_mask(target, valid, constraints, logits.size(-1))
     ratio = config.drop_worst_ratio if drop_worst else 0.0
-    loss, nll, kept = adjusted_label_smoothed_ce(logits, tokens, config.label_smoothing, token_w, allowed, ratio,
-                                                 fused=config.fused)
+    loss, nll, kept = adjusted_label_smoothed_ce(
+        logits, tokens, config.label_smoothing, token_w, allowed, ratio, fused=config.fused
+    )
     ntok = int(loss.numel())
     loss_sum = loss.sum()
     per_task: dict[str, tuple[Tensor, int]] = {}
@@ -254,8 +255,9 @@ def seq2seq_loss(
             count = int(sel.sum())
             if count:
                 per_task[name] = (detached[sel].sum(), count)
-    return LossOutput(loss=loss_sum / max(ntok, 1), loss_sum=loss_sum, nll_sum=nll.sum(), ntokens=ntok,
-                      per_task=per_task)
+    return LossOutput(
+        loss=loss_sum / max(ntok, 1), loss_sum=loss_sum, nll_sum=nll.sum(), ntokens=ntok, per_task=per_task
+    )
 
 
 def grouped_loss(
@@ -274,16 +276,20 @@ def grouped_loss(
     outs: dict[str, LossOutput] = {}
     for name, sub in iter_loss_groups(batch):
         outs[name] = seq2seq_loss(
-            model, sub, config, pad_id,
+            model,
+            sub,
+            config,
+            pad_id,
             constraints=constraints_fn(sub) if constraints_fn is not None else None,
             drop_worst=drop_worst,
             sample_patch_num=sample_patch_num_fn(sub) if sample_patch_num_fn is not None else None,
-            encode=encode, decode_hidden=decode_hidden,
+            encode=encode,
+            decode_hidden=decode_hidden,
         )
     if not outs:
         raise ValueError("the batch has no group to compute a loss on")
     if len(outs) == 1:
-        (name, out), = outs.items()
+        ((name, out),) = outs.items()
         out.per_group = {name: (out.loss_sum.detach(), out.ntokens)}
         return out
     loss = sum(o.loss for o in outs.values())  # each group token-averaged (a group with no token adds 0)

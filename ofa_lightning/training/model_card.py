@@ -18,6 +18,7 @@ card existed, from the run dir beside it (``config_resolved.yaml`` and ``tokeniz
 ``ofa-eval``, ``OFA.load`` and ``resume=auto`` read it from there, so a lone ``.ckpt`` copied elsewhere still
 predicts the way its run evaluated.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CARD_KEY", "ModelCard", "build_model_card", "module_card", "read_model_card", "tasks_from_config",
-           "run_dir_of"]
+__all__ = [
+    "CARD_KEY",
+    "ModelCard",
+    "build_model_card",
+    "module_card",
+    "read_model_card",
+    "tasks_from_config",
+    "run_dir_of",
+]
 
 CARD_KEY = "ofa_model_card"
 CARD_FORMAT = 1
@@ -80,8 +88,9 @@ def task_entry(task) -> dict[str, Any]:
     return {"task": type(task).name, "options": _plain(options)}
 
 
-def build_model_card(tokenizer, tasks: Mapping[str, Any], config: Any = None,
-                     choices: Mapping[str, str] | None = None) -> dict[str, Any]:
+def build_model_card(
+    tokenizer, tasks: Mapping[str, Any], config: Any = None, choices: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The card of a model trained with ``tokenizer`` on ``tasks`` ({source name: Task}) under ``config`` (Hydra's
     config group ``choices`` beside it, for ``resume``)."""
     decoding = {}
@@ -153,7 +162,9 @@ class ModelCard:
             entries = self.task_entries
         elif self.config is not None:
             try:
-                return {name: _with(task, overrides) for name, task in tasks_from_config(self.config, tokenizer).items()}
+                return {
+                    name: _with(task, overrides) for name, task in tasks_from_config(self.config, tokenizer).items()
+                }
             except (OSError, ValueError) as exc:
                 log.warning("could not rebuild the run's tasks from its config (%s); using OFA's task defaults", exc)
                 return {}
@@ -190,8 +201,12 @@ def read_model_card(checkpoint: str | Path | Mapping[str, Any], path: str | Path
         data = torch.load(path, map_location="cpu", weights_only=True)
     card = data.get(CARD_KEY)
     if isinstance(card, Mapping) and card.get("format") == CARD_FORMAT:
-        return ModelCard(config=card.get("config"), tokenizer_files=card.get("tokenizer"),
-                         task_entries=dict(card.get("tasks") or {}), origin="checkpoint")
+        return ModelCard(
+            config=card.get("config"),
+            tokenizer_files=card.get("tokenizer"),
+            task_entries=dict(card.get("tasks") or {}),
+            origin="checkpoint",
+        )
     run_dir = run_dir_of(path) if path is not None else None
     if run_dir is None:
         if path is not None:  # a run dir with only tokenizer/ (no config)
@@ -203,8 +218,9 @@ def read_model_card(checkpoint: str | Path | Mapping[str, Any], path: str | Path
 
     config = OmegaConf.to_container(OmegaConf.load(run_dir / "config_resolved.yaml"), resolve=False)
     tok_dir = run_dir / "tokenizer"
-    return ModelCard(config=config, tokenizer_dir=tok_dir if (tok_dir / "ofa_tokenizer.json").is_file() else None,
-                     origin="run dir")
+    return ModelCard(
+        config=config, tokenizer_dir=tok_dir if (tok_dir / "ofa_tokenizer.json").is_file() else None, origin="run dir"
+    )
 
 
 def module_card(module) -> dict[str, Any]:
@@ -214,7 +230,11 @@ def module_card(module) -> dict[str, Any]:
     cached = getattr(module, "_ofa_model_card", None)
     if cached is None or cached[0] != key:
         tokenizer = module.tokenizer if hasattr(module.tokenizer, "save") else None
-        cached = (key, build_model_card(tokenizer, module.tasks, getattr(module, "run_config", None),
-                                        getattr(module, "run_choices", None)))
+        cached = (
+            key,
+            build_model_card(
+                tokenizer, module.tasks, getattr(module, "run_config", None), getattr(module, "run_choices", None)
+            ),
+        )
         module._ofa_model_card = cached
     return cached[1]

@@ -23,6 +23,7 @@ kept in ``self.last_predictions`` and, with ``predictions_dir``, written by rank
 loader's mixture source name (``batch["source"]``), else the task name. With EMA on, evaluation runs on the averaged
 weights (swapped in for the evaluation run, swapped back before any checkpoint is written).
 """
+
 from __future__ import annotations
 
 import json
@@ -124,8 +125,9 @@ class OFALitModule(pl.LightningModule):
             if model_init and not init_from:  # from-scratch start only: loaded weights would replace it anyway
                 from ofa_lightning.model.init import apply_model_init
 
-                apply_model_init(self.model, bin_range=tokenizer.bin_range if tokenizer is not None else None,
-                                 **model_init)
+                apply_model_init(
+                    self.model, bin_range=tokenizer.bin_range if tokenizer is not None else None, **model_init
+                )
         if init_from:
             from .warm_start import load_initial_weights
 
@@ -163,8 +165,9 @@ class OFALitModule(pl.LightningModule):
             self.register_eval_source(source, self.task_for(task_name))
 
         self.ema: EMA | None = EMA.from_config(self.model, self.ema_cfg) if self.ema_cfg.enabled else None
-        self._compiled = (torch.compile(self.model.encode), torch.compile(self.model.decode_hidden)) if compile \
-            else (None, None)
+        self._compiled = (
+            (torch.compile(self.model.encode), torch.compile(self.model.decode_hidden)) if compile else (None, None)
+        )
         self._range_masks: dict[tuple, Tensor] = {}
         self._predictions: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.last_predictions: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -176,15 +179,17 @@ class OFALitModule(pl.LightningModule):
         self._batch_tasks: dict[str, int] = {}
         self.samples_seen = 0
         self.tokens_seen = 0
-        self.save_hyperparameters({
-            "model_config": self.model.config.to_dict(),
-            "optim": self.optim_cfg.to_dict(),
-            "loss": self.loss_cfg.to_dict(),
-            "ema": self.ema_cfg.to_dict(),
-            "compile": bool(compile),
-            "sample_patch_num": sample_patch_num,
-            "tasks": sorted(self.tasks),
-        })
+        self.save_hyperparameters(
+            {
+                "model_config": self.model.config.to_dict(),
+                "optim": self.optim_cfg.to_dict(),
+                "loss": self.loss_cfg.to_dict(),
+                "ema": self.ema_cfg.to_dict(),
+                "compile": bool(compile),
+                "sample_patch_num": sample_patch_num,
+                "tasks": sorted(self.tasks),
+            }
+        )
 
     # ------------------------------------------------------------------------------------------------ tasks
     def _build_tasks(self, tasks: Any) -> dict[str, Any]:
@@ -192,8 +197,11 @@ class OFALitModule(pl.LightningModule):
             return {}
         from ofa_lightning.tasks import Task, build_task_from_config
 
-        items = tasks.items() if isinstance(tasks, Mapping) else ((getattr(t, "name", str(i)), t)
-                                                                  for i, t in enumerate(tasks))
+        items = (
+            tasks.items()
+            if isinstance(tasks, Mapping)
+            else ((getattr(t, "name", str(i)), t) for i, t in enumerate(tasks))
+        )
         out = {}
         for name, task in items:
             if not isinstance(task, Task):
@@ -259,8 +267,10 @@ class OFALitModule(pl.LightningModule):
             elif con == "trie":
                 task = self.task_for(names[i] if i < len(names) else None)
                 if task is None:
-                    raise KeyError(f"row {i} asks for its task's trie but task {names[i]!r} is not registered "
-                                   f"with the module (known: {sorted(self.tasks)})")
+                    raise KeyError(
+                        f"row {i} asks for its task's trie but task {names[i]!r} is not registered "
+                        f"with the module (known: {sorted(self.tasks)})"
+                    )
                 out.append(task.constraint_trie())
             elif con in ("codes", "bins"):
                 key = (con, vocab, str(self.device))
@@ -282,11 +292,17 @@ class OFALitModule(pl.LightningModule):
     def compute_loss(self, batch: Mapping[str, Any], train: bool = True) -> LossOutput:
         encode, decode_hidden = self._compiled if train else (None, None)
         return grouped_loss(
-            self.model, batch, self.loss_cfg, self.pad_id,
+            self.model,
+            batch,
+            self.loss_cfg,
+            self.pad_id,
             constraints_fn=self.row_constraints,
-            drop_worst=train and self.loss_cfg.drop_worst_ratio > 0 and self.global_step > self.loss_cfg.drop_worst_after,
+            drop_worst=train
+            and self.loss_cfg.drop_worst_ratio > 0
+            and self.global_step > self.loss_cfg.drop_worst_after,
             sample_patch_num_fn=self._sample_patch_num if train else None,
-            encode=encode, decode_hidden=decode_hidden,
+            encode=encode,
+            decode_hidden=decode_hidden,
         )
 
     # ------------------------------------------------------------------------------------------------ training
@@ -303,8 +319,9 @@ class OFALitModule(pl.LightningModule):
         if not finite:
             self.skipped_nonfinite += 1
             self._skip_update = True
-            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False,
-                     batch_size=bs)
+            self.log(
+                "train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False, batch_size=bs
+            )
             # every rank took the same decision, so under DDP every rank raises at the same step (no hang)
             self.nonfinite.skip(self.global_step, "loss", tasks=self._batch_tasks, per_task=out.per_task)
             return self._zero_loss()
@@ -338,8 +355,12 @@ class OFALitModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # finite loss, non-finite gradients (after DDP's all-reduce: every rank agrees); with an AMP GradScaler the
         # scaler skips such steps itself and backs off its scale (guards.py)
-        if (not self._skip_update and self.nonfinite.check_grads and not self._amp_scaler_active()
-                and not grads_are_finite(p for group in optimizer.param_groups for p in group["params"])):
+        if (
+            not self._skip_update
+            and self.nonfinite.check_grads
+            and not self._amp_scaler_active()
+            and not grads_are_finite(p for group in optimizer.param_groups for p in group["params"])
+        ):
             self.skipped_nonfinite += 1
             self._skip_update = True
             self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False)
@@ -369,8 +390,10 @@ class OFALitModule(pl.LightningModule):
         if max_steps is None and self._trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
             max_steps = self.trainer.max_steps  # the configured value, not estimated_stepping_batches
         scheduler = build_scheduler(optimizer, self.optim_cfg, max_steps)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
+        }
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def _eval_start(self) -> None:
@@ -395,8 +418,7 @@ class OFALitModule(pl.LightningModule):
     def _eval_task_batch(self, name: str, task: Any, batch: Mapping[str, Any]) -> None:
         self.register_eval_source(name, task)
         if self.val_loss and name in self.eval_losses:
-            out = seq2seq_loss(self.model, batch, self.loss_cfg, self.pad_id,
-                               constraints=self.row_constraints(batch))
+            out = seq2seq_loss(self.model, batch, self.loss_cfg, self.pad_id, constraints=self.row_constraints(batch))
             self.eval_losses[name].update(out.loss_sum, out.nll_sum, out.ntokens)
         if task is None:
             return
@@ -427,8 +449,10 @@ class OFALitModule(pl.LightningModule):
             results: dict[str, Tensor] = {}
             metric_keys = sorted(self.eval_metrics.keys())
             loss_keys = sorted(self.eval_losses.keys())
-            flags = self._any_rank([self.eval_metrics[k].update_called for k in metric_keys]
-                                   + [self.eval_losses[k].update_called for k in loss_keys])
+            flags = self._any_rank(
+                [self.eval_metrics[k].update_called for k in metric_keys]
+                + [self.eval_losses[k].update_called for k in loss_keys]
+            )
             for key, used in zip(metric_keys, flags):
                 metric = self.eval_metrics[key]
                 if used:
@@ -436,7 +460,7 @@ class OFALitModule(pl.LightningModule):
                     for k, v in metric_results(metric_name, metric.compute()).items():
                         results[f"{stage}/{source}/{k}"] = v
                 metric.reset()
-            for key, used in zip(loss_keys, flags[len(metric_keys):]):
+            for key, used in zip(loss_keys, flags[len(metric_keys) :]):
                 meter = self.eval_losses[key]
                 if used:
                     value = meter.compute()
@@ -510,8 +534,11 @@ class OFALitModule(pl.LightningModule):
                         state[f"model.{key}"] = by_id[id(t)].clone()
             checkpoint["ema"] = self.ema.state_dict()
         checkpoint["ofa_nonfinite"] = self.nonfinite.state_dict()
-        checkpoint["ofa_training"] = {"skipped_nonfinite": self.skipped_nonfinite, "samples_seen": self.samples_seen,
-                                      "tokens_seen": self.tokens_seen}
+        checkpoint["ofa_training"] = {
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "samples_seen": self.samples_seen,
+            "tokens_seen": self.tokens_seen,
+        }
         checkpoint[CARD_KEY] = module_card(self)  # model_card.py: config, tokenizer, tasks, decoding
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -15,15 +15,17 @@
   --freeze-decoder-embedding``), the ResNet's BatchNorms (``FrozenBatchNorm2d``, OFA's ``--freeze-resnet``; convs
   still train), or the whole ResNet trunk (frozen BatchNorms included).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from .options import Options
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+
+from .options import Options
 
 __all__ = [
     "OptimConfig",
@@ -67,7 +69,6 @@ class OptimConfig(Options):
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # optimiser
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,8 +92,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     kwargs: dict[str, Any] = {}
     if cfg.fused is not None:
         kwargs["fused"] = cfg.fused
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                             **kwargs)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,14 +113,16 @@ def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
     if step >= max_steps:
         return end
     remaining = 1.0 - (step - warm) / max(max_steps - warm, 1)
-    return (peak - end) * remaining ** cfg.power + end
+    return (peak - end) * remaining**cfg.power + end
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int) -> LambdaLR:
     """Per-update LambdaLR (use with ``interval="step"``); every group follows the schedule scaled to its own LR."""
     if max_steps is None or int(max_steps) <= 0:
-        raise ValueError("the LR schedule needs a positive max_steps from the config (optim.max_steps or "
-                         "trainer.max_steps); it is never derived from the data loader")
+        raise ValueError(
+            "the LR schedule needs a positive max_steps from the config (optim.max_steps or "
+            "trainer.max_steps); it is never derived from the data loader"
+        )
     max_steps = int(max_steps)
     if warmup_steps(cfg, max_steps) > max_steps:
         raise ValueError(f"warm-up ({warmup_steps(cfg, max_steps)} steps) is longer than max_steps={max_steps}")

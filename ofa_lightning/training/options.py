@@ -1,8 +1,10 @@
 """One way to read a config section into a dataclass: ``from_any`` (None, the dataclass, or a mapping)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound="Options")
 
@@ -13,7 +15,7 @@ class Options:
     section = "options"  # how error messages call this config section
 
     @classmethod
-    def from_any(cls: type[T], value: "T | Mapping[str, Any] | None") -> T:
+    def from_any(cls: type[T], value: T | Mapping[str, Any] | None) -> T:
         if value is None:
             return cls()
         if isinstance(value, cls):

@@ -23,6 +23,7 @@ the run starts at step 0, so one command both starts and restarts a preemptible 
 another run's files, it is refused in one line: ``resume=auto`` never starts a fresh run over another run's
 record.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,15 @@ import pytorch_lightning as pl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ResumePlan", "prepare_resume", "PublishRunRecord", "DeferRunRecord", "publish_run_record",
-           "discard_deferred_hydra_dir", "hydra_overrides"]
+__all__ = [
+    "ResumePlan",
+    "prepare_resume",
+    "PublishRunRecord",
+    "DeferRunRecord",
+    "publish_run_record",
+    "discard_deferred_hydra_dir",
+    "hydra_overrides",
+]
 
 HYDRA_TMP_PREFIX = "ofa-hydra-"
 # tokenizer settings that do not change the vocabulary
@@ -95,11 +103,16 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
             return last
         # this job's own files (Hydra's log and record, the tokenizer another rank of it may have saved already)
         own = {".hydra", "tokenizer", f"{cfg.get('task_name', 'train')}.log"}
-        other = sorted(p.name for p in run_dir.iterdir() if p.name not in own and p.suffix != ".log") \
-            if run_dir.is_dir() else []
+        other = (
+            sorted(p.name for p in run_dir.iterdir() if p.name not in own and p.suffix != ".log")
+            if run_dir.is_dir()
+            else []
+        )
         if other and _launch_rank() == 0 and not _same_run(cfg, run_dir):  # other ranks: rank 0's record
-            raise UserError(f"resume=auto: no checkpoint at {last}, but {run_dir} holds another run's files "
-                            f"({', '.join(other[:4])}); pass resume=<a .ckpt>, another run_name, or remove the folder")
+            raise UserError(
+                f"resume=auto: no checkpoint at {last}, but {run_dir} holds another run's files "
+                f"({', '.join(other[:4])}); pass resume=<a .ckpt>, another run_name, or remove the folder"
+            )
         log.warning("resume=auto: %s has no checkpoint yet: starting at step 0", run_dir)
         return None
     path = Path(str(cfg.resume))
@@ -114,8 +127,10 @@ def _read(path: Path, what: str) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - truncated, damaged, or not a checkpoint: said in one line
-        raise UserError(f"{what}: cannot read the checkpoint {path} ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+        raise UserError(
+            f"{what}: cannot read the checkpoint {path} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        ) from exc
     if not isinstance(data, dict) or "state_dict" not in data:
         raise UserError(f"{what}: {path} is not a training checkpoint (no state_dict)")
     return data
@@ -123,8 +138,7 @@ def _read(path: Path, what: str) -> dict[str, Any]:
 
 def _newest_good(last: Path) -> tuple[Path, dict[str, Any]]:
     """``last.ckpt``, else (damaged) the newest other readable checkpoint beside it, saying which and why."""
-    others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime,
-                    reverse=True)
+    others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
     candidates = ([last] if last.is_file() else []) + others
     problems = []
     for path in candidates:
@@ -139,8 +153,11 @@ def _newest_good(last: Path) -> tuple[Path, dict[str, Any]]:
         else:
             log.info("resume=auto: continuing from %s", path)
         return path, data
-    raise UserError(f"{problems[0]}; no other readable checkpoint in {last.parent}" if problems else
-                    f"resume=auto: no checkpoint in {last.parent}")
+    raise UserError(
+        f"{problems[0]}; no other readable checkpoint in {last.parent}"
+        if problems
+        else f"resume=auto: no checkpoint in {last.parent}"
+    )
 
 
 def _same_run(cfg: DictConfig, run_dir: Path) -> bool:
@@ -167,8 +184,9 @@ def _launch_rank() -> int:
     return 0
 
 
-def prepare_resume(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], dict[str, str]] | None = None
-                   ) -> ResumePlan:
+def prepare_resume(
+    cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], dict[str, str]] | None = None
+) -> ResumePlan:
     """The config and checkpoint a run continues from (see the module doc); writes nothing."""
     overrides = overrides if overrides is not None else hydra_overrides()
     choices = overrides[1] if overrides is not None else None
@@ -193,8 +211,13 @@ def prepare_resume(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], d
 _CARD = "ofa_model_card"
 
 
-def rebuild_config(now: DictConfig, saved: dict[str, Any], overrides: list[str], choices: dict[str, str],
-                   saved_choices: dict[str, str] | None) -> tuple[DictConfig, dict[str, str]]:
+def rebuild_config(
+    now: DictConfig,
+    saved: dict[str, Any],
+    overrides: list[str],
+    choices: dict[str, str],
+    saved_choices: dict[str, str] | None,
+) -> tuple[DictConfig, dict[str, str]]:
     """``saved`` with the overrides given now applied (values taken from ``now``, the config Hydra composed), and
     the config group choices that changed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -210,15 +233,23 @@ def rebuild_config(now: DictConfig, saved: dict[str, Any], overrides: list[str],
                 continue
             section = OmegaConf.select(now, key.replace("/", "."), default=None)
             if isinstance(section, DictConfig):
-                OmegaConf.update(merged, key.replace("/", "."), OmegaConf.to_container(section, resolve=True),
-                                 merge=False, force_add=True)
+                OmegaConf.update(
+                    merged,
+                    key.replace("/", "."),
+                    OmegaConf.to_container(section, resolve=True),
+                    merge=False,
+                    force_add=True,
+                )
                 applied[key] = choices[key]
             elif saved_choices:
-                raise UserError(f"resume: {key}={choices[key]} is not the run's {key}={saved_choices.get(key)}; a "
-                                f"resumed run keeps its {key} (start a new run_name for another)")
+                raise UserError(
+                    f"resume: {key}={choices[key]} is not the run's {key}={saved_choices.get(key)}; a "
+                    f"resumed run keeps its {key} (start a new run_name for another)"
+                )
             else:
-                log.warning("resume: %s=%s is taken as the run's own (its checkpoint does not record it)", key,
-                            choices[key])
+                log.warning(
+                    "resume: %s=%s is taken as the run's own (its checkpoint does not record it)", key, choices[key]
+                )
         elif override.is_delete():
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(merged, parent) if parent else merged
@@ -272,8 +303,9 @@ def _shapes(model_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_shapes(data: dict[str, Any], cfg: DictConfig, saved: dict[str, Any] | None, tokenizer: Any,
-                 path: Path) -> None:
+def check_shapes(
+    data: dict[str, Any], cfg: DictConfig, saved: dict[str, Any] | None, tokenizer: Any, path: Path
+) -> None:
     """Refuse (one line) a config whose model would not take the checkpoint's tensors."""
     from ofa_lightning.model import OFAConfig
 
@@ -283,8 +315,13 @@ def check_shapes(data: dict[str, Any], cfg: DictConfig, saved: dict[str, Any] | 
     diffs = []
     if saved is not None:  # tokenizer settings change the vocabulary (the run's saved tokenizer is reused)
         free = {f"tokenizer.{k}" for k in _TOKENIZER_FREE}
-        diffs = [d for d in _leaf_diffs(saved.get("tokenizer"), OmegaConf.to_container(cfg.tokenizer, resolve=True),
-                                        "tokenizer") if d.split(":")[0] not in free]
+        diffs = [
+            d
+            for d in _leaf_diffs(
+                saved.get("tokenizer"), OmegaConf.to_container(cfg.tokenizer, resolve=True), "tokenizer"
+            )
+            if d.split(":")[0] not in free
+        ]
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model.get("vocab_size") is None:
         model["vocab_size"] = tokenizer.vocab_size if tokenizer is not None else trained.get("vocab_size")
@@ -292,8 +329,10 @@ def check_shapes(data: dict[str, Any], cfg: DictConfig, saved: dict[str, Any] | 
     if _shapes(trained) != _shapes(given):
         diffs += [f"model.{k}: trained {trained.get(k)}, given {v}" for k, v in given.items() if trained.get(k) != v]
     if diffs:
-        raise UserError(f"resume from {path}: {'; '.join(diffs)} would not fit the trained weights; resume with the "
-                        "run's values, or start a new run (module.init_from=<checkpoint> to start from its weights)")
+        raise UserError(
+            f"resume from {path}: {'; '.join(diffs)} would not fit the trained weights; resume with the "
+            "run's values, or start a new run (module.init_from=<checkpoint> to start from its weights)"
+        )
 
 
 def _deferred_hydra_dir() -> Path | None:
@@ -325,7 +364,11 @@ def publish_run_record(cfg: DictConfig, run_dir: Path, tokenizer: Any = None) ->
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
-    if tokenizer is not None and hasattr(tokenizer, "save") and not (run_dir / "tokenizer" / "ofa_tokenizer.json").exists():
+    if (
+        tokenizer is not None
+        and hasattr(tokenizer, "save")
+        and not (run_dir / "tokenizer" / "ofa_tokenizer.json").exists()
+    ):
         tokenizer.save(run_dir / "tokenizer")
     tmp = _deferred_hydra_dir()
     if tmp is not None:

@@ -3,6 +3,7 @@
 ``train(cfg)`` is what ``ofa-train`` calls (and what the tests call directly, LHT-style): every output goes
 under ``cfg.paths.output_dir`` (the Hydra run dir), never the working directory (Hydra >= 1.2 does not chdir).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,22 @@ from ofa_lightning.tokenizer import OFATokenizer
 log = logging.getLogger(__name__)
 
 # Shard json fields that hold training text (captions, questions, answers, expressions, NLI text, corpora).
-TEXT_FIELDS = ("captions", "caption", "question", "answers", "expression", "hypothesis", "premise", "text", "labels",
-               "class_name", "sentence1", "sentence2", "article", "summary")
+TEXT_FIELDS = (
+    "captions",
+    "caption",
+    "question",
+    "answers",
+    "expression",
+    "hypothesis",
+    "premise",
+    "text",
+    "labels",
+    "class_name",
+    "sentence1",
+    "sentence2",
+    "article",
+    "summary",
+)
 
 
 def training_texts(datamodule, max_samples: int) -> list[str]:
@@ -63,8 +78,9 @@ def build_tokenizer(cfg: DictConfig, datamodule, run_dir: Path) -> OFATokenizer:
         tokenizer = checkpoint_tokenizer(tcfg.get("path"))
     elif tcfg.kind == "trained":
         texts = training_texts(datamodule, int(tcfg.max_samples))
-        tokenizer = OFATokenizer.train_bpe(texts, bpe_vocab_size=tcfg.bpe_vocab_size, num_codes=tcfg.num_codes,
-                                           num_bins=tcfg.num_bins)
+        tokenizer = OFATokenizer.train_bpe(
+            texts, bpe_vocab_size=tcfg.bpe_vocab_size, num_codes=tcfg.num_codes, num_bins=tcfg.num_bins
+        )
     else:
         raise ValueError(f"tokenizer.kind must be 'ofa_bpe', 'trained' or 'checkpoint', got {tcfg.kind!r}")
     tokenizer.save(saved)
@@ -83,10 +99,15 @@ def checkpoint_tokenizer(path: str | Path | None) -> OFATokenizer:
     data = load_checkpoint_file(path)
     tokenizer = read_model_card(data, path).tokenizer() if "hyper_parameters" in data else None
     if tokenizer is None:
-        kind = "an ofa-train checkpoint without a tokenizer beside it" if "hyper_parameters" in data else \
-            "an OFA or ofa-convert checkpoint: it stores no tokenizer"
-        raise UserError(f"tokenizer=checkpoint: {path} is {kind}; OFA's checkpoints use OFA's BPE vocabulary, "
-                        "tokenizer=ofa_bpe (tokenizer.path=<folder of encoder.json, vocab.bpe, dict.txt>)")
+        kind = (
+            "an ofa-train checkpoint without a tokenizer beside it"
+            if "hyper_parameters" in data
+            else "an OFA or ofa-convert checkpoint: it stores no tokenizer"
+        )
+        raise UserError(
+            f"tokenizer=checkpoint: {path} is {kind}; OFA's checkpoints use OFA's BPE vocabulary, "
+            "tokenizer=ofa_bpe (tokenizer.path=<folder of encoder.json, vocab.bpe, dict.txt>)"
+        )
     return tokenizer
 
 
@@ -104,14 +125,17 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     from pytorch_lightning.callbacks import LearningRateMonitor
 
     from ofa_lightning.data import DataStatsCallback
-
     from ofa_lightning.training.checkpointing import LastCheckpoint, StepLog, StepRNG
 
     callbacks: list[pl.Callback] = [
         # save_top_k=0 + save_last: last.ckpt is written in place by AtomicCheckpointIO (never a symlink or copy),
         # every N steps and at the end of training
-        LastCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                       every_n_train_steps=int(cfg.checkpoint_every_n_steps)),
+        LastCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=int(cfg.checkpoint_every_n_steps),
+        ),
         DataStatsCallback(log_every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50))),
     ]
     if cfg.get("step_rng", True):  # randomness of step k = f(seed, rank, k): identical after a resume
@@ -131,9 +155,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test) one run; returns the final metrics. Writes everything under ``paths.output_dir``."""
     from ofa_lightning.data import OFADataModule
     from ofa_lightning.training.module import OFALitModule
-
-    from ofa_lightning.training.resume import (PublishRunRecord, discard_deferred_hydra_dir, prepare_resume,
-                                               publish_run_record)
+    from ofa_lightning.training.resume import (
+        PublishRunRecord,
+        discard_deferred_hydra_dir,
+        prepare_resume,
+        publish_run_record,
+    )
 
     start = time.time()
     run_dir = Path(cfg.paths.output_dir)
@@ -169,9 +196,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = build_callbacks(cfg, run_dir)
     if plan.ckpt_path is not None:
         callbacks.append(PublishRunRecord(cfg, run_dir, tokenizer))
-    trainer = pl.Trainer(**trainer_kwargs, logger=logger if logger is not None else False,
-                         callbacks=callbacks, default_root_dir=str(run_dir),
-                         enable_checkpointing=True)
+    trainer = pl.Trainer(
+        **trainer_kwargs,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_checkpointing=True,
+    )
     try:
         # weights_only=True: resuming never runs pickled code (our checkpoints hold tensors, containers, scalars)
         trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
@@ -219,8 +250,15 @@ def _logger(cfg: DictConfig, run_dir: Path):
     from ofa_lightning.training.tracking import make_wandb_logger
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    return make_wandb_logger(run_dir, project=cfg.logger.project, name=cfg.run_name, group=cfg.logger.group,
-                             tags=list(cfg.tags), mode=cfg.logger.mode, config=config)
+    return make_wandb_logger(
+        run_dir,
+        project=cfg.logger.project,
+        name=cfg.run_name,
+        group=cfg.logger.group,
+        tags=list(cfg.tags),
+        mode=cfg.logger.mode,
+        config=config,
+    )
 
 
 def _finish_logger() -> None:
@@ -231,8 +269,9 @@ def _finish_logger() -> None:
     finish_wandb()
 
 
-def compose_config(overrides: list[str], output_dir: str | Path, root_dir: str | Path | None = None,
-                   config_name: str = "train") -> DictConfig:
+def compose_config(
+    overrides: list[str], output_dir: str | Path, root_dir: str | Path | None = None, config_name: str = "train"
+) -> DictConfig:
     """Compose the Hydra config outside ``@hydra.main`` (tests, ``ofa-demo``, notebooks).
 
     ``paths.output_dir`` is given explicitly because no Hydra run dir exists here; ``paths.root_dir`` defaults to
@@ -245,15 +284,27 @@ def compose_config(overrides: list[str], output_dir: str | Path, root_dir: str |
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[
-            *overrides, *search_path_override(), f"paths.output_dir={Path(output_dir).resolve()}",
-            f"paths.root_dir={Path(root_dir or LAUNCH_DIR).resolve()}"])
+        cfg = compose(
+            config_name=config_name,
+            overrides=[
+                *overrides,
+                *search_path_override(),
+                f"paths.output_dir={Path(output_dir).resolve()}",
+                f"paths.root_dir={Path(root_dir or LAUNCH_DIR).resolve()}",
+            ],
+        )
     GlobalHydra.instance().clear()
     return cfg
 
 
-def evaluate(train_cfg: DictConfig, ckpt_path: str | Path, out_dir: str | Path, split: str = "test",
-             tokenizer_dir: str | Path | None = None, tokenizer: OFATokenizer | None = None) -> dict[str, float]:
+def evaluate(
+    train_cfg: DictConfig,
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    split: str = "test",
+    tokenizer_dir: str | Path | None = None,
+    tokenizer: OFATokenizer | None = None,
+) -> dict[str, float]:
     """Evaluate a checkpoint with its training run's data/task settings; predictions go to ``out_dir``. The
     tokenizer: ``tokenizer``, else the one saved in ``tokenizer_dir``, else built from ``train_cfg``."""
     import torch
@@ -270,15 +321,23 @@ def evaluate(train_cfg: DictConfig, ckpt_path: str | Path, out_dir: str | Path, 
     data_kwargs = OmegaConf.to_container(train_cfg.data, resolve=True)
     data_kwargs.pop("_target_", None)
     datamodule = OFADataModule(**data_kwargs, tokenizer=tokenizer)
-    module = OFALitModule(build_model_config(train_cfg, tokenizer), tokenizer=tokenizer,
-                          predictions_dir=str(out_dir / "predictions"),
-                          **OmegaConf.to_container(train_cfg.module, resolve=True))
+    module = OFALitModule(
+        build_model_config(train_cfg, tokenizer),
+        tokenizer=tokenizer,
+        predictions_dir=str(out_dir / "predictions"),
+        **OmegaConf.to_container(train_cfg.module, resolve=True),
+    )
     module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
-    trainer = pl.Trainer(accelerator=train_cfg.trainer.accelerator, devices=1, logger=False,
-                         enable_checkpointing=False, default_root_dir=str(out_dir))
+    trainer = pl.Trainer(
+        accelerator=train_cfg.trainer.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(out_dir),
+    )
     run = trainer.test if split == "test" else trainer.validate
     results = run(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for r in results for k, v in r.items()}

@@ -22,6 +22,7 @@ step use :meth:`SCST.loss` instead of the cross-entropy; evaluation, logging, th
 checkpoints are the module's as usual. The arithmetic is in plain functions (:func:`cider_rewards`,
 :func:`leave_one_out_baseline`, :func:`scst_loss`) so it can be checked by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ from .batch import K
 from .loss import LossOutput
 from .options import Options
 
-__all__ = ["SCSTConfig", "SCST", "wrap_caption", "cider_rewards", "leave_one_out_baseline", "scst_loss",
-           "training_df_table"]
+__all__ = [
+    "SCSTConfig",
+    "SCST",
+    "wrap_caption",
+    "cider_rewards",
+    "leave_one_out_baseline",
+    "scst_loss",
+    "training_df_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +60,21 @@ log = logging.getLogger(__name__)
 class SCSTConfig(Options):
     section = "scst"
     enabled: bool = True
-    beam_size: int = 5              # samples per image = all beams (OFA: 5)
-    max_len_b: int = 16             # OFA's caption decoding
+    beam_size: int = 5  # samples per image = all beams (OFA: 5)
+    max_len_b: int = 16  # OFA's caption decoding
     min_len: int = 1
     no_repeat_ngram_size: int = 3
-    df: str = "train"               # "train": df of the training references; or a coco-train-words.p style pickle
+    df: str = "train"  # "train": df of the training references; or a coco-train-words.p style pickle
     df_max_samples: int | None = None  # cap on training samples read to build the df (None: all)
-    append_eos: bool = True         # OFA: " <eos>" appended to hypotheses and references
-    log_rewards: bool = True        # log train/scst/reward and train/scst/advantage_abs
+    append_eos: bool = True  # OFA: " <eos>" appended to hypotheses and references
+    log_rewards: bool = True  # log train/scst/reward and train/scst/advantage_abs
 
     def __post_init__(self) -> None:
         if self.beam_size < 2:
             raise ValueError("SCST's leave-one-out baseline needs beam_size >= 2")
 
     @classmethod
-    def from_any(cls, value: Any) -> "SCSTConfig":
+    def from_any(cls, value: Any) -> SCSTConfig:
         if isinstance(value, bool):
             return cls(enabled=value)
         return super().from_any(value)
@@ -84,8 +92,9 @@ def wrap_caption(text: str, append_eos: bool = True) -> str:
     return f"{text} <eos>" if append_eos else text
 
 
-def cider_rewards(samples: Sequence[Sequence[str]], references: Sequence[Sequence[str]], df: CiderDfTable,
-                  append_eos: bool = True) -> Tensor:
+def cider_rewards(
+    samples: Sequence[Sequence[str]], references: Sequence[Sequence[str]], df: CiderDfTable, append_eos: bool = True
+) -> Tensor:
     """(B, K) CIDEr-D of each of the ``K`` samples of image ``b`` against that image's references."""
     if len(samples) != len(references):
         raise ValueError(f"{len(samples)} sample groups but {len(references)} reference sets")
@@ -132,8 +141,9 @@ def training_df_table(reference_sets: Sequence[Sequence[str]], append_eos: bool 
 class SCST:
     """The SCST training loss as a strategy object for :class:`~ofa_lightning.training.module.OFALitModule`."""
 
-    def __init__(self, config: SCSTConfig | Mapping[str, Any] | bool | None = None,
-                 df_table: CiderDfTable | None = None):
+    def __init__(
+        self, config: SCSTConfig | Mapping[str, Any] | bool | None = None, df_table: CiderDfTable | None = None
+    ):
         self.config = SCSTConfig.from_any(config)
         self.df_table = df_table
 
@@ -154,12 +164,22 @@ class SCST:
 
     # -------------------------------------------------------------------------------------------- sampling
     def generation_config(self, task: Any) -> GenerationConfig:
-        base = task.generation_config() if task is not None and hasattr(task, "generation_config") \
+        base = (
+            task.generation_config()
+            if task is not None and hasattr(task, "generation_config")
             else GenerationConfig.preset("caption")
-        return GenerationConfig.from_dict({**base.to_dict(), "beam_size": self.config.beam_size, "nbest": None,
-                                           "max_len_b": self.config.max_len_b, "min_len": self.config.min_len,
-                                           "no_repeat_ngram_size": self.config.no_repeat_ngram_size,
-                                           "strategy": "beam"})
+        )
+        return GenerationConfig.from_dict(
+            {
+                **base.to_dict(),
+                "beam_size": self.config.beam_size,
+                "nbest": None,
+                "max_len_b": self.config.max_len_b,
+                "min_len": self.config.min_len,
+                "no_repeat_ngram_size": self.config.no_repeat_ngram_size,
+                "strategy": "beam",
+            }
+        )
 
     @torch.no_grad()
     def sample(self, model, batch: Mapping[str, Any], config: GenerationConfig) -> list[list[list[int]]]:
@@ -207,8 +227,11 @@ class SCST:
         rep = torch.arange(len(samples), device=device).repeat_interleave(k)
         images = batch.get(K.PATCH_IMAGES)
         masks = batch.get(K.PATCH_MASKS)
-        enc = model.encode(batch[K.INPUT_IDS][rep], images[rep] if images is not None else None,
-                           masks[rep] if masks is not None else None)
+        enc = model.encode(
+            batch[K.INPUT_IDS][rep],
+            images[rep] if images is not None else None,
+            masks[rep] if masks is not None else None,
+        )
         hidden = model.decode_hidden(prev, enc)
         valid = target.ne(pad)
         logits = model.project(hidden[valid]).float()
@@ -221,10 +244,16 @@ class SCST:
         if self.config.log_rewards and module._trainer is not None:
             bs = len(samples)
             module.log("train/scst/reward", float(rewards.mean()), on_step=True, on_epoch=False, batch_size=bs)
-            module.log("train/scst/advantage_abs", float(advantages.abs().mean()), on_step=True, on_epoch=False,
-                       batch_size=bs)
-        return LossOutput(loss=loss, loss_sum=loss_sum, nll_sum=nll_sum, ntokens=ntokens,
-                          per_task={name: (loss_sum.detach(), ntokens)})
+            module.log(
+                "train/scst/advantage_abs", float(advantages.abs().mean()), on_step=True, on_epoch=False, batch_size=bs
+            )
+        return LossOutput(
+            loss=loss,
+            loss_sum=loss_sum,
+            nll_sum=nll_sum,
+            ntokens=ntokens,
+            per_task={name: (loss_sum.detach(), ntokens)},
+        )
 
 
 def _with_eos(tokens: list[int], eos: int) -> list[int]:

@@ -13,6 +13,7 @@
 * :func:`read_offline_run` — what a run logged, from files it writes in the open (``metrics.jsonl``, the config,
   each W&B folder's ``files/`` and staged tables); W&B's private ``run-<id>.wandb`` log is not parsed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,9 +35,22 @@ from urllib.parse import urlparse
 from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = ["make_wandb_logger", "sweep_job_name", "resolve_mode", "has_wandb_credentials", "read_run_id",
-           "write_run_id", "dump_config", "finish_wandb", "logger_step", "MetricsFileLogger", "read_metrics_csv",
-           "read_metrics_jsonl", "find_wandb_runs", "read_offline_run"]
+__all__ = [
+    "make_wandb_logger",
+    "sweep_job_name",
+    "resolve_mode",
+    "has_wandb_credentials",
+    "read_run_id",
+    "write_run_id",
+    "dump_config",
+    "finish_wandb",
+    "logger_step",
+    "MetricsFileLogger",
+    "read_metrics_csv",
+    "read_metrics_jsonl",
+    "find_wandb_runs",
+    "read_offline_run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +354,14 @@ def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
-            rows.append({"step": int(r["step"]) if r["step"] not in ("", None) else None, "key": r["key"],
-                         "value": float(r["value"]), "time": float(r["time"]) if r.get("time") else None})
+            rows.append(
+                {
+                    "step": int(r["step"]) if r["step"] not in ("", None) else None,
+                    "key": r["key"],
+                    "value": float(r["value"]),
+                    "time": float(r["time"]) if r.get("time") else None,
+                }
+            )
     return rows
 
 
@@ -432,8 +452,14 @@ def _folder_tables(folder: Path) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
     for step, key, path in sorted(found, key=lambda f: (f[0], f[1])):
         content = json.loads(path.read_text(encoding="utf-8"))
-        entry = {"path": str(path), "step": step, "columns": content.get("columns"), "data": content.get("data"),
-                 "staged_table": None, "media": {}}
+        entry = {
+            "path": str(path),
+            "step": step,
+            "columns": content.get("columns"),
+            "data": content.get("data"),
+            "staged_table": None,
+            "media": {},
+        }
         ids = [row[0] for row in entry["data"] or []]
         for i, (_, full) in enumerate(staged):
             if full["columns"] == entry["columns"] and [row[0] for row in full["data"]] == ids:
@@ -470,8 +496,11 @@ def read_offline_run(run_dir: str | os.PathLike, run_id: str | None = None) -> d
     if run_id is None:
         run_id = _RUN_DIR_RE.match(folders[-1].name).group(2)
         folders = [f for f in folders if _RUN_DIR_RE.match(f.name).group(2) == run_id]
-    history = read_metrics_jsonl(run_dir / MetricsFileLogger.JSONL_NAME) \
-        if (run_dir / MetricsFileLogger.JSONL_NAME).is_file() else []
+    history = (
+        read_metrics_jsonl(run_dir / MetricsFileLogger.JSONL_NAME)
+        if (run_dir / MetricsFileLogger.JSONL_NAME).is_file()
+        else []
+    )
     values: dict[str, list[tuple[Any, float]]] = {}
     for row in history:
         for key, value in row.items():
@@ -485,6 +514,15 @@ def read_offline_run(run_dir: str | os.PathLike, run_id: str | None = None) -> d
         for key, entries in _folder_tables(folder).items():
             tables.setdefault(key, []).extend(entries)
         files.update(p.relative_to(folder / "files").as_posix() for p in (folder / "files").rglob("*") if p.is_file())
-    return {"run_id": run_id, "dirs": [str(f) for f in folders], "dir": str(folders[-1]), "config": config or {},
-            "history": history, "keys": sorted(values), "values": values,
-            "summary": {k: pairs[-1][1] for k, pairs in values.items()}, "tables": tables, "files": sorted(files)}
+    return {
+        "run_id": run_id,
+        "dirs": [str(f) for f in folders],
+        "dir": str(folders[-1]),
+        "config": config or {},
+        "history": history,
+        "keys": sorted(values),
+        "values": values,
+        "summary": {k: pairs[-1][1] for k, pairs in values.items()},
+        "tables": tables,
+        "files": sorted(files),
+    }

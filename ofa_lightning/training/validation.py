@@ -13,6 +13,7 @@ Then ``task.parse_prediction(tokens, example)`` per row. Metrics get ``update(pr
 ``meta["reference"]`` of each row; evaluation padding duplicates (``is_pad``) and rows without a reference are left
 out, and the string sample ids are hashed to stable non-negative ints so the metrics can also de-duplicate.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,14 +57,16 @@ def predict_batch(model, task, batch: Mapping[str, Any], pad_id: int, *, chunk_s
     out = []
     for i in range(n):
         example = row_example(batch, i, pad_id, prompts[i])
-        out.append({
-            "id": example.id,
-            "task": example.task or task.name,
-            "tokens": tokens[i],
-            "prediction": task.parse_prediction(tokens[i], example),
-            "reference": example.meta.get("reference"),
-            "is_pad": bool(is_pad[i]) if is_pad is not None else False,
-        })
+        out.append(
+            {
+                "id": example.id,
+                "task": example.task or task.name,
+                "tokens": tokens[i],
+                "prediction": task.parse_prediction(tokens[i], example),
+                "reference": example.meta.get("reference"),
+                "is_pad": bool(is_pad[i]) if is_pad is not None else False,
+            }
+        )
     return out
 
 
@@ -77,15 +80,23 @@ def _generate(model, task, batch, prompts: list[list[int]], pad_id: int) -> list
     prefix = pad_sequences(prefixes, pad_id, batch[K.INPUT_IDS].device) if any(prefixes) else None
     trie = task.constraint_trie() if hasattr(task, "constraint_trie") else None
     inputs = {key: batch.get(key) for key in (K.INPUT_IDS, K.PATCH_IMAGES, K.PATCH_MASKS)}
-    hyps = generate(model, inputs, config, prefix_tokens=prefix, constraint_trie=trie,
-                    code_masks=batch.get(K.CODE_MASKS))
+    hyps = generate(
+        model, inputs, config, prefix_tokens=prefix, constraint_trie=trie, code_masks=batch.get(K.CODE_MASKS)
+    )
     return [h[0].tokens.tolist() if h else [] for h in hyps]
 
 
 def _best_candidates(model, task, batch, prompts, pad_id: int, chunk_size: int) -> list[list[int]]:
     seqs = task.candidate_sequences()
-    scores = score_candidates(model, _encode(model, batch), seqs, trie=task.constraint_trie(), prompts=prompts,
-                              chunk_size=chunk_size, code_masks=batch.get(K.CODE_MASKS))
+    scores = score_candidates(
+        model,
+        _encode(model, batch),
+        seqs,
+        trie=task.constraint_trie(),
+        prompts=prompts,
+        chunk_size=chunk_size,
+        code_masks=batch.get(K.CODE_MASKS),
+    )
     return [list(seqs[int(b)]) for b in scores.best.tolist()]
 
 

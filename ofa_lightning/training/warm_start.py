@@ -7,6 +7,7 @@ step counters and data position start fresh); ``init_from_ema=true`` takes the E
 A smaller checkpoint vocabulary is grown by OFA's rule; any other shape mismatch is an error naming the tensors.
 ``resume=`` (continuing the same run) is a different thing and wins: Lightning restores the checkpoint afterwards.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 __all__ = ["load_initial_weights"]
 
 
-def load_initial_weights(model, path: str | Path, use_ema: bool = False, strict: bool = True,
-                         trust_checkpoint: bool = False):
+def load_initial_weights(
+    model, path: str | Path, use_ema: bool = False, strict: bool = True, trust_checkpoint: bool = False
+):
     """Copy the weights of ``path`` into ``model`` (an ``OFAModel``); returns the conversion report."""
     from ofa_lightning.model.convert import fairseq_state_dict, load_checkpoint_file, load_state_dict_into
 
@@ -29,7 +31,7 @@ def load_initial_weights(model, path: str | Path, use_ema: bool = False, strict:
         if use_ema and "ema" in data:
             state = _ema_state(data["ema"])
         else:
-            state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+            state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
     elif "model_config" in data and "state_dict" in data:  # ofa-convert output
         state = dict(data["state_dict"])
     else:  # fairseq / HF / ModelScope

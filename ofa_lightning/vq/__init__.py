@@ -9,8 +9,18 @@ f=8, 8,192-code VQGAN (OFA-Sys/OFA ``models/taming``). Plain PyTorch (no Lightni
     codes = vq.encode(pil_image, image_size=256)                        # (1, 32, 32) int64
     image = vq.decode_to_pil(codes)[0]
 """
+
 from .model import IGNORED_PREFIXES, PRESETS, LoadReport, VQConfig, VQModel, preprocess, to_pil
 from .quantize import GumbelQuantize, VectorQuantizer
 
-__all__ = ["VQConfig", "VQModel", "LoadReport", "PRESETS", "IGNORED_PREFIXES", "GumbelQuantize", "VectorQuantizer",
-           "preprocess", "to_pil"]
+__all__ = [
+    "VQConfig",
+    "VQModel",
+    "LoadReport",
+    "PRESETS",
+    "IGNORED_PREFIXES",
+    "GumbelQuantize",
+    "VectorQuantizer",
+    "preprocess",
+    "to_pil",
+]

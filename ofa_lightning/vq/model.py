@@ -16,6 +16,7 @@ checkpoints + their YAML config (:meth:`VQModel.from_taming`). :meth:`VQModel.lo
 every key: loaded, missing, unexpected, shape mismatches, and the ``loss.*`` entries (discriminator / LPIPS of
 taming's training loss) that are ignored on purpose.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,9 +54,9 @@ class VQConfig:
     out_ch: int = 3
     dropout: float = 0.0
     norm_groups: int = 32
-    beta: float = 0.25          # vq: commitment weight
-    kl_weight: float = 1e-8     # gumbel: KL weight (taming's config for the OpenImages model)
-    temperature: float = 1.0    # gumbel: training temperature
+    beta: float = 0.25  # vq: commitment weight
+    kl_weight: float = 1e-8  # gumbel: KL weight (taming's config for the OpenImages model)
+    temperature: float = 1.0  # gumbel: training temperature
 
     def __post_init__(self) -> None:
         self.ch_mult = tuple(int(v) for v in self.ch_mult)
@@ -83,7 +84,7 @@ class VQConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VQConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> VQConfig:
         data = dict(data)
         base = data.pop("preset", None)
         known = {f.name for f in fields(cls)}
@@ -93,13 +94,13 @@ class VQConfig:
         return cls.preset(base, **data) if base else cls(**data)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "VQConfig":
+    def preset(cls, name: str, **overrides: Any) -> VQConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown VQ preset {name!r}; known: {', '.join(sorted(PRESETS))}")
         return replace(PRESETS[name], **overrides)
 
     @classmethod
-    def from_taming(cls, config: Mapping[str, Any] | str | Path) -> "VQConfig":
+    def from_taming(cls, config: Mapping[str, Any] | str | Path) -> VQConfig:
         """taming's YAML config (``model: {target, params: {embed_dim, n_embed, ddconfig, ...}}``) → VQConfig."""
         if isinstance(config, (str, Path)):
             from omegaconf import OmegaConf
@@ -117,18 +118,37 @@ class VQConfig:
             raise ValueError(f"unsupported taming model {target!r} (GumbelVQ and VQModel are)")
         if dd.get("double_z", False):
             raise ValueError("ddconfig.double_z=true is a KL autoencoder, not a VQGAN")
-        return cls(quantizer=quantizer, n_embed=int(params["n_embed"]), embed_dim=int(params["embed_dim"]),
-                   z_channels=int(dd["z_channels"]), ch=int(dd["ch"]), ch_mult=tuple(dd["ch_mult"]),
-                   num_res_blocks=int(dd["num_res_blocks"]), attn_resolutions=tuple(dd.get("attn_resolutions", ())),
-                   resolution=int(dd["resolution"]), in_channels=int(dd.get("in_channels", 3)),
-                   out_ch=int(dd.get("out_ch", 3)), dropout=float(dd.get("dropout", 0.0)),
-                   kl_weight=float(params.get("kl_weight", 1e-8)))
+        return cls(
+            quantizer=quantizer,
+            n_embed=int(params["n_embed"]),
+            embed_dim=int(params["embed_dim"]),
+            z_channels=int(dd["z_channels"]),
+            ch=int(dd["ch"]),
+            ch_mult=tuple(dd["ch_mult"]),
+            num_res_blocks=int(dd["num_res_blocks"]),
+            attn_resolutions=tuple(dd.get("attn_resolutions", ())),
+            resolution=int(dd["resolution"]),
+            in_channels=int(dd.get("in_channels", 3)),
+            out_ch=int(dd.get("out_ch", 3)),
+            dropout=float(dd.get("dropout", 0.0)),
+            kl_weight=float(params.get("kl_weight", 1e-8)),
+        )
 
 
 PRESETS: dict[str, VQConfig] = {
     "gumbel_f8_8192": VQConfig(),
-    "shapes_small": VQConfig(quantizer="vq", n_embed=256, embed_dim=32, z_channels=32, ch=16, ch_mult=(1, 1, 2, 4),
-                             num_res_blocks=1, attn_resolutions=(), resolution=64, norm_groups=8),
+    "shapes_small": VQConfig(
+        quantizer="vq",
+        n_embed=256,
+        embed_dim=32,
+        z_channels=32,
+        ch=16,
+        ch_mult=(1, 1, 2, 4),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        resolution=64,
+        norm_groups=8,
+    ),
 }
 
 
@@ -137,10 +157,10 @@ class LoadReport:
     """What happened to every key of a loaded state dict."""
 
     loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)       # in the model, not in the file
-    unexpected: list[str] = field(default_factory=list)    # in the file, not in the model
-    mismatched: list[str] = field(default_factory=list)    # "name: file shape vs model shape"
-    ignored: list[str] = field(default_factory=list)       # taming training-loss entries (loss.*)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the file
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
+    mismatched: list[str] = field(default_factory=list)  # "name: file shape vs model shape"
+    ignored: list[str] = field(default_factory=list)  # taming training-loss entries (loss.*)
 
     @property
     def ok(self) -> bool:
@@ -151,8 +171,9 @@ class LoadReport:
             shown = ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
             return f"{len(keys)} {name}" + (f" [{shown}]" if keys and name != "loaded" else "")
 
-        return "; ".join(part(n, getattr(self, n)) for n in ("loaded", "missing", "unexpected", "mismatched",
-                                                               "ignored"))
+        return "; ".join(
+            part(n, getattr(self, n)) for n in ("loaded", "missing", "unexpected", "mismatched", "ignored")
+        )
 
 
 class VQModel(nn.Module):
@@ -167,13 +188,22 @@ class VQModel(nn.Module):
         elif not isinstance(config, VQConfig):
             config = VQConfig.from_dict(config)
         self.config = c = config
-        common = dict(ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, attn_resolutions=c.attn_resolutions,
-                      resolution=c.resolution, z_channels=c.z_channels, dropout=c.dropout, norm_groups=c.norm_groups)
+        common = dict(
+            ch=c.ch,
+            ch_mult=c.ch_mult,
+            num_res_blocks=c.num_res_blocks,
+            attn_resolutions=c.attn_resolutions,
+            resolution=c.resolution,
+            z_channels=c.z_channels,
+            dropout=c.dropout,
+            norm_groups=c.norm_groups,
+        )
         self.encoder = Encoder(in_channels=c.in_channels, **common)
         self.decoder = Decoder(out_ch=c.out_ch, **common)
         if c.quantizer == "gumbel":
-            self.quantize: nn.Module = GumbelQuantize(c.z_channels, c.embed_dim, c.n_embed, kl_weight=c.kl_weight,
-                                                      temperature=c.temperature)
+            self.quantize: nn.Module = GumbelQuantize(
+                c.z_channels, c.embed_dim, c.n_embed, kl_weight=c.kl_weight, temperature=c.temperature
+            )
         else:
             self.quantize = VectorQuantizer(c.n_embed, c.embed_dim, beta=c.beta)
         self.quant_conv = nn.Conv2d(c.z_channels, c.embed_dim, 1)
@@ -267,8 +297,13 @@ class VQModel(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, config: Any = None, map_location: str | torch.device = "cpu",
-             trust_checkpoint: bool = False) -> "VQModel":
+    def load(
+        cls,
+        path: str | Path,
+        config: Any = None,
+        map_location: str | torch.device = "cpu",
+        trust_checkpoint: bool = False,
+    ) -> VQModel:
         """Our file (config inside), or a taming checkpoint with ``config`` (its YAML path / mapping / VQConfig)."""
         path = Path(path)
         if not path.is_file():
@@ -279,14 +314,18 @@ class VQModel(nn.Module):
         else:
             if config is None:
                 raise ValueError(f"{path} is not an ofa-lightning VQ file: give the taming YAML config as config=")
-            model = cls(config if isinstance(config, VQConfig) else
-                        VQConfig.from_dict(config) if isinstance(config, Mapping) and "model" not in config else
-                        VQConfig.from_taming(config))
+            model = cls(
+                config
+                if isinstance(config, VQConfig)
+                else VQConfig.from_dict(config)
+                if isinstance(config, Mapping) and "model" not in config
+                else VQConfig.from_taming(config)
+            )
         model.load_taming_state_dict(data)
         return model.eval()
 
     @classmethod
-    def from_taming(cls, ckpt_path: str | Path, config_path: str | Path, trust_checkpoint: bool = False) -> "VQModel":
+    def from_taming(cls, ckpt_path: str | Path, config_path: str | Path, trust_checkpoint: bool = False) -> VQModel:
         """taming's ``last.ckpt`` + ``model.yaml`` (e.g. the VQGAN shipped with OFA's image_gen checkpoint)."""
         return cls.load(ckpt_path, config=VQConfig.from_taming(config_path), trust_checkpoint=trust_checkpoint)
 

@@ -12,6 +12,7 @@ up-sampling + 3×3 convolution, single-head spatial self-attention at the resolu
 (counted from the configured ``resolution``, not from the input) and always in the middle. The only addition is
 ``norm_groups`` (taming: 32), so that narrow models for tests and the shapes data can use fewer channels.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -101,9 +102,20 @@ def _mid(channels: int, dropout: float, groups: int) -> nn.Module:
 class Encoder(nn.Module):
     """Image (B, in_channels, H, W) → latent (B, z_channels, H/f, W/f), f = 2^(len(ch_mult) - 1)."""
 
-    def __init__(self, *, ch: int, ch_mult: Sequence[int], num_res_blocks: int, attn_resolutions: Sequence[int],
-                 in_channels: int, resolution: int, z_channels: int, dropout: float = 0.0, double_z: bool = False,
-                 norm_groups: int = 32):
+    def __init__(
+        self,
+        *,
+        ch: int,
+        ch_mult: Sequence[int],
+        num_res_blocks: int,
+        attn_resolutions: Sequence[int],
+        in_channels: int,
+        resolution: int,
+        z_channels: int,
+        dropout: float = 0.0,
+        double_z: bool = False,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         self.num_resolutions = len(ch_mult)
         self.num_res_blocks = num_res_blocks
@@ -146,9 +158,19 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latent (B, z_channels, h, w) → image (B, out_ch, h·f, w·f)."""
 
-    def __init__(self, *, ch: int, out_ch: int, ch_mult: Sequence[int], num_res_blocks: int,
-                 attn_resolutions: Sequence[int], resolution: int, z_channels: int, dropout: float = 0.0,
-                 norm_groups: int = 32):
+    def __init__(
+        self,
+        *,
+        ch: int,
+        out_ch: int,
+        ch_mult: Sequence[int],
+        num_res_blocks: int,
+        attn_resolutions: Sequence[int],
+        resolution: int,
+        z_channels: int,
+        dropout: float = 0.0,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         self.num_resolutions = len(ch_mult)
         block_in = ch * ch_mult[-1]

@@ -11,6 +11,7 @@ a (hard, straight-through) Gumbel-softmax sample with temperature ``temperature`
 taming's ``forward`` in eval mode still adds Gumbel noise before the argmax (so its codes are a random draw); the
 argmax is that distribution's mode and makes encoding deterministic — a deliberate deviation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,15 @@ class VectorQuantizer(nn.Module):
 
 
 class GumbelQuantize(nn.Module):
-    def __init__(self, num_hiddens: int, embed_dim: int, n_embed: int, kl_weight: float = 5e-4,
-                 temperature: float = 1.0, straight_through: bool = True):
+    def __init__(
+        self,
+        num_hiddens: int,
+        embed_dim: int,
+        n_embed: int,
+        kl_weight: float = 5e-4,
+        temperature: float = 1.0,
+        straight_through: bool = True,
+    ):
         super().__init__()
         self.n_embed, self.embed_dim = n_embed, embed_dim
         self.kl_weight, self.temperature, self.straight_through = kl_weight, temperature, straight_through

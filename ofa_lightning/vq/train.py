@@ -10,6 +10,7 @@ not need them. For the plain vector quantiser the codebook starts from encoder o
 last ``restart_every`` steps are re-seeded from random encoder outputs (dead-code restart), which keeps a small
 codebook in use after a few hundred steps on a CPU. Gumbel models anneal the temperature from 1.0 to 1/16.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
-def load_shard_images(spec: str | list[str], split: str = "train", image_size: int = 64,
-                      max_images: int | None = None) -> Tensor:
+def load_shard_images(
+    spec: str | list[str], split: str = "train", image_size: int = 64, max_images: int | None = None
+) -> Tensor:
     """Images of a shard spec (folder with a manifest, files, globs) → (N, 3, S, S) in [-1, 1]."""
     from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
 
@@ -75,9 +77,19 @@ def _seed_codebook(model: VQModel, latents: Tensor, generator: torch.Generator, 
     return int(rows.numel())
 
 
-def train_vq(images: Tensor, config: VQConfig | str = "shapes_small", *, steps: int = 800, batch_size: int = 16,
-             lr: float = 2e-3, seed: int = 0, restart_every: int = 50, log_every: int = 100, fg_weight: float = 0.0,
-             callback: Callable[[int, dict[str, float]], None] | None = None) -> tuple[VQModel, dict[str, Any]]:
+def train_vq(
+    images: Tensor,
+    config: VQConfig | str = "shapes_small",
+    *,
+    steps: int = 800,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    seed: int = 0,
+    restart_every: int = 50,
+    log_every: int = 100,
+    fg_weight: float = 0.0,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[VQModel, dict[str, Any]]:
     """Trains a VQ model on ``images`` ((N, 3, S, S) in [-1, 1]); returns (model in eval mode, stats)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -85,6 +97,7 @@ def train_vq(images: Tensor, config: VQConfig | str = "shapes_small", *, steps: 
     cfg = model.config
     vq = cfg.quantizer == "vq"
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
+
     def schedule(s: int) -> float:  # 20-step warm-up, cosine decay
         return min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / steps))
 
@@ -121,14 +134,24 @@ def train_vq(images: Tensor, config: VQConfig | str = "shapes_small", *, steps: 
                 z = model.encode_latent(batch)
             _seed_codebook(model, z.permute(0, 2, 3, 1).reshape(-1, z.size(1)), gen, dead)
             usage.zero_()
-        entry = {"step": step + 1, "loss": float(loss.detach()), "rec": float(rec_loss.detach()),
-                 "q": float(qloss.detach())}
+        entry = {
+            "step": step + 1,
+            "loss": float(loss.detach()),
+            "rec": float(rec_loss.detach()),
+            "q": float(qloss.detach()),
+        }
         stats["losses"].append(entry)
         if callback is not None:
             callback(step + 1, entry)
         if log_every and (step + 1) % log_every == 0:
-            log.info("vq step %d/%d loss %.4f rec %.4f (%.1fs)", step + 1, steps, entry["loss"], entry["rec"],
-                     time.time() - start)
+            log.info(
+                "vq step %d/%d loss %.4f rec %.4f (%.1fs)",
+                step + 1,
+                steps,
+                entry["loss"],
+                entry["rec"],
+                time.time() - start,
+            )
     model.eval()
     with torch.no_grad():
         sample = images[: min(n, 64)]
@@ -140,8 +163,11 @@ def train_vq(images: Tensor, config: VQConfig | str = "shapes_small", *, steps: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ofa_lightning.vq.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ofa_lightning.vq.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--shards", required=True, nargs="+", help="shard folder(s) / files with images")
     parser.add_argument("--split", default="train")
     parser.add_argument("--preset", default="shapes_small")
@@ -151,18 +177,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fg-weight", type=float, default=4.0,
-                        help="extra loss weight on pixels unlike the image's border colour (0 = plain L1 + MSE)")
+    parser.add_argument(
+        "--fg-weight",
+        type=float,
+        default=4.0,
+        help="extra loss weight on pixels unlike the image's border colour (0 = plain L1 + MSE)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="where to save the VQ model (.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     images = load_shard_images(args.shards, args.split, args.image_size, args.max_images)
     config = VQConfig.preset(args.preset, resolution=args.image_size)
-    model, stats = train_vq(images, config, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            fg_weight=args.fg_weight)
+    model, stats = train_vq(
+        images,
+        config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        fg_weight=args.fg_weight,
+    )
     model.save(args.out, train_stats={k: v for k, v in stats.items() if k != "losses"})
-    print(f"saved {args.out}: {len(images)} images, eval L1 {stats['eval_l1']:.4f}, "
-          f"{stats['codes_used']}/{config.n_embed} codes used, {stats['seconds']:.0f}s")
+    print(
+        f"saved {args.out}: {len(images)} images, eval L1 {stats['eval_l1']:.4f}, "
+        f"{stats['codes_used']}/{config.n_embed} codes used, {stats['seconds']:.0f}s"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ unless ``trainer.enable_progress_bar=false``)::
                    warmup_steps: 1, cuda_sync: false}
       predictions: {enabled: true, max_rows: 16, log_to_wandb: true, save_images: false, image_size: 256}
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -25,8 +26,18 @@ from .console import StepProgressBar, print_run_summary, quiet_known_warnings
 from .predictions import PredictionTables, box_iou, row_score
 from .throughput import PEAK_FLOPS, ThroughputMonitor, batch_counts, peak_flops_for
 
-__all__ = ["ThroughputMonitor", "PredictionTables", "StepProgressBar", "print_run_summary", "default_callbacks",
-           "PEAK_FLOPS", "peak_flops_for", "batch_counts", "row_score", "box_iou"]
+__all__ = [
+    "ThroughputMonitor",
+    "PredictionTables",
+    "StepProgressBar",
+    "print_run_summary",
+    "default_callbacks",
+    "PEAK_FLOPS",
+    "peak_flops_for",
+    "batch_counts",
+    "row_score",
+    "box_iou",
+]
 
 
 def _section(cfg: Any, *keys: str) -> dict[str, Any]:

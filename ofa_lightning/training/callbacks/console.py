@@ -7,6 +7,7 @@
   metric), the other final scalars (training loss, wall time) and the run dir.
 * :func:`quiet_known_warnings` — filters the warnings that are noise for this kit (each with its reason).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ class StepProgressBar(TQDMProgressBar):
     """A ``TQDMProgressBar`` whose training bar shows ``step <global step>/<max_steps>`` for the whole fit (a
     resumed run starts at its checkpoint's step); validation and test bars are Lightning's."""
 
-    TRAIN_FORMAT = ("step {n_fmt}/{total_fmt} {percentage:3.0f}%|{bar}| "
-                    "[{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
+    TRAIN_FORMAT = (
+        "step {n_fmt}/{total_fmt} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+    )
 
     @staticmethod
     def _total(trainer: Any) -> int | None:
@@ -71,8 +73,13 @@ def _value(value: float) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+            for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
@@ -101,8 +108,9 @@ def format_run_summary(metrics: Mapping[str, float], run_dir: str | Path) -> str
     return "\n".join(lines)
 
 
-def print_run_summary(metrics: Mapping[str, float], run_dir: str | Path, rank: int | None = None,
-                      stream: TextIO | None = None) -> None:
+def print_run_summary(
+    metrics: Mapping[str, float], run_dir: str | Path, rank: int | None = None, stream: TextIO | None = None
+) -> None:
     """Print :func:`format_run_summary` on rank 0 (``rank`` default: Lightning's ``rank_zero_only.rank``)."""
     if rank is None:
         from pytorch_lightning.utilities import rank_zero_only

@@ -26,6 +26,7 @@ default), the ``input_ids`` row (decoded with the module's tokenizer into the pr
 no image. ``score`` is per-row: the record's ``score`` if any, else VQA's soft score (``reference[prediction]``),
 box IoU for a box, exact match for a single string reference, none otherwise (captions: use the corpus metrics).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,11 @@ _BOX_META = ("w_ratio", "h_ratio", "image_size", "box")
 
 # ------------------------------------------------------------------------------------------------ scores, boxes
 def is_box(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -133,10 +137,18 @@ class PredictionTables(Callback):
         table_key: W&B key, formatted with ``stage`` and ``source``.
     """
 
-    def __init__(self, run_dir: str | os.PathLike | None = None, max_rows: int = 16,
-                 stages: Sequence[str] = ("val", "test"), log_to_wandb: bool = True, metrics_files: bool = True,
-                 save_images: bool = False, image_size: int = 256, log_sanity_check: bool = False,
-                 table_key: str = "{stage}/{source}/predictions"):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike | None = None,
+        max_rows: int = 16,
+        stages: Sequence[str] = ("val", "test"),
+        log_to_wandb: bool = True,
+        metrics_files: bool = True,
+        save_images: bool = False,
+        image_size: int = 256,
+        log_sanity_check: bool = False,
+        table_key: str = "{stage}/{source}/predictions",
+    ):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.max_rows = max(1, int(max_rows))
         self.stages = tuple(stages)
@@ -263,8 +275,11 @@ class PredictionTables(Callback):
         by_source = (getattr(pl_module, "last_predictions", None) or {}).get(stage) or {}
         if not by_source:
             if not self._warned:
-                log.warning("PredictionTables: %s has no last_predictions[%r]; no prediction tables",
-                            type(pl_module).__name__, stage)
+                log.warning(
+                    "PredictionTables: %s has no last_predictions[%r]; no prediction tables",
+                    type(pl_module).__name__,
+                    stage,
+                )
                 self._warned = True
             return
         step = int(trainer.global_step)
@@ -286,8 +301,9 @@ class PredictionTables(Callback):
                 log.warning("PredictionTables: logging the W&B tables failed (%s)", err)
         self._context[stage] = {}
 
-    def _rows(self, stage: str, source: str, records: Sequence[Mapping[str, Any]], tokenizer: Any,
-              step: int) -> list[dict[str, Any]]:
+    def _rows(
+        self, stage: str, source: str, records: Sequence[Mapping[str, Any]], tokenizer: Any, step: int
+    ) -> list[dict[str, Any]]:
         context = self._context.get(stage, {})
         usable = [r for r in records if not r.get("is_pad")]
         with_ctx = [r for r in usable if str(r.get("id")) in context]
@@ -306,9 +322,14 @@ class PredictionTables(Callback):
             if score is None:
                 score = row_score(prediction, references)
             row = {
-                "stage": stage, "step": step, "source": source, "id": record.get("id"),
-                "task": record.get("task"), "prompt": self._prompt(record, ctx, tokenizer),
-                "prediction": prediction, "references": references,
+                "stage": stage,
+                "step": step,
+                "source": source,
+                "id": record.get("id"),
+                "task": record.get("task"),
+                "prompt": self._prompt(record, ctx, tokenizer),
+                "prediction": prediction,
+                "references": references,
                 "score": float(score) if isinstance(score, (int, float, np.generic)) else score,
                 "image": None,
             }
@@ -361,8 +382,9 @@ class PredictionTables(Callback):
                 out[role] = boxes
         return out
 
-    def _save_image(self, image: Any, boxes: Mapping[str, Any], stage: str, step: int, source: str,
-                    k: int) -> str | None:
+    def _save_image(
+        self, image: Any, boxes: Mapping[str, Any], stage: str, step: int, source: str, k: int
+    ) -> str | None:
         from PIL import Image, ImageDraw
 
         try:
@@ -408,16 +430,26 @@ class PredictionTables(Callback):
             if row["_image"] is not None:
                 boxes = {}
                 for role, class_id in (("prediction", 0), ("reference", 1)):
-                    data = [{"position": {"minX": b["box"][0], "minY": b["box"][1], "maxX": b["box"][2],
-                                          "maxY": b["box"][3]},
-                             "domain": "pixel", "class_id": class_id,
-                             "box_caption": str(b["label"]) if b.get("label") else role}
-                            for b in row["_boxes"].get(role, [])]
+                    data = [
+                        {
+                            "position": {
+                                "minX": b["box"][0],
+                                "minY": b["box"][1],
+                                "maxX": b["box"][2],
+                                "maxY": b["box"][3],
+                            },
+                            "domain": "pixel",
+                            "class_id": class_id,
+                            "box_caption": str(b["label"]) if b.get("label") else role,
+                        }
+                        for b in row["_boxes"].get(role, [])
+                    ]
                     if data:
                         boxes[role] = {"box_data": data, "class_labels": {0: "prediction", 1: "reference"}}
                 image = wandb.Image(np.asarray(row["_image"]), boxes=boxes or None)
-            table.add_data(str(row["id"]), image, row["prompt"], _cell(row["prediction"]),
-                           _cell(row["references"]), row["score"])
+            table.add_data(
+                str(row["id"]), image, row["prompt"], _cell(row["prediction"]), _cell(row["references"]), row["score"]
+            )
         return table
 
 

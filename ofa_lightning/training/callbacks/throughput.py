@@ -32,6 +32,7 @@ Peak FLOP/s: ``peak_flops`` if given, else a dense (no sparsity) figure for the 
 (:data:`PEAK_FLOPS`: H100 SXM/H200 bf16 989e12, tf32 495e12, fp32 67e12; A100 bf16 312e12; CPU 300e9 — a rough
 figure for the 2-core dev box, fp32 AVX2/AVX-512 FMA at ~3 GHz; override it for other CPUs). No figure → no ``mfu``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -137,9 +138,18 @@ class ThroughputMonitor(Callback):
         prefix: key prefix.
     """
 
-    def __init__(self, window: int = 20, log_every_n_steps: int | None = None, flops_per_sample: float | None = None,
-                 measure_flops: bool = True, peak_flops: float | None = None, pad_id: int | None = None,
-                 warmup_steps: int = 1, cuda_sync: bool = False, prefix: str = "perf/"):
+    def __init__(
+        self,
+        window: int = 20,
+        log_every_n_steps: int | None = None,
+        flops_per_sample: float | None = None,
+        measure_flops: bool = True,
+        peak_flops: float | None = None,
+        pad_id: int | None = None,
+        warmup_steps: int = 1,
+        cuda_sync: bool = False,
+        prefix: str = "perf/",
+    ):
         self.window = max(1, int(window))
         self.log_every_n_steps = log_every_n_steps
         self.flops_per_sample = float(flops_per_sample) if flops_per_sample else None
@@ -171,16 +181,19 @@ class ThroughputMonitor(Callback):
         if self.pad_id is None:
             self.pad_id = int(getattr(pl_module, "pad_id", 1))
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         self._wait = now - self._last_end if self._last_end is not None else None
         self._counts = batch_counts(batch, self.pad_id if self.pad_id is not None else 1)
         self._skip_this = self._seen < self.warmup_steps
         if self.flops_per_sample is None and self.measure_flops and self._counter is None:
             if _is_compiled(pl_module):
-                log.warning("ThroughputMonitor: the module is compiled, FLOPs are not measured (give "
-                            "flops_per_sample for perf/mfu)")
+                log.warning(
+                    "ThroughputMonitor: the module is compiled, FLOPs are not measured (give "
+                    "flops_per_sample for perf/mfu)"
+                )
                 self.measure_flops = False
             else:
                 from torch.utils.flop_counter import FlopCounterMode
@@ -190,8 +203,9 @@ class ThroughputMonitor(Callback):
                 self._skip_this = True
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._start is None:
             return
         if self.cuda_sync and pl_module.device.type == "cuda":
@@ -229,8 +243,9 @@ class ThroughputMonitor(Callback):
         self.measure_flops = False
         if total > 0 and samples > 0:
             self.flops_per_sample = total / samples
-            log.info("ThroughputMonitor: %.3g training FLOPs per sample (measured on the first batch)",
-                     self.flops_per_sample)
+            log.info(
+                "ThroughputMonitor: %.3g training FLOPs per sample (measured on the first batch)", self.flops_per_sample
+            )
         else:
             log.warning("ThroughputMonitor: no FLOPs counted on the first batch; perf/mfu is not logged")
 
