@@ -15,48 +15,43 @@ config's ``optim.max_steps`` (or the Trainer's configured ``max_steps``), never 
 (reading it drops the stateful-dataloader state on resume, Lightning-AI/pytorch-lightning#20550). Gradient
 clipping and precision are the Trainer's (``gradient_clip_val``, ``precision``).
 
-Evaluation (validation and test): each batch is decoded the way its task says (``validation.py``), parsed with
-``task.parse_prediction`` and fed to the task's metrics, kept per evaluation source in ``nn.ModuleDict`` s so they
-move with the module and sync across ranks (a plain list would do neither). At the end ``<stage>/<source>/<metric>`` (and
-``<stage>/<source>/loss``) are logged, metrics reset, predictions gathered from all ranks, de-duplicated by id,
-kept in ``self.last_predictions`` and, with ``predictions_dir``, written by rank 0 as JSONL. ``<source>`` is the eval
-loader's mixture source name (``batch["source"]``), else the task name. With EMA on, evaluation runs on the averaged
-weights (swapped in for the evaluation run, swapped back before any checkpoint is written).
+Evaluation (validation and test) is ``evaluation_loop.py``'s mixin, what goes into checkpoints
+``checkpoint_state.py``'s, LoRA (``peft``) ``peft.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
+from ofa_lightning.errors import UserError
 from ofa_lightning.generation import OFA_BIN_RANGE, OFA_CODE_RANGE, range_mask
 from ofa_lightning.metrics import build_metric
 from ofa_lightning.model import OFAConfig, OFAModel
 
-from .batch import K, batch_size, iter_loss_groups, select_rows
-from .ema import EMA, EMAConfig, _tracked
+from .batch import K, batch_size
+from .checkpoint_state import CheckpointStateMixin
+from .ema import EMA, EMAConfig
+from .evaluation_loop import EvaluationMixin
 from .guards import NonFiniteGuard, batch_task_counts, grads_are_finite
-from .loss import LossConfig, LossOutput, grouped_loss, is_finite, seq2seq_loss
-from .model_card import CARD_KEY, module_card
+from .loss import LossConfig, LossOutput, grouped_loss, is_finite
 from .optim import OptimConfig, apply_freezing, build_optimizer, build_scheduler
+from .peft import PEFTConfig, apply_peft
 from .tracking import _plain
-from .validation import TokenLoss, metric_inputs, metric_results, predict_batch
+from .validation import TokenLoss
 
 __all__ = ["OFALitModule"]
 
 log = logging.getLogger(__name__)
 
 
-class OFALitModule(pl.LightningModule):
+class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
     """OFA + tasks as a LightningModule.
 
     Args:
@@ -89,6 +84,8 @@ class OFALitModule(pl.LightningModule):
             stop the run with a ``NonFiniteLossError`` naming the step and the batch's tasks (0 = never stop).
         model_init: from-scratch initialisation on top of OFA's (``ofa_lightning/model/init.py``; skipped with
             ``init_from``): ``{linear: bert|xavier, location: none|sincos, location_image_size: px}``.
+        peft: ``"lora"`` or a mapping of ``PEFTConfig`` options (``peft.py``): LoRA adapters on the (``init_from``)
+            weights, the rest frozen; None: full fine-tuning.
     """
 
     def __init__(
@@ -113,6 +110,7 @@ class OFALitModule(pl.LightningModule):
         init_from_ema: bool = False,
         nonfinite: Mapping[str, Any] | None = None,
         model_init: Mapping[str, Any] | None = None,
+        peft: Mapping[str, Any] | str | bool | None = None,
     ):
         super().__init__()
         model = _plain(model)
@@ -138,7 +136,19 @@ class OFALitModule(pl.LightningModule):
         self.optim_cfg = OptimConfig.from_any(_plain(optim))
         self.loss_cfg = LossConfig.from_any(_plain(loss))
         self.ema_cfg = EMAConfig.from_any(_plain(ema))
+        self.peft_cfg = PEFTConfig.parse(_plain(peft))
+        self.peft_base = str(init_from) if init_from else None
+        if self.peft_cfg is not None:
+            if self.peft_cfg.adapter_only_checkpoints and not init_from:
+                raise UserError(
+                    "module.peft with adapter-only checkpoints needs the base weights: set module.init_from=<file> "
+                    "(or module.peft.adapter_only_checkpoints=false)"
+                )
+            if not self.peft_cfg.train_resnet:  # a frozen trunk must not update its BatchNorm statistics
+                self.optim_cfg.freeze_resnet_bn = True
         self.frozen = apply_freezing(self.model, self.optim_cfg)
+        if self.peft_cfg is not None:
+            self.frozen["peft"] = apply_peft(self.model, self.peft_cfg)
         self.tasks: dict[str, Any] = self._build_tasks(_plain(tasks))
         if isinstance(sample_patch_num, str) and sample_patch_num != "task":
             raise ValueError(f"sample_patch_num must be 'task', an int or None, got {sample_patch_num!r}")
@@ -188,6 +198,7 @@ class OFALitModule(pl.LightningModule):
                 "compile": bool(compile),
                 "sample_patch_num": sample_patch_num,
                 "tasks": sorted(self.tasks),
+                "peft": self.peft_cfg.to_dict() if self.peft_cfg is not None else None,
             }
         )
 
@@ -394,175 +405,3 @@ class OFALitModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
         }
-
-    # ------------------------------------------------------------------------------------------------ evaluation
-    def _eval_start(self) -> None:
-        self._predictions = defaultdict(list)
-        if self.ema is not None and self.ema_cfg.evaluate_with_ema and not self.ema.swapped_in:
-            self.ema.swap_in(self.model)
-
-    def _eval_step(self, batch: Mapping[str, Any]) -> None:
-        for _, group in iter_loss_groups(batch):
-            names = group.get(K.TASKS) or []
-            if not names:
-                continue
-            source = group.get(K.SOURCE)
-            by_task: dict[str, list[int]] = defaultdict(list)
-            for i, n in enumerate(names):
-                by_task[n].append(i)
-            for task_name, rows in by_task.items():
-                sub = group if len(rows) == len(names) else select_rows(group, rows)
-                name = source if source is not None and len(by_task) == 1 else task_name
-                self._eval_task_batch(name, self.task_for(name) or self.task_for(task_name), sub)
-
-    def _eval_task_batch(self, name: str, task: Any, batch: Mapping[str, Any]) -> None:
-        self.register_eval_source(name, task)
-        if self.val_loss and name in self.eval_losses:
-            out = seq2seq_loss(self.model, batch, self.loss_cfg, self.pad_id, constraints=self.row_constraints(batch))
-            self.eval_losses[name].update(out.loss_sum, out.nll_sum, out.ntokens)
-        if task is None:
-            return
-        metrics = getattr(task, "metrics", ()) or ()
-        if not metrics and not self.keep_predictions:
-            return
-        records = predict_batch(self.model, task, batch, self.pad_id, chunk_size=self.candidate_chunk_size)
-        postprocess = getattr(task, "postprocess_predictions", None)  # e.g. text-to-image: codes -> image + caption
-        if callable(postprocess):
-            records = postprocess(records, batch)
-        if metrics:
-            preds, refs, ids = metric_inputs(records)
-            if preds:
-                for metric in metrics:
-                    self.eval_metrics[f"{name}__{metric}"].update(preds, refs, ids=ids)
-        if self.keep_predictions:
-            self._predictions[name].extend(records)
-
-    def _any_rank(self, flags: list[bool]) -> list[bool]:
-        if not flags or self._trainer is None or self.trainer.world_size <= 1:
-            return flags
-        t = torch.tensor([float(f) for f in flags], device=self.device)
-        t = self.trainer.strategy.reduce(t, reduce_op="sum")
-        return [bool(v > 0) for v in t.tolist()]
-
-    def _eval_end(self, stage: str) -> None:
-        try:
-            results: dict[str, Tensor] = {}
-            metric_keys = sorted(self.eval_metrics.keys())
-            loss_keys = sorted(self.eval_losses.keys())
-            flags = self._any_rank(
-                [self.eval_metrics[k].update_called for k in metric_keys]
-                + [self.eval_losses[k].update_called for k in loss_keys]
-            )
-            for key, used in zip(metric_keys, flags):
-                metric = self.eval_metrics[key]
-                if used:
-                    source, metric_name = self._metric_names.get(key, tuple(key.split("__", 1)))
-                    for k, v in metric_results(metric_name, metric.compute()).items():
-                        results[f"{stage}/{source}/{k}"] = v
-                metric.reset()
-            for key, used in zip(loss_keys, flags[len(metric_keys) :]):
-                meter = self.eval_losses[key]
-                if used:
-                    value = meter.compute()
-                    if int(value["ntokens"]) > 0:
-                        results[f"{stage}/{key}/loss"] = value["loss"].float()
-                        results[f"{stage}/{key}/nll"] = value["nll"].float()
-                meter.reset()
-            if results and self._trainer is not None:
-                self.log_dict(results, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
-            self.eval_results = {k: float(v) for k, v in results.items()}
-            if self.keep_predictions:
-                self.last_predictions[stage] = self._gather_predictions()
-                self._write_predictions(stage)
-        finally:
-            self._predictions = defaultdict(list)
-            if self.ema is not None:
-                self.ema.swap_out(self.model)
-
-    def _gather_predictions(self) -> dict[str, list[dict[str, Any]]]:
-        from ofa_lightning.data.evaluation import dedup_by_id
-
-        local = {k: [{kk: vv for kk, vv in r.items()} for r in v] for k, v in self._predictions.items()}
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, local)
-            merged: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for part in gathered:
-                for k, v in (part or {}).items():
-                    merged[k].extend(v)
-            local = dict(merged)
-        return {k: dedup_by_id(v) for k, v in local.items()}
-
-    def _write_predictions(self, stage: str) -> None:
-        if not self.predictions_dir or self.global_rank != 0:
-            return
-        os.makedirs(self.predictions_dir, exist_ok=True)
-        for source, records in self.last_predictions.get(stage, {}).items():
-            path = os.path.join(self.predictions_dir, f"{stage}_{source}_step{self.global_step}.jsonl")
-            with open(path, "w", encoding="utf-8") as f:
-                for r in records:
-                    row = {k: v for k, v in r.items() if k not in ("is_pad", "image")}  # images: W&B tables
-                    f.write(json.dumps(row, default=_jsonable) + "\n")
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_start()
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_start()
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
-
-    # ------------------------------------------------------------------------------------------------ checkpoint
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.ema is not None:
-            if self.ema.swapped_in:  # never store the averaged weights as the trained ones
-                backup = self.ema._backup or {}
-                by_id = {id(t): backup[n] for n, t in _tracked(self.model) if n in backup}
-                state = checkpoint.get("state_dict", {})
-                for key, t in self.model.state_dict(keep_vars=True).items():
-                    if id(t) in by_id and f"model.{key}" in state:
-                        state[f"model.{key}"] = by_id[id(t)].clone()
-            checkpoint["ema"] = self.ema.state_dict()
-        checkpoint["ofa_nonfinite"] = self.nonfinite.state_dict()
-        checkpoint["ofa_training"] = {
-            "skipped_nonfinite": self.skipped_nonfinite,
-            "samples_seen": self.samples_seen,
-            "tokens_seen": self.tokens_seen,
-        }
-        checkpoint[CARD_KEY] = module_card(self)  # model_card.py: config, tokenizer, tasks, decoding
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.ema is not None and "ema" in checkpoint:
-            self.ema.load_state_dict(checkpoint["ema"])
-        elif self.ema is not None:
-            log.warning("EMA is on but the checkpoint has no EMA state: starting the average from the loaded weights")
-            self._reseed_ema = True
-        counters = checkpoint.get("ofa_training", {})
-        self.skipped_nonfinite = int(counters.get("skipped_nonfinite", 0))
-        self.samples_seen = int(counters.get("samples_seen", 0))
-        self.tokens_seen = int(counters.get("tokens_seen", 0))
-        self.nonfinite.load_state_dict(checkpoint.get("ofa_nonfinite") or {})
-
-    def on_fit_start(self) -> None:
-        self._last_ema_step = self.global_step
-        if self.ema is not None and getattr(self, "_reseed_ema", False):
-            self.ema = EMA.from_config(self.model, self.ema_cfg)
-            self._reseed_ema = False
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
