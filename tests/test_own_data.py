@@ -511,3 +511,78 @@ def test_boxes_are_checked_against_the_image():
     ]:
         with pytest.raises(BadSample, match=reason):
             convert_box(raw, "box", fmt, 100, 50)
+
+
+def _coco_file(path: Path, images: int) -> Path:
+    coco = {
+        "info": {"description": "made by the test"},
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(images)],
+        "annotations": [
+            {"id": 10 * i + k, "image_id": i, "bbox": [1.5, 2, 10, 12], "category_id": k % 2, "caption": f"c {i} {k}"}
+            for i in range(images)
+            for k in range(3)
+        ],
+        "categories": [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}],
+    }
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def _peak_bytes(work) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_coco_json_and_duplicate_ids_take_constant_memory(tmp_path):
+    """Reading a COCO JSON (streamed into an on-disk index) and the duplicate-id set (on disk) use the same peak
+    memory for 20x the rows: nothing is held per row."""
+    from data_recipes.common.disk_index import CocoIndex, KeySet
+
+    small, large = _coco_file(tmp_path / "small.json", 500), _coco_file(tmp_path / "large.json", 10_000)
+
+    def read(path: Path):
+        def work():
+            index = CocoIndex(path)
+            joined = sum(len(index.annotations(info["id"])) for _, info in index.images())
+            assert joined == 3 * (500 if path == small else 10_000)
+            assert index.categories == {0: "cat", 1: "dog"}
+            index.close()
+
+        return work
+
+    def keys(n: int):
+        def work():
+            seen = KeySet()
+            for i in range(n):
+                seen.add(f"key-{i}")
+            assert len(seen) == n and "key-7" in seen and "key-x" not in seen
+            seen.close()
+
+        return work
+
+    assert _peak_bytes(read(large)) < 1.5 * _peak_bytes(read(small)) + 256 * 1024
+    assert _peak_bytes(keys(20_000)) < 1.5 * _peak_bytes(keys(1_000)) + 256 * 1024
+    # the full recipe keeps the file order of annotations and the category names
+    index = CocoIndex(small)
+    assert [a["caption"] for a in index.annotations(3)] == ["c 3 0", "c 3 1", "c 3 2"]
+    assert index.annotations(3)[0]["bbox"] == [1.5, 2, 10, 12]
+
+
+def test_coco_json_that_is_not_coco_is_one_clear_error(tmp_path):
+    from data_recipes.common.disk_index import CocoIndex
+
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "noimages.json").write_text('{"annotations": []}')
+    (tmp_path / "broken.json").write_text('{"images": [{"id": 1,')
+    with pytest.raises(PrepareError, match="is not a JSON object"):
+        CocoIndex(tmp_path / "list.json")
+    with pytest.raises(PrepareError, match="has no 'images' list"):
+        CocoIndex(tmp_path / "noimages.json")
+    with pytest.raises(PrepareError, match="not valid JSON"):
+        CocoIndex(tmp_path / "broken.json")

@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data_recipes.common.disk_index import KeySet
 from data_recipes.common.errors import BadSample, PrepareError
 from data_recipes.common.files import clear_run_caches
 from data_recipes.common.manifest import (
@@ -194,7 +195,7 @@ class _FailureGuard:
 
 
 def _run_split(
-    recipe: ModuleType, args: argparse.Namespace, out: Path, manifest: dict[str, Any], split: str, seen: set[str]
+    recipe: ModuleType, args: argparse.Namespace, out: Path, manifest: dict[str, Any], split: str, seen: KeySet
 ) -> None:
     state = manifest["splits"].get(split)
     if state is not None and state.get("complete"):
@@ -362,9 +363,12 @@ def run_recipe(recipe: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
         if manifest is None:
             manifest = new_manifest(recipe.NAME, wanted_args)
         splits = _requested_splits(recipe, args)
-        seen: set[str] = set()
-        for split in splits:
-            _run_split(recipe, args, out, manifest, split, seen)
+        seen = KeySet()  # ids written so far, on disk: memory stays flat however many rows there are
+        try:
+            for split in splits:
+                _run_split(recipe, args, out, manifest, split, seen)
+        finally:
+            seen.close()
         write_extras = getattr(recipe, "write_extras", None)
         if write_extras is not None:
             manifest["extras"].update(write_extras(args, out))

@@ -12,19 +12,19 @@ Inputs
             field via --map, e.g. question=question)
 Records: per image {file_name, image_id, width, height, captions, bboxes, categories}; per annotation the
 annotation's own fields plus file_name, image_id, width, height, category. Boxes are COCO's xywh in pixels
-unless --box-format says otherwise; crowd annotations (iscrowd=1) are left out of detection.
+unless --box-format says otherwise; crowd annotations (iscrowd=1) are left out of detection. The JSON is read as a
+stream into an on-disk index (data_recipes.common.disk_index), so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_recipes.common.errors import PrepareError
-from data_recipes.common.files import file_stamp, load_json_file, require_file, run_cache
+from data_recipes.common.disk_index import CocoIndex
+from data_recipes.common.files import file_stamp, require_file, run_cache
 from data_recipes.generic import engine
 from data_recipes.generic.engine import Part
 from data_recipes.generic.options import add_generic_arguments, settings
@@ -48,17 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @run_cache(maxsize=4)
-def _load(stamp: tuple) -> tuple[list, dict, dict]:
-    path = Path(stamp[0])
-    data = load_json_file(path, "a COCO-format annotation JSON")
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise PrepareError(f"{path} has no 'images' list: is it a COCO-format annotation file?")
-    by_image: dict = defaultdict(list)
-    for ann in data.get("annotations") or []:
-        if isinstance(ann, dict):
-            by_image[ann.get("image_id")].append(ann)
-    cats = {c.get("id"): c.get("name") for c in data.get("categories") or [] if isinstance(c, dict)}
-    return data["images"], dict(by_image), cats
+def _load(stamp: tuple) -> CocoIndex:
+    """The file streamed once into an on-disk index (memory stays flat however many rows it has)."""
+    return CocoIndex(require_file(Path(stamp[0]), CocoIndex.WHAT))
 
 
 def _image_fields(info: dict) -> dict[str, Any]:
@@ -85,13 +77,14 @@ class CocoSource:
         return parts
 
     def records(self, args: argparse.Namespace, part: Part) -> Iterator[tuple[int, str, Any]]:
-        images, by_image, cats = _load(file_stamp(part.handle))
+        index = _load(file_stamp(part.handle))
+        cats = index.categories
         task = settings(args).task
         number = 0
-        for position, info in enumerate(images):
+        for position, info in index.images():
             if not isinstance(info, dict):
                 continue
-            anns = by_image.get(info.get("id"), [])
+            anns = index.annotations(info.get("id"))
             if task in PER_IMAGE_TASKS:
                 number += 1
                 kept = [a for a in anns if not a.get("iscrowd")]
