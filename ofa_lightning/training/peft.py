@@ -150,9 +150,13 @@ def merge_adapter(model: nn.Module) -> nn.Module:
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
             module.merge(safe_merge=True)
+            base = module.get_base_layer()
+            # peft writes through ``.data`` (no version bump): a fresh Parameter drops any cache keyed on the old
+            # one (the prepacked oneDNN weight of our Linear)
+            base.weight = nn.Parameter(base.weight.detach().clone())
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
+            setattr(parent, child, base)
     for p in model.parameters():
         p.requires_grad_(True)
     return model
