@@ -42,7 +42,7 @@ __all__ = [
 
 CARD_KEY = "ofa_model_card"
 CARD_FORMAT = 1
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "ofa_tokenizer.json")
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "vocab.txt", "dict.txt", "ofa_tokenizer.json")  # BPE or WordPiece
 
 
 def _plain(value: Any) -> Any:
@@ -67,7 +67,8 @@ def tokenizer_files(tokenizer) -> dict[str, str]:
     """The text of the files ``OFATokenizer.save`` writes."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save(tmp)
-        return {name: (Path(tmp) / name).read_text(encoding="utf-8") for name in TOKENIZER_FILES}
+        files = [Path(tmp) / name for name in TOKENIZER_FILES]
+        return {p.name: p.read_text(encoding="utf-8") for p in files if p.exists()}
 
 
 def tokenizer_from_files(files: Mapping[str, str]):
