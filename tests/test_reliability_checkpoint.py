@@ -39,7 +39,8 @@ def test_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     monkeypatch.undo()
     loaded = torch.load(path, weights_only=True)
     assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.ones(3))
-    assert os.listdir(path.parent) == ["last.ckpt"]  # no partial file left behind
+    # no partial file left behind: the checkpoint and its checksum sidecar
+    assert sorted(os.listdir(path.parent)) == ["last.ckpt", "last.ckpt.sha256.json"]
 
 
 def test_first_write_failing_leaves_nothing(tmp_path, monkeypatch):
@@ -54,7 +55,7 @@ def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
     stale = tmp_path / ".last.ckpt.tmp-999-abcd"
     stale.write_bytes(b"cut short")
     assert remove_stale_temporaries(tmp_path) == [stale]
-    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt", "last.ckpt.sha256.json"]
     assert remove_stale_temporaries(tmp_path / "missing") == []
 
 
@@ -105,7 +106,7 @@ def test_trainer_failure_mid_write_leaves_last_ckpt_complete(tmp_path, monkeypat
         _trainer(tmp_path, 6).fit(_Tiny(), data)
     monkeypatch.undo()
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert os.listdir(last.parent) == ["last.ckpt"]
+    assert sorted(os.listdir(last.parent)) == ["last.ckpt", "last.ckpt.sha256.json"]
     ckpt = AtomicCheckpointIO().load_checkpoint(last)
     assert ckpt["global_step"] == 2
     trainer = _trainer(tmp_path, 6)

@@ -134,19 +134,24 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(project
     import shutil
 
     from ofa_lightning.errors import UserError
+    from ofa_lightning.model.checkpoint_integrity import write_checksum
     from ofa_lightning.training.resume import prepare_resume
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     good = run / "checkpoints" / "step=3.ckpt"
     shutil.copy(project / "runs" / "demo" / "r" / "checkpoints" / "last.ckpt", good)
-    (run / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes()[:4096])  # a write cut short
+    last = run / "checkpoints" / "last.ckpt"
+    shutil.copy(good, last)
+    write_checksum(last, global_step=6)  # a newer checkpoint, with the sidecar written with it...
+    last.write_bytes(good.read_bytes()[:4096])  # ...cut short afterwards
     cfg = OmegaConf.load(project / "runs" / "demo" / "r" / "config_resolved.yaml")
     cfg.resume, cfg.paths.output_dir = "auto", str(run)
     with caplog.at_level("WARNING"):
         plan = prepare_resume(cfg, run)
     assert plan.ckpt_path == str(good)
-    assert "cannot read the checkpoint" in caplog.text and f"continuing from {good} instead" in caplog.text
+    assert "last.ckpt is damaged: not a readable zip archive" in caplog.text  # refused, named
+    assert f"continuing from {good} (step 3) instead" in caplog.text
     good.unlink()
-    with pytest.raises(UserError, match=r"cannot read the checkpoint .*last\.ckpt.*no other readable checkpoint"):
+    with pytest.raises(UserError, match=r"last\.ckpt is damaged.*no other readable checkpoint"):
         prepare_resume(cfg, run)

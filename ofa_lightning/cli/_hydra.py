@@ -222,6 +222,11 @@ def user_error_message(exc: BaseException) -> str | None:
         return f"missing value for '{key}': give {key}=... on the command line" if key else _one_line(exc)
     if isinstance(exc, (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError)):
         return _one_line(exc)
+    from ofa_lightning.errors import disk_full_message
+
+    full = disk_full_message(exc, os.getcwd())  # a full disk met by any layer (checkpoint, log, shard writes)
+    if full is not None:
+        return _one_line(exc) if "the disk is full" in str(exc) else f"{full}: free some space and run it again"
     return None
 
 

@@ -8,7 +8,11 @@
   checkpoint that stays usable. Temporary files of killed writes are removed by :func:`remove_stale_temporaries`
   (called when a run starts). Remote (fsspec) paths keep Lightning's own transactional write. Loading uses
   ``torch.load(weights_only=True)``: our checkpoints hold only tensors, containers and scalars.
-* :class:`LastCheckpoint`: ``ModelCheckpoint`` whose ``last.ckpt`` also gets the final step of a run.
+  Every checkpoint gets a sha256 sidecar (``<file>.sha256.json``, ``ofa_lightning.model.checkpoint_integrity``),
+  verified before it is loaded; with ``keep_last`` = K (``checkpoint.keep_last``, 2) the file a write replaces is
+  kept as ``last-step<N>.ckpt`` and the K - 1 newest of those stay, so a damaged ``last.ckpt`` has a fallback.
+* :class:`LastCheckpoint`: ``ModelCheckpoint`` whose ``last.ckpt`` also gets the final step of a run, and is
+  ``last.ckpt`` whatever the dirpath was when the checkpoint it resumed from was written.
 * :class:`StepRNG` (callback): re-seeds torch / python / numpy from ``(seed, rank, global step)`` before every
   training batch, so dropout, drop-path and patch sampling of step ``k`` are the same in an uninterrupted run and in
   one resumed from a checkpoint (Lightning does not store RNG states, and the resumed process consumes its RNG in a
@@ -21,6 +25,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import os
@@ -33,6 +38,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ofa_lightning.model.checkpoint_integrity import (
+    DamagedCheckpointError,
+    file_sha256,
+    read_sidecar,
+    sidecar_path,
+    verify_checkpoint,
+    write_checksum,
+)
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -73,16 +87,77 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _describe(exc: BaseException) -> str:
-    code = getattr(exc, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk is full ({exc})"
-    return f"{type(exc).__name__}: {exc}"
+def _describe(exc: BaseException, folder: Path | None = None) -> str:
+    from ofa_lightning.errors import disk_full_message
+
+    full = disk_full_message(exc, folder)
+    return full if full is not None else f"{type(exc).__name__}: {exc}"
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``; on any failure the
-    temporary file is removed, ``path`` is left as it was and :class:`CheckpointWriteError` is raised."""
+def saved_step(path: Path) -> int | None:
+    """The global step of the checkpoint at ``path``: its sidecar's, else read from the file (None: unreadable)."""
+    record = read_sidecar(path)
+    if record is not None and record.get("global_step") is not None:
+        return int(record["global_step"])
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - damaged or not a checkpoint: no step
+        return None
+    step = data.get("global_step") if isinstance(data, dict) else None
+    return int(step) if isinstance(step, int) else None
+
+
+def kept_name(target: Path, step: int) -> Path:
+    """Where an older copy of ``target`` (``last.ckpt``) is kept: ``last-step00000120.ckpt``."""
+    return target.with_name(f"{target.stem}-step{step:08d}{target.suffix}")
+
+
+def _kept_copies(target: Path) -> list[tuple[int, Path]]:
+    prefix = f"{target.stem}-step"
+    out = []
+    for path in target.parent.glob(f"{glob.escape(prefix)}*{target.suffix}"):
+        digits = path.name[len(prefix) : -len(target.suffix) or None]
+        if digits.isdigit():
+            out.append((int(digits), path))
+    return sorted(out, reverse=True)
+
+
+def _move_with_sidecar(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+    if sidecar_path(src).exists():
+        os.replace(sidecar_path(src), sidecar_path(dst))
+    else:
+        sidecar_path(dst).unlink(missing_ok=True)
+
+
+def _remove_with_sidecar(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    sidecar_path(path).unlink(missing_ok=True)
+
+
+def _keep_previous(target: Path, keep_last: int) -> None:
+    """Before ``target`` is replaced: keep it as ``<stem>-step<N><suffix>`` (a rename, no copy) unless it is
+    damaged; then drop the kept copies beyond the newest ``keep_last - 1``."""
+    if target.exists():
+        step = saved_step(target)
+        try:
+            verify_checkpoint(target)
+        except DamagedCheckpointError as exc:
+            log.warning("not keeping the previous %s: %s", target.name, exc)
+            step = None
+        if step is not None:
+            _move_with_sidecar(target, kept_name(target, step))
+    for _, path in _kept_copies(target)[max(0, keep_last - 1) :]:
+        _remove_with_sidecar(path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_last: int = 1) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path`` and write its checksum
+    sidecar (``ofa_lightning.model.checkpoint_integrity``); on any failure the temporary file is removed, ``path``
+    is left as it was and :class:`CheckpointWriteError` is raised.
+
+    ``keep_last`` > 1: the file ``path`` held is kept as ``<stem>-step<N><suffix>`` (N: its global step) and the
+    ``keep_last - 1`` newest such copies stay; ``resume=auto`` falls back to them when the newest is damaged."""
     target = Path(str(path)[len("file://") :] if str(path).startswith("file://") else path)
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,7 +167,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        sha256 = file_sha256(tmp)
+        if keep_last > 1:
+            _keep_previous(target, keep_last)
         os.replace(tmp, target)
+        _fsync_dir(folder)
+        step = obj.get("global_step") if isinstance(obj, dict) else None
+        write_checksum(target, global_step=step if isinstance(step, int) else None, sha256=sha256)
     except BaseException as exc:
         try:
             tmp.unlink()
@@ -105,7 +186,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         kept = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} existed before"
         raise CheckpointWriteError(
             getattr(exc, "errno", None) or errno.EIO,
-            f"could not write checkpoint {target}: {_describe(exc)}; nothing was replaced ({kept})",
+            f"could not write checkpoint {target}: {_describe(exc, folder)}; nothing was replaced ({kept})",
         ) from exc
     _fsync_dir(folder)
 
@@ -128,18 +209,27 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning ``CheckpointIO``: atomic local writes (see the module doc), ``weights_only=True`` loads."""
+    """Lightning ``CheckpointIO``: atomic local writes with a checksum sidecar, ``keep_last`` copies of each name
+    (see the module doc); loads verify the checksum first and use ``weights_only=True``."""
+
+    def __init__(self, keep_last: int = 2):
+        super().__init__()
+        if int(keep_last) < 1:
+            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
+        self.keep_last = int(keep_last)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
         if not _is_local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, path)
+        atomic_torch_save(checkpoint, path, keep_last=self.keep_last)
 
     def load_checkpoint(
         self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        if _is_local(path):
+            verify_checkpoint(str(path)[len("file://") :] if str(path).startswith("file://") else path)
         return super().load_checkpoint(
             path, map_location=map_location, weights_only=True if weights_only is None else weights_only
         )
@@ -160,6 +250,12 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             return
         super().on_train_end(trainer, pl_module)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        # always ``last.ckpt``: Lightning would write ``last-v1.ckpt`` beside a ``last.ckpt`` it does not know (a run
+        # dir that was moved or copied), and the stale ``last.ckpt`` would shadow it
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(*args, **kwargs)
 
 
 class StepRNG(pl.Callback):

@@ -1,7 +1,10 @@
 """``resume=``: continue a run from its checkpoint with the run's own config, and leave its record intact.
 
-``resume=auto`` continues ``<run dir>/checkpoints/last.ckpt``; ``resume=<path>`` continues that checkpoint (into
-this job's run dir). What happens, in order, before anything in the run dir is written:
+``resume=auto`` continues the newest good checkpoint of ``<run dir>/checkpoints/``: newest by the global step it
+holds (never by file name or time: a run dir that was moved or copied may hold a stale ``last.ckpt`` beside a newer
+file), good when its checksum (or zip CRCs) verify and it loads; a damaged newer one is named in a warning saying
+which one is used instead. ``resume=<path>`` continues that checkpoint (into this job's run dir), verified the same
+way. What happens, in order, before anything in the run dir is written:
 
 1. The run's config is rebuilt from the checkpoint's model card (``model_card.py``; older checkpoints: the run
    dir's ``config_resolved.yaml``), and only the overrides given now are applied to it (Hydra's override list of
@@ -17,10 +20,10 @@ this job's run dir). What happens, in order, before anything in the run dir is w
    restored the checkpoint; Hydra's own ``.hydra/`` of a ``resume`` job is first written to a temporary folder
    (:class:`DeferRunRecord`, a Hydra callback in ``conf/hydra/default.yaml``) and moved into the run dir then.
 
-``resume=auto`` with no ``last.ckpt`` yet: when the run dir is new (nothing but this job's log), or holds this very
-run stopped before its first checkpoint (its ``config_resolved.yaml`` equals this config), one log line says so and
-the run starts at step 0, so one command both starts and restarts a preemptible job. When the run dir holds
-another run's files, it is refused in one line: ``resume=auto`` never starts a fresh run over another run's
+``resume=auto`` with no checkpoint yet: when the run dir is new (nothing but this job's log), or holds this very
+run stopped before its first checkpoint (its ``config_resolved.yaml`` equals this config), one line on the console
+says so and the run starts at step 0, so one command both starts and restarts a preemptible job. When the run dir
+holds another run's files, it is refused in one line: ``resume=auto`` never starts a fresh run over another run's
 record.
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +100,18 @@ def hydra_overrides() -> tuple[list[str], dict[str, str]] | None:
         return None
 
 
+def _checkpoint_files(folder: Path) -> list[Path]:
+    """The checkpoints in ``folder`` (not the temporary files of an interrupted write)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.glob("*.ckpt") if p.is_file() and not p.name.startswith(".")]
+
+
 def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file() or any((run_dir / "checkpoints").glob("*.ckpt")):
-            return last
+        folder = run_dir / "checkpoints"
+        if _checkpoint_files(folder):
+            return folder
         # this job's own files (Hydra's log and record, the tokenizer another rank of it may have saved already)
         own = {".hydra", "tokenizer", f"{cfg.get('task_name', 'train')}.log"}
         other = (
@@ -110,10 +121,13 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
         )
         if other and _launch_rank() == 0 and not _same_run(cfg, run_dir):  # other ranks: rank 0's record
             raise UserError(
-                f"resume=auto: no checkpoint at {last}, but {run_dir} holds another run's files "
+                f"resume=auto: no checkpoint at {folder / 'last.ckpt'}, but {run_dir} holds another run's files "
                 f"({', '.join(other[:4])}); pass resume=<a .ckpt>, another run_name, or remove the folder"
             )
-        log.warning("resume=auto: %s has no checkpoint yet: starting at step 0", run_dir)
+        message = f"resume=auto: {run_dir} has no checkpoint yet: starting at step 0"
+        log.warning(message)
+        if _launch_rank() == 0:  # said on the console too, whatever the logging set-up
+            print(message, file=sys.stderr, flush=True)
         return None
     path = Path(str(cfg.resume))
     if not path.is_file():
@@ -124,6 +138,9 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
 def _read(path: Path, what: str) -> dict[str, Any]:
     import torch
 
+    from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+
+    verify_checkpoint(path)  # DamagedCheckpointError (a UserError) naming the file and the damaged member
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - truncated, damaged, or not a checkpoint: said in one line
@@ -136,12 +153,20 @@ def _read(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _newest_good(last: Path) -> tuple[Path, dict[str, Any]]:
-    """``last.ckpt``, else (damaged) the newest other readable checkpoint beside it, saying which and why."""
-    others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
-    candidates = ([last] if last.is_file() else []) + others
+def newest_first(folder: Path) -> list[tuple[int | None, Path]]:
+    """The checkpoints of ``folder`` newest first by the global step they hold (their sidecar's, else read from the
+    file; unreadable ones last), never by name or modification time; ``last.ckpt`` first among equal steps."""
+    from ofa_lightning.training.checkpointing import saved_step
+
+    steps = [(saved_step(p), p) for p in _checkpoint_files(folder)]
+    return sorted(steps, key=lambda sp: (-1 if sp[0] is None else sp[0], sp[1].name == "last.ckpt"), reverse=True)
+
+
+def _newest_good(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of ``folder`` (by global step) that verifies and loads; a damaged newer one is named
+    in a warning saying which one is used instead."""
     problems = []
-    for path in candidates:
+    for step, path in newest_first(folder):
         try:
             data = _read(path, "resume=auto")
         except UserError as exc:
@@ -149,14 +174,17 @@ def _newest_good(last: Path) -> tuple[Path, dict[str, Any]]:
             log.warning("%s; trying the next newest checkpoint", exc)
             continue
         if problems:
-            log.warning("resume=auto: continuing from %s instead (%s)", path, problems[0])
+            message = f"resume=auto: continuing from {path} (step {step}) instead ({problems[0]})"
+            log.warning(message)
+            if _launch_rank() == 0:
+                print(message, file=sys.stderr, flush=True)
         else:
-            log.info("resume=auto: continuing from %s", path)
+            log.info("resume=auto: continuing from %s (step %s)", path, step)
         return path, data
     raise UserError(
-        f"{problems[0]}; no other readable checkpoint in {last.parent}"
+        f"{problems[0]}; no other readable checkpoint in {folder}"
         if problems
-        else f"resume=auto: no checkpoint in {last.parent}"
+        else f"resume=auto: no checkpoint in {folder}"
     )
 
 
@@ -323,6 +351,7 @@ def check_shapes(
             if d.split(":")[0] not in free
         ]
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("speed", None)  # the fast paths (ofa_lightning.speed) change no tensor
     if model.get("vocab_size") is None:
         model["vocab_size"] = tokenizer.vocab_size if tokenizer is not None else trained.get("vocab_size")
     given = OFAConfig.from_dict(model).to_dict()

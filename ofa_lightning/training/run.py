@@ -239,7 +239,8 @@ def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
     plugins = kwargs.get("plugins") or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
-        plugins.append(AtomicCheckpointIO())  # Lightning hands it to the strategy (a given instance too)
+        keep_last = int(OmegaConf.select(cfg, "checkpoint.keep_last", default=2) or 2)
+        plugins.append(AtomicCheckpointIO(keep_last=keep_last))  # Lightning hands it to the strategy (a given instance too)
     kwargs["plugins"] = plugins
     return kwargs
 
