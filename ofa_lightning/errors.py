@@ -10,6 +10,7 @@ from __future__ import annotations
 class UserError(ValueError):
     """Bad user input: the message says what is wrong and how to fix it, in one line."""
 
+
 # errno values that mean "no room left"; torch's zip writer turns a failed write into "[Errno 5] ... unexpected pos"
 _FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
 _LOW_FREE_BYTES = 64 << 20

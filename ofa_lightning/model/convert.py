@@ -202,6 +202,9 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    from .checkpoint_integrity import verify_checkpoint
+
+    verify_checkpoint(path)  # a damaged file is refused naming the file and the damaged member
     if trust_checkpoint:
         return torch.load(path, map_location="cpu", weights_only=False)
     try:

@@ -1,0 +1,104 @@
+"""`resume=auto` through real (tiny) runs: a damaged newest checkpoint (1 KB of garbage in its middle, or cut short)
+is refused by name and the run continues from the previous one with finite weights, optimiser moments and EMA;
+a run dir copied elsewhere continues its own newest checkpoint and keeps writing `last.ckpt`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import pytest
+import torch
+
+from data_recipes.shapes_pipeline import build_shapes_shards
+from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+from ofa_lightning.training.run import compose_config, train
+
+TINY = [
+    "experiment=demo",
+    "logger=none",
+    "data.micro_batch_size=4",
+    "data.task_options.image_size=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "data.num_workers=0",
+    "data.shuffle_buffer=8",
+    "data.eval.num_workers=0",
+    "data.eval.max_samples=4",
+    "trainer.limit_val_batches=1",
+    "trainer.val_check_interval=100",
+    "test_after_fit=false",
+    "module.ema={decay: 0.9}",
+    "checkpoint_every_n_steps=2",
+    "tokenizer.max_samples=200",
+    "+tracking.throughput.enabled=false",
+    "+tracking.predictions.enabled=false",
+    "run_name=fixed",
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fallback_project")
+    build_shapes_shards(root / "data" / "shapes", num_images=24, seed=2, image_size=64)
+    return root
+
+
+def _all_finite(checkpoint: dict) -> None:
+    for name, value in checkpoint["state_dict"].items():
+        assert torch.isfinite(value.float()).all(), name
+    for state in checkpoint["optimizer_states"][0]["state"].values():
+        for key, value in state.items():
+            assert torch.isfinite(torch.as_tensor(value).float()).all(), key
+    for name, value in checkpoint["ema"]["shadow"].items():
+        assert torch.isfinite(value.float()).all(), name
+
+
+def _damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "middle":
+        middle = len(data) // 2
+        data[middle : middle + 1024] = os.urandom(1024)
+    else:
+        data = data[: len(data) - 4096]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("how", ["middle", "end"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(project, how, caplog):
+    run = project / "runs" / f"damaged-{how}"
+    train(compose_config([*TINY, "trainer.max_steps=4"], run, project))
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["last-step00000002.ckpt", "last.ckpt"]
+    _damage(ckpts / "last.ckpt", how)
+    with caplog.at_level(logging.WARNING):
+        train(compose_config([*TINY, "trainer.max_steps=6", "resume=auto"], run, project))
+    assert "last.ckpt is damaged" in caplog.text
+    assert f"continuing from {ckpts / 'last-step00000002.ckpt'} (step 2) instead" in caplog.text
+    final = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 6
+    _all_finite(final)
+    # the damaged file was not kept as a fallback; the good step-2 one was rotated away by step 4's and 6's writes
+    kept = sorted(p.name for p in ckpts.glob("*.ckpt"))
+    assert kept == ["last-step00000004.ckpt", "last.ckpt"]
+    assert verify_checkpoint(ckpts / "last-step00000004.ckpt").global_step == 4
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_copied_run_dir_resumes_its_own_newest_checkpoint(project, caplog):
+    first = project / "runs" / "original"
+    train(compose_config([*TINY, "trainer.max_steps=2"], first, project))
+    copy = project / "elsewhere" / "moved"
+    shutil.copytree(first, copy)
+    train(compose_config([*TINY, "trainer.max_steps=4", "resume=auto"], copy, project))
+    names = sorted(p.name for p in (copy / "checkpoints").glob("*.ckpt"))
+    assert names == ["last-step00000002.ckpt", "last.ckpt"]  # never last-v1.ckpt beside a stale last.ckpt
+    # a stale file with a newer-looking name and a later mtime is not preferred over the higher step
+    stale = copy / "checkpoints" / "last-v1.ckpt"
+    shutil.copy(copy / "checkpoints" / "last-step00000002.ckpt", stale)
+    with caplog.at_level(logging.INFO):
+        train(compose_config([*TINY, "trainer.max_steps=6", "resume=auto"], copy, project))
+    assert f"continuing from {copy / 'checkpoints' / 'last.ckpt'} (step 4)" in caplog.text
+    assert torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
