@@ -27,20 +27,13 @@ from PIL import Image
 from ofa_lightning.data.transforms import Compose, Normalize, SquashResize, ToTensor
 from ofa_lightning.generation import GenerationConfig, generate
 from ofa_lightning.model import OFAConfig, OFAModel
-from ofa_lightning.tasks.caption import CAPTION_PROMPT
-from ofa_lightning.tasks.grounded_caption import GROUNDED_CAPTION_PROMPT
-from ofa_lightning.tasks.grounding import GROUNDING_PROMPT
-from ofa_lightning.tasks.text_to_image import TEXT_TO_IMAGE_PROMPT
+from ofa_lightning.tasks import ALIASES, TASKS, build_task
+from ofa_lightning.tasks.base import Example
 from ofa_lightning.tokenizer import OFATokenizer
 
-# OFA's instructions, from the task modules (leading space, lower case).
-PROMPTS = {
-    "caption": CAPTION_PROMPT,
-    "grounding": GROUNDING_PROMPT.replace("{}", "{text}"),
-    "grounded_caption": GROUNDED_CAPTION_PROMPT + " {region}",
-    "vqa": " {question}",
-}
-__all__ = ["OFA", "Prediction", "PROMPTS", "TEXT_TO_IMAGE_PROMPT"]
+#: OFA's English instructions, as the registered tasks declare them (``{slot}`` where the user's text goes)
+PROMPTS = {name: cls.prompts["en"] for name, cls in TASKS.items() if "en" in cls.prompts}
+__all__ = ["OFA", "Prediction", "PROMPTS"]
 
 
 @dataclass
@@ -143,8 +136,6 @@ class OFA:
     def task(self, name: str):
         """The task ``name`` (a mixture source or task name, or an alias such as ``refcoco``) as the model was
         trained on it; else OFA's task with its defaults; None when ``name`` is no task (a decoding preset)."""
-        from ofa_lightning.tasks import ALIASES, TASKS, build_task
-
         if name in self.tasks:
             return self._sized(self.tasks[name])
         canonical = ALIASES.get(name, name)
@@ -189,8 +180,6 @@ class OFA:
     def example(self, task, image: Image.Image | str | Path | None, prompt: str):
         """The evaluation ``Example`` of one instruction: the task's image pipeline, the prompt as its source,
         the decoder prompt of its ``prompt_type``."""
-        from ofa_lightning.tasks.base import Example
-
         text = prompt if prompt.startswith(" ") else " " + prompt
         source = task.wrap_source(task.encode(text.lower()))
         prompt_type = task.cfg.get("prompt_type", "none")
@@ -279,8 +268,9 @@ class OFA:
             raise ValueError(f"the VQ model has {vq.n_embed} codes but the tokenizer only {self.tokenizer.num_codes}")
         if reranker is not None and not isinstance(reranker, ClipReranker):
             reranker = ClipReranker.from_pretrained(reranker, device=self.device)
-        caption = " ".join(caption.split()[:64]).lower()  # OFA: the caption's first 64 words, lower case
-        text = TEXT_TO_IMAGE_PROMPT.format(caption)
+        task = self.task("text_to_image")
+        caption = task.caption_text(caption)  # OFA: the caption's first 64 words, lower case
+        text = task.instruction(caption)
         source = torch.tensor([self.tokenizer.encode(text, add_bos=True, add_eos=True)], device=self.device)
         return generate_images(
             self.model,
@@ -296,21 +286,20 @@ class OFA:
             seed=seed,
         )[0]
 
+    def ask(self, image, task: str, text: str | None = None) -> Prediction:
+        """``text`` as the task's evaluation writes it (:meth:`Task.instruction`), decoded as that task."""
+        return self.generate(image, self.task(task).instruction(text), task)
+
     def caption(self, image) -> str:
-        return self.generate(image, self.task("caption").prompt, "caption").text
+        return self.ask(image, "caption").text
 
     def answer(self, image, question: str) -> str:
-        """The question as VQA evaluation writes it (``VQATask.question_text``: OFA's ``pre_question``, ``?``)."""
-        task = self.task("vqa")
-        return self.generate(image, task.question_text({"question": question}), "vqa").text
+        """The question as VQA evaluation writes it (OFA's ``pre_question``, ``?`` appended)."""
+        return self.ask(image, "vqa", question).text
 
     def ground(self, image, text: str) -> list[float] | None:
         """The expression as grounding evaluation writes it (OFA's ``pre_caption``, the task's instruction)."""
-        from ofa_lightning.tasks.text import pre_caption
-
-        task = self.task("grounding")
-        expression = pre_caption(text, task.cfg["max_src_words"])
-        return self.generate(image, task.prompt.format(expression), "grounding").box
+        return self.ask(image, "grounding", text).box
 
 
 def _rgb(image: Image.Image | str | Path) -> Image.Image:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from modelscope_ref import load_ms_ofa, ms_generate, ms_search_sampling, ms_sequence_generator, ms_trie
 from torch import Tensor, nn
 
+import ofa_lightning.tasks  # noqa: F401  (the tasks register their decoding presets)
 from ofa_lightning.generation import (
     GenerationConfig,
     Trie,

@@ -112,7 +112,7 @@ def test_the_api_answers_what_the_facade_answers(ofa):
 
     form, json_, caption = _run(app, body)
     pil = Image.open(io.BytesIO(image))
-    expected = ofa.generate(pil, ofa.task("grounding").prompt.format("the red square"), "grounding")
+    expected = ofa.generate(pil, ofa.task("grounding").instruction("the red square"), "grounding")
     assert form["prompt"] == ' which region does the text " the red square " describe?'
     assert form["text"] == json_["text"] == expected.text
     assert form["box"] == expected.box

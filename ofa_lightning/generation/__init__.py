@@ -30,7 +30,7 @@ from .constraints import (
 from .ngram import block_repeated_ngrams
 from .sampling import sampling_candidates, top_p_filter
 from .scoring import CandidateScores, pad_sequences, score_candidates
-from .settings import PRESETS, GenerationConfig
+from .settings import PRESETS, GenerationConfig, register_preset
 
 __all__ = [
     "CandidateScores",
@@ -46,6 +46,7 @@ __all__ = [
     "best_tokens",
     "block_repeated_ngrams",
     "generate",
+    "register_preset",
     "pad_sequences",
     "range_mask",
     "sampling_candidates",

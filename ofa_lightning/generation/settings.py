@@ -1,5 +1,5 @@
-"""Decoding settings: one dataclass, named presets for OFA's tasks (OFA-Sys/OFA
-``run_scripts/*/evaluate_*.sh`` and ``models/sequence_generator.py``).
+"""Decoding settings: one dataclass and a registry of named presets (the tasks register OFA's settings from
+OFA-Sys/OFA ``run_scripts/*/evaluate_*.sh`` and ``models/sequence_generator.py``; this module names no task).
 
 Field names follow fairseq's generation arguments (``--beam``, ``--max-len-b``,
 ``--no-repeat-ngram-size``, ``--unnormalized``, ``--constraint-range`` ...) so
@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
-
-from .constraints import OFA_CODE_RANGE
 
 STRATEGIES = ("beam", "sampling")
 
@@ -84,9 +82,13 @@ class GenerationConfig:
     # --- presets ---------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> GenerationConfig:
-        """OFA's decoding settings for a task (its ``run_scripts/*/evaluate_*.sh``); kwargs override fields."""
+        """A registered preset (a task's decoding settings, e.g. ``caption``, once ``ofa_lightning.tasks`` is
+        imported); kwargs override fields."""
         if name not in PRESETS:
-            raise ValueError(f"unknown generation preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+            raise ValueError(
+                f"unknown generation preset {name!r}; known: {', '.join(sorted(PRESETS)) or 'none'} (the tasks "
+                "register their presets: import ofa_lightning.tasks)"
+            )
         return replace(PRESETS[name], **overrides)
 
     @classmethod
@@ -125,32 +127,13 @@ def parse_range(value: str | Sequence[int]) -> tuple[int, int]:
     return start, end
 
 
-PRESETS: dict[str, GenerationConfig] = {
-    # COCO captioning, Tiny-Large (run_scripts/caption/evaluate_caption.sh)
-    "caption": GenerationConfig(beam_size=5, max_len_b=16, min_len=1, no_repeat_ngram_size=3),
-    # OFA-Huge captioning (evaluate_caption_huge.sh)
-    "caption_huge": GenerationConfig(
-        beam_size=10, max_len_b=16, min_len=1, no_repeat_ngram_size=3, temperature=0.98, len_penalty=0.98
-    ),
-    # RefCOCO/+/g: exactly 4 bin tokens + EOS
-    "refcoco": GenerationConfig(beam_size=5, min_len=4, max_len_b=4, no_repeat_ngram_size=3),
-    # Gigaword summarisation
-    "gigaword": GenerationConfig(beam_size=6, len_penalty=0.7, max_len_b=32, no_repeat_ngram_size=3),
-    # VQA beam search: question as forced prefix, trie over candidate answers (pass constraint_trie)
-    "vqa": GenerationConfig(beam_size=5, normalize_scores=False, temperature=1.0),
-    # Zero-shot VQA on a pretrained checkpoint (evaluate_vqa_zeroshot.sh)
-    "vqa_zero_shot": GenerationConfig(beam_size=20, normalize_scores=False, zero_shot=True),
-    # Text-to-image: 24 samples of 32x32=1024 VQGAN codes, top-k 256, codes only
-    "text_to_image": GenerationConfig(
-        strategy="sampling",
-        beam_size=24,
-        sampling_topk=256,
-        temperature=1.0,
-        min_len=1024,
-        max_len_b=1024,
-        constraint_range=OFA_CODE_RANGE,
-        gen_code=True,
-        seed=42,
-    ),
-}
-PRESETS["vqa_beam"] = PRESETS["vqa"]
+#: named decoding settings; each task registers its own (``Task.decoding`` under the task's name and
+#: ``Task.decoding_presets``) when its class registers (``ofa_lightning.tasks.registry.register_task``)
+PRESETS: dict[str, GenerationConfig] = {}
+
+
+def register_preset(name: str, config: GenerationConfig) -> None:
+    """Adds (or replaces) the named decoding settings ``name``."""
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"preset {name!r} must be a GenerationConfig, got {type(config).__name__}")
+    PRESETS[str(name)] = config

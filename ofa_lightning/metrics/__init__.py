@@ -4,8 +4,11 @@ The caption, VQA and grounding metrics equal the official tools (pycocoevalcap w
 PTBTokenizer, GT-Vision-Lab's ``vqaEval.py``, OFA's ``eval_refcoco``); docs/metrics.md lists how each
 equality is tested.
 
+Each metric class registers itself under its name (``@register_metric``, :mod:`.registry`); tasks name the metrics
+they feed (``Task.metrics``).
+
 =============  ===================================  ==========================================
-registry name  class                                task
+registry name  class                                used for
 =============  ===================================  ==========================================
 ``cider``      :class:`CIDErD`                      captioning (CIDEr-D, pycocoevalcap-equal)
 ``bleu``       :class:`BLEU`                        captioning (BLEU-1..4)
@@ -19,44 +22,22 @@ registry name  class                                task
 
 from __future__ import annotations
 
-from typing import Any
-
-from torchmetrics import Metric
-
 from .bleu import bleu_corpus, bleu_from_stats, bleu_stats
 from .caption import BLEU, ROUGEL, CaptionMetric, CIDErD
 from .cider import CiderDfTable, cider_d_scores
 from .classification import TextAccuracy, normalize_label
 from .grounding import GroundingAccuracy, grounding_iou
 from .official import official_caption_scores
+from .registry import METRICS, build_metric, register_metric
 from .rouge_l import rouge_l_scores
 from .summarization import RougeN
 from .tokenize import ptb_tokenize, ptb_tokenize_lines, simple_tokenize
 from .vqa import VQAAccuracy, normalize_vqa_answer, vqa_official_accuracy
 
-METRICS: dict[str, type[Metric]] = {
-    "cider": CIDErD,
-    "bleu": BLEU,
-    "rouge_l": ROUGEL,
-    "vqa_acc": VQAAccuracy,
-    "grounding": GroundingAccuracy,
-    "accuracy": TextAccuracy,
-    "rouge": RougeN,
-}
-
-
-def build_metric(name: str, **kwargs: Any) -> Metric:
-    """Instantiate a registered metric by name (see :data:`METRICS`)."""
-    try:
-        cls = METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
-    return cls(**kwargs)
-
-
 __all__ = [
     "METRICS",
     "build_metric",
+    "register_metric",
     "BLEU",
     "CIDErD",
     "CaptionMetric",

@@ -26,6 +26,7 @@ from torch import Tensor
 from ._base import IdsLike, TypedListStateMetric, decode_strings, encode_strings, first_occurrence_mask, ids_to_tensor
 from .bleu import bleu_corpus
 from .cider import CiderDfTable, cider_d_scores
+from .registry import register_metric
 from .rouge_l import rouge_l_scores
 from .tokenize import simple_tokenize
 
@@ -103,6 +104,7 @@ class CaptionMetric(TypedListStateMetric):
         return torch.tensor(value, dtype=torch.float64, device=self.device)
 
 
+@register_metric("cider")
 class CIDErD(CaptionMetric):
     """Corpus CIDEr-D (mean of per-image scores, x10 like pycocoevalcap).
 
@@ -145,6 +147,7 @@ class CIDErD(CaptionMetric):
         return self._scalar(sum(scores) / len(scores) if scores else 0.0)
 
 
+@register_metric("bleu")
 class BLEU(CaptionMetric):
     """Corpus BLEU-1..n ("closest" reference length), returned as ``{"bleu_1": ..., "bleu_n": ...}``."""
 
@@ -158,6 +161,7 @@ class BLEU(CaptionMetric):
         return {f"bleu_{k + 1}": self._scalar(s) for k, s in enumerate(scores)}
 
 
+@register_metric("rouge_l")
 class ROUGEL(CaptionMetric):
     """Mean sentence ROUGE-L F-measure (beta = 1.2, max precision/recall over references)."""
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ._base import IdsLike, SampleScoreMetric
+from .registry import register_metric
 
 __all__ = ["TextAccuracy", "normalize_label"]
 
@@ -22,6 +23,7 @@ def normalize_label(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+@register_metric("accuracy")
 class TextAccuracy(SampleScoreMetric):
     """Fraction of predictions equal to the target after normalisation.
 

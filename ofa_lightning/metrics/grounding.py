@@ -32,6 +32,7 @@ from torch import Tensor
 from torchvision.ops import box_area
 
 from ._base import IdsLike, SampleScoreMetric
+from .registry import register_metric
 
 __all__ = ["GroundingAccuracy", "grounding_iou", "ofa_correct"]
 
@@ -79,6 +80,7 @@ def ofa_correct(pred: Tensor, target: Tensor, threshold: float = 0.5) -> Tensor:
     return (ious >= threshold) & (inter_w > 0) & (inter_h > 0)
 
 
+@register_metric("grounding")
 class GroundingAccuracy(SampleScoreMetric):
     """Acc@``threshold`` and mean IoU.
 

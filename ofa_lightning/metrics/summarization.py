@@ -21,10 +21,12 @@ from torch import Tensor
 from torchmetrics.functional.text import rouge_score
 
 from ._base import IdsLike, SampleScoreMetric
+from .registry import register_metric
 
 __all__ = ["RougeN"]
 
 
+@register_metric("rouge")
 class RougeN(SampleScoreMetric):
     """Mean ROUGE-1, ROUGE-2 and ROUGE-L F-measures.
 

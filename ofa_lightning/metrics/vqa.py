@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ._base import IdsLike, SampleScoreMetric
+from .registry import register_metric
 
 __all__ = ["VQAAccuracy", "normalize_vqa_answer", "vqa_official_accuracy"]
 
@@ -127,6 +128,7 @@ def vqa_official_accuracy(pred: str, gt_answers: Sequence[str], gt_processing: s
     return float(sum(acc)) / len(acc)
 
 
+@register_metric("vqa_acc")
 class VQAAccuracy(SampleScoreMetric):
     """Mean VQA accuracy. States: ``value_sum``/``count`` (plus per-sample rows when ids are given).
 

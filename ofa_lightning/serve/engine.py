@@ -169,33 +169,16 @@ class ServeEngine:
 
     def prepare(self, request: ServeRequest) -> ServeRequest:
         """Fill ``request.prompt``: the exact instruction the model gets."""
-        from ofa_lightning.tasks.text import pre_caption
-
         name, text = request.task, request.instruction
         spec = self.ofa.task(TASKS[name][0])
-        if name == "caption":
-            prompt = text or spec.prompt
-        elif name == "vqa":
-            prompt = spec.question_text({"question": text})
-        elif name == "grounding":
-            prompt = spec.prompt.format(pre_caption(text, spec.cfg["max_src_words"]))
-        elif name == "grounded_caption":
-            from ofa_lightning.api import PROMPTS
+        if name == "grounded_caption":
             from ofa_lightning.tasks.grounded_qa import fill_region
 
-            prompt = fill_region(
-                PROMPTS["grounded_caption"], list(request.region), request.image, self.ofa.tokenizer.num_bins
-            )
-        elif name == "image_text_matching":
-            from ofa_lightning.tasks.image_text_matching import ITM_PROMPT
-
-            prompt = ITM_PROMPT.format(pre_caption(text, 80))
-        elif name == "text_to_image":
-            from ofa_lightning.api import TEXT_TO_IMAGE_PROMPT
-
-            prompt = TEXT_TO_IMAGE_PROMPT.format(" ".join(text.split()[:64]).lower())
-        else:  # free instruction
+            prompt = fill_region(spec.prompt, list(request.region), request.image, self.ofa.tokenizer.num_bins)
+        elif name == "instruction":  # free instruction
             prompt = text
+        else:  # the instruction as the task's evaluation writes it
+            prompt = spec.instruction(text)
         request.prompt = prompt if prompt.startswith(" ") else " " + prompt
         return request
 

@@ -42,16 +42,18 @@ input; the helpers (:meth:`Task.text`, :meth:`Task.box`, :meth:`Task.make_exampl
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
+import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from PIL import Image
+
+from .lists import load_string_list
+from .scoring import row_score
 
 __all__ = [
     "Example",
@@ -126,41 +128,6 @@ class BadSampleError(RuntimeError):
         super().__init__(f"task {task!r}: sample {sample_id!r}{where}: {skip.reason}{detail}")
 
 
-def load_string_list(value: Any, what: str = "list") -> list[str] | None:
-    """A list of strings from an option: a list, or a path to a JSON file (a list; ``{"answers": [...]}``; or a
-    ``{string: index}`` mapping such as OFA's ``ans2label``, ordered by index) or a text file (one per line)."""
-    if value is None:
-        return None
-    if isinstance(value, (str, os.PathLike)):
-        path = os.fspath(value)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what} file {path!r} does not exist")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if path.endswith(".json"):
-            data = json.loads(text)
-            if isinstance(data, Mapping):
-                if "answers" in data and isinstance(data["answers"], list):
-                    data = data["answers"]
-                elif all(isinstance(v, int) for v in data.values()):
-                    data = [k for k, _ in sorted(data.items(), key=lambda kv: kv[1])]
-                else:
-                    data = list(data)
-            value = data
-        else:
-            value = [line.strip() for line in text.splitlines() if line.strip()]
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise ValueError(f"{what} must be a list of strings or a file path, got {type(value).__name__}")
-    out = []
-    for v in value:
-        if isinstance(v, Mapping) and "answer" in v:  # [{"answer": ..., "count": ...}] style
-            v = v["answer"]
-        if not isinstance(v, str):
-            raise ValueError(f"{what} entries must be strings, got {v!r}")
-        out.append(v)
-    return out
-
-
 def _merged_class_dict(cls: type, attr: str) -> dict:
     out: dict = {}
     for klass in reversed(cls.__mro__):
@@ -169,11 +136,20 @@ def _merged_class_dict(cls: type, attr: str) -> dict:
 
 
 class Task:
-    """Base class. Subclasses set ``name``, ``prompt`` and implement the hooks."""
+    """Base class. Subclasses declare what the task knows (class attributes below), implement the hooks and
+    register with ``@register_task`` (:mod:`.registry`)."""
 
     name: ClassVar[str] = "task"
+    #: the instruction per language (``{}``: where the sample's text goes); the ``language`` option picks one
+    prompts: ClassVar[Mapping[str, str]] = {}
+    #: shard JSON fields whose text this task reads (a tokenizer trained on the mixture learns them)
+    text_fields: ClassVar[tuple[str, ...]] = ()
     #: metrics (names in ``ofa_lightning.metrics.METRICS``) this task can feed
     metrics: ClassVar[tuple[str, ...]] = ()
+    #: the task's decoding settings (``GenerationConfig`` fields), registered as the generation preset ``name``
+    decoding: ClassVar[Mapping[str, Any] | None] = None
+    #: further named decoding settings (e.g. ``caption_huge``), registered as generation presets
+    decoding_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: "image-text" examples form OFA's pre-training group v1 (patch sampling applies), others v2
     group: ClassVar[str] = IMAGE_TEXT_GROUP
     #: how evaluation decodes (see the module doc)
@@ -186,6 +162,7 @@ class Task:
         "max_target_tokens": 1025,  # decoder input incl. BOS: 1024 image codes + BOS must fit
         "weight": None,  # per-example loss weight; None = the task's default_weight
         "generation": None,  # GenerationConfig field overrides (a "preset" key swaps the base preset)
+        "language": "en",  # picks the instruction of ``prompts``
     }
     #: per-mode overrides of ``defaults`` for tasks with a ``mode`` option
     mode_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -216,6 +193,25 @@ class Task:
         self.candidates: list[str] | None = None
         self._candidate_seqs: list[list[int]] | None = None
         self._trie = None
+        if self.prompts and cfg["language"] not in self.prompts:
+            raise ValueError(
+                f"task {type(self).name!r} has no {cfg['language']!r} instruction; languages: {sorted(self.prompts)}"
+            )
+
+    @property
+    def prompt(self) -> str:
+        """The instruction of the ``language`` option (``{slot}`` where the sample's text goes)."""
+        return self.prompts[self.cfg["language"]]
+
+    def instruction(self, text: str | None = None) -> str:
+        """The encoder instruction for a user's ``text`` as this task writes it (API, ``ofa-predict``, serving):
+        the prompt with its one slot filled, or the prompt itself (a given ``text`` replaces a slot-free one)."""
+        prompt = self.prompt if self.prompts else "{text}"
+        slots = string.Formatter().parse(prompt)
+        names = [name for _, name, _, _ in slots if name is not None]
+        if not names:
+            return text or prompt
+        return prompt.format(**{names[0]: (text or "").strip()})
 
     # -- the contract --------------------------------------------------------------------------------------------
     def build_example(
@@ -237,12 +233,22 @@ class Task:
         raise NotImplementedError
 
     def generation_config(self):
-        """The task's decoding settings (an ``ofa_lightning.generation.GenerationConfig``)."""
-        raise NotImplementedError
+        """The task's decoding settings (an ``ofa_lightning.generation.GenerationConfig``): :attr:`decoding`, then
+        the user's ``generation`` option."""
+        return self.decoding_config()
+
+    def decoding_config(self, **changes: Any):
+        """:attr:`decoding` with ``changes``, then the user's ``generation`` option."""
+        return self.make_generation_config(None, **{**(self.decoding or {}), **changes})
 
     def parse_prediction(self, tokens: list[int], example: Example) -> Any:
         """Generated token ids (no BOS/EOS) → the task's prediction (caption str, answer, box …)."""
         raise NotImplementedError
+
+    def row_score(self, prediction: Any, reference: Any) -> float | None:
+        """A per-row indicator for prediction tables (not the task metric); default
+        :func:`~ofa_lightning.tasks.scoring.row_score`: VQA soft score, box IoU or exact match."""
+        return row_score(prediction, reference)
 
     def make_generation_config(self, preset: str | None = None, **fields: Any):
         """``GenerationConfig.preset(preset, **fields)`` (or ``GenerationConfig(**fields)`` without a preset),

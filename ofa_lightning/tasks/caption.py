@@ -14,10 +14,9 @@ Decoding: beam 5, max_len_b 16, no_repeat_ngram 3; the prediction has punctuatio
 
 from __future__ import annotations
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import Example, SkipSample
 from .common import ImageTask, pick_one
+from .registry import register_task
 from .text import clean_caption, pre_caption, remove_punctuation
 
 __all__ = ["CaptionTask", "CAPTION_PROMPT"]
@@ -25,10 +24,24 @@ __all__ = ["CaptionTask", "CAPTION_PROMPT"]
 CAPTION_PROMPT = " what does the image describe?"
 
 
+@register_task
 class CaptionTask(ImageTask):
     name = "caption"
+    prompts = {"en": CAPTION_PROMPT}
+    text_fields = ("captions", "caption")
     metrics = ("cider", "bleu", "rouge_l")
-    prompt = CAPTION_PROMPT
+    # COCO captioning, Tiny-Large (run_scripts/caption/evaluate_caption.sh)
+    decoding = {"beam_size": 5, "max_len_b": 16, "min_len": 1, "no_repeat_ngram_size": 3}
+    decoding_presets = {  # OFA-Huge captioning (evaluate_caption_huge.sh)
+        "caption_huge": {
+            "beam_size": 10,
+            "max_len_b": 16,
+            "min_len": 1,
+            "no_repeat_ngram_size": 3,
+            "temperature": 0.98,
+            "len_penalty": 0.98,
+        }
+    }
     defaults = {
         "max_tgt_words": 20,
         "lowercase": True,
@@ -63,9 +76,6 @@ class CaptionTask(ImageTask):
         if "image_id" in sample:
             meta["image_id"] = sample["image_id"]
         return self.seq2seq_example(sample, self.prompt, f" {caption}", image=tensor, meta=meta)
-
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config("caption")
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return remove_punctuation(self.decode_text(tokens)).strip()

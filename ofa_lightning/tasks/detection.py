@@ -24,22 +24,25 @@ from ofa_lightning.data.transforms import (
     SquashResize,
     ToTensor,
 )
-from ofa_lightning.generation import GenerationConfig
 from ofa_lightning.tokenizer import bins_to_box, box_to_tokens
 
 from .base import OTHER_GROUP, Example, SkipSample, _until_eos
 from .common import ImageTask
+from .registry import register_task
 
 __all__ = ["DetectionTask", "DETECTION_PROMPT"]
 
 DETECTION_PROMPT = " what are the objects in the image?"
 
 
+@register_task
 class DetectionTask(ImageTask):
     name = "detection"
+    prompts = {"en": DETECTION_PROMPT}
+    text_fields = ("labels",)
+    decoding = {"beam_size": 5, "max_len_b": 200, "min_len": 1}
     group = OTHER_GROUP
     default_weight = 2.0
-    prompt = DETECTION_PROMPT
     defaults = {
         "mode": "pretrain",
         "image_size": 256,  # LargeScaleJitter output (OFA: code_image_size * 2)
@@ -93,9 +96,6 @@ class DetectionTask(ImageTask):
             "h_ratio": target["h_ratio"],
         }
         return self.seq2seq_example(sample, self.prompt, " ".join(parts), image=tensor, meta=meta)
-
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config(None, beam_size=5, max_len_b=200, min_len=1)
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[dict[str, Any]]:
         tok = self.tokenizer

@@ -13,21 +13,23 @@ max_len_b 32, no_repeat_ngram 3.
 
 from __future__ import annotations
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import OTHER_GROUP, Example, SkipSample, Task
+from .registry import register_task
 from .text import pre_caption
 
 __all__ = ["GigawordTask", "GIGAWORD_PROMPT"]
 
-GIGAWORD_PROMPT = ' what is the summary of article " {} "?'
+GIGAWORD_PROMPT = ' what is the summary of article " {article} "?'
 
 
+@register_task(aliases=("summarization",))
 class GigawordTask(Task):
     name = "gigaword"
+    prompts = {"en": GIGAWORD_PROMPT}
+    text_fields = ("article", "summary")
     metrics = ("rouge",)
+    decoding = {"beam_size": 6, "len_penalty": 0.7, "max_len_b": 32, "no_repeat_ngram_size": 3}
     group = OTHER_GROUP
-    prompt = GIGAWORD_PROMPT
     defaults = {
         "article_field": "article",
         "summary_field": "summary",
@@ -53,7 +55,7 @@ class GigawordTask(Task):
             raise SkipSample("empty text", afield, "nothing left after cleaning")
         if not summary:
             raise SkipSample("empty text", sfield, "nothing left after cleaning")
-        src = self.encode(self.prompt.format(article))[: int(self.cfg["max_src_tokens"])]
+        src = self.encode(self.prompt.format(article=article))[: int(self.cfg["max_src_tokens"])]
         tgt = self.encode(f" {summary}")
         source = self.wrap_source(src)
         prev, target, prompt = self.teacher_forcing(source, tgt, "none")
@@ -62,9 +64,6 @@ class GigawordTask(Task):
         return self.make_example(
             sample, source, prev, target, decoder_prompt=prompt, meta={"reference": raw_summary.lower()}
         )
-
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config("gigaword")
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return self.decode_text(tokens)

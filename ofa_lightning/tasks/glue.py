@@ -27,9 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import OTHER_GROUP, Example, SkipSample, Task, _until_eos
+from .registry import register_task
 from .text import clean_glue_text
 
 __all__ = ["GlueTask", "GLUE_PROMPTS", "GLUE_LABELS"]
@@ -64,9 +63,12 @@ _ALIASES = {
 }
 
 
+@register_task
 class GlueTask(Task):
     name = "glue"
+    text_fields = ("sentence1", "sentence2")
     metrics = ("accuracy",)
+    decoding = {"beam_size": 1, "max_len_b": 1, "min_len": 1}
     group = OTHER_GROUP
     inference = "last_token"
     defaults = {"subtask": None, "max_src_words": 512, "constrained_training": True}
@@ -145,9 +147,6 @@ class GlueTask(Task):
             decoder_prompt=list(source),
             constraint="trie" if self.cfg["constrained_training"] else None,
         )
-
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config(None, beam_size=1, max_len_b=1, min_len=1)
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         ids = _until_eos(tokens, self.tokenizer.eos_id)[:1]

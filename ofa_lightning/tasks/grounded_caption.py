@@ -11,21 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import Example, SkipSample
+from .caption import CaptionTask
 from .common import GroundingImageTask
+from .registry import register_task
 from .text import clean_caption, pre_caption, remove_punctuation
 
 __all__ = ["GroundedCaptionTask", "GROUNDED_CAPTION_PROMPT"]
 
-GROUNDED_CAPTION_PROMPT = "  what does the region describe? region:"
+GROUNDED_CAPTION_PROMPT = "  what does the region describe? region: {region}"
 
 
+@register_task
 class GroundedCaptionTask(GroundingImageTask):
     name = "grounded_caption"
+    prompts = {"en": GROUNDED_CAPTION_PROMPT}
+    text_fields = ("expression",)
     metrics = ("cider", "bleu", "rouge_l")
-    prompt = GROUNDED_CAPTION_PROMPT
+    decoding = CaptionTask.decoding
     defaults = {
         "mode": "pretrain",
         "image_size": 384,
@@ -45,12 +48,9 @@ class GroundedCaptionTask(GroundingImageTask):
         text = pre_caption(raw, self.cfg["max_tgt_words"])
         if not text:
             raise SkipSample("empty text", field, "nothing left after cleaning")
-        source = f"{self.prompt} {self.box_tokens(target['boxes'][0].tolist())}"
+        source = self.prompt.format(region=self.box_tokens(target["boxes"][0].tolist()))
         meta: dict[str, Any] = {"reference": [clean_caption(raw)], "box": box}
         return self.seq2seq_example(sample, source, f" {text}", image=tensor, meta=meta)
-
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config("caption")
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return remove_punctuation(self.decode_text(tokens)).strip()

@@ -28,11 +28,12 @@ from ofa_lightning.tokenizer import bins_to_box
 
 from .base import Example, SkipSample, _until_eos
 from .common import GroundingImageTask
+from .registry import register_task
 from .text import pre_caption
 
 __all__ = ["GroundingTask", "GROUNDING_PROMPT", "parse_box_tokens"]
 
-GROUNDING_PROMPT = ' which region does the text " {} " describe?'
+GROUNDING_PROMPT = ' which region does the text " {text} " describe?'
 
 
 def parse_box_tokens(task, tokens, w_ratio: float = 1.0, h_ratio: float = 1.0) -> list[float]:
@@ -45,10 +46,15 @@ def parse_box_tokens(task, tokens, w_ratio: float = 1.0, h_ratio: float = 1.0) -
     return bins_to_box(tok.ids_to_bins(ids), float(task.cfg["max_image_size"]), tok.num_bins, w_ratio, h_ratio)
 
 
+@register_task(aliases=("refcoco", "visual_grounding"))
 class GroundingTask(GroundingImageTask):
     name = "grounding"
+    prompts = {"en": GROUNDING_PROMPT}
+    text_fields = ("expression",)
     metrics = ("grounding",)
-    prompt = GROUNDING_PROMPT
+    # RefCOCO/+/g: exactly 4 bin tokens + EOS
+    decoding = {"beam_size": 5, "min_len": 4, "max_len_b": 4, "no_repeat_ngram_size": 3}
+    decoding_presets = {"refcoco": decoding}
     defaults = {"max_src_words": 80, "expression_field": "expression", "prompt_type": "none"}
 
     def _build(self, sample, image, train, rng) -> Example:
@@ -70,18 +76,21 @@ class GroundingTask(GroundingImageTask):
                 meta[key] = sample[key]
         return self.seq2seq_example(
             sample,
-            self.prompt.format(expression),
+            self.prompt.format(text=expression),
             self.box_tokens(target["boxes"][0].tolist()),
             image=tensor,
             meta=meta,
             prompt_type=self.cfg["prompt_type"],
         )
 
+    def instruction(self, text: str | None = None) -> str:
+        return self.prompt.format(text=pre_caption(text or "", self.cfg["max_src_words"]))
+
     def generation_config(self) -> GenerationConfig:
         if self.cfg["prompt_type"] != "none":
             # the source is forced as a decoder prefix first: 4 bins + EOS after a prefix of <= src_len tokens
-            return self.make_generation_config("refcoco", min_len=0, max_len_a=1)
-        return self.make_generation_config("refcoco")
+            return self.decoding_config(min_len=0, max_len_a=1)
+        return self.decoding_config()
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[float]:
         meta = example.meta if example is not None else {}

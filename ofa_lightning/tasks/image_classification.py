@@ -26,15 +26,19 @@ from ofa_lightning.generation import GenerationConfig
 from .base import Example
 from .caption import CAPTION_PROMPT
 from .common import ImageTask
+from .registry import register_task
 
 __all__ = ["ImageClassificationTask"]
 
 
+@register_task(aliases=("imagenet", "image_classify"))
 class ImageClassificationTask(ImageTask):
     name = "image_classification"
+    prompts = {"en": CAPTION_PROMPT}
+    text_fields = ("class_name",)
     metrics = ("accuracy",)
+    decoding = {"beam_size": 5, "normalize_scores": False, "max_len_b": 16}
     inference = "candidates"
-    prompt = CAPTION_PROMPT
     defaults = {
         "normalization": "imagenet",
         "label_field": "class_name",

@@ -17,6 +17,7 @@ from ofa_lightning.generation import GenerationConfig
 
 from .base import OTHER_GROUP, Example, SkipSample, Task, _until_eos
 from .common import ImageTask
+from .registry import register_task
 
 __all__ = ["ImageInfillingTask", "IMAGE_INFILLING_PROMPT", "check_codes", "parse_codes"]
 
@@ -45,11 +46,12 @@ def parse_codes(task: Task, tokens) -> list[int]:
     return [t - lo for t in _until_eos(tokens, task.tokenizer.eos_id) if lo <= t < hi]
 
 
+@register_task
 class ImageInfillingTask(ImageTask):
     name = "image_infilling"
+    prompts = {"en": IMAGE_INFILLING_PROMPT}
     group = OTHER_GROUP
     default_weight = 2.0
-    prompt = IMAGE_INFILLING_PROMPT
     defaults = {
         "mode": "pretrain",
         "image_size": 256,

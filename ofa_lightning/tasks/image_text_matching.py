@@ -21,15 +21,14 @@ import re
 from collections import deque
 from typing import Any
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import Example, SkipSample, load_string_list
 from .common import ImageTask, pick_one
+from .registry import register_task
 from .text import pre_caption
 
 __all__ = ["ImageTextMatchingTask", "MatchingTask", "ITM_PROMPT"]
 
-ITM_PROMPT = ' does the image describe " {} "?'
+ITM_PROMPT = ' does the image describe " {text} "?'
 
 
 class MatchingTask(ImageTask):
@@ -37,6 +36,7 @@ class MatchingTask(ImageTask):
 
     inference = "candidates"
     metrics = ("accuracy",)
+    decoding = {"beam_size": 5, "normalize_scores": False, "max_len_b": 8}
     defaults = {"mode": "pretrain", "image_size": 384, "sample_patch_num": 196, "max_src_words": 80, "buffer_size": 64}
 
     def __init__(self, tokenizer, **options: Any):
@@ -49,15 +49,15 @@ class MatchingTask(ImageTask):
         meta = dict(meta, reference=label)
         return self.seq2seq_example(sample, prompt, f" {label}", image=tensor, meta=meta)
 
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config("vqa", max_len_b=8)
-
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return self.decode_text(tokens)
 
 
+@register_task(aliases=("itm",))
 class ImageTextMatchingTask(MatchingTask):
     name = "image_text_matching"
+    prompts = {"en": ITM_PROMPT}
+    text_fields = ("captions", "caption")
     defaults = {
         "captions_field": "captions",
         "objects_field": "gt_objects",  # list of object words, or OFA's "a&&b"
@@ -69,6 +69,9 @@ class ImageTextMatchingTask(MatchingTask):
     def __init__(self, tokenizer, **options: Any):
         super().__init__(tokenizer, **options)
         self.object_vocab = load_string_list(self.cfg["object_vocab"], "object_vocab")
+
+    def instruction(self, text: str | None = None) -> str:
+        return self.prompt.format(text=pre_caption(text or "", self.cfg["max_src_words"]))
 
     def _image_key(self, sample) -> str:
         return str(sample.get("image_id", sample.get("id", "?")))
@@ -122,4 +125,4 @@ class ImageTextMatchingTask(MatchingTask):
         text = pre_caption(text, self.cfg["max_src_words"])
         if not text:
             raise SkipSample("empty text", field, "nothing left after cleaning")
-        return self.yes_no_example(sample, ITM_PROMPT.format(text), positive, tensor, {"caption": text})
+        return self.yes_no_example(sample, self.prompt.format(text=text), positive, tensor, {"caption": text})

@@ -22,15 +22,19 @@ from typing import Any
 from .base import Example, SkipSample
 from .common import answer_confidences, best_answer
 from .image_text_matching import MatchingTask
+from .registry import register_task
 from .text import pre_question
 
 __all__ = ["QAMatchingTask", "QA_MATCHING_PROMPT"]
 
-QA_MATCHING_PROMPT = ' what is the answer to question " {} ". is " {} "?'
+QA_MATCHING_PROMPT = ' what is the answer to question " {question} ". is " {answer} "?'
 
 
+@register_task
 class QAMatchingTask(MatchingTask):
     name = "qa_matching"
+    prompts = {"en": QA_MATCHING_PROMPT}
+    text_fields = ("question", "answers")
     defaults = {"type2ans": None, "positive_prob": 0.5}
 
     def __init__(self, tokenizer, **options: Any):
@@ -92,7 +96,7 @@ class QAMatchingTask(MatchingTask):
         self._seen[key].append(answer)
         return self.yes_no_example(
             sample,
-            QA_MATCHING_PROMPT.format(question, shown),
+            self.prompt.format(question=question, answer=shown),
             positive,
             tensor,
             {"question": question, "answer": shown},

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import Example, SkipSample
 from .common import ImageTask
+from .registry import register_task
 from .text import pre_caption
 
 __all__ = ["SnliVeTask", "SNLI_VE_PROMPT", "SNLI_VE_CAPTION_PROMPT", "SNLI_VE_LABELS"]
 
-SNLI_VE_PROMPT = ' does the image describe " {} "?'
-SNLI_VE_CAPTION_PROMPT = ' can image and text1 " {} " imply text2 " {} "?'
+SNLI_VE_PROMPT = ' does the image describe " {hypothesis} "?'
+SNLI_VE_CAPTION_PROMPT = ' can image and text1 " {premise} " imply text2 " {hypothesis} "?'
 SNLI_VE_LABELS = {"entailment": "yes", "contradiction": "no", "neutral": "maybe"}
 
 
+@register_task
 class SnliVeTask(ImageTask):
     name = "snli_ve"
+    prompts = {"en": SNLI_VE_PROMPT}
+    text_fields = ("hypothesis", "premise")
     metrics = ("accuracy",)
+    decoding = {"beam_size": 5, "normalize_scores": False, "max_len_b": 8}
     inference = "candidates"
     defaults = {"max_src_words": 80, "add_caption": True, "prompt_type": "prev_output", "constrained_training": True}
 
@@ -48,9 +51,9 @@ class SnliVeTask(ImageTask):
             raise SkipSample("empty text", "hypothesis", "nothing left after cleaning")
         if self.cfg["add_caption"]:
             premise = pre_caption(self.text(sample, "premise"), self.cfg["max_src_words"])
-            prompt = SNLI_VE_CAPTION_PROMPT.format(premise, hypothesis)
+            prompt = SNLI_VE_CAPTION_PROMPT.format(premise=premise, hypothesis=hypothesis)
         else:
-            prompt = SNLI_VE_PROMPT.format(hypothesis)
+            prompt = self.prompt.format(hypothesis=hypothesis)
         source = self.wrap_source(self.encode(prompt))
         prev, target, decoder_prompt = self.teacher_forcing(source, self.encode(f" {label}"), self.cfg["prompt_type"])
         return self.make_example(
@@ -63,9 +66,6 @@ class SnliVeTask(ImageTask):
             decoder_prompt=decoder_prompt,
             constraint="trie" if self.cfg["constrained_training"] else None,
         )
-
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config("vqa", max_len_b=8)
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return self.decode_text(tokens)

@@ -63,6 +63,7 @@ from .base import IMAGE_TEXT_GROUP, INFERENCE_MODES, OTHER_GROUP, Example, SkipS
 from .common import PRETRAIN_MAX_SIZE, ImageTask, pick_one, pretrain_scales
 from .grounding import parse_box_tokens
 from .image_infilling import check_codes, parse_codes
+from .registry import register_task
 from .text import clean_caption, pre_caption, pre_question, remove_punctuation, truncate_words
 
 __all__ = ["TemplateTask", "Slot", "parse_template"]
@@ -115,6 +116,7 @@ def parse_template(text: str, where: str) -> list[Slot]:
     return slots
 
 
+@register_task
 class TemplateTask(ImageTask):
     """See the module doc. ``name`` is ``template``; instances carry their ``task_name``."""
 

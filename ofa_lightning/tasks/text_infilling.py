@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from ofa_lightning.generation import GenerationConfig
 
 from .base import OTHER_GROUP, Example, SkipSample, Task
+from .registry import register_task
 
 __all__ = ["TextInfillingTask", "TEXT_INFILLING_PROMPT", "span_mask", "poisson"]
 
-TEXT_INFILLING_PROMPT = ' what is the complete text of " {} "?'
-_HEAD, _TAIL = ' what is the complete text of "', ' "?'
+TEXT_INFILLING_PROMPT = ' what is the complete text of " {text} "?'
 
 
 def poisson(lam: float, rng: random.Random) -> int:
@@ -99,11 +99,14 @@ def span_mask(
     return masked
 
 
+@register_task
 class TextInfillingTask(Task):
     name = "text_infilling"
+    prompts = {"en": TEXT_INFILLING_PROMPT}
+    text_fields = ("text",)
+    decoding = {"beam_size": 5}
     group = OTHER_GROUP
     default_weight = 2.0
-    prompt = TEXT_INFILLING_PROMPT
     defaults = {
         "text_field": "text",
         "mask_ratio": 0.3,
@@ -115,7 +118,8 @@ class TextInfillingTask(Task):
     def __init__(self, tokenizer, **options):
         super().__init__(tokenizer, **options)
         self._word_start: dict[int, bool] = {}
-        self._head, self._tail = self.encode(_HEAD), self.encode(_TAIL)
+        head, tail = self.prompt.split(" {text} ")  # the masked ids go between, each side BPE-encoded apart
+        self._head, self._tail = self.encode(head), self.encode(" " + tail)
 
     def is_word_start(self, token: int) -> bool:
         """OFA/fairseq: specials and non-text literals count as word starts; BPE tokens when they start with a
@@ -150,7 +154,7 @@ class TextInfillingTask(Task):
         )
 
     def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config(None, beam_size=5, max_len_b=int(self.cfg["keep_last_tokens"]) + 1)
+        return self.decoding_config(max_len_b=int(self.cfg["keep_last_tokens"]) + 1)
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return self.decode_text(tokens)

@@ -20,21 +20,37 @@ from __future__ import annotations
 from typing import Any
 
 from ofa_lightning.generation import GenerationConfig
+from ofa_lightning.generation.constraints import OFA_CODE_RANGE
 
 from .base import OTHER_GROUP, Example, SkipSample, Task
 from .image_infilling import check_codes, parse_codes
+from .registry import register_task
 from .text import truncate_words
 
 __all__ = ["TextToImageTask", "TEXT_TO_IMAGE_PROMPT"]
 
-TEXT_TO_IMAGE_PROMPT = " what is the complete image? caption: {}"
+TEXT_TO_IMAGE_PROMPT = " what is the complete image? caption: {caption}"
 
 
+@register_task(aliases=("image_gen",))
 class TextToImageTask(Task):
     name = "text_to_image"
+    prompts = {"en": TEXT_TO_IMAGE_PROMPT}
+    text_fields = ("caption",)
+    # 24 samples of 32x32=1024 VQGAN codes, top-k 256, codes only
+    decoding = {
+        "strategy": "sampling",
+        "beam_size": 24,
+        "sampling_topk": 256,
+        "temperature": 1.0,
+        "min_len": 1024,
+        "max_len_b": 1024,
+        "constraint_range": OFA_CODE_RANGE,
+        "gen_code": True,
+        "seed": 42,
+    }
     metrics = ()
     group = OTHER_GROUP
-    prompt = TEXT_TO_IMAGE_PROMPT
     defaults = {
         "caption_field": "caption",
         "codes_field": "codes",
@@ -70,7 +86,7 @@ class TextToImageTask(Task):
         meta: dict[str, Any] = {"reference": codes or None, "caption": caption}
         example = self.seq2seq_example(
             sample,
-            self.prompt.format(caption),
+            self.prompt.format(caption=caption),
             self.tokenizer.codes_to_ids(codes),
             code_mask=True,
             constraint="codes",
@@ -79,6 +95,14 @@ class TextToImageTask(Task):
         if train and self.code_input_noise > 0:
             self.corrupt_input_codes(example, self.code_input_noise, rng)
         return example
+
+    def caption_text(self, text: str) -> str:
+        """A user's caption as training writes it (first ``max_src_words`` words, lower case)."""
+        caption = truncate_words(text, self.cfg["max_src_words"])
+        return caption.lower() if self.cfg["lowercase"] else caption
+
+    def instruction(self, text: str | None = None) -> str:
+        return self.prompt.format(caption=self.caption_text(text or ""))
 
     def corrupt_input_codes(self, example: Example, share: float, rng) -> None:
         """Replace each teacher-forced input code (``prev_output`` after BOS; the targets stay) with a random code
@@ -94,9 +118,7 @@ class TextToImageTask(Task):
 
     def generation_config(self) -> GenerationConfig:
         n = self.num_codes
-        return self.make_generation_config(
-            "text_to_image", min_len=n, max_len_b=n, constraint_range=self.tokenizer.code_range
-        )
+        return self.decoding_config(min_len=n, max_len_b=n, constraint_range=self.tokenizer.code_range)
 
     def parse_prediction(self, tokens, example: Example | None = None) -> list[int]:
         return parse_codes(self, tokens)

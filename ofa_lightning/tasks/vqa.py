@@ -26,18 +26,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.generation import GenerationConfig
-
 from .base import Example, SkipSample
 from .common import ImageTask, answer_confidences, best_answer
+from .registry import register_task
 from .text import pre_question
 
 __all__ = ["VQATask"]
 
 
+@register_task(aliases=("vqa_gen",))
 class VQATask(ImageTask):
     name = "vqa"
+    prompts = {"en": " {question}"}
+    text_fields = ("question", "answers")
     metrics = ("vqa_acc",)
+    # beam search: question as forced prefix, trie over the candidate answers
+    decoding = {"beam_size": 5, "normalize_scores": False, "temperature": 1.0}
+    decoding_presets = {
+        "vqa_beam": decoding,
+        # zero-shot VQA on a pretrained checkpoint (evaluate_vqa_zeroshot.sh)
+        "vqa_zero_shot": {"beam_size": 20, "normalize_scores": False, "zero_shot": True},
+    }
     inference = "candidates"
     defaults = {
         "max_src_words": 128,
@@ -69,7 +78,7 @@ class VQATask(ImageTask):
             question += "?"
         if not question.strip("? "):
             raise SkipSample("empty text", "question", "nothing left after cleaning")
-        text = f" {question}"
+        text = self.prompt.format(question=question)
         if self.cfg["add_object"]:
             objects = sample.get(self.cfg["objects_field"])
             if isinstance(objects, str):
@@ -114,8 +123,8 @@ class VQATask(ImageTask):
             decoder_prompt=prompt,
         )
 
-    def generation_config(self) -> GenerationConfig:
-        return self.make_generation_config("vqa")
+    def instruction(self, text: str | None = None) -> str:
+        return self.question_text({"question": text or ""})
 
     def parse_prediction(self, tokens, example: Example | None = None) -> str:
         return self.decode_text(tokens)

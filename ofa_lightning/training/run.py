@@ -22,35 +22,20 @@ from ofa_lightning.tokenizer import OFATokenizer
 
 log = logging.getLogger(__name__)
 
-# Shard json fields that hold training text (captions, questions, answers, expressions, NLI text, corpora).
-TEXT_FIELDS = (
-    "captions",
-    "caption",
-    "question",
-    "answers",
-    "expression",
-    "hypothesis",
-    "premise",
-    "text",
-    "labels",
-    "class_name",
-    "sentence1",
-    "sentence2",
-    "article",
-    "summary",
-)
-
-
 def training_texts(datamodule, max_samples: int) -> list[str]:
-    """Text of the mixture's training shards, for training the demo's byte-level BPE."""
+    """Text of the mixture's training shards, for training the demo's byte-level BPE: the fields each source's task
+    declares (``Task.text_fields``)."""
+    from ofa_lightning.tasks import source_text_fields
+
     texts: list[str] = []
     for source in datamodule.sources:
         urls = resolve_shards(datamodule._rooted(source.shards), source.split)
+        names = source_text_fields(source.task, source.options)
         seen = 0
         for url in urls:
             for sample in iter_tar_samples(url):
                 fields = json.loads(sample["json"])
-                for name in TEXT_FIELDS:
+                for name in names:
                     value = fields.get(name)
                     if isinstance(value, str):
                         texts.append(value)

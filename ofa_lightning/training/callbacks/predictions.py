@@ -23,8 +23,9 @@ evaluation batches it sees (``on_*_batch_end``, rank 0, at most ``max_rows`` row
 ``patch_images`` row as a thumbnail (mean/std from the source task's ``normalization`` option, OFA's 0.5/0.5 by
 default), the ``input_ids`` row (decoded with the module's tokenizer into the prompt) and the box ratios of
 ``metas``. A record that has its own ``prompt`` / ``image`` / ``score`` fields wins. Rows seen by another rank have
-no image. ``score`` is per-row: the record's ``score`` if any, else VQA's soft score (``reference[prediction]``),
-box IoU for a box, exact match for a single string reference, none otherwise (captions: use the corpus metrics).
+no image. ``score`` is per-row: the record's ``score`` if any, else the source task's ``Task.row_score`` (by default
+VQA's soft score ``reference[prediction]``, box IoU for a box, exact match for a single string reference, none
+otherwise: captions have the corpus metrics).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from ofa_lightning.tasks.scoring import box_iou, is_box, row_score
+
 from ..tracking import MetricsFileLogger, logger_step
 
 __all__ = ["PredictionTables", "row_score", "box_iou", "is_box"]
@@ -56,42 +59,7 @@ _PROMPT_META = ("prompt", "question", "expression", "caption", "hypothesis", "te
 _BOX_META = ("w_ratio", "h_ratio", "image_size", "box")
 
 
-# ------------------------------------------------------------------------------------------------ scores, boxes
-def is_box(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two ``[x0, y0, x1, y1]`` boxes (0 for a NaN / empty box)."""
-    if any(math.isnan(float(v)) for v in list(a) + list(b)):
-        return 0.0
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def row_score(prediction: Any, reference: Any) -> float | None:
-    """A per-row indicator (not the task metric): VQA soft score, box IoU, or exact match; None otherwise."""
-    if reference is None:
-        return None
-    if isinstance(reference, Mapping) and isinstance(prediction, str):
-        try:
-            return float(reference.get(prediction, 0.0))
-        except (TypeError, ValueError):
-            return None
-    if is_box(reference) and is_box(prediction):
-        return box_iou(prediction, reference)
-    if isinstance(reference, str) and isinstance(prediction, str):
-        return float(prediction.strip().lower() == reference.strip().lower())
-    return None
-
-
+# ------------------------------------------------------------------------------------------------ boxes
 def _boxes_of(value: Any) -> list[tuple[list[float], str | None]]:
     """Boxes (with labels) of a grounding box or a detection list ``[{"box", "label"}]``."""
     if is_box(value):
@@ -234,11 +202,7 @@ class PredictionTables(Callback):
     def _normalization(pl_module: pl.LightningModule, source: str) -> tuple[Sequence[float], Sequence[float]]:
         from ofa_lightning.data.transforms import NORMALIZATIONS
 
-        task = None
-        finder = getattr(pl_module, "task_for", None)
-        if callable(finder):
-            task = finder(source)
-        cfg = getattr(task, "cfg", None) or {}
+        cfg = getattr(_task_of(pl_module, source), "cfg", None) or {}
         name = cfg.get("normalization", "ofa") if isinstance(cfg, Mapping) else "ofa"
         return NORMALIZATIONS.get(name, NORMALIZATIONS["ofa"])
 
@@ -287,7 +251,7 @@ class PredictionTables(Callback):
         wandb_logger = self._wandb_logger(trainer) if self.log_to_wandb else None
         tables: dict[str, Any] = {}
         for source, records in sorted(by_source.items()):
-            rows = self._rows(stage, str(source), records, tokenizer, step)
+            rows = self._rows(stage, str(source), records, tokenizer, step, pl_module)
             self._write_jsonl(stage, step, str(source), rows)
             if wandb_logger is not None:
                 try:
@@ -302,7 +266,13 @@ class PredictionTables(Callback):
         self._context[stage] = {}
 
     def _rows(
-        self, stage: str, source: str, records: Sequence[Mapping[str, Any]], tokenizer: Any, step: int
+        self,
+        stage: str,
+        source: str,
+        records: Sequence[Mapping[str, Any]],
+        tokenizer: Any,
+        step: int,
+        pl_module: Any = None,
     ) -> list[dict[str, Any]]:
         context = self._context.get(stage, {})
         usable = [r for r in records if not r.get("is_pad")]
@@ -314,13 +284,14 @@ class PredictionTables(Callback):
         order = {id(r): k for k, r in enumerate(usable)}
         chosen.sort(key=lambda r: order[id(r)])
         rows = []
+        scorer = getattr(_task_of(pl_module, source), "row_score", None) or row_score
         for k, record in enumerate(chosen):
             ctx = context.get(str(record.get("id")), {})
             references = record.get("references", record.get("reference"))
             prediction = record.get("prediction")
             score = record.get("score")
             if score is None:
-                score = row_score(prediction, references)
+                score = scorer(prediction, references)
             row = {
                 "stage": stage,
                 "step": step,
@@ -458,3 +429,9 @@ def _cell(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, default=_jsonable)
+
+
+def _task_of(pl_module: Any, source: str) -> Any:
+    """The task object of an evaluation source (``pl_module.task_for``), or None."""
+    finder = getattr(pl_module, "task_for", None)
+    return finder(source) if callable(finder) else None
