@@ -92,6 +92,12 @@ def write_ckpt(model: Any, card: dict | None, out: Path) -> None:
     atomic_torch_save(data, out)
 
 
+def _image_size(card: dict | None) -> int | None:
+    """The run's image size (``data.task_options.image_size``) from a model card, when it records one."""
+    config = (card or {}).get("config") or {}
+    return ((config.get("data") or {}).get("task_options") or {}).get("image_size")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ofa-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="a LoRA adapter's base weights, when they moved from the recorded path")
     parser.add_argument("--tokenizer", help="tokenizer folder (OFA's BPE files or a saved tokenizer)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (onnx format)")
+    parser.add_argument("--image-size", type=int, help="image size of the ONNX encoder (default: the run's)")
     parser.add_argument(
         "--trust-checkpoint",
         action="store_true",
@@ -131,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from ofa_lightning.export.onnx_graphs import export_onnx
 
-            export_onnx(model, out, opset=args.opset, tokenizer=tokenizer)
+            export_onnx(
+                model, out, opset=args.opset, tokenizer=tokenizer, image_size=args.image_size or _image_size(card)
+            )
     except (UserError, FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
         print(f"ofa-export: error: {exc}", file=sys.stderr)
         return 2
