@@ -68,11 +68,13 @@ class CiderDfTable:
     def from_pickle(cls, path: str | os.PathLike, n: int = 4) -> CiderDfTable:
         """Load an OFA / self-critical.pytorch df cache: ``{'document_frequency': {ngram: df}, 'ref_len': N}``.
 
-        ``ref_len`` in those files is the raw number of images (the scorer takes its log). Unpickling runs
-        arbitrary code: only load trusted files.
+        ``ref_len`` in those files is the raw number of images (the scorer takes its log). Read with the restricted
+        unpickler (:mod:`ofa_lightning.safe_pickle`): plain data and a ``defaultdict(float)`` only; a pickle that
+        would import or call anything else is refused (``UnsafePickleError``) without running it.
         """
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+        from ofa_lightning.safe_pickle import DEFAULTDICT_OF_NUMBERS, safe_load_file
+
+        obj = safe_load_file(path, allowed_globals=DEFAULTDICT_OF_NUMBERS, encoding="latin1", errors="strict")
         if not isinstance(obj, Mapping) or "document_frequency" not in obj or "ref_len" not in obj:
             raise ValueError(f"{path}: expected a dict with 'document_frequency' and 'ref_len'")
         return cls(dict(obj["document_frequency"]), float(obj["ref_len"]), n)
