@@ -7,7 +7,7 @@ What is measured (one process, ``torch.set_num_threads(1)``, so samples/s = samp
 ours
     the per-sample path a DataLoader worker runs, through the real pieces: the shard tar is read
     (``shards.iter_tar_samples`` / ``TarIndex``), each sample is decoded (``samples.decode_sample``: JSON + JPEG
-    decode, by torchvision's libjpeg-turbo behind a PIL image, ``data/jpeg.py``), built by ``CaptionTask.build_example`` (OFA's image transform, caption cleaning, BPE of prompt
+    decode, by torchvision's libjpeg-turbo behind a PIL image, ``images/jpeg.py``), built by ``CaptionTask.build_example`` (OFA's image transform, caption cleaning, BPE of prompt
     and target) and the examples are collated into batches of 8.
 
     * ``caption-480-train``: ``MixtureStream.batches`` (the training worker loop: resampled shards, shuffle buffer,
@@ -274,7 +274,7 @@ def _reference_task(tokenizer, options: dict[str, Any]):
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    from ofa_lightning.data import transforms as T
+    from ofa_lightning import images as T
     from ofa_lightning.tasks.caption import CaptionTask
     from ofa_lightning.tasks.common import PRETRAIN_MAX_SIZE, pretrain_scales
 
@@ -336,7 +336,7 @@ def check_identical(tokenizer, urls: list[str], jpgs: list[bytes]) -> dict[str, 
     level. Also: how far the eval image is from the peer's tensor (normalised the same way)."""
     from ofa_lightning.data.samples import build_example
     from ofa_lightning.data.shards import iter_tar_samples
-    from ofa_lightning.data.transforms import image_tensor
+    from ofa_lightning.images import image_tensor
 
     raws = [raw for url in urls for raw in iter_tar_samples(url)]
     report: dict[str, Any] = {}

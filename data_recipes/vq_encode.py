@@ -3,7 +3,7 @@
 Input: a shard folder written by another recipe (its manifest names the splits and shards), e.g.
 data/shards/coco_caption; every sample with an image is read, squashed to --image-size² (LANCZOS, as OFA's
 code-generation script), and encoded with a VQ model (`ofa_lightning.vq`: a file written by
-`python -m ofa_lightning.vq.train`, or a taming checkpoint with --vq-config <its model.yaml>). The VQ model is
+`python -m ofa_lightning.training.vq_train`, or a taming checkpoint with --vq-config <its model.yaml>). The VQ model is
 loaded once per run; codes of one image are cached so that several samples of the same image (one per caption)
 encode it once. Samples the input cannot provide (no image, corrupt image, no caption) are counted skips, as in
 every recipe; the runner writes the manifest and the progress bar.

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ofa_lightning.data.transforms import Compose, Normalize, SquashResize, ToTensor
 from ofa_lightning.generation import GenerationConfig, generate
+from ofa_lightning.images import Compose, Normalize, SquashResize, ToTensor
 from ofa_lightning.model import OFAConfig, OFAModel
 from ofa_lightning.tasks import ALIASES, TASKS, build_task
 from ofa_lightning.tasks.base import Example

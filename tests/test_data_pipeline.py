@@ -469,7 +469,7 @@ def test_collate_normalises_pending_images_into_the_batch():
     """Loader-built examples carry PendingImage pixels; collating them (mixed with float and text-only rows) gives
     the batch the float examples give, to the bit. samples.build_example defers; the task called directly does not."""
     from ofa_lightning.data.samples import build_example, decode_sample
-    from ofa_lightning.data.transforms import PendingImage, image_tensor
+    from ofa_lightning.images import PendingImage, image_tensor
     from ofa_lightning.tasks.caption import CaptionTask
     from ofa_lightning.tokenizer import OFATokenizer
 

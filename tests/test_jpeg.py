@@ -1,4 +1,4 @@
-"""The loaders' JPEG route (ofa_lightning/data/jpeg.py): torchvision decodes, the image still behaves as PIL's own,
+"""The loaders' JPEG route (ofa_lightning/images/jpeg.py): torchvision decodes, the image still behaves as PIL's own,
 and nothing it feeds downstream differs from what PIL's decode gave."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ofa_lightning.data import jpeg
 from ofa_lightning.data.collate import collate_examples
-from ofa_lightning.data.jpeg import DecodedJpeg, open_image, set_fast_jpeg
 from ofa_lightning.data.samples import Skip, build_example, decode_sample
-from ofa_lightning.data.transforms import _rgb_pixels
+from ofa_lightning.images import jpeg
+from ofa_lightning.images.jpeg import DecodedJpeg, open_image, set_fast_jpeg
+from ofa_lightning.images.pixels import _rgb_pixels
 
 pytestmark = pytest.mark.skipif(not jpeg.fast_jpeg_available(), reason="torchvision cannot decode JPEGs here")
 
@@ -97,7 +97,7 @@ def test_decoded_jpeg_behaves_as_a_pil_image():
 
 
 def test_to_tensor_reads_the_decoded_pixels_with_pils_values():
-    from ofa_lightning.data.transforms import ToTensor
+    from ofa_lightning.images import ToTensor
 
     data = _jpeg(_photo(), quality=88)
     pil = Image.open(io.BytesIO(data))

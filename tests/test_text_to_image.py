@@ -187,7 +187,7 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     from data_recipes.shapes_scene import COLOURS
     from ofa_lightning.api import OFA
     from ofa_lightning.training.run import compose_config, train
-    from ofa_lightning.vq.train import load_shard_images, train_vq
+    from ofa_lightning.training.vq_train import load_shard_images, train_vq
 
     root = tmp_path / "project"
     data = root / "data" / "shapes"

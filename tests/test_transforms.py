@@ -1,4 +1,4 @@
-"""Box-aware transforms (ofa_lightning.data.transforms): every geometric op against hand-computed boxes."""
+"""Box-aware transforms (ofa_lightning.images): every geometric op against hand-computed boxes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ofa_lightning.data.transforms import (
+from ofa_lightning.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CenterCrop,
@@ -81,7 +81,7 @@ def test_shrinking_resize_matches_pillow_to_one_level(size, interp):
     """The torch uint8 fast path for shrinking RGB images stays within 1/255 of Pillow's ``Image.resize``."""
     from torchvision.transforms import InterpolationMode
 
-    from ofa_lightning.data.transforms import _resize_functional
+    from ofa_lightning.images.pixels import _resize_functional
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:480, 0:640]
@@ -351,7 +351,7 @@ def test_deferred_normalization_returns_pending_pixels_with_the_same_values():
     """Inside ``deferred_normalization`` a Compose ending in ToTensor, Normalize returns a PendingImage whose float
     image equals the normal output to the bit (SquashResize fast path and plain PIL input alike); other pipelines,
     non-RGB images and calls outside the block return float tensors as before."""
-    from ofa_lightning.data.transforms import ImageInfillingMask, PendingImage, deferred_normalization, image_tensor
+    from ofa_lightning.images import ImageInfillingMask, PendingImage, deferred_normalization, image_tensor
 
     img = Image.fromarray((np.random.RandomState(2).rand(60, 80, 3) * 255).astype(np.uint8))
     for steps in (

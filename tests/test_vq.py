@@ -7,8 +7,8 @@ import torch
 import yaml
 from PIL import Image
 
+from ofa_lightning.training.vq_train import train_vq
 from ofa_lightning.vq import VQConfig, VQModel, preprocess, to_pil
-from ofa_lightning.vq.train import train_vq
 
 # taming-transformers' published config of "VQGAN OpenImages (f=8), 8192 codes, GumbelQuantization", the tokenizer
 # shipped with OFA's image_gen checkpoint (logs/vqgan_gumbel_f8/configs/model.yaml).

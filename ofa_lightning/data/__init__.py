@@ -11,7 +11,7 @@ raw shard sample --decode (samples.py)--> (json, PIL) --Task.build_example--> Ex
 """
 
 # Lazy exports (PEP 562): importing one submodule (e.g. in a spawned DataLoader worker unpickling a dataset) does
-# not drag in Lightning, and ``ofa_lightning.tasks`` can import ``ofa_lightning.data.transforms`` without a cycle.
+# not drag in Lightning. The image transforms and JPEG decoding live in ``ofa_lightning.images`` (below ``tasks``).
 _EXPORTS = {
     "OFADataModule": "datamodule",
     "DataStatsCallback": "datamodule",

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch.utils.data import get_worker_info
 
-from ofa_lightning.data.transforms import PendingImage
+from ofa_lightning.images import PendingImage
 from ofa_lightning.tasks.base import IMAGE_TEXT_GROUP, OTHER_GROUP, Example
 
 __all__ = [

@@ -20,8 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from ofa_lightning.data.jpeg import open_image
-from ofa_lightning.data.transforms import deferred_normalization
+from ofa_lightning.images import deferred_normalization
+from ofa_lightning.images.jpeg import open_image
 from ofa_lightning.tasks.base import Example, Task
 
 __all__ = ["DataStats", "Skip", "decode_sample", "build_example", "IMAGE_EXTS"]
@@ -125,7 +125,7 @@ def _metric_name(reason: str) -> str:
 
 
 def _decode_image(data: bytes) -> Image.Image:
-    return open_image(data)  # RGB JPEGs: libjpeg-turbo straight to a tensor behind a PIL image (data/jpeg.py)
+    return open_image(data)  # RGB JPEGs: libjpeg-turbo straight to a tensor behind a PIL image (images/jpeg.py)
 
 
 def decode_sample(raw: Mapping[str, Any]) -> tuple[dict[str, Any], Image.Image | None] | Skip:

@@ -81,7 +81,7 @@ class Example:
                  carry no loss (e.g. the question prefix of VQA's ``prev_output`` prompt) hold PAD.
     image:       normalised (3, H, W) float tensor, or None for text-only tasks. Examples built by the data
                  loaders (``data.samples.build_example``) may hold a ``PendingImage`` instead (uint8 pixels whose
-                 normalisation the collate does; ``data.transforms.image_tensor`` gives the float tensor).
+                 normalisation the collate does; ``images.image_tensor`` gives the float tensor).
     weight:      per-example loss weight (OFA's "conf": VQA answer confidence, 2.0 for v2 samples …).
     code_mask:   True when the decoder runs in image-code mode (image infilling, text-to-image).
     constraint:  optional per-task constraint name ("trie", "bins", "codes") used for constrained loss.
@@ -96,7 +96,7 @@ class Example:
     source: list[int]
     prev_output: list[int]
     target: list[int]
-    image: Any = None  # torch.Tensor, data.transforms.PendingImage (loaders only) or None
+    image: Any = None  # torch.Tensor, images.PendingImage (loaders only) or None
     weight: float = 1.0
     code_mask: bool = False
     constraint: str | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from ofa_lightning.data.transforms import (
+from ofa_lightning.images import (
     CenterCrop,
     Compose,
     Normalize,

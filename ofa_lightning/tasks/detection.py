@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.data.transforms import (
+from ofa_lightning.images import (
     Compose,
     LargeScaleJitter,
     RandomHorizontalFlip,

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.data.transforms import (
+from ofa_lightning.generation import GenerationConfig
+from ofa_lightning.images import (
     Compose,
     RandomAugment,
     SquashResize,
     ToTensor,
     WithGlobalSeed,
 )
-from ofa_lightning.generation import GenerationConfig
 
 from .base import Example
 from .caption import CAPTION_PROMPT

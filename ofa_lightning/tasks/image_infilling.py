@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofa_lightning.data.transforms import Compose, ImageInfillingMask, SquashResize, ToTensor
 from ofa_lightning.generation import GenerationConfig
+from ofa_lightning.images import Compose, ImageInfillingMask, SquashResize, ToTensor
 
 from .base import OTHER_GROUP, Example, SkipSample, Task, _until_eos
 from .common import ImageTask

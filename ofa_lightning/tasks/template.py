@@ -55,8 +55,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ofa_lightning.data.transforms import Compose, ObjectCenterCrop, RandomResize, ToTensor
 from ofa_lightning.generation import GenerationConfig
+from ofa_lightning.images import Compose, ObjectCenterCrop, RandomResize, ToTensor
 from ofa_lightning.tokenizer import box_to_tokens
 
 from .base import IMAGE_TEXT_GROUP, INFERENCE_MODES, OTHER_GROUP, Example, SkipSample

@@ -5,7 +5,7 @@ f=8, 8,192-code VQGAN (OFA-Sys/OFA ``models/taming``). Plain PyTorch (no Lightni
 
     from ofa_lightning.vq import VQModel
     vq = VQModel.from_taming("vqgan/last.ckpt", "vqgan/model.yaml")   # OFA's shipped tokenizer
-    vq = VQModel.load("runs/vq/shapes_small.pt")                       # one trained by ofa_lightning.vq.train
+    vq = VQModel.load("runs/vq/shapes_small.pt")                       # one trained by ofa_lightning.training.vq_train
     codes = vq.encode(pil_image, image_size=256)                        # (1, 32, 32) int64
     image = vq.decode_to_pil(codes)[0]
 """

@@ -5,7 +5,7 @@ Presets (:meth:`VQConfig.preset`):
 ``gumbel_f8_8192``  OFA's tokenizer: taming's "VQGAN OpenImages (f=8), 8192 codes, GumbelQuantization" (``GumbelVQ``;
                     ch 128, ch_mult 1-1-2-4, 2 res blocks, attention at 32², z 256, embed 256). 256² → 32×32 codes.
 ``shapes_small``    a narrow f=8 VQ model (plain vector quantiser, 256 codes, ch 16) the kit trains on the shapes
-                    scenes in minutes on a CPU (``python -m ofa_lightning.vq.train``), so image infilling and
+                    scenes in minutes on a CPU (``python -m ofa_lightning.training.vq_train``), so image infilling and
                     text-to-image run end to end without downloaded weights.
 
 Pixels are in [-1, 1] (taming's convention); :func:`preprocess` / :func:`to_pil` convert from / to PIL images

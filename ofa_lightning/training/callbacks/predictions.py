@@ -200,7 +200,7 @@ class PredictionTables(Callback):
 
     @staticmethod
     def _normalization(pl_module: pl.LightningModule, source: str) -> tuple[Sequence[float], Sequence[float]]:
-        from ofa_lightning.data.transforms import NORMALIZATIONS
+        from ofa_lightning.images import NORMALIZATIONS
 
         cfg = getattr(_task_of(pl_module, source), "cfg", None) or {}
         name = cfg.get("normalization", "ofa") if isinstance(cfg, Mapping) else "ofa"

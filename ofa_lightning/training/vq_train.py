@@ -1,6 +1,6 @@
 """Train a small VQ image tokenizer (default preset ``shapes_small``) on the images of WebDataset shards.
 
-    python -m ofa_lightning.vq.train --shards data/shapes/shards/coco_caption --image-size 64 \
+    python -m ofa_lightning.training.vq_train --shards data/shapes/shards/coco_caption --image-size 64 \
         --steps 800 --out runs/vq/shapes_small.pt
 
 Loss: L1 + MSE reconstruction (optionally weighted towards pixels that differ from the image's background,
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .model import VQConfig, VQModel, preprocess
+from ofa_lightning.vq.model import VQConfig, VQModel, preprocess
 
 __all__ = ["train_vq", "load_shard_images", "main"]
 
@@ -164,7 +164,7 @@ def train_vq(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ofa_lightning.vq.train",
+        prog="python -m ofa_lightning.training.vq_train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
