@@ -155,3 +155,48 @@ def test_beam_search_matches_under_ofa_cn_caption_settings(pair):
     for mine, theirs in zip(hyps, ref):
         assert [h.tokens.tolist() for h in mine[:3]] == [r["tokens"].tolist() for r in theirs[:3]]
         assert abs(mine[0].score - float(theirs[0]["score"])) <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ofa-convert: OFA-CN fairseq checkpoints and ModelScope Chinese state dicts
+# ---------------------------------------------------------------------------------------------------------------
+def test_ofa_convert_imports_an_ofa_cn_fairseq_checkpoint(tmp_path, capsys):
+    import argparse
+
+    from docs_standins import fairseq_layout
+
+    from ofa_lightning.cli.convert import main as convert_main
+    from ofa_lightning.model import OFAConfig
+    from ofa_lightning.model.convert import load_converted
+
+    small = dict(d_model=96, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=192, decoder_ffn_dim=192)
+    src = OFAModel(OFAConfig.from_name("cn_base", **small)).eval()
+    raw, out = tmp_path / "ofa_cn.pt", tmp_path / "converted.pt"
+    # OFA-CN's checkpoints record bpe=bert (OFA-Sys/OFA README: "bpe=bert", bpe_dir=utils/BERT_CN_dict)
+    torch.save({"model": fairseq_layout(src), "args": argparse.Namespace(arch="ofa_base", bpe="bert")}, raw)
+    assert convert_main([str(raw), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tokenizer=ofa_bert_cn" in printed and "BERT_CN_dict" in printed
+    model = load_converted(out).eval()
+    assert model.config.vocab_size == OFA_CN_VOCAB_SIZE and model.config.resnet_type == "resnet101"
+    ids, prev, img = torch.tensor([[0, 1749, 4279, 2]]), torch.tensor([[0, 29325, 29400]]), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(ids, prev, img), src(ids, prev, img), atol=1e-6)
+
+
+@torch.no_grad()
+def test_ofa_convert_imports_a_modelscope_chinese_state_dict(pair, tmp_path, capsys):
+    from ofa_lightning.cli.convert import main as convert_main
+    from ofa_lightning.model.convert import load_converted
+
+    ms, _ = pair
+    raw, out = tmp_path / "pytorch_model.bin", tmp_path / "converted.pt"
+    torch.save(ms.state_dict(), raw)  # a ModelScope model folder's weights file
+    assert convert_main([str(raw), str(out)]) == 0
+    assert "tokenizer=ofa_bert_cn" in capsys.readouterr().out  # known by its vocabulary size
+    model = load_converted(out).eval()
+    ids, images = _chinese_batch()
+    prev = torch.tensor([[0, 2225, 4281], [0, 29325, 29800]])
+    masks = torch.tensor([True, True])
+    ref = ms(input_ids=ids, patch_images=images, patch_masks=masks, decoder_input_ids=prev).logits
+    assert (model.decode(prev, model.encode(ids, images, masks)) - ref).abs().max() <= TOL

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="where to write the converted checkpoint (.pt)")
     parser.add_argument(
         "--size",
-        choices=["tiny", "medium", "base", "large", "huge"],
+        choices=["tiny", "medium", "base", "large", "huge", "cn_base", "cn_large"],
         help="expected size (default: inferred from the tensors)",
     )
     parser.add_argument("--vocab-size", type=int, help="grow the vocabulary to this size (OFA's resize rule)")
@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report.summary())
     print(f"wrote {args.output} ({model.num_parameters()['total']:,} parameters)")
+    from ofa_lightning.tokenizer.released import RELEASED_VOCABULARIES, checkpoint_vocabulary
+
+    vocabulary = checkpoint_vocabulary(raw, model.config.vocab_size)
+    if vocabulary is not None:
+        print(f"vocabulary: {RELEASED_VOCABULARIES[vocabulary][1]}; use tokenizer={vocabulary}")
     return 0
 
 
