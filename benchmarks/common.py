@@ -109,11 +109,12 @@ def make_batch(
 
 # ------------------------------------------------------------------ models
 def build_ours(size: str, train: bool, seed: int = 0, **overrides):
-    from ofa_lightning.model import OFAModel
+    from ofa_lightning.model import OFAConfig
+    from ofa_lightning.speed import build_model
 
     torch.manual_seed(seed)
     drop = TRAIN_DROPOUT if train else EVAL_DROPOUT
-    model = OFAModel.from_name(size, **{**drop, **overrides})
+    model = build_model(OFAConfig.from_name(size, **{**drop, **overrides}))  # the default speed profile
     return model.train(train)
 
 
@@ -128,9 +129,10 @@ def build_peer(size: str, train: bool, seed: int = 0):
 def ours_from_peer(peer):
     """Our model holding exactly the peer's weights (so generation does the same work and output)."""
     from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
+    from ofa_lightning.speed import apply_speed
 
     sd = peer.state_dict()
-    return from_modelscope_state_dict(sd, infer_config(sd, **EVAL_DROPOUT)).eval()
+    return apply_speed(from_modelscope_state_dict(sd, infer_config(sd, **EVAL_DROPOUT))).eval()
 
 
 # ------------------------------------------------------------------ timing

@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         options_from_string(os.environ.get("OPTS", "default,bf16,resnet_stage_checkpoint")),
     )
     if mode == "segments":
-        import ofa_lightning.model.resnet as resnet
+        import ofa_lightning.speed.resnet as resnet
 
         resnet._run_modules = torch.compile(resnet._run_modules, dynamic=False)
     elif mode == "trunk":

@@ -390,7 +390,8 @@ def demo_data_wait(batches: int = 30, steps: int = 4, seed: int = 0) -> dict[str
     from data_recipes.shapes_pipeline import build_shapes_shards
     from ofa_lightning.data import OFADataModule
     from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
-    from ofa_lightning.model import OFAConfig, OFAModel
+    from ofa_lightning.model import OFAConfig
+    from ofa_lightning.speed import build_model
     from ofa_lightning.tokenizer import OFATokenizer
 
     conf = REPO / "conf"
@@ -464,7 +465,7 @@ def demo_data_wait(batches: int = 30, steps: int = 4, seed: int = 0) -> dict[str
         del it  # (persistent_workers=False) the workers stop with their iterator
 
         torch.manual_seed(seed)
-        model = OFAModel(OFAConfig.from_name(size, vocab_size=tokenizer.vocab_size)).train()
+        model = build_model(OFAConfig.from_name(size, vocab_size=tokenizer.vocab_size)).train()
         opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
         pad = tokenizer.pad_id
 

@@ -131,7 +131,7 @@ def flex_cpu_guards_lifted(active: bool):
         return
     import torch.nn.attention.flex_attention as fa
 
-    from ofa_lightning.model import flex
+    from ofa_lightning.speed import flex
 
     saved = fa._validate_device, flex.refuse_cpu_backward
     fa._validate_device, flex.refuse_cpu_backward = (lambda *a, **k: None), (lambda q: None)

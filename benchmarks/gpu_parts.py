@@ -33,14 +33,20 @@ def make_batch(batch: int, px: int, src: int, tgt: int, device, seed: int = 0, v
 
 
 def build(size: str, device, checkpointing: bool = False, **overrides):
-    from ofa_lightning.model import OFAModel
+    from dataclasses import fields
+
+    from ofa_lightning.model import OFAConfig
+    from ofa_lightning.speed import SpeedConfig, build_model
 
     torch.manual_seed(0)
-    kwargs = dict(
-        dropout=0.1, activation_checkpointing=checkpointing, checkpoint_resnet=checkpointing, channels_last=True
+    options = {**OVERRIDES, **overrides}  # OFAConfig fields and model.speed fields (attention_kernel, ...)
+    speed_names = {f.name for f in fields(SpeedConfig)}
+    speed = dict(
+        activation_checkpointing=checkpointing, checkpoint_resnet=str(bool(checkpointing)).lower(), channels_last=True
     )
-    model = OFAModel.from_name(size, **{**kwargs, **OVERRIDES, **overrides})
-    return model.to(device)
+    speed = SpeedConfig(**{**speed, **{k: v for k, v in options.items() if k in speed_names}})
+    config = OFAConfig.from_name(size, **{"dropout": 0.1, **{k: v for k, v in options.items() if k not in speed_names}})
+    return build_model(config, speed).to(device)
 
 
 def autocast(device):

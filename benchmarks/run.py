@@ -316,17 +316,16 @@ def bench_inference(sizes, args) -> dict:
             channels_last: bool = True, fold: bool = True, fuse: bool = True, prepack: bool = True, inplace: bool = True
         ):
             """Ours from the same weights with some of its inference defaults turned off (all on = ``ours``)."""
-            from ofa_lightning.model.linear import Linear
+            from ofa_lightning.speed import SpeedConfig, apply_speed
 
-            m = ours_from_peer(peer)
-            m.config.channels_last, m.config.fold_batchnorm_inference = channels_last, fold
-            m.configure_trunk()
-            m.encoder.embed_images.fuse_cpu = fuse  # oneDNN conv+ReLU / conv+add+ReLU in the folded trunk
-            m.encoder.embed_images.inplace_residual = inplace  # conv+add+ReLU into the shortcut's memory
-            for lin in m.modules():  # oneDNN linears with prepacked weights (ofa_lightning/model/linear.py)
-                if isinstance(lin, Linear):
-                    lin.prepack_cpu = prepack
-            return m
+            speed = SpeedConfig(
+                channels_last=channels_last,
+                fold_batchnorm=fold,
+                fused_convolutions=fuse,  # oneDNN conv+ReLU / conv+add+ReLU in the folded trunk
+                inplace_residual=inplace,  # conv+add+ReLU into the shortcut's memory
+                prepacked_linears=prepack,  # oneDNN linears with prepacked weights (ofa_lightning/speed/linear.py)
+            )
+            return apply_speed(ours_from_peer(peer), speed).eval()
 
         def encode_with(m):
             return lambda: m.encode(batch.input_ids, batch.patch_images, batch.patch_masks)

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from common import PAD, Batch
 
-from ofa_lightning.model.fused_ce import fused_smoothed_ce
-from ofa_lightning.model.resnet import STAGE_SEGMENT_BLOCKS
+from ofa_lightning.speed.config import STAGE_SEGMENT_BLOCKS
+from ofa_lightning.speed.fused_ce import fused_smoothed_ce
 
 LR = 1e-5
 
@@ -83,14 +83,17 @@ def options_from_string(spec: str) -> TrainOptions:
 
 
 def prepare_ours(model, opts: TrainOptions):
-    """Apply the model-side switches through the model's own config options
-    (``channels_last``, ``checkpoint_resnet``: see ``ofa_lightning/model/resnet.py``); returns the model."""
-    model.config.channels_last = opts.channels_last
-    model.config.checkpoint_resnet = "stages" if opts.resnet_stage_checkpoint else opts.resnet_checkpoint
-    model.config.activation_checkpointing = opts.layer_checkpoint
-    model.config.checkpoint_resnet_segments = [1, 2, 3] if opts.fine_segments else list(STAGE_SEGMENT_BLOCKS)
-    model.configure_trunk()
-    return model
+    """Apply the model-side switches through the model's speed config (``model.speed``: ``channels_last``,
+    ``checkpoint_resnet``, ...; see ``ofa_lightning/speed``) on top of the default profile; returns the model."""
+    from ofa_lightning.speed import SpeedConfig, apply_speed
+
+    speed = SpeedConfig(
+        channels_last=opts.channels_last,
+        checkpoint_resnet="stages" if opts.resnet_stage_checkpoint else str(bool(opts.resnet_checkpoint)).lower(),
+        activation_checkpointing=opts.layer_checkpoint,
+        checkpoint_resnet_segments=[1, 2, 3] if opts.fine_segments else list(STAGE_SEGMENT_BLOCKS),
+    )
+    return apply_speed(model, speed)
 
 
 def make_optimizer(params, fused: bool = False) -> torch.optim.Optimizer:

@@ -27,6 +27,7 @@ from PIL import Image
 from ofa_lightning.generation import GenerationConfig, generate
 from ofa_lightning.images import Compose, Normalize, SquashResize, ToTensor
 from ofa_lightning.model import OFAConfig, OFAModel
+from ofa_lightning.speed import apply_speed
 from ofa_lightning.tasks import ALIASES, TASKS, build_task
 from ofa_lightning.tasks.base import Example
 from ofa_lightning.tokenizer import OFATokenizer
@@ -55,13 +56,17 @@ class OFA:
         device: str | torch.device = "cpu",
         prompt_types: dict[str, str] | None = None,
         tasks: dict[str, Any] | None = None,
+        speed: Any = None,
     ):
         if model.config.vocab_size != tokenizer.vocab_size:
             raise ValueError(
                 f"model vocabulary {model.config.vocab_size} != tokenizer vocabulary "
                 f"{tokenizer.vocab_size}: wrong tokenizer for this checkpoint"
             )
-        self.model = model.to(device).eval()
+        # the fast paths (ofa_lightning.speed): ``speed`` if given, else the model's own, else the default profile
+        self.model = (
+            apply_speed(model, speed if speed is not None else getattr(model, "speed_config", None)).to(device).eval()
+        )
         self.tokenizer = tokenizer
         #: input size for every image task (None: each task's own, as trained)
         self.image_size = image_size

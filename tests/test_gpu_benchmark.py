@@ -105,7 +105,7 @@ def test_dry_run_variants_parity_and_capacity(dry, gpu):
     import torch.distributed as dist
     import torch.nn.attention.flex_attention as fa
 
-    from ofa_lightning.model import flex
+    from ofa_lightning.speed import flex
 
     assert gpu.OVERRIDES == {} and not dist.is_initialized()
     q = torch.zeros(1, 1, 1, 1, requires_grad=True)

@@ -24,8 +24,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_lightning.generation import GenerationConfig, Trie, generate, score_candidates
-from ofa_lightning.model import OFAModel
+from ofa_lightning.model import OFAConfig
 from ofa_lightning.model.outputs import DecoderCache, select_rows
+from ofa_lightning.speed import SpeedConfig, build_model
 
 PAD, BOS, EOS = 1, 0, 2
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ SMALL = dict(
 @pytest.fixture(scope="module")
 def model(one_thread):
     torch.manual_seed(0)
-    return OFAModel.from_name("tiny", **SMALL).eval()
+    return build_model(OFAConfig.from_name("tiny", **SMALL)).eval()
 
 
 def text_batch(b: int = 3, length: int = 7, seed: int = 0):
@@ -200,8 +201,8 @@ def test_select_rows_equals_index_select_for_strided_and_single_rows():
 @pytest.fixture(scope="module")
 def trunk_models(one_thread):
     torch.manual_seed(0)
-    folded = OFAModel.from_name("tiny", **SMALL)
-    plain = OFAModel.from_name("tiny", **{**SMALL, "fold_batchnorm_inference": False})
+    folded = build_model(OFAConfig.from_name("tiny", **SMALL))
+    plain = build_model(OFAConfig.from_name("tiny", **SMALL), SpeedConfig(fold_batchnorm=False))
     plain.load_state_dict(folded.state_dict())
     # non-trivial BatchNorm statistics and affine parameters
     with torch.no_grad():
@@ -242,7 +243,7 @@ def test_batchnorm_folding_matches_and_follows_weight_changes(trunk_models):
 
 
 def test_fused_cpu_convolutions_equal_the_plain_folded_trunk(trunk_models, monkeypatch):
-    from ofa_lightning.model.resnet import OFAResNet
+    from ofa_lightning.speed.resnet import FastResNet as OFAResNet
 
     folded, _ = trunk_models
     trunk = folded.encoder.embed_images
@@ -281,7 +282,7 @@ def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffe
     """The folded trunk's conv + add + ReLU writes into the shortcut's memory (no fresh output): same values as the
     out-of-place kernel, the caller's images untouched, and really in place (the output shares the shortcut's
     storage)."""
-    import ofa_lightning.model.resnet as resnet
+    import ofa_lightning.speed.resnet as resnet
 
     folded, _ = trunk_models
     trunk = folded.encoder.embed_images
@@ -314,9 +315,9 @@ def test_inplace_residual_kernel_equals_out_of_place_and_writes_only_trunk_buffe
 @pytest.mark.parametrize("mode,segments", [(True, [8, 8, 8]), ("stages", [8, 8, 8]), ("stages", [1, 2, 3])])
 def test_resnet_checkpointing_keeps_loss_gradients_and_bn_statistics(one_thread, mode, segments):
     torch.manual_seed(0)
-    a = OFAModel.from_name("tiny", **SMALL).train()
-    b = OFAModel.from_name(
-        "tiny", **{**SMALL, "checkpoint_resnet": mode, "checkpoint_resnet_segments": segments}
+    a = build_model(OFAConfig.from_name("tiny", **SMALL)).train()
+    b = build_model(
+        OFAConfig.from_name("tiny", **SMALL), SpeedConfig(checkpoint_resnet=mode, checkpoint_resnet_segments=segments)
     ).train()
     assert len(b.encoder.embed_images._segments()) == (4 if segments == [8, 8, 8] else 1 + 3 + 2 + 2)
     b.load_state_dict(a.state_dict())
@@ -351,29 +352,32 @@ def saved_bytes(fn) -> int:
 
 
 def test_resnet_checkpoint_modes_keep_fewer_tensors(one_thread):
-    from ofa_lightning.model.resnet import build_resnet, checkpoint_mode
+    from ofa_lightning.model.resnet import build_resnet
+    from ofa_lightning.speed.config import checkpoint_mode
+    from ofa_lightning.speed.resnet import FastResNet
 
     torch.manual_seed(0)
     trunk = build_resnet("resnet50").train()
+    trunk.__class__ = FastResNet  # what apply_speed does to the model's trunk
     images = torch.randn(2, 3, 64, 64)
     kept = {}
     for mode in ("off", "blocks", "stages"):
-        trunk.configure(checkpoint=mode)
+        trunk.checkpoint_mode = mode
         kept[mode] = saved_bytes(lambda: trunk.forward_features(images))
     # off keeps every activation; blocks keeps the stem's activations and each bottleneck's input; stages keeps the
     # image and the inputs of stages 1, 2 and 3 only (the stem's output, then stage 1's and stage 2's)
     assert kept["stages"] < kept["blocks"] / 2 < kept["off"] / 4, kept
     assert kept["stages"] <= images.nbytes + 2 * 64 * 16 * 16 * 4 + 2 * 256 * 16 * 16 * 4 + 2 * 512 * 8 * 8 * 4
     assert [len(s) for s in trunk._segments()] == [4, 3, 4, 6]  # stem (conv, bn, act, pool) | 3 | 4 | 6 blocks
-    trunk.configure(checkpoint="stages", segments=[1, 2, 3])  # finer: more segment inputs kept, smaller segments
+    trunk.segment_sizes = (1, 2, 3)  # finer: more segment inputs kept, smaller segments
     assert [len(s) for s in trunk._segments()] == [4, 1, 1, 1, 2, 2, 3, 3]
     assert kept["stages"] < saved_bytes(lambda: trunk.forward_features(images)) < kept["blocks"]
     for bad in ([1, 2], [0, 1, 1], [1.5, 2, 3], "123"):
         with pytest.raises(ValueError, match="checkpoint_resnet_segments must be three positive integers"):
-            OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet_segments": bad})
+            SpeedConfig(checkpoint_resnet_segments=bad)
     assert [checkpoint_mode(v) for v in (True, False, "stages", "none")] == ["blocks", "off", "stages", "off"]
     with pytest.raises(ValueError, match="checkpoint_resnet must be one of"):
-        OFAModel.from_name("tiny", **{**SMALL, "checkpoint_resnet": "layers"})
+        SpeedConfig(checkpoint_resnet="layers")
 
 
 def test_cpu_low_precision_training_attention(one_thread, monkeypatch):
@@ -381,7 +385,7 @@ def test_cpu_low_precision_training_attention(one_thread, monkeypatch):
     scores and probabilities to fp32 for the backward); without autograd SDPA runs; both compute the same sum."""
     import torch.nn.functional as F
 
-    from ofa_lightning.model import attention as A
+    from ofa_lightning.speed import attention as A
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))
@@ -391,7 +395,8 @@ def test_cpu_low_precision_training_attention(one_thread, monkeypatch):
         torch.testing.assert_close(A.reduced_precision_attention(q, k, v, b, 0.0, 0.3), want)
 
     torch.manual_seed(0)
-    layer = A.Attention(32, 4).train()
+    layer = A.SpeedAttention(32, 4).train()
+    layer.lean_cpu = True  # the speed switch lean_cpu_attention
     x = torch.randn(2, 48, 32, requires_grad=True)  # long enough for the (B, H, T, T) scores to dominate
     pos_bias = torch.randn(2, 4, 48, 48, requires_grad=True)  # learned position bias: SDPA has to take its math path
     calls = []
@@ -506,6 +511,7 @@ def test_relative_bias_lookup_backward_is_one_index_add():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from ofa_lightning.model.encoder import relative_bias
+    from ofa_lightning.speed.lookups import IndexAddBucketLookup
 
     class Ops(TorchDispatchMode):
         def __init__(self):
@@ -520,7 +526,7 @@ def test_relative_bias_lookup_backward_is_one_index_add():
     text, image = torch.nn.Embedding(7, 3), torch.nn.Embedding(11, 3)
     index = torch.randint(0, 19, (1, 9, 9), generator=g)  # 19 = 7 + 11 + the zero row
     upstream = torch.randn(1, 3, 9, 9, generator=g)
-    out = relative_bias(index, text, image)
+    out = relative_bias(index, text, image, lookup=IndexAddBucketLookup())
     with Ops() as ops:
         (out * upstream).sum().backward()
     assert "embedding_dense_backward.default" not in ops.names and "index_add_.default" in ops.names
@@ -538,7 +544,7 @@ def test_prepacked_cpu_linear_matches_f_linear_and_follows_weight_changes(one_th
 
     import torch.nn.functional as F
 
-    from ofa_lightning.model.linear import Linear
+    from ofa_lightning.speed.linear import PrepackedLinear as Linear
 
     torch.manual_seed(0)
     lin = Linear(16, 24).eval()
@@ -587,7 +593,7 @@ def test_model_package_imports_no_training_stack():
     import sys
 
     code = (
-        "import sys, ofa_lightning.model, ofa_lightning.model.fused_ce; "
+        "import sys, ofa_lightning.model, ofa_lightning.speed.seam, ofa_lightning.speed.fused_ce; "
         "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'hydra') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -274,6 +274,9 @@ def hydra_command(config_name: str, task: Callable[[Any], Any], prog: str) -> Ca
         import hydra
 
         from ofa_lightning.paths import CONF_DIR
+        from ofa_lightning.speed import register_model_schema  # the model group's schema (no torch import)
+
+        register_model_schema()
 
         sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
         entry = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)

@@ -2,12 +2,13 @@
 ``ofa_*_architecture``).
 
 Every architectural switch lives here so that a checkpoint's shape can be
-described by a config alone, litgpt-style: ``OFAConfig.from_name("tiny")``.
+described by a config alone, litgpt-style: ``OFAConfig.from_name("tiny")``. How fast the model runs (fused
+kernels, checkpointing, ...) is no part of it: ``ofa_lightning.speed`` (``model.speed`` in the configs).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # OFA's vocabulary: 4 specials + 50,260 BPE entries (dict.txt) + <mask> + 8,192 codes + 1,000 bins.
@@ -66,23 +67,6 @@ class OFAConfig:
     # --- over-long text ---------------------------------------------------
     # "truncate": keep the first max positions (with a logged warning); "error": refuse.
     overlong_text: str = "error"
-    # --- efficiency switches (no effect on the maths) --------------------
-    activation_checkpointing: bool = False
-    # recompute the ResNet forward in the backward pass (BN statistics still updated once): false | "blocks"
-    # (= true: keep each bottleneck's input) | "stages" (keep only a few segment inputs; least memory, same time)
-    checkpoint_resnet: bool | str = False
-    # "stages": the most blocks of stages 1, 2, 3 per recomputed segment. (1, 2, 3) holds ~45 MB less for OFA-Tiny
-    # when activation_checkpointing is on too (the trunk's backward is then the peak); more otherwise
-    checkpoint_resnet_segments: list[int] = field(default_factory=lambda: [8, 8, 8])
-    channels_last: bool = (
-        True  # ResNet weights/activations in NHWC (faster oneDNN/cuDNN convolutions; fp32 rounding only)
-    )
-    fold_batchnorm_inference: bool = (
-        True  # eval + no-grad: BatchNorm folded into the convolutions (cached; fp32 rounding)
-    )
-    # encoder self-attention: "sdpa" (dense (B, H, S, S) float mask; every device) | "flex" (FlexAttention forms the
-    # position biases and padding inside the kernel: GPU training; no CPU backward, no attention dropout; model/flex.py)
-    attention_kernel: str = "sdpa"
 
     @property
     def head_dim(self) -> int:
@@ -129,7 +113,8 @@ class OFAConfig:
         if unknown:
             raise ValueError(f"unknown OFAConfig fields {unknown}; known: {sorted(known)}")
         if base is not None:
-            return cls.from_name(base, **data)
+            name = data.pop("name", base)
+            return replace(cls.from_name(base, **data), name=name)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

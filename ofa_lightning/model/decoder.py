@@ -16,18 +16,13 @@ from the bucket tables instead of being rebuilt.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .config import OFAConfig, ramp
-from .dropout import Dropout
-from .encoder import padding_bias, relative_bias, split_heads
+from .encoder import BucketLookup, padding_bias, relative_bias, split_heads
 from .layers import DecoderLayer
-from .linear import Linear
 from .outputs import DecoderCache, EncoderOutput, select_rows
 from .positions import code_position_ids, image_bucket_from_coords, num_image_buckets, token_bucket_matrix
 
@@ -43,14 +38,14 @@ class Decoder(nn.Module):
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, d)
         self.pos_ln = nn.LayerNorm(d)
         self.image_pos_ln = nn.LayerNorm(d)
-        self.self_pos_q_linear = Linear(d, d)
-        self.self_pos_k_linear = Linear(d, d)
-        self.cross_pos_q_linear = Linear(d, d)
-        self.cross_pos_k_linear = Linear(d, d)
+        self.self_pos_q_linear = nn.Linear(d, d)
+        self.self_pos_k_linear = nn.Linear(d, d)
+        self.cross_pos_q_linear = nn.Linear(d, d)
+        self.cross_pos_k_linear = nn.Linear(d, d)
         self.pos_scaling = float(d / heads * cfg.attn_scale_factor) ** -0.5
         self.layernorm_embedding = nn.LayerNorm(d)
         self.code_layernorm_embedding = nn.LayerNorm(d)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
         rates = ramp(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(
             DecoderLayer(
@@ -66,6 +61,7 @@ class Decoder(nn.Module):
             for i in range(cfg.decoder_layers)
         )
         self.layer_norm = nn.LayerNorm(d)
+        self.bucket_lookup = BucketLookup()
         self.num_text_buckets = 2 * cfg.token_bucket_size - 1
         self.num_image_buckets = num_image_buckets(cfg.image_bucket_size)
         self.token_rel_pos_table_list = nn.ModuleList(
@@ -167,9 +163,8 @@ class Decoder(nn.Module):
         new_self_kv = []
         cached_cross = cache is not None and len(cache.cross_kv) == len(self.layers)
         for i, layer in enumerate(self.layers):
-            bias = base + relative_bias(
-                rel_index, self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i], base.dtype
-            )
+            text_table, image_table = self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i]
+            bias = base + relative_bias(rel_index, text_table, image_table, base.dtype, self.bucket_lookup)
             if cached_cross:
                 ck, cv = cache.cross_kv[i]
             else:
@@ -177,10 +172,7 @@ class Decoder(nn.Module):
                 if cache is not None:
                     cache.cross_kv.append((ck, cv))
             past = cache.self_kv[i] if cache is not None and cache.self_kv else None
-            if self.cfg.activation_checkpointing and self.training and cache is None:
-                x, kv = checkpoint(layer, x, bias, ck, cv, cross_bias, None, use_reentrant=False)
-            else:
-                x, kv = layer(x, bias, ck, cv, cross_bias, past)
+            x, kv = layer(x, bias, ck, cv, cross_bias, past)
             new_self_kv.append(kv)
         if cache is not None:
             cache.self_kv = new_self_kv
@@ -237,48 +229,11 @@ class Decoder(nn.Module):
             raise ValueError(f"target sequence of {end} tokens exceeds the decoder's {limit} positions")
 
     def project(self, hidden: Tensor, vocab_ids: Tensor | None = None) -> Tensor:
-        """Output projection tied to the token embedding (no bias); ``vocab_ids``: only those columns.
-
-        Without autograd on an AMD CPU and for few rows (beam search, scoring) it computes
-        ``(W @ h.T).T``: the same products, but there MKL's sgemm (which takes a non-AVX-512
-        path on non-Intel CPUs) runs this orientation of the (rows × d) @ (d × 59,457) product
-        about 1.5× faster. The result is a transposed view (strides (1, rows)). Elsewhere, and
-        in training, ``F.linear``: on an Intel CPU (MKL's own path) it is as fast and its
-        contiguous rows spare the log-softmax that follows a transposed copy (OFA-Tiny beam
-        search 0.94 → 0.88 s per batch on an Intel CPU).
-        """
+        """Output projection tied to the token embedding (no bias); ``vocab_ids``: only those columns."""
         weight = self.embed_tokens.weight
         if vocab_ids is not None:
             weight = weight.index_select(0, vocab_ids)
-        if (
-            hidden.device.type == "cpu"
-            and not torch.is_grad_enabled()
-            and hidden.dim() >= 2
-            and 0 < hidden.numel() // hidden.shape[-1] <= _SMALL_PROJECTION_ROWS
-            and hidden.dtype == weight.dtype
-            and transposed_projection_helps()
-        ):
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            return (weight @ flat.T).T.view(*hidden.shape[:-1], weight.shape[0])
         return F.linear(hidden, weight)
-
-
-_SMALL_PROJECTION_ROWS = 512  # rows up to which the no-grad CPU projection uses the (W @ h.T).T orientation
-
-
-@functools.lru_cache(maxsize=1)
-def transposed_projection_helps() -> bool:
-    """True on AMD x86 CPUs, where MKL's sgemm takes its non-AVX-512 path and the (W @ h.T).T orientation wins
-    (see :meth:`Decoder.project`). Decided once per process from the CPU vendor, so a machine always runs the same
-    orientation (the two differ in fp32 summation order)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return "AuthenticAMD" in line
-    except OSError:
-        pass
-    return False
 
 
 def _repeat_group(rows: Tensor, n: int) -> int:

@@ -14,13 +14,9 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .config import OFAConfig, ramp
-from .dropout import Dropout
-from .flex import FlexScores
 from .layers import EncoderLayer
-from .linear import Linear
 from .outputs import EncoderOutput
 from .positions import image_bucket_from_coords, image_position_ids, num_image_buckets, token_bucket_matrix
 from .resnet import TRUNK_CHANNELS, build_resnet
@@ -40,22 +36,33 @@ def padding_bias(padding_mask: Tensor, dtype: torch.dtype = torch.float32) -> Te
     )[:, None, None, :]
 
 
+class BucketLookup(nn.Module):
+    """Rows of one layer's relative-bias table for a bucket index: ``table[index]`` (an embedding lookup)."""
+
+    def forward(self, table: Tensor, index: Tensor) -> Tensor:
+        return F.embedding(index, table)
+
+
 def relative_bias(
-    index: Tensor, text_table: nn.Embedding, image_table: nn.Embedding, dtype: torch.dtype | None = None
+    index: Tensor,
+    text_table: nn.Embedding,
+    image_table: nn.Embedding,
+    dtype: torch.dtype | None = None,
+    lookup: nn.Module | None = None,
 ) -> Tensor:
     """Look a combined bucket index up in [text table ; image table ; zero row] → (B', H, Q, K), contiguous.
 
     Index layout: [0, 511) text buckets, [511, 511+6892) image buckets, the last row is zero
     (used for image×text blocks, which get no relative bias). ``dtype``: the dtype the attention bias is summed in
-    (under autocast the bf16 of the absolute bias), so that the (B, H, S, S) sums are not promoted to fp32 and then
-    cast again; the result is contiguous so that the sums vectorise (on a GPU these bias sums were the largest
-    kernels of a training step, benchmarks/RESULTS.md).
+    (under autocast the bf16 of the absolute bias), so that the (B, H, S, S) sums are not promoted to fp32 and cast
+    again; the result is contiguous so that the sums vectorise. ``lookup``: the module that reads the rows
+    (:class:`BucketLookup` unless given).
     """
     table = bucket_table(text_table, image_table)
-    # (B', Q, K, H) -> (B', H, Q, K) in ``dtype``: one small copy (B' is 1 unless patches are sampled per image) so
-    # that the batch-wide sums vectorise; the lookup and its backward (a row scatter-add) stay in the table's fp32
-    lookup = _BucketLookup.apply if table.device.type == "cpu" else lambda t, i: F.embedding(i, t)
-    out = lookup(table, index).permute(0, 3, 1, 2)
+    # (B', Q, K, H) -> (B', H, Q, K) in ``dtype``: one small copy (B' is 1 unless patches are sampled per image); the
+    # lookup and its backward stay in the table's fp32
+    rows = lookup(table, index) if lookup is not None else F.embedding(index, table)
+    out = rows.permute(0, 3, 1, 2)
     return out.to(dtype=dtype or out.dtype, memory_format=torch.contiguous_format)
 
 
@@ -63,31 +70,6 @@ def bucket_table(text_table: nn.Embedding, image_table: nn.Embedding) -> Tensor:
     """One layer's relative-bias rows [text ; image ; zero] (R, H), indexed by the combined bucket index."""
     zero = text_table.weight.new_zeros(1, text_table.weight.shape[1])
     return torch.cat([text_table.weight, image_table.weight, zero])
-
-
-class _BucketLookup(torch.autograd.Function):
-    """``F.embedding(index, table)`` whose backward is one ``index_add_``.
-
-    The bucket index is large (S × S, e.g. 76 k entries at 256 px) and the table small and narrow (≈7.4 k rows ×
-    heads). ``embedding_dense_backward`` on CPU scans the whole index once per 1,000-row block of the table and adds
-    one H-wide row at a time (3.1 ms per lookup for OFA-Tiny, one lookup per layer); ``index_add_`` does the same
-    sum in one pass (0.7 ms). Same result up to the order of additions within a row (fp32). CPU only: on CUDA,
-    ``index_add_`` uses atomics, which ``torch.use_deterministic_algorithms`` (Lightning's ``deterministic=True``)
-    refuses, and the embedding backward there was never a cost worth removing.
-    """
-
-    @staticmethod
-    def forward(ctx, table: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(index)
-        ctx.rows = table.shape[0]
-        return F.embedding(index, table)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (index,) = ctx.saved_tensors
-        width = grad.shape[-1]
-        table_grad = grad.new_zeros(ctx.rows, width).index_add_(0, index.reshape(-1), grad.reshape(-1, width))
-        return table_grad, None
 
 
 class Encoder(nn.Module):
@@ -98,7 +80,7 @@ class Encoder(nn.Module):
         self.num_heads = heads
         self.embed_tokens = embed_tokens
         self.embed_images = build_resnet(cfg.resnet_type, cfg.resnet_drop_path_rate, cfg.freeze_resnet_bn)
-        self.image_proj = Linear(TRUNK_CHANNELS, d)
+        self.image_proj = nn.Linear(TRUNK_CHANNELS, d)
         self.type_embedding = nn.Embedding(2, d)  # 0 text, 1 image
         self.layernorm_embedding = nn.LayerNorm(d)
         self.patch_layernorm_embedding = nn.LayerNorm(d)
@@ -106,10 +88,10 @@ class Encoder(nn.Module):
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, d)
         self.pos_ln = nn.LayerNorm(d)
         self.image_pos_ln = nn.LayerNorm(d)
-        self.pos_q_linear = Linear(d, d)
-        self.pos_k_linear = Linear(d, d)
+        self.pos_q_linear = nn.Linear(d, d)
+        self.pos_k_linear = nn.Linear(d, d)
         self.pos_scaling = float(d / heads * cfg.attn_scale_factor) ** -0.5
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
         rates = ramp(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(
             EncoderLayer(
@@ -125,6 +107,7 @@ class Encoder(nn.Module):
             for i in range(cfg.encoder_layers)
         )
         self.layer_norm = nn.LayerNorm(d)
+        self.bucket_lookup = BucketLookup()
         self.num_text_buckets = 2 * cfg.token_bucket_size - 1
         self.num_image_buckets = num_image_buckets(cfg.image_bucket_size)
         self.token_rel_pos_table_list = nn.ModuleList(
@@ -210,23 +193,19 @@ class Encoder(nn.Module):
 
         pos_q = split_heads(self.pos_q_linear(pos), self.num_heads) * self.pos_scaling
         pos_k = split_heads(self.pos_k_linear(pos), self.num_heads)
-        flex = FlexScores(pos_q, pos_k, rel_index, padding_mask) if self.cfg.attention_kernel == "flex" else None
-        if flex is None:
-            abs_bias = pos_q @ pos_k.transpose(-1, -2)  # (B|1, H, S, S), shared by all layers
-            base = abs_bias + padding_bias(padding_mask, abs_bias.dtype)
-
-        for i, layer in enumerate(self.layers):
-            text_table, image_table = self.token_rel_pos_table_list[i], self.image_rel_pos_table_list[i]
-            if flex is not None:  # the fused kernel forms the scores: no (B, H, S, S) tensor (model/flex.py)
-                bias = flex.with_table(bucket_table(text_table, image_table))
-            else:
-                bias = base + relative_bias(rel_index, text_table, image_table, base.dtype)
-            if self.cfg.activation_checkpointing and self.training:
-                x = checkpoint(layer, x, bias, use_reentrant=False)
-            else:
-                x = layer(x, bias)
+        biases = self.attention_biases(pos_q, pos_k, rel_index, padding_mask)
+        for layer, bias in zip(self.layers, biases):
+            x = layer(x, bias)
         x = self.layer_norm(x)
         return EncoderOutput(hidden=x, padding_mask=padding_mask, pos_embed=pos.expand(b, -1, -1))
+
+    def attention_biases(self, pos_q: Tensor, pos_k: Tensor, rel_index: Tensor, padding_mask: Tensor):
+        """Each layer's attention bias (B|1, H, S, S): the absolute bias ``pos_q·pos_kᵀ`` (formed once, shared by
+        all layers) + the padding mask + that layer's relative bias (a lookup of ``rel_index`` in its tables)."""
+        abs_bias = pos_q @ pos_k.transpose(-1, -2)
+        base = abs_bias + padding_bias(padding_mask, abs_bias.dtype)
+        for text_table, image_table in zip(self.token_rel_pos_table_list, self.image_rel_pos_table_list):
+            yield base + relative_bias(rel_index, text_table, image_table, base.dtype, self.bucket_lookup)
 
     def _joint_index(self, text_index: Tensor, rows: Tensor, cols: Tensor, n_img: int) -> Tensor:
         L = text_index.shape[0]

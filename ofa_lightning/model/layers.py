@@ -13,8 +13,6 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .attention import Attention
-from .dropout import Dropout
-from .linear import Linear
 
 
 class _Layer(nn.Module):
@@ -23,11 +21,11 @@ class _Layer(nn.Module):
     def __init__(self, d_model: int, ffn_dim: int, dropout: float, activation_dropout: float, drop_path: float):
         super().__init__()
         self.final_layer_norm = nn.LayerNorm(d_model)
-        self.fc1 = Linear(d_model, ffn_dim)
+        self.fc1 = nn.Linear(d_model, ffn_dim)
         self.ffn_layernorm = nn.LayerNorm(ffn_dim)
-        self.fc2 = Linear(ffn_dim, d_model)
-        self.dropout = Dropout(dropout)
-        self.activation_dropout = Dropout(activation_dropout)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = nn.Dropout(activation_dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def residual(self, x: Tensor, h: Tensor) -> Tensor:

@@ -1,4 +1,8 @@
-"""The unified OFA encoder-decoder (plain PyTorch: no Lightning, Hydra or data code)."""
+"""The unified OFA encoder-decoder (OFA paper §3; OFA-Sys/OFA ``models/ofa/unify_transformer.py``, ``OFAModel``).
+
+Plain PyTorch: no Lightning, Hydra or data code, and no machine-specific kernels. ``ofa_lightning.speed`` puts
+the fast paths in (:func:`ofa_lightning.speed.build_model`), computing the same function.
+"""
 
 from __future__ import annotations
 
@@ -23,19 +27,6 @@ class OFAModel(nn.Module):
         self.encoder = Encoder(config, embed)
         self.decoder = Decoder(config, embed)
         self.reset_parameters()
-        self.configure_trunk()
-
-    def configure_trunk(self) -> None:
-        """Apply the config's ResNet switches (``channels_last``, ``checkpoint_resnet``,
-        ``checkpoint_resnet_segments``, ``fold_batchnorm_inference``); call again after changing them on
-        ``self.config``."""
-        cfg = self.config
-        self.encoder.embed_images.configure(
-            channels_last=cfg.channels_last,
-            checkpoint=cfg.checkpoint_resnet,
-            fold_bn=cfg.fold_batchnorm_inference,
-            segments=cfg.checkpoint_resnet_segments,
-        )
 
     # ----------------------------------------------------------------- set-up
     @classmethod

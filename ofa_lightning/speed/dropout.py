@@ -1,11 +1,11 @@
-"""Dropout with a faster mask on CPU.
+"""Dropout with a faster mask on CPU (the speed switch ``fast_dropout``).
 
 ``nn.Dropout`` on CPU draws its mask with ``bernoulli_`` — one Mersenne-Twister
 draw and a float compare per element, in a serial loop — and keeps the scaled
 mask in the activation's dtype for the backward pass. In an OFA-Tiny bf16
 training step that was ~35 ms (Medium ~75 ms) of a 1.2-2.4 s step.
 
-:class:`Dropout` draws one 64-bit random integer per four elements and keeps
+:class:`FastDropout` draws one 64-bit random integer per four elements and keeps
 each element when the low 15 bits of its 16-bit lane are ≥ ``round(p·2¹⁵)``:
 about 4× less RNG work, a vectorised compare, and a 1-byte mask saved for the
 backward pass. The drop probability is therefore ``p`` rounded to a multiple of
@@ -65,7 +65,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     return _MaskedScale.apply(x, keep, scale)
 
 
-class Dropout(nn.Dropout):
+class FastDropout(nn.Dropout):
     """``nn.Dropout`` (same arguments, same state dict) with the fast CPU training mask."""
 
     def forward(self, x: Tensor) -> Tensor:

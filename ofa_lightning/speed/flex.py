@@ -1,6 +1,6 @@
-"""Encoder self-attention through FlexAttention (``model.attention_kernel=flex``): meant for GPU training.
+"""Encoder self-attention through FlexAttention (``model.speed.attention_kernel=flex``): meant for GPU training.
 
-Why. With SDPA (the default, ``attention_kernel=sdpa``) the encoder hands every layer one float mask of shape
+Why. With SDPA (the default, ``attention_kernel=sdpa``; the plain model's only path) the encoder hands every layer one float mask of shape
 (B, H, S, S): the absolute position bias, the padding mask and that layer's relative bias summed. At 480 px
 (S = 900 patches + the text) and batch 32 that is about 0.6 GB per layer in bf16, written, read and, in the
 backward pass, written again as the gradient of the learned biases and then reduced over the batch. On an H100
@@ -40,15 +40,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-KERNELS = ("sdpa", "flex")
+from ..model.encoder import Encoder, bucket_table
+
 _NEG = torch.finfo(torch.float32).min
 _compiled = None
-
-
-def check_kernel(name: str) -> str:
-    if name not in KERNELS:
-        raise ValueError(f"attention_kernel must be one of {KERNELS}, got {name!r}")
-    return name
 
 
 def _flex_attention(device: torch.device):
@@ -67,8 +62,8 @@ def refuse_cpu_backward(q: Tensor) -> None:
     """FlexAttention (PyTorch) has no CPU backward; say so before PyTorch's less specific error."""
     if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
         raise NotImplementedError(
-            "model.attention_kernel=flex cannot train on the CPU: PyTorch's FlexAttention has no CPU backward. "
-            "Use model.attention_kernel=sdpa (the default) on CPU; flex is for GPU training."
+            "model.speed.attention_kernel=flex cannot train on the CPU: PyTorch's FlexAttention has no CPU backward. "
+            "Use model.speed.attention_kernel=sdpa (the default) on CPU; flex is for GPU training."
         )
 
 
@@ -94,7 +89,7 @@ class FlexScores:
         """softmax(q·kᵀ·scaling + pos_q·pos_kᵀ + table[index] + padding)·v for (B, H, S, hd) inputs → (B, H, S, hd)."""
         if dropout_p > 0.0:
             raise ValueError(
-                f"model.attention_kernel=flex has no attention-probability dropout, but attention_dropout="
+                f"model.speed.attention_kernel=flex has no attention-probability dropout, but attention_dropout="
                 f"{dropout_p} while training; set model.attention_dropout=0 (OFA's recipes) or use attention_kernel=sdpa"
             )
         if self.table is None:
@@ -121,3 +116,13 @@ class FlexScores:
         with warnings.catch_warnings():  # "called without torch.compile()": intended off the GPU
             warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
             return fn(qa, ka, v, score_mod=score_mod, scale=1.0)
+
+
+class FlexEncoder(Encoder):
+    """The plain encoder (same parameters) whose layers get :class:`FlexScores` instead of dense biases; its
+    attention modules must be :class:`~.attention.SpeedAttention` (``apply_speed`` does both)."""
+
+    def attention_biases(self, pos_q: Tensor, pos_k: Tensor, rel_index: Tensor, padding_mask: Tensor):
+        scores = FlexScores(pos_q, pos_k, rel_index, padding_mask)
+        for text_table, image_table in zip(self.token_rel_pos_table_list, self.image_rel_pos_table_list):
+            yield scores.with_table(bucket_table(text_table, image_table))

@@ -1,7 +1,7 @@
-"""``nn.Linear`` whose CPU inference runs oneDNN with a prepacked weight.
+"""``nn.Linear`` whose CPU inference runs oneDNN with a prepacked weight (the speed switch ``prepacked_linears``).
 
 In eval mode without autograd, on CPU, in fp32 and outside autocast (evaluation,
-generation, the encoder benchmark), :class:`Linear` calls oneDNN's linear kernel
+generation, the encoder benchmark), :class:`PrepackedLinear` calls oneDNN's linear kernel
 (``torch.ops.mkldnn._linear_pointwise``, what Inductor's CPU backend emits) with
 the weight reordered once into oneDNN's blocked layout
 (``torch.ops.mkldnn._reorder_linear_weight``). ``F.linear`` goes to MKL's sgemm,
@@ -15,8 +15,7 @@ The packed weight is cached on the module and rebuilt when the weight changes
 deep copies (oneDNN's opaque tensors cannot be copied). In eval mode the cache
 costs one extra copy of the linear weights (as the folded ResNet's does for the
 trunk), which matters for CPU inference of the large sizes. Training, GPUs, autocast
-and other dtypes use ``F.linear``. ``prepack_cpu = False`` (on the class or an
-instance) turns the path off (the benchmark's A/B).
+and other dtypes use ``F.linear``.
 """
 
 from __future__ import annotations
@@ -32,10 +31,9 @@ from .onednn import onednn_cpu_ok
 log = logging.getLogger(__name__)
 
 
-class Linear(nn.Linear):
+class PrepackedLinear(nn.Linear):
     """``nn.Linear`` (same parameters and state dict) with the prepacked oneDNN inference path described above."""
 
-    prepack_cpu = True
     _broken = False  # set once if this torch build lacks the ops: F.linear from then on
     _packed: tuple | None = None  # ((data_ptr, version), packed weight)
 
@@ -45,14 +43,13 @@ class Linear(nn.Linear):
                 return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(x), self.bias, "none", [], "")
             except RuntimeError as exc:
                 log.warning("oneDNN prepacked linear unavailable (%s); using F.linear", exc)
-                Linear._broken = True
+                PrepackedLinear._broken = True
                 self._packed = None
         return F.linear(x, self.weight, self.bias)
 
     def _prepack_ok(self, x: Tensor) -> bool:
         return (
-            self.prepack_cpu
-            and not Linear._broken
+            not PrepackedLinear._broken
             and not self.training
             and not torch.is_grad_enabled()
             and self.weight.dtype == torch.float32

@@ -44,3 +44,7 @@ __all__ = [
     "seq2seq_loss",
     "stable_id",
 ]
+
+from ofa_lightning.speed import register_model_schema  # noqa: E402
+
+register_model_schema()  # conf/model/*.yaml start from it: composing the train config needs it

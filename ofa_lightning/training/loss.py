@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model.fused_ce import fused_smoothed_ce
+from ..speed.fused_ce import fused_smoothed_ce
 from .batch import K, iter_loss_groups
 from .options import Options
 
@@ -55,7 +55,9 @@ class LossConfig(Options):
     drop_worst_ratio: float = 0.0
     drop_worst_after: int = 0
     constrained: bool = True  # apply the examples' constraints ("trie", "codes", "bins") to the training logits
-    fused: bool = True  # fused, chunked criterion (model/fused_ce.py): no fp32 (N, V) copies; False = reference path
+    # fused, chunked criterion (speed/fused_ce.py): no fp32 (N, V) copies; False = reference path; None = the
+    # model's speed config (model.speed: fused_loss, on in the default profile)
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -110,7 +112,7 @@ def adjusted_label_smoothed_ce(
         weights: (N,) per-token weight (the example's confidence), multiplying the log-probs; None = 1.
         allowed: (N, V) bool, True where a token may be predicted; None = the whole vocabulary.
         drop_worst_ratio: drop this fraction of tokens with the largest loss (caller decides when it applies).
-        fused: compute it with :func:`~ofa_lightning.model.fused_ce.fused_smoothed_ce` (one autograd node, row
+        fused: compute it with :func:`~ofa_lightning.speed.fused_ce.fused_smoothed_ce` (one autograd node, row
             chunks in fp32, the gradient written in the logits' dtype; the same values to fp32 rounding) instead
             of the reference composition below, which keeps two fp32 (N, V) tensors for backward.
 

@@ -34,6 +34,7 @@ from ofa_lightning.errors import UserError
 from ofa_lightning.generation import OFA_BIN_RANGE, OFA_CODE_RANGE, range_mask
 from ofa_lightning.metrics import build_metric
 from ofa_lightning.model import OFAConfig, OFAModel
+from ofa_lightning.speed import SpeedConfig, apply_speed, speed_of
 
 from .batch import K, batch_size
 from .checkpoint_state import CheckpointStateMixin
@@ -65,7 +66,8 @@ class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
         loss: ``LossConfig`` or its mapping (label_smoothing, drop_worst_ratio, drop_worst_after, constrained).
         ema: ``EMAConfig``, its mapping, or a bool (enabled, decay, start_step, update_every, evaluate_with_ema).
         compile: ``torch.compile`` the encoder and decoder for the training loss (generation stays eager).
-        activation_checkpointing: overrides ``model.config.activation_checkpointing`` when not None.
+        speed: the model's fast paths (``ofa_lightning.speed.SpeedConfig``, its mapping or a profile name; the
+            config's ``model.speed``); None: the ``fast`` profile. Applied to the model however it was given.
         sample_patch_num: OFA's pre-training patch sampling in training. ``"task"``: the tasks' own
             ``sample_patch_num`` option when every row of the (group) batch agrees; an int: always (except for
             grouped batches' non-image-text group); None/0: never.
@@ -97,7 +99,7 @@ class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
         loss: LossConfig | Mapping[str, Any] | None = None,
         ema: EMAConfig | Mapping[str, Any] | bool | None = None,
         compile: bool = False,
-        activation_checkpointing: bool | None = None,
+        speed: SpeedConfig | Mapping[str, Any] | str | None = None,
         sample_patch_num: int | str | None = "task",
         metric_options: Mapping[str, Mapping[str, Any]] | None = None,
         eval_sources: Mapping[str, str] | None = None,
@@ -130,11 +132,12 @@ class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
             from .warm_start import load_initial_weights
 
             load_initial_weights(self.model, init_from, use_ema=init_from_ema)
-        if activation_checkpointing is not None:
-            self.model.config.activation_checkpointing = bool(activation_checkpointing)
+        apply_speed(self.model, _plain(speed))
         self.tokenizer = tokenizer
         self.optim_cfg = OptimConfig.from_any(_plain(optim))
         self.loss_cfg = LossConfig.from_any(_plain(loss))
+        if self.loss_cfg.fused is None:  # the fused criterion is one of the model's speed paths
+            self.loss_cfg.fused = speed_of(self.model).on("fused_loss")
         self.ema_cfg = EMAConfig.from_any(_plain(ema))
         self.peft_cfg = PEFTConfig.parse(_plain(peft))
         self.peft_base = str(init_from) if init_from else None
@@ -192,6 +195,7 @@ class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
         self.save_hyperparameters(
             {
                 "model_config": self.model.config.to_dict(),
+                "speed": speed_of(self.model).to_dict(),
                 "optim": self.optim_cfg.to_dict(),
                 "loss": self.loss_cfg.to_dict(),
                 "ema": self.ema_cfg.to_dict(),

@@ -96,8 +96,15 @@ def checkpoint_tokenizer(path: str | Path | None) -> OFATokenizer:
     return tokenizer
 
 
+def model_speed(cfg: DictConfig) -> dict[str, Any] | None:
+    """``model.speed``: the model's fast paths (``ofa_lightning.speed.SpeedConfig``), None for the default."""
+    speed = cfg.model.get("speed")
+    return OmegaConf.to_container(speed, resolve=True) if OmegaConf.is_config(speed) else speed
+
+
 def build_model_config(cfg: DictConfig, tokenizer: OFATokenizer) -> OFAConfig:
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("speed", None)  # how fast it runs, not what it is: applied by OFALitModule (ofa_lightning.speed)
     if model.get("vocab_size") is None:
         model["vocab_size"] = tokenizer.vocab_size
     config = OFAConfig.from_dict(model)
@@ -172,7 +179,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_config = build_model_config(cfg, tokenizer)
 
     mcfg = OmegaConf.to_container(cfg.module, resolve=True)
-    module = OFALitModule(model_config, tokenizer=tokenizer, predictions_dir=str(run_dir / "predictions"), **mcfg)
+    module = OFALitModule(
+        model_config, tokenizer=tokenizer, predictions_dir=str(run_dir / "predictions"), speed=model_speed(cfg), **mcfg
+    )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # into every checkpoint (model_card.py)
     module.run_choices = plan.choices
 
@@ -267,7 +276,9 @@ def compose_config(
     from hydra.core.global_hydra import GlobalHydra
 
     from ofa_lightning.paths import CONF_DIR, LAUNCH_DIR, search_path_override
+    from ofa_lightning.speed import register_model_schema
 
+    register_model_schema()  # the model group's schema
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -311,6 +322,7 @@ def evaluate(
         build_model_config(train_cfg, tokenizer),
         tokenizer=tokenizer,
         predictions_dir=str(out_dir / "predictions"),
+        speed=model_speed(train_cfg),
         **OmegaConf.to_container(train_cfg.module, resolve=True),
     )
     module.run_config = OmegaConf.to_container(train_cfg, resolve=True)

@@ -1,4 +1,4 @@
-"""``model.attention_kernel=flex``: the encoder's scores formed inside FlexAttention (model/flex.py).
+"""``model.speed.attention_kernel=flex``: the encoder's scores formed inside FlexAttention (speed/flex.py).
 
 The fused kernel is GPU-only (and measured by ``benchmarks/gpu.py``); here the same ``score_mod`` and augmented
 q/k run through PyTorch's eager FlexAttention reference, so these tests check the maths of the path: outputs equal
@@ -11,9 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import ofa_lightning.tasks  # noqa: F401  (the tasks register their decoding presets)
 from ofa_lightning.generation import GenerationConfig, generate
-from ofa_lightning.model import OFAConfig, OFAModel
-from ofa_lightning.model import flex as flex_module
+from ofa_lightning.model import OFAConfig
+from ofa_lightning.speed import SpeedConfig, build_model
+from ofa_lightning.speed import flex as flex_module
 
 PAD = 1
 SMALL = dict(
@@ -33,8 +35,9 @@ SMALL = dict(
 
 def pair(dtype=torch.float64, **extra):
     torch.manual_seed(0)
-    dense = OFAModel.from_name("tiny", **SMALL, **extra).to(dtype)
-    flex = OFAModel.from_name("tiny", **SMALL, **extra, attention_kernel="flex").to(dtype)
+    cfg = OFAConfig.from_name("tiny", **SMALL, **extra)
+    dense = build_model(cfg).to(dtype)
+    flex = build_model(cfg, SpeedConfig(attention_kernel="flex")).to(dtype)
     flex.load_state_dict(dense.state_dict())
     return dense, flex
 
@@ -139,4 +142,4 @@ def test_flex_refuses_cpu_training_and_attention_dropout_with_a_reason(one_threa
     with torch.no_grad():  # eval: no dropout, so the kernel runs
         assert flex.eval().encode(ids, images, masks).hidden.isfinite().all()
     with pytest.raises(ValueError, match="attention_kernel must be one of"):
-        OFAConfig.from_name("tiny", attention_kernel="flash")
+        SpeedConfig(attention_kernel="flash")

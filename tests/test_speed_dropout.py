@@ -1,12 +1,15 @@
-"""The model's dropout: a faster CPU mask (``ofa_lightning/model/dropout.py``) that keeps dropout's contract."""
+"""The fast dropout (``ofa_lightning/speed/dropout.py``, speed switch ``fast_dropout``): a faster CPU mask that keeps
+dropout's contract."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ofa_lightning.model import OFAModel
-from ofa_lightning.model.dropout import Dropout, dropout, keep_mask
+from ofa_lightning.model import OFAConfig, OFAModel
+from ofa_lightning.speed import SpeedConfig, build_model
+from ofa_lightning.speed.dropout import FastDropout as Dropout
+from ofa_lightning.speed.dropout import dropout, keep_mask
 
 
 def test_keep_mask_rate_scale_and_reproducibility():
@@ -60,8 +63,8 @@ def test_dropout_edge_cases_follow_f_dropout():
     assert Dropout(0.5).eval()(x) is x
 
 
-def test_model_uses_the_fast_dropout_everywhere():
-    m = OFAModel.from_name(
+def test_fast_profile_uses_the_fast_dropout_everywhere_and_plain_none():
+    cfg = OFAConfig.from_name(
         "tiny",
         d_model=32,
         encoder_layers=1,
@@ -75,9 +78,12 @@ def test_model_uses_the_fast_dropout_everywhere():
         max_target_positions=32,
         dropout=0.1,
     )
+    m = build_model(cfg)
     drops = [mod for mod in m.modules() if isinstance(mod, torch.nn.Dropout)]
     assert drops and all(isinstance(d, Dropout) for d in drops)
     assert {d.p for d in drops} >= {0.1}
+    for model in (OFAModel(cfg), build_model(cfg, SpeedConfig(profile="plain"))):  # the plain model: nn.Dropout
+        assert {type(mod) for mod in model.modules() if isinstance(mod, torch.nn.Dropout)} == {torch.nn.Dropout}
     # training with dropout changes the output between calls, eval is deterministic
     ids = torch.tensor([[0, 10, 11, 2]])
     m.train()
