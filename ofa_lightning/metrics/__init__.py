@@ -13,6 +13,7 @@ registry name  class                                used for
 ``cider``      :class:`CIDErD`                      captioning (CIDEr-D, pycocoevalcap-equal)
 ``bleu``       :class:`BLEU`                        captioning (BLEU-1..4)
 ``rouge_l``    :class:`ROUGEL`                      captioning (ROUGE-L, beta 1.2)
+``cider_zh``   :class:`ChineseCIDErD`               Chinese captioning (MUGE; also ``bleu_zh``, ``rouge_l_zh``)
 ``vqa_acc``    :class:`VQAAccuracy`                 VQA (official 10-answer or OFA soft score)
 ``grounding``  :class:`GroundingAccuracy`           RefCOCO/+/g Acc@0.5 and mean IoU
 ``accuracy``   :class:`TextAccuracy`                SNLI-VE, ImageNet, GLUE label strings
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from .bleu import bleu_corpus, bleu_from_stats, bleu_stats
 from .caption import BLEU, ROUGEL, CaptionMetric, CIDErD
+from .chinese import ChineseBLEU, ChineseCIDErD, ChineseROUGEL, chinese_caption_tokenize
 from .cider import CiderDfTable, cider_d_scores
 from .classification import TextAccuracy, normalize_label
 from .grounding import GroundingAccuracy, grounding_iou
@@ -41,6 +43,10 @@ __all__ = [
     "BLEU",
     "CIDErD",
     "CaptionMetric",
+    "ChineseBLEU",
+    "ChineseCIDErD",
+    "ChineseROUGEL",
+    "chinese_caption_tokenize",
     "CiderDfTable",
     "GroundingAccuracy",
     "ROUGEL",
