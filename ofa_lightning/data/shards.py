@@ -227,7 +227,8 @@ def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Itera
 
     ``start`` / ``stop``: only the samples with index in ``[start, stop)`` (the members of the samples before
     ``start`` are passed over without being read into memory; reading ends at ``stop``).
-    Raises ``ShardReadError`` (after yielding what was readable) when the tar is missing, truncated or corrupt.
+    Raises ``ShardReadError`` (after yielding what was readable) when the tar is missing, truncated or corrupt (a
+    local file cut inside a member too, which ``tarfile`` would read as a shorter archive).
     """
     try:
         handle = open_url(url)
@@ -241,8 +242,12 @@ def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Itera
         # a local file is read in tarfile's seeking mode: members before ``start`` are seeked over, not read, and a
         # member is one read, not a chain of 10 KiB stream blocks joined; pipes and remote URLs must stream
         local = not (_is_pipe(url) or _is_remote(url))
+        # a local tar cut short reads as a shorter archive in seeking mode: a member reaching past the end is the cut
+        size = os.fstat(handle.fileno()).st_size if local else None
         with tarfile.open(fileobj=handle, mode="r:*" if local else "r|*") as tar:
             for member, key, ext in _sample_members(tar):
+                if size is not None and member.offset_data + member.size > size:
+                    raise ShardReadError(f"cut short inside member {member.name} ({size} bytes)")
                 if key != current_key:
                     if current is not None:
                         yield current
@@ -258,6 +263,10 @@ def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Itera
                 current[ext] = data
             else:
                 finished = True
+                if size is not None and size - tar.offset < 2 * tarfile.BLOCKSIZE and index >= 0:
+                    # no end-of-archive blocks after the last member: the file was cut (at a member boundary, or
+                    # inside a header); the samples before the last one are complete, the last may not be
+                    raise ShardReadError(f"ends without the end-of-archive blocks after {index + 1} samples")
     except (tarfile.TarError, OSError, EOFError, ShardReadError) as exc:
         raise ShardReadError(f"{url}: unreadable tar ({type(exc).__name__}: {exc})") from None
     finally:

@@ -114,6 +114,15 @@ class StreamSource:
         return getattr(self.task, "group", "image-text")
 
 
+def _readable_count(parts: list[tuple[int, int, bool]]) -> int:
+    """Samples of a damaged shard readable before the damage, from one visit's parts ``(first index, samples read,
+    failed)``: a failed part starting at 0 ends at the damage; else the damage lies after the part that failed."""
+    for first, got, failed in parts:
+        if failed and first == 0:
+            return got
+    return max(first + got for first, got, failed in parts if failed)
+
+
 class MixtureStream(IterableDataset):
     """Infinite (or ``batches_per_epoch``-long) stream of collated training batches; see the module doc."""
 
@@ -183,18 +192,31 @@ class MixtureStream(IterableDataset):
         up to that sample (when the shard's size is known; else from the start). Without the rotation every segment
         would begin at a shard's first samples, and with segments shorter than a shard (the shapes data: 64 batches
         of 16 against shards of 1,000-5,000) the samples near a shard's end would almost never be trained on.
+
+        A shard that is cut short or partly unreadable still gives every sample before the damage: the second part
+        of the rotation is read even when the first failed (a start past the cut gives nothing there), and once the
+        readable count is known the later visits of the segment draw their start among the readable samples only,
+        so they are used as evenly as any other shard's. A shard that gave nothing is not visited again in the
+        segment; the source stops with a message only when none of its shards gives one.
         """
         buffer: list[dict] = []
+        readable: dict[int, int] = {}  # shard index -> samples readable before its damage (found in this segment)
+        dead: set[int] = set()  # shards that gave no sample in this segment
         empty_in_a_row = 0
         while True:
             pick = rng.randrange(len(source.urls))
+            if pick in dead:
+                continue
             url = source.urls[pick]
             size = source.sizes[pick] if source.sizes is not None else None
+            size = readable.get(pick, size)
             start = rng.randrange(size) if size and size > 1 else 0
-            read = 0
-            try:
-                for first, stop in ((start, None), (0, start)) if start else ((0, None),):
+            read, error, counts = 0, None, []
+            for first, stop in ((start, None), (0, start)) if start else ((0, None),):
+                got = 0
+                try:
                     for raw in iter_tar_samples(url, first, stop):
+                        got += 1
                         read += 1
                         if self.shuffle_buffer <= 1:
                             yield raw
@@ -204,16 +226,29 @@ class MixtureStream(IterableDataset):
                             i = rng.randrange(len(buffer))
                             buffer[i], buffer[-1] = buffer[-1], buffer[i]
                             yield buffer.pop()
-            except ShardReadError as exc:
-                stats.skip("unreadable shard", str(exc), url)
+                except ShardReadError as exc:
+                    error = exc  # the other part of the rotation may still be readable
+                    counts.append((first, got, True))
+                else:
+                    counts.append((first, got, False))
+            if error is not None:
+                stats.skip("unreadable shard", str(error), url)
+                readable[pick] = _readable_count(counts)
+            elif size and read < size:  # cut at a member boundary: a shorter tar than its manifest says
+                stats.skip("unreadable shard", f"{read} of its {size} samples readable", url)
+                readable[pick] = read
+            elif not read:
+                stats.skip("empty shard", "the shard holds no sample", url)
+            if read:
+                empty_in_a_row = 0
             else:
-                if not read:
-                    stats.skip("empty shard", "the shard holds no sample", url)
-            empty_in_a_row = 0 if read else empty_in_a_row + 1
-            if empty_in_a_row >= max(8, 3 * len(source.urls)):
+                dead.add(pick)
+                empty_in_a_row += 1
+            if len(dead) == len(source.urls):
                 raise RuntimeError(
-                    f"source {source.name!r}: {empty_in_a_row} shards in a row gave no sample "
-                    f"(last: {url}); see the 'unreadable shard' skips"
+                    f"source {source.name!r}: none of its {len(source.urls)} shard(s) gives a sample "
+                    f"({empty_in_a_row} shards in a row gave no sample; last: {url}); see the "
+                    "'unreadable shard' / 'empty shard' skips"
                 )
 
     def examples(
