@@ -52,11 +52,26 @@ def search_path_override() -> list[str]:
     return [f"hydra.searchpath=[{quoted}]"]
 
 
+DEFERRED_RECORD_PREFIX = "ofa-hydra-"
+
+
+def deferred_record_dir(output_dir: str) -> str:
+    """The temporary folder a resume job's Hydra record (``.hydra/``) is written to until its checkpoint has loaded:
+    one per job output dir, the same on every call (Hydra reads ``hydra.output_subdir`` more than once)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+    return str(Path(tempfile.gettempdir()) / f"{DEFERRED_RECORD_PREFIX}{digest}")
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("ofa.launch_dir"):
         OmegaConf.register_new_resolver("ofa.launch_dir", lambda: str(LAUNCH_DIR))
+    if not OmegaConf.has_resolver("ofa.deferred_record_dir"):
+        OmegaConf.register_new_resolver("ofa.deferred_record_dir", deferred_record_dir)
 
 
 _register_resolvers()

@@ -73,6 +73,25 @@ def test_a_shape_changing_override_is_refused_and_the_run_dir_is_untouched(proje
     assert snapshot(run) == before  # config_resolved.yaml, .hydra/, checkpoints: nothing written
 
 
+def test_a_multirun_job_that_cannot_resume_leaves_the_run_dir_untouched(project):
+    """`-m` jobs rebuild their config from the command line: their `.hydra/` is deferred too (one temp dir per job)."""
+    run = project / "runs" / "demo" / "r"
+    before = snapshot(run)
+    done = ofa_train(
+        project,
+        "-m",
+        "experiment=demo",
+        "logger=none",
+        "resume=auto",
+        "model.encoder_layers=4",
+        f"hydra.sweep.dir={run.parent}",
+        "hydra.sweep.subdir=r",
+    )
+    assert done.returncode == 2
+    assert "model.encoder_layers: trained 1, given 4" in done.stderr.strip().splitlines()[-1]
+    assert snapshot(run) == before
+
+
 def test_resume_auto_keeps_the_runs_config_and_applies_only_the_new_overrides(project):
     run = project / "runs" / "demo" / "r"
     # the user forgot the model and data overrides of the first command, and asks for 2 more steps
@@ -155,3 +174,24 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(project
     good.unlink()
     with pytest.raises(UserError, match=r"last\.ckpt is damaged.*no other readable checkpoint"):
         prepare_resume(cfg, run)
+
+
+def test_ofa_smoke_applies_to_a_resumed_runs_rebuilt_config(project):
+    """`OFA_SMOKE=1` with `resume=auto`: the smoke values apply to the config rebuilt from the checkpoint, not only
+    to keys given on the command line."""
+    run = project / "runs" / "demo" / "r"
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", OFA_SMOKE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "ofa_lightning.cli.train", "experiment=demo", "run_name=r", "resume=auto"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = OmegaConf.load(run / "config_resolved.yaml")
+    assert saved.data.eval.max_samples == 2 and saved.data.num_workers == 0  # smoke values, none typed
+    assert saved.model.encoder_layers == 1  # the run's own config otherwise
+    before = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert saved.trainer.max_steps == before  # the smoke run is 2 steps more than the checkpoint it resumed

@@ -85,10 +85,11 @@ def smoke_enabled() -> bool:
     return _env_true(SMOKE_ENV)
 
 
-def apply_smoke(cfg, config_name: str) -> None:
-    """Turn a composed ``train`` / ``eval`` / ``predict`` config into its smoke run, in place: 2 optimizer steps,
-    micro batches of 2, no loader workers, 2 evaluated samples per split, a checkpoint every step, W&B offline.
-    The model, data, tasks and everything else the user chose are kept."""
+def apply_smoke(cfg, config_name: str, resumed_step: int = 0) -> None:
+    """Turn a composed ``train`` / ``eval`` / ``predict`` config into its smoke run, in place: 2 optimizer steps
+    (2 more than ``resumed_step`` for a resumed run), micro batches of 2, no loader workers, 2 evaluated samples per
+    split, a checkpoint every step, W&B offline. The model, data, tasks and everything else the user chose are
+    kept."""
     from omegaconf import OmegaConf, open_dict
 
     def put(node, key: str, value: Any) -> None:
@@ -101,6 +102,7 @@ def apply_smoke(cfg, config_name: str) -> None:
         if config_name == "train":
             for key, value in SMOKE_TRAIN.items():
                 put(cfg, key, value)
+            put(cfg, "trainer.max_steps", resumed_step + SMOKE_TRAIN["trainer.max_steps"])
             if OmegaConf.select(cfg, "logger.mode") in ("online", "auto"):
                 cfg.logger.mode = "offline"
         elif config_name == "eval":

@@ -9,7 +9,7 @@ Runs go to ``./runs/<task_name>/<run_name>/`` under the directory it is started 
 
 from __future__ import annotations
 
-from ofa_lightning.cli._hydra import hydra_command
+from ofa_lightning.cli._hydra import apply_smoke, hydra_command, smoke_enabled
 
 
 def run(cfg) -> float | None:
@@ -20,7 +20,9 @@ def run(cfg) -> float | None:
     # Lightning's DDP launcher starts this job's other ranks as plain runs into this job's dir (hydra_ddp.py)
     hydra_ddp.install([f"run_name={hydra_ddp.quote_override(cfg.run_name)}"])
     with hydra_ddp.job_scope():
-        metrics = train(cfg)
+        # a resumed run rebuilds its config from its checkpoint: OFA_SMOKE applies to that config too (2 more steps)
+        smoke = (lambda c, step: apply_smoke(c, "train", resumed_step=step)) if smoke_enabled() else None
+        metrics = train(cfg, smoke)
     return metrics.get(cfg.get("optimized_metric", ""), None)
 
 

@@ -41,6 +41,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ofa_lightning.errors import UserError
+from ofa_lightning.paths import DEFERRED_RECORD_PREFIX
 
 try:  # hydra is a dependency; the callback base only matters inside a Hydra app
     from hydra.experimental.callback import Callback as _HydraCallback
@@ -61,14 +62,26 @@ __all__ = [
     "hydra_overrides",
 ]
 
-HYDRA_TMP_PREFIX = "ofa-hydra-"
+HYDRA_TMP_PREFIX = DEFERRED_RECORD_PREFIX
 # tokenizer settings that do not change the vocabulary
 _TOKENIZER_FREE = {"path", "max_samples"}
 
 
 class DeferRunRecord(_HydraCallback):
     """Hydra callback: a job with ``resume`` set writes Hydra's ``.hydra/`` into a temporary folder (an absolute
-    ``hydra.output_subdir``); :func:`publish_run_record` moves it into the run dir once the checkpoint has loaded."""
+    ``hydra.output_subdir``); :func:`publish_run_record` moves it into the run dir once the checkpoint has loaded.
+    A multirun rebuilds each job's config from the command line, so there the folder is passed on as a Hydra
+    override, one folder per job output dir (``ofa.deferred_record_dir``, ofa_lightning/paths.py)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not OmegaConf.select(config, "resume", default=None) or config.hydra.get("output_subdir") is None:
+            return
+        from omegaconf import read_write
+
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.append(
+                "hydra.output_subdir='${ofa.deferred_record_dir:${hydra.runtime.output_dir}}'"
+            )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not OmegaConf.select(config, "resume", default=None) or config.hydra.get("output_subdir") is None:
@@ -85,6 +98,7 @@ class ResumePlan:
     ckpt_path: str | None = None
     tokenizer: Any = None  # the run's tokenizer from the checkpoint's model card (None: build or load as usual)
     choices: dict[str, str] | None = None  # the run's config group choices (kept in the model card)
+    step: int | None = None  # the global step of the checkpoint it continues from
 
 
 def hydra_overrides() -> tuple[list[str], dict[str, str]] | None:
@@ -233,7 +247,7 @@ def prepare_resume(
         choices = {**(saved_choices or choices or {}), **applied}
     tokenizer = card.tokenizer()
     check_shapes(data, merged, card.config, tokenizer, path)
-    return ResumePlan(merged, str(path), tokenizer, choices)
+    return ResumePlan(merged, str(path), tokenizer, choices, int(data.get("global_step") or 0))
 
 
 _CARD = "ofa_model_card"

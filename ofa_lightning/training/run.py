@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ofa_lightning.model import OFAConfig
 from ofa_lightning.tokenizer import OFATokenizer
 
 log = logging.getLogger(__name__)
+
 
 def training_texts(datamodule, max_samples: int) -> list[str]:
     """Text of the mixture's training shards, for training the demo's byte-level BPE: the fields each source's task
@@ -59,6 +61,8 @@ def build_tokenizer(cfg: DictConfig, datamodule, run_dir: Path) -> OFATokenizer:
         return OFATokenizer.load(saved)
     if tcfg.kind == "ofa_bpe":
         tokenizer = OFATokenizer.from_ofa_files(tcfg.path, num_codes=tcfg.num_codes, num_bins=tcfg.num_bins)
+    elif tcfg.kind == "ofa_bert_cn":
+        tokenizer = OFATokenizer.from_bert_files(tcfg.path, num_codes=tcfg.num_codes, num_bins=tcfg.num_bins)
     elif tcfg.kind == "checkpoint":
         tokenizer = checkpoint_tokenizer(tcfg.get("path"))
     elif tcfg.kind == "trained":
@@ -67,7 +71,9 @@ def build_tokenizer(cfg: DictConfig, datamodule, run_dir: Path) -> OFATokenizer:
             texts, bpe_vocab_size=tcfg.bpe_vocab_size, num_codes=tcfg.num_codes, num_bins=tcfg.num_bins
         )
     else:
-        raise ValueError(f"tokenizer.kind must be 'ofa_bpe', 'trained' or 'checkpoint', got {tcfg.kind!r}")
+        raise ValueError(
+            f"tokenizer.kind must be 'ofa_bpe', 'ofa_bert_cn', 'trained' or 'checkpoint', got {tcfg.kind!r}"
+        )
     tokenizer.save(saved)
     return tokenizer
 
@@ -143,8 +149,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     return callbacks
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (and test) one run; returns the final metrics. Writes everything under ``paths.output_dir``."""
+def train(cfg: DictConfig, adjust_resumed: Callable[[DictConfig, int], None] | None = None) -> dict[str, Any]:
+    """Fit (and test) one run; returns the final metrics. Writes everything under ``paths.output_dir``.
+    ``adjust_resumed(cfg, step)`` is applied to a resumed run's config rebuilt from its checkpoint (written at
+    ``step``): the command's ``OFA_SMOKE``."""
     from ofa_lightning.data import OFADataModule
     from ofa_lightning.training.module import OFALitModule
     from ofa_lightning.training.resume import (
@@ -162,6 +170,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         discard_deferred_hydra_dir()
         raise
     cfg = plan.cfg
+    if plan.ckpt_path is not None and adjust_resumed is not None:
+        adjust_resumed(cfg, plan.step or 0)
     run_dir.mkdir(parents=True, exist_ok=True)
     if plan.ckpt_path is None:  # a resumed run's record is written once its checkpoint has loaded
         publish_run_record(cfg, run_dir)
@@ -234,7 +244,9 @@ def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         keep_last = int(OmegaConf.select(cfg, "checkpoint.keep_last", default=2) or 2)
-        plugins.append(AtomicCheckpointIO(keep_last=keep_last))  # Lightning hands it to the strategy (a given instance too)
+        plugins.append(
+            AtomicCheckpointIO(keep_last=keep_last)
+        )  # Lightning hands it to the strategy (a given instance too)
     kwargs["plugins"] = plugins
     return kwargs
 
@@ -327,8 +339,8 @@ def evaluate(
     )
     module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    module.on_load_checkpoint(checkpoint)  # first: an adapter-only checkpoint gets its base tensors here
     module.load_state_dict(checkpoint["state_dict"])
-    module.on_load_checkpoint(checkpoint)
     trainer = pl.Trainer(
         accelerator=train_cfg.trainer.accelerator,
         devices=1,
