@@ -188,7 +188,7 @@ def create_app(
         if warning:
             log.warning("%s", warning)
         try:
-            item = engine.prepare(ServeRequest(task, instruction, image, region))
+            item = await run_in_threadpool(engine.prepare, ServeRequest(task, instruction, image, region))
             result, batch_size = await _with_timeout(batcher.submit(task, item), request_timeout_s)
         except BadRequest:
             raise

@@ -53,6 +53,7 @@ class ServeRequest:
     image: Any = None  # PIL image (RGB) or None
     region: list[float] | None = None  # grounded_caption: [x0, y0, x1, y1] pixels of ``image``
     prompt: str = ""  # filled by ServeEngine.prepare
+    example: Any = None  # the model input (tokens + image tensor), made by ServeEngine.prepare off the model thread
 
 
 @dataclass
@@ -180,6 +181,8 @@ class ServeEngine:
         else:  # the instruction as the task's evaluation writes it
             prompt = spec.instruction(text)
         request.prompt = prompt if prompt.startswith(" ") else " " + prompt
+        if name != "text_to_image":  # tokenised and its image resized here, in the request's thread
+            request.example = self.ofa.example(spec, request.image, request.prompt)
         return request
 
     # ----------------------------------------------------------------------------------------- decoding
@@ -195,7 +198,8 @@ class ServeEngine:
             ofa = self.ofa
             spec = ofa.task(TASKS[task][0])
             pad = ofa.tokenizer.pad_id
-            batch = collate_examples([ofa.example(spec, r.image, r.prompt) for r in requests], pad_id=pad)
+            examples = [r.example if r.example is not None else ofa.example(spec, r.image, r.prompt) for r in requests]
+            batch = collate_examples(examples, pad_id=pad)
             batch = {k: v.to(ofa.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             records = predict_batch(ofa.model, spec, batch, pad)
             results = []
