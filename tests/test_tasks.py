@@ -122,6 +122,7 @@ def test_registry_and_unknown_name(tok):
         "glue",
         "gigaword",
         "text_to_image",
+        "ocr",
         "template",
     }
     assert set(TASKS) == expected

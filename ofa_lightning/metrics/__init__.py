@@ -18,6 +18,7 @@ registry name  class                                used for
 ``grounding``  :class:`GroundingAccuracy`           RefCOCO/+/g Acc@0.5 and mean IoU
 ``accuracy``   :class:`TextAccuracy`                SNLI-VE, ImageNet, GLUE label strings
 ``rouge``      :class:`RougeN`                      Gigaword ROUGE-1/2/L
+``ocr``        :class:`OCRScores`                   text recognition (exact match, 1 - normalised edit distance)
 =============  ===================================  ==========================================
 """
 
@@ -29,6 +30,7 @@ from .chinese import ChineseBLEU, ChineseCIDErD, ChineseROUGEL, chinese_caption_
 from .cider import CiderDfTable, cider_d_scores
 from .classification import TextAccuracy, normalize_label
 from .grounding import GroundingAccuracy, grounding_iou
+from .ocr import OCRScores
 from .official import official_caption_scores
 from .registry import METRICS, build_metric, register_metric
 from .rouge_l import rouge_l_scores
@@ -49,6 +51,7 @@ __all__ = [
     "chinese_caption_tokenize",
     "CiderDfTable",
     "GroundingAccuracy",
+    "OCRScores",
     "ROUGEL",
     "RougeN",
     "TextAccuracy",

@@ -62,6 +62,7 @@ BUILTIN_MODULES = (
     "glue",
     "gigaword",
     "text_to_image",
+    "ocr",
     "template",
 )
 for _module in BUILTIN_MODULES:

@@ -162,7 +162,9 @@ class Task:
         "max_target_tokens": 1025,  # decoder input incl. BOS: 1024 image codes + BOS must fit
         "weight": None,  # per-example loss weight; None = the task's default_weight
         "generation": None,  # GenerationConfig field overrides (a "preset" key swaps the base preset)
-        "language": "en",  # picks the instruction of ``prompts``
+        # picks the instruction of ``prompts``; None: the tokenizer's language ("zh" for OFA-CN's vocabulary) when the
+        # task has an instruction in it, else "en" (OFA-CN runs the other tasks with their English instructions)
+        "language": None,
     }
     #: per-mode overrides of ``defaults`` for tasks with a ``mode`` option
     mode_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -193,6 +195,9 @@ class Task:
         self.candidates: list[str] | None = None
         self._candidate_seqs: list[list[int]] | None = None
         self._trie = None
+        if cfg["language"] is None:
+            language = getattr(tokenizer, "language", "en")
+            cfg["language"] = language if language in self.prompts else "en"
         if self.prompts and cfg["language"] not in self.prompts:
             raise ValueError(
                 f"task {type(self).name!r} has no {cfg['language']!r} instruction; languages: {sorted(self.prompts)}"

@@ -11,7 +11,8 @@ Source ``' which region does the text " {expression} " describe?'`` (expression
 Bins: ``round(c / max_image_size * (num_bins - 1))`` with ``max_image_size`` 512 (OFA, also for 384 crops).
 Prediction: the first 4 generated tokens as bins → ``c = bin / (num_bins - 1) * 512 / ratio`` → a box in pixels
 of the *original* image (NaNs when the tokens are not 4 bins: the metric counts it invalid).
-Decoding: beam 5, exactly 4 tokens (min_len = max_len_b = 4), no_repeat_ngram 3.
+Decoding: beam 5, exactly 4 tokens (min_len = max_len_b = 4), no_repeat_ngram 3 (also OFA-CN's RefCOCO-CN,
+``run_scripts/refcoco/evaluate_refcoco_cn.sh``). ``language=zh`` (OFA-CN): ``'这段文字" {expression} "描述的是哪个区域？'``.
 
 Option ``prompt_type`` (default ``none``, OFA's RefCOCO): ``prev_output`` also gives the decoder the source as a
 forced prefix, as OFA's VQA does; the loss stays on the 4 bins + EOS and evaluation forces the prefix, then decodes
@@ -31,9 +32,10 @@ from .common import GroundingImageTask
 from .registry import register_task
 from .text import pre_caption
 
-__all__ = ["GroundingTask", "GROUNDING_PROMPT", "parse_box_tokens"]
+__all__ = ["GroundingTask", "GROUNDING_PROMPT", "GROUNDING_PROMPT_ZH", "parse_box_tokens"]
 
 GROUNDING_PROMPT = ' which region does the text " {text} " describe?'
+GROUNDING_PROMPT_ZH = '这段文字" {text} "描述的是哪个区域？'  # OFA-CN (data/mm_data/refcoco_dataset.py, bpe=bert)
 
 
 def parse_box_tokens(task, tokens, w_ratio: float = 1.0, h_ratio: float = 1.0) -> list[float]:
@@ -49,7 +51,7 @@ def parse_box_tokens(task, tokens, w_ratio: float = 1.0, h_ratio: float = 1.0) -
 @register_task(aliases=("refcoco", "visual_grounding"))
 class GroundingTask(GroundingImageTask):
     name = "grounding"
-    prompts = {"en": GROUNDING_PROMPT}
+    prompts = {"en": GROUNDING_PROMPT, "zh": GROUNDING_PROMPT_ZH}
     text_fields = ("expression",)
     metrics = ("grounding",)
     # RefCOCO/+/g: exactly 4 bin tokens + EOS

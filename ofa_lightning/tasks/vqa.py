@@ -37,7 +37,8 @@ __all__ = ["VQATask"]
 @register_task(aliases=("vqa_gen",))
 class VQATask(ImageTask):
     name = "vqa"
-    prompts = {"en": " {question}"}
+    # OFA has no VQA instruction: the question is the source, in English and with OFA-CN's vocabulary alike
+    prompts = {"en": " {question}", "zh": " {question}"}
     text_fields = ("question", "answers")
     metrics = ("vqa_acc",)
     # beam search: question as forced prefix, trie over the candidate answers
