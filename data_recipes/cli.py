@@ -4,6 +4,7 @@ ofa-prepare --list
 ofa-prepare <recipe> --help
 ofa-prepare shapes --out raw/ --num-images 1000
 ofa-prepare coco_caption --karpathy-json raw/dataset_coco.json --images raw/images --out shards/coco_caption
+ofa-prepare my_recipes.words --input train=words.txt --out shards/words   (a recipe module of your own)
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.options import add_common_arguments
 from data_recipes.common.runner import run_recipe
-from data_recipes.registry import is_generator, load_recipes
+from data_recipes.registry import import_recipe, is_generator, is_recipe_module, load_recipes
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ofa-prepare",
         description="Convert raw public datasets into WebDataset shards of raw samples "
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--list", action="store_true", help="name every recipe with a one-line description")
     commands = parser.add_subparsers(dest="recipe", metavar="RECIPE")
-    for name, module in load_recipes().items():
+    for name, module in load_recipes(extra).items():
         sub = commands.add_parser(
             name,
             help=module.DESCRIPTION,
@@ -52,7 +53,12 @@ def list_recipes() -> str:
 
 def run(argv: Sequence[str] | None = None) -> Any:
     """Parses and runs one command; returns the manifest (or the generator's summary). Raises PrepareError."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if argv and argv[0] not in load_recipes() and is_recipe_module(argv[0]):  # a recipe module of your own
+        extra = [argv[0]]
+        argv[0] = import_recipe(argv[0]).NAME
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
     if args.list:
         print(list_recipes())
@@ -60,7 +66,7 @@ def run(argv: Sequence[str] | None = None) -> Any:
     if not args.recipe:
         parser.print_help()
         return None
-    module = load_recipes()[args.recipe]
+    module = load_recipes(extra)[args.recipe]
     if is_generator(module):
         return module.run(args)
     return run_recipe(module, args)

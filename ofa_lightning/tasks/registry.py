@@ -6,8 +6,9 @@ task class what it knows. Nothing outside a task's own module lists task names.
 ``Task.decoding_presets``) as generation presets, so ``GenerationConfig.preset("caption")`` and a task config's
 ``generation: {preset: caption_huge}`` find them.
 
-A task defined outside the kit registers the same way; a task config (``conf/task/*.yaml``) names the Python
-module that defines it with ``module:``, and :func:`build_task_from_config` imports that module first.
+A task defined outside the kit registers the same way; its task config (``conf/task/*.yaml``) names the Python
+module that defines it with ``module:``, and :func:`build_task` / :func:`build_task_from_config` import that module
+first.
 """
 
 from __future__ import annotations
@@ -89,18 +90,26 @@ def import_task_module(module: str) -> None:
         raise
 
 
-def build_task(name: str, tokenizer, **options: Any) -> Task:
+def build_task(name: str, tokenizer, /, **options: Any) -> Task:
     """Instantiate a registered task; unknown names raise ``ValueError`` listing the known ones.
 
-    ``config=<conf/task file, mapping or YAML text>`` reads the task's options from a task config (``options``
-    win over its keys), so a mixture entry can name one: ``{task: my_task, options: {config: ...}}``; the
-    config's ``module`` is imported first, and its ``name`` wins over ``name``."""
+    ``options`` may hold a whole task config (``conf/task/*.yaml``, e.g. composed into a mixture entry's options by
+    the mixture's defaults list): its ``module`` is imported first (the Python module that registers the task), and
+    its ``name`` must name the same task as ``name``. ``config=<task config file, mapping or YAML text>`` reads
+    the options from a task config instead (``options`` win over its keys; its ``name`` wins over ``name``)."""
     if "config" in options:
         cfg = _to_dict(options.pop("config"))
         cfg.update(options)
         cfg.setdefault("name", name)
         return build_task_from_config(cfg, tokenizer)
-    return task_class(name)(tokenizer, **options)
+    module = options.pop("module", None)
+    if module:
+        import_task_module(str(module))
+    declared = options.pop("name", None)
+    cls = task_class(name)
+    if declared is not None and task_class(declared) is not cls:
+        raise ValueError(f"task {name!r} was given the options of task {declared!r}")
+    return cls(tokenizer, **options)
 
 
 def build_task_from_config(cfg: Any, tokenizer) -> Task:
@@ -127,11 +136,10 @@ def source_text_fields(name: str, options: Mapping[str, Any] | None = None) -> t
     its module); a task that declares none (the YAML template task) reads those of every registered task."""
     options = dict(options or {})
     if "config" in options:
-        cfg = _to_dict(options["config"])
-        if cfg.get("module"):
-            import_task_module(str(cfg["module"]))
-        name = cfg.get("name", name)
-    return task_class(name).text_fields or text_fields()
+        options = {**_to_dict(options["config"]), **options}
+    if options.get("module"):
+        import_task_module(str(options["module"]))
+    return task_class(options.get("name") or name).text_fields or text_fields()
 
 
 def text_fields(names: Sequence[str] | None = None) -> tuple[str, ...]:

@@ -55,7 +55,6 @@ __all__ = ["PredictionTables", "row_score", "box_iou", "is_box"]
 log = logging.getLogger(__name__)
 
 COLUMNS = ["id", "image", "prompt", "prediction", "references", "score"]
-_PROMPT_META = ("prompt", "question", "expression", "caption", "hypothesis", "text")
 _BOX_META = ("w_ratio", "h_ratio", "image_size", "box")
 
 
@@ -190,7 +189,9 @@ class PredictionTables(Callback):
                 continue
             row: dict[str, Any] = {"source": name, "meta": {}}
             meta = metas[i] or {}
-            row["meta"] = {k: meta[k] for k in _BOX_META + _PROMPT_META if k in meta}
+            # the prompt's stand-ins when it cannot be decoded: a "prompt" meta, else the task's text fields
+            row["prompt_keys"] = ("prompt", *getattr(_task_of(pl_module, name), "text_fields", ()))
+            row["meta"] = {k: meta[k] for k in _BOX_META + row["prompt_keys"] if k in meta}
             if isinstance(input_ids, Tensor):
                 row["prompt_ids"] = [int(t) for t in input_ids[i].tolist() if int(t) != pad_id]
             if isinstance(images, Tensor) and images.dim() == 4 and (masks is None or bool(masks[i])):
@@ -331,7 +332,7 @@ class PredictionTables(Callback):
             except Exception:  # an id outside the tokenizer, a toy tokenizer, …
                 pass
         meta = ctx.get("meta") or {}
-        for key in _PROMPT_META:
+        for key in ctx.get("prompt_keys") or ("prompt",):
             if isinstance(meta.get(key), str):
                 return meta[key]
         return None
