@@ -81,11 +81,25 @@ def _tar_files(spec: Path, splits: set[str] | None) -> list[tuple[str, Path, dic
     return [(t.name.split("-")[0], t, None) for t in tars if splits is None or t.name.split("-")[0] in splits]
 
 
-def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes | None, str | None]]:
-    """(key, JSON fields, image bytes or None, image extension) of each sample of one tar shard."""
+def iter_samples(
+    path: Path, skips: dict[str, list[str]] | None = None
+) -> Iterator[tuple[str, dict[str, Any], bytes | None, str | None]]:
+    """(key, JSON fields, image bytes or None, image extension) of each sample of one tar shard.
+
+    With ``skips`` (reason -> names), a sample whose JSON does not parse is a ``bad json`` skip and a shard that
+    cannot be read to the end gives the samples before the damage and an ``unreadable shard`` skip; without it
+    both raise :class:`PrepareError`."""
 
     def finish(key, members):
-        fields = json.loads(members["json"].decode("utf-8")) if "json" in members else {}
+        try:
+            fields = json.loads(members["json"].decode("utf-8")) if "json" in members else {}
+            if not isinstance(fields, dict):
+                raise ValueError(f"a JSON {type(fields).__name__}, not an object")
+        except (UnicodeDecodeError, ValueError) as exc:
+            if skips is None:
+                raise PrepareError(f"{path}: sample {key}: bad json ({exc})") from None
+            skips.setdefault("bad json", []).append(f"{key} in {path.name}")
+            return None
         ext = next((e for e in IMAGE_EXTS if e in members), None)
         return key, fields, members.get(ext) if ext else None, ext
 
@@ -98,14 +112,20 @@ def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes | None
                 base = info.name.rsplit("/", 1)[-1]
                 name_key, _, ext = base.partition(".")
                 if name_key != key and key is not None:
-                    yield finish(key, members)
+                    if (sample := finish(key, members)) is not None:
+                        yield sample
                     members = {}
                 key = name_key
                 members[ext.lower()] = tar.extractfile(info).read()
+            if key is not None and path.stat().st_size - tar.offset < 2 * tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("cut short: no end-of-archive blocks after the last member")
     except (tarfile.TarError, OSError) as exc:
-        raise PrepareError(f"{path} is not a readable tar shard: {exc}") from None
-    if key is not None:
-        yield finish(key, members)
+        if skips is None:
+            raise PrepareError(f"{path} is not a readable tar shard: {exc}") from None
+        skips.setdefault("unreadable shard", []).append(f"{path.name} ({exc})")
+        return  # the sample being read when the damage came may be incomplete
+    if key is not None and (sample := finish(key, members)) is not None:
+        yield sample
 
 
 def task_of(fields: dict[str, Any], recorded: str | None) -> str:
@@ -274,9 +294,10 @@ def inspect(
         title = f"{spec}" + (f" (recipe {manifest['recipe']})" if manifest else "")
         lines.append(title)
         per_split: dict[str, SplitStats] = {}
+        read_skips: dict[str, dict[str, list[str]]] = {}
         for split, path, _ in files:
             stats = per_split.setdefault(split, SplitStats())
-            for key, fields, image, ext in iter_samples(path):
+            for key, fields, image, ext in iter_samples(path, read_skips.setdefault(split, {})):
                 stats.add(fields, ext, task_of(fields, recorded))
                 seen += 1
                 item = (split, key, fields, image)
@@ -301,6 +322,13 @@ def inspect(
                 }
             else:
                 report[str(spec)][split] = stats.as_dict()
+            skipped_now = read_skips.get(split) or {}
+            if skipped_now:  # bad samples and damaged shards met while inspecting: counted and named
+                report[str(spec)][split]["read_skips"] = {r: len(v) for r, v in skipped_now.items()}
+                lines.append(
+                    "  unreadable while inspecting: "
+                    + "; ".join(f"{r} {len(v)} (first: {v[0]})" for r, v in skipped_now.items())
+                )
             lines += stats.lines()
     if sheet is not None and num > 0:
         if picked:

@@ -7,18 +7,26 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from collections import Counter
 
 import torch
 
-from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
+from ofa_lightning.data.shards import iter_json_samples, resolve_shards
 from ofa_lightning.metrics import CIDErD, GroundingAccuracy, VQAAccuracy
 from ofa_lightning.tasks.text import pre_caption
 
+log = logging.getLogger(__name__)
+
 
 def _records(spec: str, split: str) -> list[dict]:
-    return [json.loads(s["json"]) for url in resolve_shards(spec, split) for s in iter_tar_samples(url)]
+    from ofa_lightning.data.samples import DataStats
+
+    stats = DataStats()  # bad samples and damaged shards: counted, named skips
+    rows = [fields for _, fields in iter_json_samples(resolve_shards(spec, split), stats)]
+    if stats.skipped:
+        log.warning("baselines: %s %s: skipped %s", spec, split, stats.skipped)
+    return rows
 
 
 def caption_baseline(shards: str, train_split: str = "train", test_split: str = "test") -> float:

@@ -57,8 +57,10 @@ class EvalDataset(Dataset):
         self.task = task
         self.urls = list(urls)
         self.seed = seed
-        self.indexes: list[TarIndex] = [index_tar(url) for url in self.urls]
+        self.indexes: list[TarIndex] = [index_tar(url, partial=True) for url in self.urls]
         self.items: list[tuple[int, str]] = [(s, key) for s, index in enumerate(self.indexes) for key in index.keys]
+        # a damaged shard gives its readable samples, and one item that is its counted 'unreadable shard' skip
+        self.items += [(s, "") for s, index in enumerate(self.indexes) if index.damage]
         if max_samples is not None:
             self.items = self.items[: int(max_samples)]
         self._handles: dict[int, Any] = {}
@@ -77,6 +79,9 @@ class EvalDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, bool]) -> Example | Skip:
         index, is_pad = item if isinstance(item, tuple) else (item, False)
         shard, key = self.items[index]
+        if not key:
+            damage = self.indexes[shard].damage or ""
+            return Skip("unreadable shard", damage, self.urls[shard] + ("#pad" if is_pad else ""))
         try:
             raw = self.indexes[shard].read(self._handle(shard), key)
         except (OSError, ShardReadError) as exc:

@@ -36,6 +36,7 @@ __all__ = [
     "open_url",
     "iter_tar_samples",
     "index_tar",
+    "iter_json_samples",
     "shard_sizes",
     "count_samples",
     "ShardReadError",
@@ -279,6 +280,32 @@ def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Itera
         yield current
 
 
+def iter_json_samples(urls: Sequence[str], stats: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(sample, its JSON fields)`` of the shards in order, for the passes that read shards outside the training
+    stream (tokenizer training, SCST references, baselines): a shard that cannot be read to the end gives the
+    samples before the damage and one ``unreadable shard`` skip; a sample without JSON, or with invalid JSON or JSON
+    that is not an object, is a ``missing json`` / ``bad json`` skip. ``stats.skip(reason, detail, name)`` counts
+    and names each skip (``ofa_lightning.data.samples.DataStats``)."""
+    for url in urls:
+        try:
+            for sample in iter_tar_samples(url):
+                name = f"{sample['__key__']} in {url}"
+                if "json" not in sample:
+                    stats.skip("missing json", "the sample has no .json member", name)
+                    continue
+                try:
+                    fields = json.loads(sample["json"].decode("utf-8"))
+                except (UnicodeDecodeError, ValueError) as exc:
+                    stats.skip("bad json", f"{type(exc).__name__}: {exc}", name)
+                    continue
+                if not isinstance(fields, dict):
+                    stats.skip("bad json", f"a JSON {type(fields).__name__}, not an object", name)
+                    continue
+                yield sample, fields
+        except ShardReadError as exc:
+            stats.skip("unreadable shard", str(exc), url)
+
+
 @dataclass
 class TarIndex:
     """Random-access index of one shard: key -> {ext: (offset, size)} in file order."""
@@ -286,6 +313,7 @@ class TarIndex:
     url: str
     keys: list[str] = field(default_factory=list)
     members: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    damage: str | None = None  # index_tar(partial=True) of a damaged shard: what is wrong
 
     def read(self, handle: IO[bytes], key: str) -> dict[str, Any]:
         sample: dict[str, Any] = {"__key__": key, "__url__": self.url}
@@ -298,20 +326,36 @@ class TarIndex:
         return sample
 
 
-def index_tar(url: str) -> TarIndex:
-    """Reads only the tar headers of a seekable shard (local or fsspec) and records where each member lies."""
+def index_tar(url: str, partial: bool = False) -> TarIndex:
+    """Reads only the tar headers of a seekable shard (local or fsspec) and records where each member lies.
+
+    ``partial``: a shard damaged part-way (cut short, a garbled header) gives the samples before the damage, and
+    ``TarIndex.damage`` says what is wrong (else ``ShardReadError``)."""
     if _is_pipe(url):
         raise ValueError(f"{url}: a pipe: shard cannot be read at random; use eval mode 'split' for pipe: URLs")
     index = TarIndex(url)
     try:
         with open_url(url) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            size = getattr(handle, "size", None)
+            size = size() if callable(size) else size
+            if size is None and hasattr(handle, "fileno"):
+                size = os.fstat(handle.fileno()).st_size
             for member, key, ext in _sample_members(tar):
+                if size is not None and member.offset_data + member.size > size:
+                    raise ShardReadError(f"cut short inside member {member.name}")
                 if key not in index.members:
                     index.members[key] = {}
                     index.keys.append(key)
                 index.members[key][ext] = (member.offset_data, member.size)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ShardReadError(f"{url}: cannot index ({type(exc).__name__}: {exc})") from None
+            if size is not None and index.keys and size - tar.offset < 2 * tarfile.BLOCKSIZE:
+                raise ShardReadError(f"ends without the end-of-archive blocks after {len(index.keys)} samples")
+    except (tarfile.TarError, OSError, EOFError, ShardReadError) as exc:
+        message = f"{url}: cannot index ({type(exc).__name__}: {exc})"
+        if not partial:
+            raise ShardReadError(message) from None
+        if index.keys:  # the last sample may have lost members to the damage
+            index.members.pop(index.keys.pop())
+        index.damage = message
     return index
 
 

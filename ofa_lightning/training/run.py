@@ -17,7 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
+from ofa_lightning.data.shards import iter_json_samples, resolve_shards
 from ofa_lightning.model import OFAConfig
 from ofa_lightning.tokenizer import OFATokenizer
 
@@ -29,14 +29,16 @@ def training_texts(datamodule, max_samples: int) -> list[str]:
     declares (``Task.text_fields``)."""
     from ofa_lightning.tasks import source_text_fields
 
+    from ofa_lightning.data.samples import DataStats
+
     texts: list[str] = []
+    stats = DataStats()  # bad samples and damaged shards: counted, named skips, as in training
     for source in datamodule.sources:
         urls = resolve_shards(datamodule._rooted(source.shards), source.split)
         names = source_text_fields(source.task, source.options)
         seen = 0
         for url in urls:
-            for sample in iter_tar_samples(url):
-                fields = json.loads(sample["json"])
+            for _sample, fields in iter_json_samples([url], stats):
                 for name in names:
                     value = fields.get(name)
                     if isinstance(value, str):
@@ -48,6 +50,8 @@ def training_texts(datamodule, max_samples: int) -> list[str]:
                     break
             if seen >= max_samples:
                 break
+    if stats.skipped:
+        log.warning("tokenizer training: skipped %s while reading the mixture's shards", stats.skipped)
     if not texts:
         raise ValueError("no training text found in the mixture's shards to train a tokenizer on")
     return texts

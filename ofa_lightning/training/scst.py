@@ -25,7 +25,6 @@ checkpoints are the module's as usual. The arithmetic is in plain functions (:fu
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -271,10 +270,12 @@ def _caption_text(task: Any, module, tokens: list[int], eos: int) -> str:
 
 def _training_references(datamodule, module, max_samples: int | None) -> list[list[str]]:
     """The cleaned reference captions of every training image of the SCST (caption) sources."""
-    from ofa_lightning.data.shards import iter_tar_samples, resolve_shards
+    from ofa_lightning.data.samples import DataStats
+    from ofa_lightning.data.shards import iter_json_samples, resolve_shards
     from ofa_lightning.tasks.text import clean_caption
 
     sets: list[list[str]] = []
+    stats = DataStats()  # bad samples and damaged shards: counted, named skips
     for source in datamodule.sources:
         task = datamodule.tasks.get(source.name) if getattr(datamodule, "tasks", None) else None
         task = task or module.task_for(source.name)
@@ -285,8 +286,7 @@ def _training_references(datamodule, module, max_samples: int | None) -> list[li
         lowercase = cfg.get("lowercase", True)
         seen = 0
         for url in resolve_shards(datamodule._rooted(source.shards), source.split):
-            for sample in iter_tar_samples(url):
-                fields = json.loads(sample["json"])
+            for _sample, fields in iter_json_samples([url], stats):
                 caps = fields.get(field, fields.get("caption") if field == "captions" else None)
                 if isinstance(caps, str):
                     caps = [caps]
@@ -298,6 +298,8 @@ def _training_references(datamodule, module, max_samples: int | None) -> list[li
                     break
             if max_samples is not None and seen >= max_samples:
                 break
+    if stats.skipped:
+        log.warning("SCST df=train: skipped while reading the references: %s", stats.skipped)
     if not sets:
         raise ValueError("SCST df=train: no caption references found in the mixture's training shards")
     return sets
