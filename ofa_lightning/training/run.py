@@ -27,9 +27,8 @@ log = logging.getLogger(__name__)
 def training_texts(datamodule, max_samples: int) -> list[str]:
     """Text of the mixture's training shards, for training the demo's byte-level BPE: the fields each source's task
     declares (``Task.text_fields``)."""
-    from ofa_lightning.tasks import source_text_fields
-
     from ofa_lightning.data.samples import DataStats
+    from ofa_lightning.tasks import source_text_fields
 
     texts: list[str] = []
     stats = DataStats()  # bad samples and damaged shards: counted, named skips, as in training
