@@ -8,32 +8,39 @@
   ``wandb sync`` needs.
 * :func:`finish_wandb` — ends the live run; call it at the end of every job, or the next job of a sequential
   multirun logs into this one's run (ashleve/lightning-hydra-template#289).
-* :class:`MetricsFileLogger` — appends every logged scalar to ``<run_dir>/metrics.csv`` and ``metrics.jsonl``
-  (rank 0), with or without W&B (``PredictionTables`` attaches one when the Trainer has none).
-* :func:`read_offline_run` — what a run logged, from files it writes in the open (``metrics.jsonl``, the config,
-  each W&B folder's ``files/`` and staged tables); W&B's private ``run-<id>.wandb`` log is not parsed.
+* :class:`~.run_files.MetricsFileLogger` (every logged scalar in ``metrics.csv`` / ``metrics.jsonl``) and
+  :func:`~.wandb_reader.read_offline_run` (what a run logged, from the files it writes in the open) are
+  re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
 import json
 import logging
 import netrc
 import os
-import re
 import sys
-import time
-from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
+
+from .run_files import (
+    CONFIG_FILE,
+    RUN_ID_FILE,
+    MetricsFileLogger,
+    _new_run_id,
+    _plain,
+    dump_config,
+    read_metrics_csv,
+    read_metrics_jsonl,
+    read_run_id,
+    write_run_id,
+)
+from .wandb_reader import find_wandb_runs, read_offline_run
 
 __all__ = [
     "make_wandb_logger",
@@ -50,12 +57,12 @@ __all__ = [
     "read_metrics_jsonl",
     "find_wandb_runs",
     "read_offline_run",
+    "CONFIG_FILE",
+    "RUN_ID_FILE",
 ]
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "wandb_id"
-CONFIG_FILE = "config_resolved.yaml"
 MODES = ("offline", "online", "auto", "disabled")
 
 
@@ -86,51 +93,6 @@ def resolve_mode(mode: str | None) -> str:
     if env in ("offline", "disabled"):
         return env
     return "online" if has_wandb_credentials() else "offline"
-
-
-def read_run_id(run_dir: str | os.PathLike) -> str | None:
-    """The W&B run id stored in ``<run_dir>/wandb_id`` (None when absent or empty)."""
-    path = Path(run_dir) / RUN_ID_FILE
-    return (path.read_text(encoding="utf-8").strip() or None) if path.is_file() else None
-
-
-def write_run_id(run_dir: str | os.PathLike, run_id: str) -> Path:
-    path = Path(run_dir) / RUN_ID_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(run_id + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _new_run_id() -> str:
-    from wandb.sdk.lib.runid import generate_id
-
-    return generate_id()
-
-
-def _plain(config: Any) -> Any:
-    """A plain (resolved) container of a DictConfig / Namespace / Mapping."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(config, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(config, resolve=True)
-    if isinstance(config, Namespace):
-        return vars(config)
-    return config
-
-
-def dump_config(config: Mapping[str, Any], run_dir: str | os.PathLike, filename: str = CONFIG_FILE) -> Path:
-    """Write the resolved config as YAML to ``<run_dir>/<filename>`` (atomically)."""
-    import yaml
-
-    path = Path(run_dir) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    text = yaml.safe_dump(json.loads(json.dumps(_plain(dict(config)), default=str)), sort_keys=False)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def logger_step(trainer: Any) -> int:
@@ -281,248 +243,3 @@ def finish_wandb(exit_code: int | None = None) -> bool:
         return False
     wandb.finish(exit_code=exit_code)
     return True
-
-
-# ------------------------------------------------------------------------------------------------ metrics files
-def _scalar(value: Any) -> float | None:
-    """A one-element tensor / numpy scalar / bool / number as a float; None for anything else."""
-    import numpy as np
-
-    if hasattr(value, "numel") and hasattr(value, "item"):
-        value = value.item() if value.numel() == 1 else None
-    if isinstance(value, np.generic) and value.size == 1:
-        value = value.item()
-    return float(value) if isinstance(value, (bool, int, float)) else None
-
-
-class MetricsFileLogger(Logger):
-    """Appends every logged scalar to ``<run_dir>/metrics.csv`` (header ``step,key,value,time``; one row per
-    (step, key, value)) and ``<run_dir>/metrics.jsonl`` (``{"step", "time", <key>: value, …}`` per log call).
-
-    ``step`` is the one Lightning passes (the optimizer-step count, W&B's ``trainer/global_step``). Files are
-    appended to, never truncated, so a resumed run continues them (rows of steps re-run after the last checkpoint
-    appear twice: keep the last). Non-scalar values are skipped. Rank 0 only. Hyper-parameters go to
-    ``<run_dir>/hparams.json`` (the resolved config is ``config_resolved.yaml``).
-    """
-
-    CSV_NAME = "metrics.csv"
-    JSONL_NAME = "metrics.jsonl"
-
-    def __init__(self, run_dir: str | os.PathLike):
-        super().__init__()
-        self._run_dir = Path(run_dir)
-
-    name = property(lambda self: "")
-    version = property(lambda self: "")
-    save_dir = root_dir = log_dir = property(lambda self: str(self._run_dir))
-    csv_path = property(lambda self: self._run_dir / self.CSV_NAME)
-    jsonl_path = property(lambda self: self._run_dir / self.JSONL_NAME)
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> Any:
-        return None
-
-    @rank_zero_only
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        params = _plain(params)
-        if not isinstance(params, Mapping):
-            return
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        (self._run_dir / "hparams.json").write_text(json.dumps(params, indent=1, default=str), encoding="utf-8")
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        now = time.time()
-        values = {str(k): v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
-        if not values:
-            return
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "key", "value", "time"])
-            for key, value in values.items():
-                writer.writerow([step if step is not None else "", key, repr(value), f"{now:.3f}"])
-        with open(self.jsonl_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "time": round(now, 3), **values}) + "\n")
-
-
-def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.csv`` as ``{"step": int | None, "key": str, "value": float, "time": float}``."""
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            rows.append(
-                {
-                    "step": int(r["step"]) if r["step"] not in ("", None) else None,
-                    "key": r["key"],
-                    "value": float(r["value"]),
-                    "time": float(r["time"]) if r.get("time") else None,
-                }
-            )
-    return rows
-
-
-def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The objects of a ``metrics.jsonl`` (``{"step", "time", <key>: value, …}`` per log call); a torn last line
-    (a run killed mid-write) is left out with a log line."""
-    rows = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            log.warning("%s:%d: not JSON, left out", path, number)
-    return rows
-
-
-# ------------------------------------------------------------------------------------------------ reader
-_RUN_DIR_RE = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
-_TABLE_FILE_RE = re.compile(r"^media/table/(?P<key>.+)_(?P<step>\d+)_[0-9a-f]+\.table\.json$")
-
-
-def find_wandb_runs(run_dir: str | os.PathLike, run_id: str | None = None) -> list[Path]:
-    """The ``[offline-]run-<ts>-<id>`` folders under ``<run_dir>/wandb`` (or ``run_dir`` itself when it is one),
-    oldest first; only those of ``run_id`` when given."""
-    run_dir = Path(run_dir)
-    if _RUN_DIR_RE.match(run_dir.name) and run_dir.is_dir():
-        return [run_dir]
-    root = run_dir / "wandb" if (run_dir / "wandb").is_dir() else run_dir
-    found = []
-    for p in root.iterdir() if root.is_dir() else ():
-        m = _RUN_DIR_RE.match(p.name)
-        if m and p.is_dir() and not p.is_symlink() and (run_id is None or m.group(2) == run_id):
-            found.append((m.group(1), p.stat().st_mtime, p))
-    return [p for _, _, p in sorted(found)]
-
-
-def _staged_files(folder: Path) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, str]]:
-    """The tables W&B staged in ``folder`` (mtime, content) and ``{sha256 hex | base64 MD5: path}`` of every staged
-    file (images are referenced by SHA-256, class maps by base64 MD5)."""
-    tables, by_digest = [], {}
-    for path in sorted((folder / "artifacts" / "staging").glob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        by_digest[hashlib.sha256(data).hexdigest()] = str(path)
-        by_digest[base64.b64encode(hashlib.md5(data).digest()).decode()] = str(path)
-        if data[:1] == b"{":
-            try:
-                content = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(content, dict) and "columns" in content and "data" in content:
-                tables.append((path.stat().st_mtime, content))
-    return sorted(tables, key=lambda t: t[0]), by_digest
-
-
-def table_media(data: list[list[Any]], by_digest: Mapping[str, str]) -> dict[str, str | None]:
-    """``{referenced path: staged file or None}`` for every file the cells of a table reference (images by
-    ``sha256``, their class maps by ``digest``)."""
-    media: dict[str, str | None] = {}
-
-    def visit(cell: Any) -> None:
-        if isinstance(cell, dict):
-            if isinstance(cell.get("path"), str) and (cell.get("sha256") or cell.get("digest")):
-                media[cell["path"]] = by_digest.get(cell.get("sha256") or cell.get("digest"))
-            for value in cell.values():
-                visit(value)
-        elif isinstance(cell, list):
-            for value in cell:
-                visit(value)
-
-    visit(data)
-    return media
-
-
-def _folder_tables(folder: Path) -> dict[str, list[dict[str, Any]]]:
-    """``{key: [table, …]}`` of one run folder, by step: W&B's copy under ``files/`` (media cells reduced to their
-    type name, e.g. ``"Image"``), replaced by the full staged table (cells such as ``{"_type": "image-file",
-    "path", "boxes", …}``) when one with the same columns and ids was staged."""
-    staged, by_digest = _staged_files(folder)
-    found = []
-    for path in (folder / "files" / "media" / "table").rglob("*.table.json"):
-        m = _TABLE_FILE_RE.match(path.relative_to(folder / "files").as_posix())
-        if m:
-            found.append((int(m["step"]), m["key"], path))
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for step, key, path in sorted(found, key=lambda f: (f[0], f[1])):
-        content = json.loads(path.read_text(encoding="utf-8"))
-        entry = {
-            "path": str(path),
-            "step": step,
-            "columns": content.get("columns"),
-            "data": content.get("data"),
-            "staged_table": None,
-            "media": {},
-        }
-        ids = [row[0] for row in entry["data"] or []]
-        for i, (_, full) in enumerate(staged):
-            if full["columns"] == entry["columns"] and [row[0] for row in full["data"]] == ids:
-                entry["data"], entry["staged_table"] = full["data"], True
-                entry["media"] = table_media(full["data"], by_digest)
-                del staged[i]
-                break
-        tables.setdefault(key, []).append(entry)
-    return tables
-
-
-def read_offline_run(run_dir: str | os.PathLike, run_id: str | None = None) -> dict[str, Any]:
-    """What a run logged: ``<run_dir>/metrics.jsonl`` (every scalar, at the step W&B got it), the resolved config
-    and its W&B folders' tables and files.
-
-    Args:
-        run_dir: the job's run dir (``<run_dir>/wandb/…`` holds the W&B folders).
-        run_id: which W&B run; default ``<run_dir>/wandb_id``, else the newest folder's id.
-
-    Returns a dict: ``run_id``, ``dirs`` (the W&B folders of that id, oldest first: one per restart offline), ``dir``
-    (the newest), ``config`` (``config_resolved.yaml``), ``history`` (the ``metrics.jsonl`` objects), ``keys``
-    (sorted), ``values`` (``{key: [(step, value), …]}``), ``summary`` (each key's last value), ``tables``
-    (``{key: [{"path", "step", "columns", "data", "staged_table", "media"}]}`` over all folders: ``media`` maps each
-    file a table cell references to its staged copy inside the folder, None when it is not there), ``files``
-    (paths under the folders' ``files/``, relative).
-    """
-    import yaml
-
-    run_dir = Path(run_dir)
-    run_id = run_id or read_run_id(run_dir)
-    folders = find_wandb_runs(run_dir, run_id)
-    if not folders:
-        raise FileNotFoundError(f"no W&B run folder{f' for id {run_id!r}' if run_id else ''} under {run_dir}")
-    if run_id is None:
-        run_id = _RUN_DIR_RE.match(folders[-1].name).group(2)
-        folders = [f for f in folders if _RUN_DIR_RE.match(f.name).group(2) == run_id]
-    history = (
-        read_metrics_jsonl(run_dir / MetricsFileLogger.JSONL_NAME)
-        if (run_dir / MetricsFileLogger.JSONL_NAME).is_file()
-        else []
-    )
-    values: dict[str, list[tuple[Any, float]]] = {}
-    for row in history:
-        for key, value in row.items():
-            if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                values.setdefault(key, []).append((row.get("step"), float(value)))
-    config_path = run_dir / CONFIG_FILE
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    tables: dict[str, list[dict[str, Any]]] = {}
-    files: set[str] = set()
-    for folder in folders:
-        for key, entries in _folder_tables(folder).items():
-            tables.setdefault(key, []).extend(entries)
-        files.update(p.relative_to(folder / "files").as_posix() for p in (folder / "files").rglob("*") if p.is_file())
-    return {
-        "run_id": run_id,
-        "dirs": [str(f) for f in folders],
-        "dir": str(folders[-1]),
-        "config": config or {},
-        "history": history,
-        "keys": sorted(values),
-        "values": values,
-        "summary": {k: pairs[-1][1] for k, pairs in values.items()},
-        "tables": tables,
-        "files": sorted(files),
-    }
