@@ -175,6 +175,13 @@ def train(cfg: DictConfig, adjust_resumed: Callable[[DictConfig, int], None] | N
     cfg = plan.cfg
     if plan.ckpt_path is not None and adjust_resumed is not None:
         adjust_resumed(cfg, plan.step or 0)
+    from ofa_lightning.training.preflight import check_config
+
+    try:  # config errors knowable now, before the tokenizer, the data and the model are set up
+        check_config(cfg)
+    except BaseException:
+        discard_deferred_hydra_dir()
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
     if plan.ckpt_path is None:  # a resumed run's record is written once its checkpoint has loaded
         publish_run_record(cfg, run_dir)
