@@ -36,15 +36,16 @@ test-slow: $(STAMP)
 # gperftools' tcmalloc for the memory-lean benchmark rows (system copy, or Debian's package unpacked under .cache/;
 # no root). Optional: without it those rows run on glibc. Prints the library's path.
 tcmalloc:
-	@bash benchmarks/get_tcmalloc.sh .cache/tcmalloc
+	@bash benchmarks/harness/get_tcmalloc.sh .cache/tcmalloc
 
+# The CPU suites write into benchmarks/results/ (untracked); the report regenerates docs/benchmarks.md from it.
 bench: $(STAMP)
-	-@bash benchmarks/get_tcmalloc.sh .cache/tcmalloc
-	$(PY) benchmarks/scaling.py
-	$(PY) benchmarks/run.py
-	$(PY) benchmarks/train_rounds.py --rounds 3
-	$(PY) benchmarks/data_pipeline.py --json benchmarks/data_results.json
-	$(PY) benchmarks/merge_results.py benchmarks/data_results.json
+	-@bash benchmarks/harness/get_tcmalloc.sh .cache/tcmalloc
+	$(PY) benchmarks/suites/scaling.py
+	$(PY) benchmarks/suites/run.py
+	$(PY) benchmarks/suites/train_rounds.py --rounds 3
+	$(PY) benchmarks/suites/data_pipeline.py --json benchmarks/results/data_results.json
+	$(PY) benchmarks/harness/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

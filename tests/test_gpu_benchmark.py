@@ -1,6 +1,6 @@
-"""``benchmarks/gpu.py`` without a GPU: its dry run exercises every part on the CPU (ours and the port, training and
+"""``benchmarks/suites/gpu.py`` without a GPU: its dry run exercises every part on the CPU (ours and the port, training and
 generation, profiles, targets with their bound lines, variants, the largest-batch searches), the fused-LayerNorm
-variant's maths, the bound lines on the H100 figures committed in ``benchmarks/``, and (slow) the compiled layers
+variant's maths, the bound lines on the H100 figures kept in ``tests/data/benchmarks/``, and (slow) the compiled layers
 and trunk against eager."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks"
+BENCH = REPO / "benchmarks" / "suites"
+FIGURES = REPO / "tests" / "data" / "benchmarks"  # an H100 run's figures (gpu.py, gpu_profile.py, gpu_ceiling.py)
 
 
 @pytest.fixture(scope="module")
 def gpu():
-    """``benchmarks/gpu.py`` as a module (it puts ``benchmarks/`` on ``sys.path`` for its parts)."""
+    """``benchmarks/suites/gpu.py`` as a module (it puts the harness and its suite on ``sys.path`` for its parts)."""
     spec = importlib.util.spec_from_file_location("ofa_gpu_bench", BENCH / "gpu.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["ofa_gpu_bench"] = module
@@ -189,15 +190,15 @@ def test_fused_layer_norm_falls_back_to_eager_and_matches_it_in_bf16(gpu):
 
 
 def test_bound_lines_on_the_committed_h100_figures(gpu):
-    """The bound lines computed from the H100 run, profile and counts committed in ``benchmarks/``: the line names
+    """The bound lines computed from the H100 run, profile and counts kept in ``tests/data/benchmarks/``: the line names
     the ceiling that the step time 35 % needs falls under (at the profiled rate of the convolutions and linears,
     or even at 70 % of peak), or says the target is within it and names the kernel shares in the way."""
     import gpu_bounds
     import gpu_ceiling
 
-    ceiling = json.loads((BENCH / "gpu_ceiling.json").read_text())
-    profile = json.loads((BENCH / "gpu_profile.json").read_text())
-    run = json.loads((BENCH / "gpu_results.json").read_text())["train"]
+    ceiling = json.loads((FIGURES / "gpu_ceiling.json").read_text())
+    profile = json.loads((FIGURES / "gpu_profile.json").read_text())
+    run = json.loads((FIGURES / "gpu_results.json").read_text())["train"]
     b = gpu_ceiling.bound(ceiling["counts"], profile, 32)
     line = gpu_bounds.mfu_bound(run, b, profile, gpu_ceiling.H100_PEAK_BF16)
     assert line.startswith(f"MFU {100 * run['mfu']:.1f} % < 35 %")

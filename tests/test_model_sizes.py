@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from ofa_lightning.model import CATALOGUE, OFAConfig, OFAModel
 from ofa_lightning.model.config import REFERENCE_PARAM_COUNTS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RESNET_PART = {"tiny": 8_543_296, "medium": 27_535_424, "base": 27_535_424, "large": 43_179_072, "huge": 43_179_072}
+RESNET_PART.update(cn_base=RESNET_PART["base"], cn_large=RESNET_PART["large"])
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
@@ -33,16 +33,22 @@ def test_unknown_size_lists_known_ones():
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
-def test_hydra_model_config_selects_size_and_allows_overrides(name):
-    with initialize_config_dir(str(CONF / "model"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=["dropout=0.0", "encoder_layers=2"])
-    built = OFAConfig.from_dict(dict(cfg))
+def test_hydra_model_config_selects_size_and_allows_overrides(name, tmp_path):
+    from omegaconf import OmegaConf
+
+    from ofa_lightning.training.run import compose_config
+
+    def model_node(*overrides):
+        cfg = compose_config([f"model={name}", *overrides], tmp_path, tmp_path)
+        node = OmegaConf.to_container(cfg.model, resolve=True)
+        node.pop("speed")  # how fast it runs (ofa_lightning.speed), not what it is
+        return {**node, "vocab_size": node["vocab_size"] or CATALOGUE[name].vocab_size}
+
+    built = OFAConfig.from_dict(model_node("model.dropout=0.0", "model.encoder_layers=2"))
     assert built.d_model == CATALOGUE[name].d_model and built.dropout == 0.0 and built.encoder_layers == 2
-    # the yaml lists every field with the catalogue's value
-    assert (
-        OFAConfig.from_dict({k: v for k, v in dict(cfg).items() if k not in ("dropout", "encoder_layers")})
-        == CATALOGUE[name]
-    )
+    # the yaml (over the schema's defaults) gives every field the catalogue's value
+    assert OFAConfig.from_dict(model_node()) == CATALOGUE[name]
+    assert OFAConfig(**{k: v for k, v in model_node().items() if k != "size"}) == CATALOGUE[name]
 
 
 def test_unknown_config_field_is_refused():

@@ -428,10 +428,11 @@ def test_cpu_low_precision_training_attention(one_thread, monkeypatch):
 
 
 def test_step_profiler_splits_a_real_step(one_thread, monkeypatch):
-    """``benchmarks/profile_step.py`` (the "where the time goes" table of ``make bench``): every component's timer
+    """``benchmarks/harness/profile_step.py`` (the "where the time goes" table of ``make bench``): every component's timer
     fires inside a real step — ResNet, encoder, decoder, projection, optimiser, and the attention / FFN split of the
     layers — and the FLOP counts add up."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks" / "suites"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks" / "harness"))
     from common import build_ours, make_batch
     from profile_step import COMPONENTS, format_profile, profile_training_step
     from train_step import DEFAULT
@@ -462,7 +463,7 @@ def test_attention_biases_stay_in_the_autocast_dtype_and_contiguous(model, monke
     """The per-layer position biases reach the attention kernel already in bf16 under autocast and contiguous.
 
     On a GPU the (B, H, S, S) bias sums were the largest kernels of a training step while they were promoted to
-    fp32, written through a permuted view and cast again (benchmarks/RESULTS.md, GPU).
+    fp32, written through a permuted view and cast again (benchmarks/results/RESULTS.md, GPU).
     """
     import torch.nn.functional as F
 
@@ -601,10 +602,11 @@ def test_model_package_imports_no_training_stack():
 
 
 def test_train_rounds_report_and_section_replacement(monkeypatch):
-    """``benchmarks/train_rounds.py``: the per-round table and the verdict come from the rows given (a round that
+    """``benchmarks/suites/train_rounds.py``: the per-round table and the verdict come from the rows given (a round that
     misses either half is counted as not met), and re-running replaces its RESULTS.md section in place, before the
     data-pipeline section, leaving the other sections alone."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks" / "suites"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks" / "harness"))
     import train_rounds as tr
 
     rows = [
@@ -650,8 +652,8 @@ def test_train_rounds_report_and_section_replacement(monkeypatch):
 
 
 def test_gpu_ceiling_counts_and_bound_arithmetic(one_thread):
-    """``benchmarks/gpu_ceiling.py``: the per-sample counts come from a real step, and the bound adds up its parts."""
-    spec = importlib.util.spec_from_file_location("ofa_gpu_ceiling", REPO / "benchmarks" / "gpu_ceiling.py")
+    """``benchmarks/suites/gpu_ceiling.py``: the per-sample counts come from a real step, and the bound adds up its parts."""
+    spec = importlib.util.spec_from_file_location("ofa_gpu_ceiling", REPO / "benchmarks" / "suites" / "gpu_ceiling.py")
     ceiling = importlib.util.module_from_spec(spec)
     sys.modules["ofa_gpu_ceiling"] = ceiling
     spec.loader.exec_module(ceiling)

@@ -1,6 +1,6 @@
-"""``benchmarks/soak.py`` on a very short run (20 steps, RSS at steps 5 and 20): it trains the demo configuration
+"""``benchmarks/suites/soak.py`` on a very short run (20 steps, RSS at steps 5 and 20): it trains the demo configuration
 with 2 loader workers, samples RSS, writes soak.json + the RESULTS.md paragraph. The real 1,000-step soak is a
-benchmark (``.venv/bin/python benchmarks/soak.py --append-results``), not a test."""
+benchmark (``.venv/bin/python benchmarks/suites/soak.py --append-results``), not a test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks" / "suites"))
 
 import soak  # noqa: E402
 

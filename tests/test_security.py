@@ -134,13 +134,13 @@ ALLOWED_SHELL = {
     # the one place a shell runs: a shard spec the user wrote as `pipe:<command>` (webdataset convention)
     ("ofa_lightning/data/shards.py", "subprocess.Popen(command, shell=True"),
     # the benchmark re-runs itself: fixed argv list, no shell
-    ("benchmarks/run.py", "subprocess.Popen(cmd, stdout"),
+    ("benchmarks/suites/run.py", "subprocess.Popen(cmd, stdout"),
     # the scaling table runs each point in a fresh child of itself: fixed argv list (the spec is JSON), no shell
-    ("benchmarks/scaling.py", "subprocess.run(cmd, capture_output=True"),
+    ("benchmarks/suites/scaling.py", "subprocess.run(cmd, capture_output=True"),
     # the benchmark looks up tcmalloc with its own fixed script and the repository's cache folder: no shell
-    ("benchmarks/common.py", 'subprocess.run(["bash", str(script), str(REPO / ".cache" / "tcmalloc")]'),
+    ("benchmarks/harness/common.py", "proc = subprocess.run("),
     # the serving load test starts ofa-serve as a child: fixed argv list (checkpoint path and port as key=value), no shell
-    ("benchmarks/serve_load.py", "subprocess.Popen(command, stdout=subprocess.DEVNULL"),
+    ("benchmarks/suites/serve_load.py", "subprocess.Popen(command, stdout=subprocess.DEVNULL"),
 }
 
 

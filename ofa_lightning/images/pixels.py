@@ -39,7 +39,7 @@ def _resize_functional(
     it is resized as a uint8 channels-last tensor by torch's antialiased kernel and handed back as a PIL image.
 
     Why: torch's uint8 AVX2 resampler is about 20 % faster than Pillow's on this path, which is the largest cost
-    of a 480 px caption sample after JPEG decoding (benchmarks/data_pipeline.py). It uses Pillow's filters
+    of a 480 px caption sample after JPEG decoding (benchmarks/suites/data_pipeline.py). It uses Pillow's filters
     (bicubic a=-0.5, support scaled on downsampling) and rounds differently only in the last bit: about 0.2 % of
     the pixels differ from ``Image.resize`` by 1/255, none by more (tests/test_transforms.py checks this). When a
     side grows the two differ by up to 2/255, so upscaling stays with Pillow. Boxes and every other input type go

@@ -5,7 +5,7 @@ Why. With SDPA (the default, ``attention_kernel=sdpa``; the plain model's only p
 (S = 900 patches + the text) and batch 32 that is about 0.6 GB per layer in bf16, written, read and, in the
 backward pass, written again as the gradient of the learned biases and then reduced over the batch. On an H100
 those sums and reductions, plus PyTorch's memory-efficient attention kernel (FlashAttention takes no additive
-bias), were about half of an OFA-Base training step (``benchmarks/gpu_profile.py``).
+bias), were about half of an OFA-Base training step (``benchmarks/suites/gpu_profile.py``).
 
 FlexAttention forms the same scores inside one fused kernel, with nothing of size S × S in memory:
 

@@ -6,7 +6,7 @@ counts, per sample,
 * the FLOPs by kind (``FlopCounterMode``): convolutions, linear layers, attention-like batched products;
 * the elements that pass through each BatchNorm and LayerNorm (forward hooks).
 
-It then reads the kernel times of a real H100 step from ``gpu_profile.json`` (``benchmarks/gpu_profile.py``) and
+It then reads the kernel times of a real H100 step from ``gpu_profile.json`` (``benchmarks/suites/gpu_profile.py``) and
 puts together a lower bound on the step time at the profiled batch, from parts that no implementation in PyTorch
 can avoid:
 
@@ -34,7 +34,8 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))  # the repository (ofa_lightning)
+sys.path.insert(0, str(HERE.parent / "harness"))
 sys.path.insert(0, str(HERE))
 
 import gpu  # noqa: E402
@@ -140,7 +141,7 @@ def bound(c: dict, profile: dict | None, batch: int, peak: float = H100_PEAK_BF1
 def markdown(res: dict) -> str:
     b = res["bound"]
     L = [
-        "### How high the GPU MFU can go (`benchmarks/gpu_ceiling.py`)",
+        "### How high the GPU MFU can go (`benchmarks/suites/gpu_ceiling.py`)",
         "",
         f"OFA-{res['size'].capitalize()}, {res['px']} px, bf16, batch {b['batch']}: {b['flops_per_step'] / 1e12:.2f} "
         "TFLOP per training step ("
@@ -180,8 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="base")
     p.add_argument("--px", type=int, default=480)
     p.add_argument("--batch", type=int, default=32, help="the profiled batch (gpu_profile.json)")
-    p.add_argument("--profile", default=str(HERE / "gpu_profile.json"))
-    p.add_argument("--out", default=str(HERE))
+    p.add_argument("--profile", default=str(HERE.parent / "results" / "gpu_profile.json"))
+    p.add_argument("--out", default=str(HERE.parent / "results"))
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     counts = count(args.size, args.px, 20, 20)

@@ -52,7 +52,7 @@ def ceiling_counts(cfg, flops_per_step: float | None, log) -> dict:
     run's count within 1 %; otherwise they are counted again (on the CPU, batch 1)."""
     import gpu_ceiling
 
-    saved = HERE / "gpu_ceiling.json"
+    saved = HERE.parent / "results" / "gpu_ceiling.json"
     if saved.exists() and flops_per_step:
         old = json.loads(saved.read_text())
         c = old.get("counts", {})

@@ -2,9 +2,9 @@
 same inputs, GPU and bf16 autocast, each through the port's own code.
 
 The port is built from our size's config (``tests/modelscope_ref.py``, random init); its training step is
-``benchmarks/train_step.py``'s ``peer_loss`` (the port's forward, logits for every target position, cross-entropy
+``benchmarks/harness/train_step.py``'s ``peer_loss`` (the port's forward, logits for every target position, cross-entropy
 ignoring padding) with torch's default AdamW, as in the CPU benchmark. Generation: our model converted from the
-port's weights (``benchmarks/common.py``'s ``ours_from_peer``), so both search the same model; the port through its
+port's weights (``benchmarks/harness/common.py``'s ``ours_from_peer``), so both search the same model; the port through its
 fairseq-style ``SequenceGenerator``, ours through ``ofa_lightning.generation.generate``.
 """
 

@@ -14,7 +14,7 @@ with gradients freed and ``malloc_trim``) / batch: the activations (and transien
 fixed cost) of one step, per sample. The children run with glibc's ``MALLOC_MMAP_THRESHOLD_=65536``
 so that freed activations leave the heap and RSS follows live memory.
 
-Writes ``scaling.json`` and ``scaling.md`` (``--out``, default ``benchmarks/``); ``run.py``
+Writes ``scaling.json`` and ``scaling.md`` (``--out``, default ``benchmarks/results/``); ``run.py``
 includes the markdown in ``RESULTS.md``. About 3-5 minutes on a quiet 2-core machine.
 """
 
@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _p in (HERE.parent / "harness", HERE):  # the shared harness, then this suite's modules
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "1048576"}
 
@@ -95,7 +96,7 @@ def plan(quick: bool) -> list[dict]:
 
 
 def markdown(rows: list[dict], info: dict) -> str:
-    L = ["## Scaling (OFA-Tiny training step, ours, fp32; `benchmarks/scaling.py`)", ""]
+    L = ["## Scaling (OFA-Tiny training step, ours, fp32; `benchmarks/suites/scaling.py`)", ""]
     L.append(
         f"{info['date']}; each row a fresh child process, median of {rows[0]['steps']} step(s) after a warm-up; "
         f"load average during the sweep {info['load_min']:.1f}-{info['load_max']:.1f} (2 cores: anything "
@@ -133,7 +134,7 @@ def markdown(rows: list[dict], info: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(HERE))
+    p.add_argument("--out", default=str(HERE.parents[0].parent / "results"))
     p.add_argument("--quick", action="store_true", help="fewer points, one timed step each")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

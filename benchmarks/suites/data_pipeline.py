@@ -1,6 +1,6 @@
 """Data-pipeline throughput per core: 480 px caption samples from COCO-sized (640x480) JPEGs.
 
-``python benchmarks/data_pipeline.py [--samples N] [--rounds R] [--json out.json] [--skip-demo-check]``
+``python benchmarks/suites/data_pipeline.py [--samples N] [--rounds R] [--json out.json] [--skip-demo-check]``
 
 What is measured (one process, ``torch.set_num_threads(1)``, so samples/s = samples/s per core):
 
@@ -60,7 +60,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_DIR = REPO / "benchmarks" / "results"  # every suite writes here (untracked); harness/report.py reads it
 for _p in (REPO, REPO / "tests"):  # ofa_lightning (editable install anyway) and tests/modelscope_ref.py
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))

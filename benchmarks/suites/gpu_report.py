@@ -15,7 +15,7 @@ def header(res: dict) -> list[str]:
     v = res.get("versions", {})
     soft = "; ".join(f"{k} {val}" for k, val in v.items() if val)
     return [
-        "## GPU (`benchmarks/gpu.py`)",
+        "## GPU (`benchmarks/suites/gpu.py`)",
         "",
         f"{res['date']}; {res['device']}; {soft}; total {res['runtime_s']:.0f} s"
         + (" — **dry run on CPU with OFA-Tiny and toy shapes: not GPU figures**" if res["dry_run"] else "")

@@ -4,9 +4,9 @@ Runs one OFA training step in a loop, in this process, and prints the median ste
 the peak RSS. Run each mode in a fresh process (and under the same allocator as the other rows, e.g.
 ``LD_PRELOAD=$(make -s tcmalloc)``) so that peaks compare:
 
-    python benchmarks/compile_trial.py tiny eager 8
-    python benchmarks/compile_trial.py tiny segments 8        # each checkpoint segment compiled
-    OPTS=default,bf16 python benchmarks/compile_trial.py tiny trunk 7   # whole trunk compiled, no checkpointing
+    python benchmarks/trials/compile_trial.py tiny eager 8
+    python benchmarks/trials/compile_trial.py tiny segments 8        # each checkpoint segment compiled
+    OPTS=default,bf16 python benchmarks/trials/compile_trial.py tiny trunk 7   # whole trunk compiled, no checkpointing
 
 ``OPTS`` is a :func:`train_step.options_from_string` spec (default: the lean configuration). ``trunk`` cannot be
 combined with ``resnet_stage_checkpoint``: Dynamo does not trace a ``checkpoint`` with a ``context_fn`` (which the
@@ -20,8 +20,11 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
+
+import torch  # noqa: E402
 from common import build_ours, current_rss_mb, make_batch, peak_rss_mb, setup_threads
 from train_step import TrainStep, options_from_string
 

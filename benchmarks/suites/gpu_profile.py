@@ -15,7 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))  # the repository (ofa_lightning)
+sys.path.insert(0, str(HERE.parent / "harness"))
 sys.path.insert(0, str(HERE))
 
 import gpu  # noqa: E402
@@ -64,7 +65,7 @@ def kernel_breakdown(prof, steps: int, device_type: str = "CUDA") -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--out", default=str(HERE))
+    p.add_argument("--out", default=str(HERE.parent / "results"))
     p.add_argument(
         "--attention-kernel",
         default="sdpa",
@@ -119,7 +120,7 @@ def main() -> None:
 def to_markdown(res: dict) -> str:
     """The profile as the RESULTS.md section ``run.py`` includes (``gpu_profile.md``)."""
     L = [
-        "### Where an OFA-Base training step spends its GPU time (`benchmarks/gpu_profile.py`)",
+        "### Where an OFA-Base training step spends its GPU time (`benchmarks/suites/gpu_profile.py`)",
         "",
         f"{res['device']}; torch {res['torch']}; bf16 autocast, 480 px, 20 + 20 tokens, random init; "
         f"`model.attention_kernel={res.get('attention_kernel', 'sdpa')}`.",

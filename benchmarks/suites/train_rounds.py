@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _p in (HERE.parent / "harness", HERE):  # the shared harness, then this suite's modules
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from common import log  # noqa: E402
 from run import LEAN_CONFIGS, TCMALLOC, env_label, machine_info, resolve_env, run_child  # noqa: E402
@@ -99,7 +100,7 @@ def report(data: dict, info: dict) -> str:
     lines = [
         SECTION,
         "",
-        f"`benchmarks/train_rounds.py`, {info['date']}; {info['cpu']}, {info['threads']} threads; torch "
+        f"`benchmarks/suites/train_rounds.py`, {info['date']}; {info['cpu']}, {info['threads']} threads; torch "
         f"{info['torch']}, modelscope {info['modelscope']}. Each round: one fresh port child (fp32, glibc, as it "
         f"comes) and one fresh child of each of our memory-lean configurations ({configs}; "
         f"{data['allocator']}), back to back, the order alternating; ratios within the round, against that "
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5, help="undisturbed timed steps per child")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--quiet-wait", type=float, default=20.0)
-    p.add_argument("--out", default=str(HERE))
+    p.add_argument("--out", default=str(HERE.parents[0].parent / "results"))
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be ≥ 1")

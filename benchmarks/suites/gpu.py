@@ -23,7 +23,7 @@ Measures, in one run, with random weights and synthetic caption batches (480 px,
 6. **Largest batch** that trains OFA-Large and OFA-Huge at 480 px with activation checkpointing, and with FSDP
    as ``trainer=fsdp`` sets it up, on the one card (``gpu_capacity.py``).
 
-Writes ``gpu_results.json`` and ``gpu_results.md`` into ``--out`` (default ``benchmarks/``; ``run.py`` includes the
+Writes ``gpu_results.json`` and ``gpu_results.md`` into ``--out`` (default ``benchmarks/results/``; ``run.py`` includes the
 markdown in ``RESULTS.md``) after every part, so a run cut short keeps what it measured. Each part has a time
 share so that the run ends within ``--budget-s`` (default 480 s); a watchdog ends the process at
 ``--hard-limit-s`` (default 570 s) whatever is running. ``--parts`` runs only some parts (say, again after one
@@ -39,7 +39,7 @@ made beforehand with ``pip download --no-deps -d .whl modelscope modelscope-hub 
 "huggingface-hub<1.0"`` (plus ``cryptography cffi pycparser`` when missing), then::
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-    python3 benchmarks/gpu.py --out "$OUT" --budget-s 460 --hard-limit-s 545
+    python3 benchmarks/suites/gpu.py --out "$OUT" --budget-s 460 --hard-limit-s 545
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ from pathlib import Path
 
 T_IMPORT = time.perf_counter()
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for _p in (REPO, HERE, REPO / "tests"):  # ofa_lightning, the benchmark modules, tests/modelscope_ref.py
+REPO = HERE.parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+for _p in (REPO, HERE.parent / "harness", HERE, REPO / "tests"):  # ofa_lightning, the harness, this suite, the port
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -213,7 +214,9 @@ def config(dry_run: bool) -> argparse.Namespace:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="CPU, OFA-Tiny, toy shapes: checks the logic in seconds")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/, or a temporary one with --dry-run)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default benchmarks/results/, or a temporary one with --dry-run)"
+    )
     p.add_argument("--budget-s", type=float, default=480.0, help="time the parts share (from the script's start)")
     p.add_argument(
         "--hard-limit-s",
@@ -272,7 +275,7 @@ def run(args, device, t_start: float, log) -> int:
     parts = set(PARTS if args.parts == "all" else args.parts.split(","))
     OVERRIDES.clear()
     OVERRIDES.update(cfg.overrides)
-    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="ofa_gpu_dry_")) if args.dry_run else HERE)
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="ofa_gpu_dry_")) if args.dry_run else RESULTS)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     res: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -5,7 +5,7 @@ For each mode (``max_batch=8`` batched, ``max_batch=1`` one at a time) it starts
 in flight, and stops the server. It prints a markdown table (throughput, p50 / p95 latency, mean batch size) and
 writes the figures as JSON (``--out``). Bounded: it ends by itself.
 
-    python benchmarks/serve_load.py --ckpt runs/demo/my_run/checkpoints/last.ckpt --task caption
+    python benchmarks/suites/serve_load.py --ckpt runs/demo/my_run/checkpoints/last.ckpt --task caption
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Soak test: the demo configuration (``experiment=demo``) for N CPU steps with 2 loader workers, resident memory
 sampled along the way; no leak = RSS at the last sample within 10 % of RSS at the first.
 
-    .venv/bin/python benchmarks/soak.py                      # 1,000 steps, RSS at steps 200 and 1,000 (the gate)
-    .venv/bin/python benchmarks/soak.py --steps 20 --at 5 20 --every 5 --num-images 60 --out /tmp/soak
-    .venv/bin/python benchmarks/soak.py --append-results     # also put the paragraph into benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/suites/soak.py                      # 1,000 steps, RSS at steps 200 and 1,000 (the gate)
+    .venv/bin/python benchmarks/suites/soak.py --steps 20 --at 5 20 --every 5 --num-images 60 --out /tmp/soak
+    .venv/bin/python benchmarks/suites/soak.py --append-results     # also put the paragraph into benchmarks/results/RESULTS.md
 
 Writes ``<out>/soak.json`` (every sample: step, RSS of the training process, RSS of it + its loader workers and
-other children, wall time) and ``<out>/soak.md`` (the paragraph for ``benchmarks/RESULTS.md``). RSS is read after
+other children, wall time) and ``<out>/soak.md`` (the paragraph for ``benchmarks/results/RESULTS.md``). RSS is read after
 ``gc.collect()`` at the end of the sampled training step, in the main process (the gate) and summed over its
 children (reported). Evaluation runs on the demo's cadence (``trainer.val_check_interval``, 500 steps), so the
 step-200 sample comes before the first evaluation and the step-1,000 one after the others: a leak in evaluation
@@ -26,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
     paragraph = describe(result)
     (out / "soak.md").write_text(paragraph)
     if args.append_results:
-        append_results(paragraph, REPO / "benchmarks" / "RESULTS.md")
+        append_results(paragraph, REPO / "benchmarks" / "results" / "RESULTS.md")
     print(paragraph)
     return result
 
@@ -148,7 +148,7 @@ def describe(r: dict) -> str:
     series = ", ".join(f"{s['step']}: {s['rss_mb']:.0f}" for s in r["samples"])
     return (
         f"{SECTION}\n\n"
-        f"`benchmarks/soak.py` ({r['date']}, {r['machine']['cpu_count']} cores, torch "
+        f"`benchmarks/suites/soak.py` ({r['date']}, {r['machine']['cpu_count']} cores, torch "
         f"{r['machine']['torch']}): `experiment=demo` for {r['steps']:,} CPU steps with {r['workers']} loader "
         f"workers (evaluation every {r.get('val_check_interval', '?')} steps, no final test). Resident memory "
         f"of the training process: "
@@ -183,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-images", type=int, default=1500, help="shapes scenes (the demo's default)")
     parser.add_argument("--tolerance", type=float, default=0.10)
     parser.add_argument("--root", type=Path, default=None, help="data and run dir (default: a temporary dir)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "soak")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "soak")
     parser.add_argument("--append-results", action="store_true", help="write the paragraph into RESULTS.md")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Conversion speed of your own data: `ofa-prepare table` on 480 px JPEGs (images/s, and per core).
 
-    python benchmarks/own_data.py --num-images 2000 --workers 1 4
-    python benchmarks/own_data.py --json own_data.json
+    python benchmarks/suites/own_data.py --num-images 2000 --workers 1 4
+    python benchmarks/suites/own_data.py --json own_data.json
 
 Makes N distinct 480 px JPEGs (crops of scikit-image's sample photographs, resized so the long side is 480) and a
 captions.csv, then times the whole `ofa-prepare table --task caption` run (reading, checking and sharding every
