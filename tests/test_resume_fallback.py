@@ -9,6 +9,7 @@ import os
 import shutil
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from data_recipes.shapes_pipeline import build_shapes_shards
@@ -102,3 +103,47 @@ def test_a_copied_run_dir_resumes_its_own_newest_checkpoint(project, caplog):
         train(compose_config([*TINY, "trainer.max_steps=6", "resume=auto"], copy, project))
     assert f"continuing from {copy / 'checkpoints' / 'last.ckpt'} (step 4)" in caplog.text
     assert torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+class _Crash(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 3:
+            raise RuntimeError("simulated kill at step 3")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_metric_rows_and_wandb_values_of_replayed_steps_are_not_doubled(project, monkeypatch):
+    """Checkpoint at step 2, killed during step 4 (after steps 3's rows were written), resumed: metrics.jsonl and
+    metrics.csv hold one row per (step, key), and the W&B run is sent each (step, key) once."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    from ofa_lightning.training import run as run_module
+    from ofa_lightning.training.run_files import read_metrics_csv, read_metrics_jsonl
+
+    sent: list[tuple[int, str]] = []
+    real_log = WandbLogger.log_metrics
+    monkeypatch.setattr(
+        WandbLogger,
+        "log_metrics",
+        lambda self, metrics, step=None: (sent.extend((step, k) for k in metrics), real_log(self, metrics, step)),
+    )
+    overrides = [o for o in TINY if not o.startswith(("logger=", "+tracking.predictions"))] + [
+        "logger.mode=offline",
+        "trainer.log_every_n_steps=1",
+        "trainer.max_steps=5",
+    ]
+    run = project / "runs" / "replayed"
+    real_callbacks = run_module.build_callbacks
+    monkeypatch.setattr(run_module, "build_callbacks", lambda c, d: [*real_callbacks(c, d), _Crash()])
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(compose_config(overrides, run, project))
+    monkeypatch.setattr(run_module, "build_callbacks", real_callbacks)
+    before = {r["step"] for r in read_metrics_jsonl(run / "metrics.jsonl")}
+    assert 3 in before  # step 3 was logged, then the run died before its next checkpoint
+    train(compose_config([*overrides, "resume=auto"], run, project))
+    rows = read_metrics_jsonl(run / "metrics.jsonl")
+    pairs = [(r["step"], k) for r in rows for k in r if k not in ("step", "time")]
+    assert len(pairs) == len(set(pairs)) and {2, 3, 4} <= {r["step"] for r in rows}
+    csv_pairs = [(r["step"], r["key"]) for r in read_metrics_csv(run / "metrics.csv")]
+    assert len(csv_pairs) == len(set(csv_pairs))
+    assert sent and len(sent) == len(set(sent)), sorted(p for p in sent if sent.count(p) > 1)

@@ -55,6 +55,7 @@ __all__ = [
     "StepRNG",
     "StepLog",
     "read_step_log",
+    "ReplayedSteps",
     "remove_stale_temporaries",
     "atomic_torch_save",
     "TMP_MARK",
@@ -323,6 +324,76 @@ class StepLog(pl.Callback):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class ReplayedSteps(pl.Callback):
+    """After a resume, the steps between the checkpoint and the kill are trained again: their rows are dropped from
+    ``metrics.csv`` / ``metrics.jsonl`` (the replayed rows replace them), and the W&B run, which already holds
+    them, is not sent the same (step, key) twice (one value per step). Runs when training starts, after Lightning
+    restored the checkpoint; rank 0 writes."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.ckpt_path:
+            return
+        from ofa_lightning.training.run_files import MetricsFileLogger
+        from ofa_lightning.training.tracking import logger_step
+
+        step = logger_step(trainer)
+        files = next((lg for lg in trainer.loggers if isinstance(lg, MetricsFileLogger)), None)
+        jsonl = files.jsonl_path if files is not None else None
+        if jsonl is None and trainer.loggers:
+            jsonl = Path(trainer.loggers[0].save_dir or ".") / MetricsFileLogger.JSONL_NAME
+        logged = _rows_after(jsonl, step) if jsonl is not None else {}
+        for lg in trainer.loggers:
+            if hasattr(lg, "already_logged"):
+                lg.already_logged = {s: set(keys) for s, keys in logged.items()}
+        if files is not None and trainer.global_rank == 0 and logged:
+            _drop_rows_after(files.jsonl_path, files.csv_path, step)
+            log.info("resume: dropped the metric rows of steps after %d from %s (they are trained again)", step, jsonl)
+
+
+def _rows_after(jsonl: Path, step: int) -> dict[int, set[str]]:
+    """step -> keys that ``metrics.jsonl`` holds for the steps after ``step``."""
+    out: dict[int, set[str]] = {}
+    if not jsonl.is_file():
+        return out
+    for line in jsonl.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row.get("step"), int) and row["step"] > step:
+            out.setdefault(row["step"], set()).update(k for k in row if k not in ("step", "time"))
+    return out
+
+
+def _rewrite(path: Path, keep: Any) -> None:
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    tmp.write_text("".join(line for i, line in enumerate(lines) if keep(i, line)), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _drop_rows_after(jsonl: Path, csv_path: Path, step: int) -> None:
+    import csv
+
+    def keep_json(_: int, line: str) -> bool:
+        try:
+            row_step = json.loads(line).get("step")
+        except ValueError:
+            return False  # a line torn by the kill
+        return not (isinstance(row_step, int) and row_step > step)
+
+    def keep_csv(i: int, line: str) -> bool:
+        if i == 0:
+            return True  # the header
+        cells = next(csv.reader([line]), [])
+        return not (cells and cells[0].isdigit() and int(cells[0]) > step)
+
+    _rewrite(jsonl, keep_json)
+    _rewrite(csv_path, keep_csv)
 
 
 def read_step_log(path: str | os.PathLike, rank: int = 0) -> list[dict[str, Any]]:

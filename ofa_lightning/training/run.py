@@ -126,7 +126,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     from pytorch_lightning.callbacks import LearningRateMonitor
 
     from ofa_lightning.data import DataStatsCallback
-    from ofa_lightning.training.checkpointing import LastCheckpoint, StepLog, StepRNG
+    from ofa_lightning.training.checkpointing import LastCheckpoint, ReplayedSteps, StepLog, StepRNG
 
     callbacks: list[pl.Callback] = [
         # save_top_k=0 + save_last: last.ckpt is written in place by AtomicCheckpointIO (never a symlink or copy),
@@ -138,6 +138,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
             every_n_train_steps=int(cfg.checkpoint_every_n_steps),
         ),
         DataStatsCallback(log_every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50))),
+        ReplayedSteps(),  # after a resume: one metric row / W&B value per step
     ]
     if cfg.get("step_rng", True):  # randomness of step k = f(seed, rank, k): identical after a resume
         callbacks.append(StepRNG(int(cfg.seed)))

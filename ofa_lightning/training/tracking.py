@@ -178,7 +178,18 @@ def make_wandb_logger(
     from pytorch_lightning.loggers import WandbLogger
 
     class RunFolderWandbLogger(WandbLogger):
-        """Stages logged tables' files inside the run's own folder once the run exists."""
+        """Stages logged tables' files inside the run's own folder once the run exists; after a resume, a (step,
+        key) the run already holds is not logged again (``already_logged``, set by ``checkpointing.ReplayedSteps``)."""
+
+        already_logged: dict[int, set[str]] = {}
+
+        def log_metrics(self, metrics, step=None):
+            seen = self.already_logged.get(step) if step is not None else None
+            if seen:
+                metrics = {k: v for k, v in metrics.items() if k not in seen}
+                if not metrics:
+                    return
+            super().log_metrics(metrics, step)
 
         @property
         @rank_zero_experiment
