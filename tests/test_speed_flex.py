@@ -1,6 +1,6 @@
 """``model.speed.attention_kernel=flex``: the encoder's scores formed inside FlexAttention (speed/flex.py).
 
-The fused kernel is GPU-only (and measured by ``benchmarks/gpu.py``); here the same ``score_mod`` and augmented
+The fused kernel is GPU-only (and measured by ``benchmarks/suites/gpu.py``); here the same ``score_mod`` and augmented
 q/k run through PyTorch's eager FlexAttention reference, so these tests check the maths of the path: outputs equal
 the dense SDPA path's, and so do all gradients (PyTorch refuses a CPU backward, so that test lifts the two CPU
 guards to run the reference's backward, which has the semantics the GPU kernel implements).

@@ -1,4 +1,4 @@
-"""The fused, chunked label-smoothed cross-entropy (model/fused_ce.py) against the reference composition."""
+"""The fused, chunked label-smoothed cross-entropy (speed/fused_ce.py) against the reference composition."""
 
 from __future__ import annotations
 

@@ -15,16 +15,16 @@ runs the step under CPU bf16 autocast (off by default; reported separately).
 * ``fused_adamw`` — ``torch.optim.AdamW(fused=True)``: one kernel per
   parameter instead of ``foreach`` lists of full-size temporaries.
 * ``fused_ce`` — the training criterion's fused, chunked cross-entropy
-  (``ofa_lightning/model/fused_ce.py``, the module's default): no fp32 copy
+  (``ofa_lightning/speed/fused_ce.py``, the module's default): no fp32 copy
   of the (N, V) logits, no fp32 log-probabilities kept for backward, the
   gradient written once in the logits' dtype. Same loss to fp32 rounding.
-* ``resnet_checkpoint`` — the model option ``checkpoint_resnet``: recompute each
+* ``resnet_checkpoint`` — the speed option ``model.speed.checkpoint_resnet``: recompute each
   ResNet bottleneck in the backward pass instead of storing its activations
   (memory for time; off by default). BatchNorm running statistics are not
   updated by the recomputation.
 * ``resnet_stage_checkpoint`` — ``checkpoint_resnet="stages"``: the same recomputation,
   but only the inputs of a few segments (the stem, stage 1, stage 2, stage 3) are kept.
-* ``layer_checkpoint`` — the model option ``activation_checkpointing``: the encoder and
+* ``layer_checkpoint`` — the speed option ``model.speed.activation_checkpointing``: the encoder and
   decoder layers are recomputed in the backward pass too.
 * ``fine_segments`` — ``checkpoint_resnet_segments=[1, 2, 3]``: "stages" segments of at most
   1, 2 and 3 blocks of stages 1, 2 and 3 (default 8 each).

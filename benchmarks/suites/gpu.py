@@ -15,7 +15,7 @@ Measures, in one run, with random weights and synthetic caption batches (480 px,
    for each one missed, **what bounds it** (``gpu_bounds.py``: this run's profile and the lower bound on the
    step of ``gpu_ceiling.py``): MFU ≥ 35 %, training ≥ 3× the port, generation ≥ 5× the port.
 5. **Training-step variants** at the same batch (``gpu_parts.VARIANTS``): the ResNet in NCHW (what channels-last
-   buys), fused LayerNorms (bf16 in and out, no fp32 casts), ``model.attention_kernel=flex`` (after a **parity
+   buys), fused LayerNorms (bf16 in and out, no fp32 casts), ``model.speed.attention_kernel=flex`` (after a **parity
    check** of its loss and every gradient against the default kernel in fp32), flex with OFA's frozen BatchNorm
    (``--freeze-resnet``: a recipe change, reported for what BatchNorm costs), flex with fused LayerNorms, and flex
    with the layers (and the ResNet trunk) compiled by ``torch.compile``. MFU of every row uses the default step's
@@ -125,7 +125,7 @@ def versions() -> dict:
 @contextlib.contextmanager
 def flex_cpu_guards_lifted(active: bool):
     """Dry run only: let the flex variants train on the CPU through FlexAttention's eager reference (PyTorch and
-    ``model/flex.py`` refuse a CPU backward; the reference has one). A logic check, not a supported mode; the
+    ``speed/flex.py`` refuse a CPU backward; the reference has one). A logic check, not a supported mode; the
     guards are restored on exit (the dry run also runs inside the test process)."""
     if not active:
         yield

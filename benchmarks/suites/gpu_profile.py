@@ -70,7 +70,7 @@ def main() -> None:
         "--attention-kernel",
         default="sdpa",
         choices=("sdpa", "flex"),
-        help="model.attention_kernel of the profiled model (flex: ofa_lightning/model/flex.py)",
+        help="model.speed.attention_kernel of the profiled model (flex: ofa_lightning/speed/flex.py)",
     )
     args = p.parse_args()
     device = torch.device("cuda")
@@ -123,7 +123,7 @@ def to_markdown(res: dict) -> str:
         "### Where an OFA-Base training step spends its GPU time (`benchmarks/suites/gpu_profile.py`)",
         "",
         f"{res['device']}; torch {res['torch']}; bf16 autocast, 480 px, 20 + 20 tokens, random init; "
-        f"`model.attention_kernel={res.get('attention_kernel', 'sdpa')}`.",
+        f"`model.speed.attention_kernel={res.get('attention_kernel', 'sdpa')}`.",
         "",
         "| batch | step (s) | samples/s | MFU |",
         "|---:|---:|---:|---:|",

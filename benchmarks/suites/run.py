@@ -83,7 +83,7 @@ UNITS = {
 # benchmarks/harness/get_tcmalloc.sh finds or fetches it). glibc keeps ~0.2-0.3 GB of freed activation memory resident in
 # holes of its heap; tcmalloc reuses it. Without tcmalloc the lean rows run on glibc and RESULTS.md says so.
 LEAN_OPTIONS = "default,bf16,resnet_stage_checkpoint"
-# Leaner still, for more time: the encoder/decoder layers recomputed too (model.activation_checkpointing), which makes
+# Leaner still, for more time: the encoder/decoder layers recomputed too (model.speed.activation_checkpointing), which makes
 # the trunk's backward the peak, so the trunk's stages are cut finer (checkpoint_resnet_segments=[1, 2, 3]).
 # On a 2-core Intel CPU: OFA-Tiny ~1.77-1.80 GB against ~1.88 GB, at +5-10 % time.
 LEANEST_OPTIONS = LEAN_OPTIONS + ",layer_checkpoint,fine_segments"
@@ -530,10 +530,10 @@ def write_report(path: Path, info: dict, results: list, details: dict, args) -> 
     L.append(
         f"Training configurations: `tiny`/`medium` = our fp32 default step; `…/bf16` = CPU bf16 autocast "
         f"(`precision=bf16-mixed`; this CPU has AVX512-BF16); `…/bf16+ckpt` = our memory-lean configuration: bf16 "
-        f"autocast + `model.checkpoint_resnet=stages` (only the inputs of the stem, stage 1, stage 2 and stage 3 are "
+        f"autocast + `model.speed.checkpoint_resnet=stages` (only the inputs of the stem, stage 1, stage 2 and stage 3 are "
         f"kept; the trunk's forward is recomputed in backward); `…/bf16+ckpt+layers` = leaner still: the same + "
-        f"`model.activation_checkpointing=true` (encoder/decoder layers recomputed too) + "
-        f"`model.checkpoint_resnet_segments=[1,2,3]` (finer trunk segments, which pay once the layers no longer "
+        f"`model.speed.activation_checkpointing=true` (encoder/decoder layers recomputed too) + "
+        f"`model.speed.checkpoint_resnet_segments=[1,2,3]` (finer trunk segments, which pay once the layers no longer "
         f"set the peak). The bf16 rows ran with **{allocator}** as the "
         f"allocator (`LD_PRELOAD`; `benchmarks/harness/get_tcmalloc.sh` finds or fetches Debian's libtcmalloc-minimal4; "
         f"without it they run on glibc). The port always runs its own fp32 step on glibc. The bf16 rows change "

@@ -5,7 +5,7 @@ Each configuration runs in its own fresh child process (1 warm-up step + ``--ste
 steps) so its peak RSS is its own. Three sweeps:
 
 * image size 256 / 384 / 480 px (batch 4, 20 + 20 tokens), each **with and without activation
-  checkpointing** (``model.checkpoint_resnet`` + ``model.activation_checkpointing``);
+  checkpointing** (``model.speed.checkpoint_resnet`` + ``model.speed.activation_checkpointing``);
 * batch size 1 / 2 / 4 / 8 (256 px);
 * target = source sequence length 20 / 64 / 128 tokens (256 px, batch 4).
 
@@ -101,8 +101,8 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"{info['date']}; each row a fresh child process, median of {rows[0]['steps']} step(s) after a warm-up; "
         f"load average during the sweep {info['load_min']:.1f}-{info['load_max']:.1f} (2 cores: anything "
         f"above ~0.5 from others slows the steps, so compare rows with care). Activation MB/sample = (peak RSS "
-        f"of the step − RSS between steps) / batch. Checkpointing = `model.checkpoint_resnet=stages` + "
-        f"`model.activation_checkpointing=true`."
+        f"of the step − RSS between steps) / batch. Checkpointing = `model.speed.checkpoint_resnet=stages` + "
+        f"`model.speed.activation_checkpointing=true`."
     )
     L.append("")
     L.append("**Image size** (batch 4, 20 + 20 tokens):")

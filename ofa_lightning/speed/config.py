@@ -15,7 +15,7 @@ Profiles:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # The on/off switches a profile decides (all True in "fast", all False in "plain").
@@ -102,13 +102,6 @@ class SpeedConfig:
         """Whether ``switch`` (one of :data:`SWITCHES`) is on: its own value, else the profile's."""
         value = getattr(self, switch)
         return PROFILES[self.profile][switch] if value is None else bool(value)
-
-    def resolved(self) -> dict[str, Any]:
-        """Every switch as it applies (the profile filled in): for logs and benchmark reports."""
-        return {**{s: self.on(s) for s in SWITCHES}, **{k: v for k, v in self.to_dict().items() if k not in SWITCHES}}
-
-    def with_(self, **changes: Any) -> SpeedConfig:
-        return replace(self, **changes)
 
     @classmethod
     def from_any(cls, value: SpeedConfig | Mapping[str, Any] | str | None) -> SpeedConfig:
