@@ -1,0 +1,44 @@
+"""``benchmarks/harness/report.py``: docs/benchmarks.md is generated from the suites' results, one table with the
+date, the machine and the port's figures beside ours; sections whose results are missing are left out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_report():
+    spec = importlib.util.spec_from_file_location("ofa_bench_report", REPO / "benchmarks" / "harness" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entry(name, config, ours, peer, ratio, target="none", met=None):
+    return dict(name=name, config=config, ours=ours, peer=peer, ratio=ratio, target=target, target_met=met)
+
+
+def test_report_renders_the_results_found(tmp_path):
+    report = load_report()
+    results = [
+        entry("train_samples_per_s", "tiny", 4.87, 3.21, 1.52, ">= 2.0", False),
+        entry("train_peak_rss_mb", "tiny", 2681.0, 2828.0, 0.95, "<= 0.6", False),
+        entry("encoder_s", "tiny", 0.300, 0.552, 1.84, ">= 1.3", True),
+    ]
+    machine = dict(date="2026-01-02 03:04 UTC", cpu="Test CPU", cores=2, threads=2, torch="9.9", modelscope="1.0")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "details.json").write_text(json.dumps({"machine": machine}))
+    text = report.render(tmp_path)
+    assert "2026-01-02 03:04 UTC; Test CPU, 2 cores" in text
+    assert "| training, fp32 default step: samples/s, peak RSS | tiny | 4.87 /s, 2,681 MB | 3.21 /s, 2,828 MB |" in text
+    assert "| encoder forward (s/batch) | tiny | 0.300 | 0.552 | 1.84× | ≥ 1.3 — met |" in text
+    assert "## GPU" not in text and "Soak" not in text  # no results for them: no section
+    shutil.copy(REPO / "tests" / "data" / "benchmarks" / "gpu_results.json", tmp_path / "gpu_results.json")
+    text = report.render(tmp_path)
+    assert "## GPU" in text and "185 samples/s" in text and "NVIDIA H100" in text
+    out = tmp_path / "benchmarks.md"
+    assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0 and out.read_text() == text
