@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ofa_lightning.data.shards import iter_json_samples, resolve_shards
@@ -157,7 +158,6 @@ def train(cfg: DictConfig, adjust_resumed: Callable[[DictConfig, int], None] | N
     """Fit (and test) one run; returns the final metrics. Writes everything under ``paths.output_dir``.
     ``adjust_resumed(cfg, step)`` is applied to a resumed run's config rebuilt from its checkpoint (written at
     ``step``): the command's ``OFA_SMOKE``."""
-    from ofa_lightning.data import OFADataModule
     from ofa_lightning.training.module import OFALitModule
     from ofa_lightning.training.resume import (
         PublishRunRecord,
@@ -192,9 +192,7 @@ def train(cfg: DictConfig, adjust_resumed: Callable[[DictConfig, int], None] | N
         remove_stale_temporaries(run_dir / "checkpoints")
     pl.seed_everything(int(cfg.seed), workers=True)
 
-    data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    data_kwargs.pop("_target_", None)
-    datamodule = OFADataModule(**data_kwargs)
+    datamodule = instantiate(cfg.data, _convert_="all")  # conf/data: _target_ OFADataModule
     tokenizer = plan.tokenizer or build_tokenizer(cfg, datamodule, run_dir)
     datamodule.tokenizer = tokenizer
     model_config = build_model_config(cfg, tokenizer)
@@ -207,12 +205,11 @@ def train(cfg: DictConfig, adjust_resumed: Callable[[DictConfig, int], None] | N
     module.run_choices = plan.choices
 
     logger = _logger(cfg, run_dir)
-    trainer_kwargs = trainer_arguments(cfg)
     callbacks = build_callbacks(cfg, run_dir)
     if plan.ckpt_path is not None:
         callbacks.append(PublishRunRecord(cfg, run_dir, tokenizer))
-    trainer = pl.Trainer(
-        **trainer_kwargs,
+    trainer = build_trainer(
+        cfg,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
@@ -238,19 +235,27 @@ def train(cfg: DictConfig, adjust_resumed: Callable[[DictConfig, int], None] | N
     return metrics
 
 
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """``cfg.trainer`` instantiated (its ``_target_``: ``pl.Trainer``) with :func:`trainer_arguments`, plus
+    ``kwargs`` (loggers, callbacks, the run dir)."""
+    target, arguments = _trainer_target(cfg)
+    return target(**arguments, **kwargs)
+
+
 def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
-    """``pl.Trainer`` keyword arguments from ``cfg.trainer``: a ``strategy`` given as a mapping with ``_target_``
-    is instantiated (``conf/trainer/ddp.yaml``: DDP with a process-group timeout), and checkpoints are written by
-    ``AtomicCheckpointIO`` unless ``plugins`` name another one."""
-    from hydra.utils import instantiate
+    """The keyword arguments ``cfg.trainer`` gives its ``_target_``, as ``hydra.utils.instantiate`` builds them:
+    nested ``_target_`` nodes are instantiated (``conf/trainer/ddp.yaml``: a DDP strategy with a process-group
+    timeout), and checkpoints are written by ``AtomicCheckpointIO`` unless ``plugins`` name another one."""
+    return _trainer_target(cfg)[1]
+
+
+def _trainer_target(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
     from lightning_fabric.plugins import CheckpointIO
 
     from ofa_lightning.training.checkpointing import AtomicCheckpointIO
 
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs.pop("_target_", None)
-    if isinstance(kwargs.get("strategy"), dict):
-        kwargs["strategy"] = instantiate(cfg.trainer.strategy, _convert_="all")
+    partial = instantiate(cfg.trainer, _partial_=True, _convert_="all")
+    kwargs = dict(partial.keywords)
     plugins = kwargs.get("plugins") or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -259,7 +264,7 @@ def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
             AtomicCheckpointIO(keep_last=keep_last)
         )  # Lightning hands it to the strategy (a given instance too)
     kwargs["plugins"] = plugins
-    return kwargs
+    return partial.func, kwargs
 
 
 def _logger(cfg: DictConfig, run_dir: Path):
@@ -329,7 +334,6 @@ def evaluate(
     tokenizer: ``tokenizer``, else the one saved in ``tokenizer_dir``, else built from ``train_cfg``."""
     import torch
 
-    from ofa_lightning.data import OFADataModule
     from ofa_lightning.training.module import OFALitModule
 
     out_dir = Path(out_dir)
@@ -338,9 +342,7 @@ def evaluate(
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     if tokenizer is None:
         tokenizer = OFATokenizer.load(tokenizer_dir) if tokenizer_dir else build_tokenizer(train_cfg, None, out_dir)
-    data_kwargs = OmegaConf.to_container(train_cfg.data, resolve=True)
-    data_kwargs.pop("_target_", None)
-    datamodule = OFADataModule(**data_kwargs, tokenizer=tokenizer)
+    datamodule = instantiate(train_cfg.data, tokenizer=tokenizer, _convert_="all")
     module = OFALitModule(
         build_model_config(train_cfg, tokenizer),
         tokenizer=tokenizer,
