@@ -1,10 +1,9 @@
 """OFA's encoder: [image patches ; text tokens] through pre-LN NormFormer layers.
 
-OFA-Sys/OFA ``models/ofa/unify_transformer.py`` (``TransformerEncoder``). Positions never touch the
-inputs: a decoupled absolute
-bias (computed once per forward, shared by all layers) plus per-layer relative
-tables (1-D for text×text, 2-D for patch×patch; image×text gets the absolute
-bias only) are summed with the padding mask into one float attention mask.
+OFA-Sys/OFA ``models/ofa/unify_transformer.py`` (``TransformerEncoder``; paper §3.1). Positions never touch the
+inputs: a decoupled absolute bias (computed once per forward, shared by all layers) plus per-layer relative tables
+(1-D for text×text, 2-D for patch×patch; image×text gets the absolute bias only) are summed with the padding mask
+into one float attention mask per layer (:meth:`Encoder.attention_biases`).
 """
 
 from __future__ import annotations
