@@ -29,15 +29,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+from data_recipes import shapes_language, shapes_language_zh
 from data_recipes.common.options import positive_int
-from data_recipes.shapes_language import (
-    annotator_answers,
-    captions,
-    corpus_paragraph,
-    hypotheses,
-    questions,
-    referring_expressions,
-)
+from data_recipes.shapes_language import annotator_answers
 from data_recipes.shapes_scene import COLOURS, DEFAULT_COUNTS, DEFAULT_SHAPE_SCALE, SHAPES, draw_scene
 
 NAME = "shapes"
@@ -47,6 +41,8 @@ SPLITS = ("train", "val", "test")
 SNLI_SPLIT_NAMES = {"train": "train", "val": "dev", "test": "test"}
 CATEGORY_IDS = {shape: i + 1 for i, shape in enumerate(SHAPES)}
 JPEG_QUALITY = 95
+#: the language of the text (captions, questions, expressions, hypotheses, corpus): module per language
+LANGUAGES = {"en": shapes_language, "zh": shapes_language_zh}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX"),
         help="shape size range as fractions of the image side",
     )
+    parser.add_argument("--language", choices=sorted(LANGUAGES), default="en", help="language of all the text")
 
 
 def split_ids(num_images: int, seed: int) -> dict[int, str]:
@@ -100,6 +97,7 @@ def generate_shapes(
     questions_per_image: int = 4,
     counts: tuple[int, ...] = DEFAULT_COUNTS,
     shape_scale: tuple[float, float] = DEFAULT_SHAPE_SCALE,
+    language: str = "en",
 ) -> dict[str, Any]:
     """Writes the raw files (see the module docstring) into `out`; returns counts per split.
 
@@ -113,6 +111,9 @@ def generate_shapes(
     low, high = (float(x) for x in shape_scale)
     if not 0 < low <= high <= 0.8:
         raise ValueError(f"shape_scale must be 0 < min <= max <= 0.8 (fractions of the image side), got {[low, high]}")
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
+    words = LANGUAGES[language]
     out = Path(out)
     splits = split_ids(num_images, seed)
     karpathy, scenes_json, corpus = [], [], []
@@ -135,7 +136,7 @@ def generate_shapes(
         image_entry = {"id": image_id, "file_name": name, "width": image_size, "height": image_size}
         det_images[split].append(image_entry)
 
-        refs_text = captions(scene, rng)
+        refs_text = words.captions(scene, rng)
         sentences = []
         for text in refs_text:
             tokens = text.lower().rstrip(".").replace(",", "").replace(":", "").split()
@@ -153,7 +154,7 @@ def generate_shapes(
             }
         )
 
-        for k, question in enumerate(questions(scene, rng, questions_per_image)):
+        for k, question in enumerate(words.questions(scene, rng, questions_per_image)):
             qid = image_id * 10 + k
             answers = annotator_answers(question, rng)
             vqa_q[split].append({"image_id": image_id, "question": question.question, "question_id": qid})
@@ -195,7 +196,7 @@ def generate_shapes(
                     "area": shape.area,
                 }
             )
-            expressions = referring_expressions(scene, index)
+            expressions = words.referring_expressions(scene, index)
             if expressions:
                 chosen = rng.sample(expressions, min(3, len(expressions)))
                 sentences = []
@@ -215,7 +216,7 @@ def generate_shapes(
                     }
                 )
 
-        for k, (hypothesis, label) in enumerate(hypotheses(scene, rng)):
+        for k, (hypothesis, label) in enumerate(words.hypotheses(scene, rng)):
             snli[split].append(
                 {
                     "Flikr30kID": name,
@@ -227,7 +228,7 @@ def generate_shapes(
                 }
             )
         if split == "train":
-            corpus.append(corpus_paragraph(scene, refs_text, rng))
+            corpus.append(words.corpus_paragraph(scene, refs_text, rng))
         scenes_json.append(
             {
                 "image_id": image_id,
@@ -315,6 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.questions_per_image,
         tuple(args.counts),
         tuple(args.shape_scale),
+        args.language,
     )
     print(f"ofa-prepare: shapes raw data in {args.out}: {json.dumps(summary)}")
     return summary

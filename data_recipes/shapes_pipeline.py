@@ -59,11 +59,13 @@ def build_shapes_shards(
     shard_size: int = 1000,
     quiet: bool = True,
     overwrite: bool = False,
+    language: str = "en",
 ) -> dict[str, Any]:
-    """Generates root/raw and writes root/shards/<recipe>; returns {recipe: manifest}."""
+    """Generates root/raw and writes root/shards/<recipe>; returns {recipe: manifest}. ``language="zh"``: the
+    captions, questions, expressions, hypotheses and corpus in Chinese (detection labels stay the English names)."""
     root = Path(root)
     raw, shards = root / "raw", root / "shards"
-    generate_shapes(raw, num_images=num_images, seed=seed, image_size=image_size)
+    generate_shapes(raw, num_images=num_images, seed=seed, image_size=image_size, language=language)
     manifests = {}
     for name, argv in recipe_commands(raw, shards).items():
         extra = ["--out", str(shards / name), "--shard-size", str(shard_size), "--strict"]

@@ -13,7 +13,7 @@ from collections import Counter
 import torch
 
 from ofa_lightning.data.shards import iter_json_samples, resolve_shards
-from ofa_lightning.metrics import CIDErD, GroundingAccuracy, VQAAccuracy
+from ofa_lightning.metrics import GroundingAccuracy, VQAAccuracy, build_metric
 from ofa_lightning.tasks.text import pre_caption
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,14 @@ def _records(spec: str, split: str) -> list[dict]:
     return rows
 
 
-def caption_baseline(shards: str, train_split: str = "train", test_split: str = "test") -> float:
+def caption_baseline(shards: str, train_split: str = "train", test_split: str = "test", metric: str = "cider") -> float:
+    """``metric``: the caption task's CIDEr-D (``cider``, or ``cider_zh`` for Chinese captions)."""
     counts = Counter(pre_caption(c, 20) for r in _records(shards, train_split) for c in r["captions"])
     guess = counts.most_common(1)[0][0]
     test = _records(shards, test_split)
-    metric = CIDErD()
-    metric.update([guess] * len(test), [r["captions"] for r in test], ids=list(range(len(test))))
-    return float(metric.compute())
+    scorer = build_metric(metric)
+    scorer.update([guess] * len(test), [r["captions"] for r in test], ids=list(range(len(test))))
+    return float(scorer.compute())
 
 
 def vqa_baseline(shards: str, train_split: str = "train", test_split: str = "test") -> float:
