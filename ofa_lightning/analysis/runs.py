@@ -255,12 +255,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def judge(prediction: Any, reference: Any, task: str | None = None) -> tuple[float | None, bool | None]:
-    """(score, right?) of one prediction: VQA soft score, box IoU, exact match; (None, None) for captions."""
-    from ofa_lightning.training.callbacks.predictions import row_score
+    """(score, right?) of one prediction: VQA soft score, box IoU, exact match; (None, None) for a list of reference
+    texts (captions: the corpus metrics judge them)."""
+    from ofa_lightning.tasks.scoring import row_score
 
-    if task in ("caption", "grounded_caption") or (
-        isinstance(reference, list) and reference and all(isinstance(r, str) for r in reference)
-    ):
+    if isinstance(reference, list) and reference and all(isinstance(r, str) for r in reference):
         return None, None
     score = row_score(prediction, reference)
     if score is None or (isinstance(score, float) and math.isnan(score)):
