@@ -24,6 +24,7 @@ from typing import Any
 from data_recipes.common.errors import PrepareError
 from data_recipes.common.manifest import MANIFEST_NAME
 from data_recipes.contact_sheet import draw_contact_sheet
+from ofa_lightning.data.shards import ends_cleanly
 
 NAME = "inspect"
 KIND = "generator"
@@ -117,8 +118,12 @@ def iter_samples(
                     members = {}
                 key = name_key
                 members[ext.lower()] = tar.extractfile(info).read()
-            if key is not None and path.stat().st_size - tar.offset < 2 * tarfile.BLOCKSIZE:
-                raise tarfile.ReadError("cut short: no end-of-archive blocks after the last member")
+            if key is not None:
+                with open(path, "rb") as handle:
+                    if not ends_cleanly(handle, tar.offset):
+                        raise tarfile.ReadError(
+                            "unreadable after the last sample read (a damaged header, or cut short)"
+                        )
     except (tarfile.TarError, OSError) as exc:
         if skips is None:
             raise PrepareError(f"{path} is not a readable tar shard: {exc}") from None

@@ -82,3 +82,26 @@ def test_a_source_whose_shards_all_give_nothing_stops_with_a_message(tmp_path):
     stream = MixtureStream([StreamSource("z", FakeTask(), urls, sizes=[10, 10])], 2, seed=0)
     with pytest.raises(RuntimeError, match="'z': none of its 2 shard"):
         next(stream.batches())
+
+
+def test_a_garbled_member_header_is_an_unreadable_shard_not_a_shorter_one(tmp_path):
+    """tarfile stops without an error at a header it cannot parse: the reader checks for the end-of-archive
+    marker there, so the damage is a counted skip and the samples before it are kept."""
+    import os
+    import tarfile
+
+    from ofa_lightning.data.shards import ShardReadError, index_tar
+
+    (url,) = write_shards(tmp_path / "g", "g", [12], image=False)
+    with tarfile.open(url) as tar:
+        at = [m.offset for m in tar.getmembers()][6]
+    data = bytearray(Path(url).read_bytes())
+    data[at : at + tarfile.BLOCKSIZE] = os.urandom(tarfile.BLOCKSIZE)
+    Path(url).write_bytes(bytes(data))
+    got = []
+    with pytest.raises(ShardReadError, match="unreadable after"):
+        for sample in iter_tar_samples(url):
+            got.append(sample["__key__"])
+    assert got == [f"g-{n:05d}" for n in range(len(got))] and 3 <= len(got) < 12
+    index = index_tar(url, partial=True)
+    assert index.damage and index.keys == got

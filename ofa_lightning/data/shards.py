@@ -223,6 +223,18 @@ def _sample_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str
             yield member, parts[0], parts[1]
 
 
+def ends_cleanly(handle: IO[bytes], offset: int) -> bool:
+    """The tar's end-of-archive marker (two zero blocks) is at ``offset``, where ``tarfile`` stopped reading
+    headers. ``tarfile`` also stops, without an error, at a garbled header or a file cut short: then there is
+    something else there, or nothing."""
+    try:
+        handle.seek(offset)
+        tail = handle.read(2 * tarfile.BLOCKSIZE)
+    except (OSError, ValueError):
+        return False
+    return len(tail) == 2 * tarfile.BLOCKSIZE and not any(tail)
+
+
 def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
     """Streams the samples of one shard in file order (members grouped by key).
 
@@ -264,10 +276,10 @@ def iter_tar_samples(url: str, start: int = 0, stop: int | None = None) -> Itera
                 current[ext] = data
             else:
                 finished = True
-                if size is not None and size - tar.offset < 2 * tarfile.BLOCKSIZE and index >= 0:
-                    # no end-of-archive blocks after the last member: the file was cut (at a member boundary, or
-                    # inside a header); the samples before the last one are complete, the last may not be
-                    raise ShardReadError(f"ends without the end-of-archive blocks after {index + 1} samples")
+                if size is not None and index >= 0 and not ends_cleanly(handle, tar.offset):
+                    # tarfile ends quietly at a garbled header or a cut: the samples before the last one are
+                    # complete, the last may have lost members
+                    raise ShardReadError(f"unreadable after {index + 1} samples (a damaged header, or cut short)")
     except (tarfile.TarError, OSError, EOFError, ShardReadError) as exc:
         raise ShardReadError(f"{url}: unreadable tar ({type(exc).__name__}: {exc})") from None
     finally:
@@ -347,8 +359,8 @@ def index_tar(url: str, partial: bool = False) -> TarIndex:
                     index.members[key] = {}
                     index.keys.append(key)
                 index.members[key][ext] = (member.offset_data, member.size)
-            if size is not None and index.keys and size - tar.offset < 2 * tarfile.BLOCKSIZE:
-                raise ShardReadError(f"ends without the end-of-archive blocks after {len(index.keys)} samples")
+            if index.keys and not ends_cleanly(handle, tar.offset):
+                raise ShardReadError(f"unreadable after {len(index.keys)} samples (a damaged header, or cut short)")
     except (tarfile.TarError, OSError, EOFError, ShardReadError) as exc:
         message = f"{url}: cannot index ({type(exc).__name__}: {exc})"
         if not partial:

@@ -69,6 +69,9 @@ TMP_MARK = ".tmp-"
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the previous file of that name (if any) is untouched."""
 
+    def __str__(self) -> str:  # the message alone (OSError would prefix "[Errno 28] ")
+        return str(self.strerror)
+
 
 def _is_local(path: str | os.PathLike) -> bool:
     text = str(path)
