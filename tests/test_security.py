@@ -133,6 +133,8 @@ def test_a_manifest_cannot_smuggle_a_pipe_command(tmp_path):
 ALLOWED_SHELL = {
     # the one place a shell runs: a shard spec the user wrote as `pipe:<command>` (webdataset convention)
     ("ofa_lightning/data/shards.py", "subprocess.Popen(command, shell=True"),
+    # the fault soak starts ofa-train as a child: fixed argv list (python -c <its own code>, overrides), no shell
+    ("benchmarks/suites/faults.py", "proc = subprocess.Popen(command, cwd=REPO, env=env"),
     # the benchmark re-runs itself: fixed argv list, no shell
     ("benchmarks/suites/run.py", "subprocess.Popen(cmd, stdout"),
     # the scaling table runs each point in a fresh child of itself: fixed argv list (the spec is JSON), no shell
