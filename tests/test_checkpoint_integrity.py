@@ -158,3 +158,16 @@ def test_cli_says_the_disk_is_full_in_one_line():
     assert message is None  # a bug keeps its traceback
     exc = OSError(errno.ENOSPC, "No space left on device")
     assert user_error_message(exc).startswith("the disk is full")
+
+
+def test_every_checkpoint_reader_verifies_first(tmp_path):
+    """The model card reader (ofa-eval, the API), load_checkpoint_file (init_from, ofa-predict, ofa-convert)."""
+    from ofa_lightning.model.convert import load_checkpoint_file
+    from ofa_lightning.training.model_card import read_model_card
+
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save(_checkpoint(5), path)
+    _garbage_in_the_middle(path)
+    for reader in (read_model_card, load_checkpoint_file):
+        with pytest.raises(DamagedCheckpointError, match="fails its CRC check"):
+            reader(path)

@@ -198,7 +198,10 @@ def read_model_card(checkpoint: str | Path | Mapping[str, Any], path: str | Path
     else:
         import torch
 
+        from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+
         path = Path(checkpoint)
+        verify_checkpoint(path)
         data = torch.load(path, map_location="cpu", weights_only=True)
     card = data.get(CARD_KEY)
     if isinstance(card, Mapping) and card.get("format") == CARD_FORMAT:

@@ -351,6 +351,9 @@ def evaluate(
         **OmegaConf.to_container(train_cfg.module, resolve=True),
     )
     module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
+    from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+
+    verify_checkpoint(ckpt_path)  # a damaged checkpoint is refused naming the file and the member
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     module.on_load_checkpoint(checkpoint)  # first: an adapter-only checkpoint gets its base tensors here
     module.load_state_dict(checkpoint["state_dict"])
