@@ -92,26 +92,41 @@ class OFA:
         trust_checkpoint: bool = False,
         prompt_types: dict[str, str] | None = None,
         tasks: dict[str, Any] | None = None,
+        base: str | Path | None = None,
     ) -> OFA:
         """Our checkpoints bring their tokenizer, tasks and image sizes (the model card); ``tokenizer`` /
         ``image_size`` replace them when given. Converted and OFA checkpoints do not say how their model was
         trained: ``prompt_types`` (task -> OFA ``prompt_type``, e.g. ``{"grounding": "prev_output"}``) adjusts OFA's
         task defaults, and ``tasks`` ({name: Task}, e.g. ``OFA.load(original).tasks`` for its converted copy) gives
-        the tasks themselves."""
+        the tasks themselves. A LoRA adapter checkpoint is applied (merged) on top of the base weights it records;
+        ``base`` names that file when it has moved."""
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         from ofa_lightning.model.convert import load_checkpoint_file
 
-        # weights_only=True with the allow-list OFA's fairseq checkpoints need (their argparse args)
-        data = load_checkpoint_file(path, trust_checkpoint=trust_checkpoint)
         card = None
-        if "hyper_parameters" in data and "state_dict" in data:  # our Lightning checkpoint
-            from ofa_lightning.training.model_card import read_model_card
+        safetensors = path.suffix == ".safetensors"  # ofa-export: tensors + JSON metadata, nothing to unpickle
+        # weights_only=True with the allow-list OFA's fairseq checkpoints need (their argparse args)
+        data = {} if safetensors else load_checkpoint_file(path, trust_checkpoint=trust_checkpoint)
+        if safetensors:
+            from ofa_lightning.export.safetensors_checkpoint import load_safetensors_checkpoint
+            from ofa_lightning.training.model_card import CARD_KEY, read_model_card
 
-            model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
-            state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
-            model.load_state_dict(state)
+            model, card_data = load_safetensors_checkpoint(path)
+            if card_data:
+                card = read_model_card({CARD_KEY: card_data}, path)
+                tokenizer = card.tokenizer() if tokenizer is None else tokenizer
+        elif "hyper_parameters" in data and "state_dict" in data:  # our Lightning checkpoint
+            from ofa_lightning.training.model_card import read_model_card
+            from ofa_lightning.training.peft import ADAPTER_KEY, load_adapted_model
+
+            if ADAPTER_KEY in data:  # a LoRA run: on top of its base weights (``base`` replaces the recorded path)
+                model = load_adapted_model(data, base=base)
+            else:
+                model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
+                state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+                model.load_state_dict(state)
             card = read_model_card(data, path)
             if tokenizer is None:
                 tokenizer = card.tokenizer()

@@ -70,7 +70,7 @@ def test_adapter_only_checkpoint_small_resumable_and_loadable(tmp_path):
     t.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)
     info = ckpt[ADAPTER_KEY]
-    assert info["adapter_only"] and info["base"] == str(base_path) and len(info["base_sha256"]) == 64
+    assert info["adapter_only"] and info["base"] == str(base_path.resolve()) and len(info["base_sha256"]) == 64
     stored = {k for k in ckpt["state_dict"] if k.startswith("model.")}
     assert stored and all("lora_" in k for k in stored)
     assert set(ckpt["ema"]["shadow"]) == {k[len("model.") :] for k in stored}

@@ -16,7 +16,7 @@ def run(cfg: DictConfig) -> dict:
 
     from ofa_lightning.api import OFA
 
-    ofa = OFA.load(cfg.ckpt_path, tokenizer=cfg.tokenizer_path, image_size=cfg.image_size)
+    ofa = OFA.load(cfg.ckpt_path, tokenizer=cfg.tokenizer_path, image_size=cfg.image_size, base=cfg.get("base_path"))
     caption = text_to_image_caption(cfg.prompt, cfg.decoding)
     if caption is not None:
         return _text_to_image(cfg, ofa, caption)

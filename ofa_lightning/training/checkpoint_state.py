@@ -11,6 +11,7 @@ that base, after checking it is the recorded file.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ofa_lightning.errors import UserError
@@ -52,7 +53,7 @@ class CheckpointStateMixin:
         checkpoint[ADAPTER_KEY] = {
             "peft": self.peft_cfg.to_dict(),
             "adapter_only": only,
-            "base": self.peft_base,
+            "base": str(Path(self.peft_base).resolve()) if self.peft_base else None,
             "base_sha256": file_sha256(self.peft_base) if self.peft_base else None,
         }
         if not only:
