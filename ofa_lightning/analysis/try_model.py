@@ -151,11 +151,11 @@ def try_prompts(
         image = Image.open(image)
     image = image.convert("RGB")
     bins = model.tokenizer.num_bins
-    jobs: list[tuple[str, str, str, Any]] = [("caption", PROMPTS["caption"], "caption", None)]
-    if question:
-        jobs.append(("vqa", PROMPTS["vqa"].format(question=question.strip().rstrip("?") + "?"), "vqa", None))
+    jobs: list[tuple[str, str, str, Any]] = [("caption", model.task("caption").instruction(), "caption", None)]
+    if question:  # the instructions as each task's evaluation writes them
+        jobs.append(("vqa", model.task("vqa").instruction(question), "vqa", None))
     if expression:
-        jobs.append(("grounding", PROMPTS["grounding"].format(text=expression), "grounding", None))
+        jobs.append(("grounding", model.task("grounding").instruction(expression), "grounding", None))
     if region is not None:
         region = [float(v) for v in region]
         if region_question:
