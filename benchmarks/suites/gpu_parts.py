@@ -340,6 +340,7 @@ def part_variants(cfg, device, log, dense_flops: float, deadline: float) -> list
 
 # ---------------------------------------------------------------- generation
 def caption_config(tokens: int):
+    import ofa_lightning.tasks  # noqa: F401  (the tasks register their decoding presets)
     from ofa_lightning.generation import GenerationConfig
 
     return GenerationConfig.preset(

@@ -304,6 +304,7 @@ def bench_ablation(args, reuse: dict | None) -> list:
 def bench_inference(sizes, args) -> dict:
     from modelscope_ref import ms_generate, ms_sequence_generator
 
+    import ofa_lightning.tasks  # noqa: F401  (the tasks register their decoding presets)
     from ofa_lightning.generation import GenerationConfig, generate
 
     out = {}

@@ -88,6 +88,7 @@ def bench_vqa(peer, ours, batch, args, size: str, log) -> dict:
     from contention import timed_interleaved
     from modelscope_ref import ms_generate, ms_sequence_generator, ms_trie
 
+    import ofa_lightning.tasks  # noqa: F401  (the tasks register their decoding presets)
     from ofa_lightning.generation import GenerationConfig, Trie, generate, score_candidates
 
     answers = synthetic_answers()
