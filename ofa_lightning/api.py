@@ -124,7 +124,7 @@ class OFA:
             if ADAPTER_KEY in data:  # a LoRA run: on top of its base weights (``base`` replaces the recorded path)
                 model = load_adapted_model(data, base=base)
             else:
-                model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
+                model = OFAModel(OFAConfig.from_saved(data["hyper_parameters"]["model_config"]))
                 state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
                 model.load_state_dict(state)
             card = read_model_card(data, path)

@@ -156,3 +156,19 @@ def test_model_config_group_holds_only_differences_and_speed(tmp_path):
         "decoder_ffn_dim",
         "resnet_type",
     }
+
+
+def test_saved_configs_with_speed_options_at_the_model_level_still_load():
+    """Configs and checkpoints written with the speed options inside the model config: the options are read as
+    model.speed, and a saved model config drops them (with a log line) instead of refusing the checkpoint."""
+    from ofa_lightning.speed.config import split_model_node
+    from ofa_lightning.training.resume import _shapes
+
+    legacy = {"channels_last": False, "fold_batchnorm_inference": True, "checkpoint_resnet": False}
+    arch, speed = split_model_node({"size": "tiny", **legacy, "speed": {"profile": "plain", "channels_last": True}})
+    assert arch == {"size": "tiny"}
+    assert speed == {"profile": "plain", "channels_last": True, "fold_batchnorm": True, "checkpoint_resnet": False}
+    assert SpeedConfig.from_any(speed).on("fold_batchnorm") and SpeedConfig.from_any(speed).checkpoint_resnet is False
+    saved = {**OFAConfig.from_name("tiny", **SMALL).to_dict(), **legacy, "attention_kernel": "sdpa"}
+    assert OFAConfig.from_saved(saved) == OFAConfig.from_name("tiny", **SMALL)
+    assert _shapes(saved) == _shapes(OFAConfig.from_name("tiny", **SMALL).to_dict())

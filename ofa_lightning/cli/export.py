@@ -46,7 +46,7 @@ def load_for_export(args: argparse.Namespace) -> tuple[Any, Any, dict | None]:
             else:
                 from ofa_lightning.model import OFAConfig, OFAModel
 
-                model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
+                model = OFAModel(OFAConfig.from_saved(data["hyper_parameters"]["model_config"]))
                 model.load_state_dict({k[6:]: v for k, v in data["state_dict"].items() if k.startswith("model.")})
         elif "model_config" in data:
             model = load_converted(path)

@@ -51,7 +51,7 @@ def load_safetensors_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any] |
             f"{path} is a safetensors file but not an ofa-export checkpoint (no ofa_format metadata); an HF/ModelScope "
             "export folder loads with ofa-convert or OFA.load(<folder>/model.safetensors's folder) instead"
         )
-    model = OFAModel(OFAConfig(**json.loads(metadata["model_config"])))
+    model = OFAModel(OFAConfig.from_saved(json.loads(metadata["model_config"])))
     missing, unexpected = load_model(model, str(path), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # frozen BatchNorm keeps no counter
     if missing or unexpected:

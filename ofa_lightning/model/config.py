@@ -8,13 +8,18 @@ kernels, checkpointing, ...) is no part of it: ``ofa_lightning.speed`` (``model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # OFA's vocabulary: 4 specials + 50,260 BPE entries (dict.txt) + <mask> + 8,192 codes + 1,000 bins.
 OFA_VOCAB_SIZE = 59457
 OFA_NUM_CODES = 8192
 OFA_NUM_BINS = 1000
+# OFA-CN's vocabulary (OFA-Sys/OFA utils/BERT_CN_dict): 4 specials + 21,128 WordPiece entries + <mask> + codes + bins.
+OFA_CN_VOCAB_SIZE = 30325
 
 
 @dataclass
@@ -85,12 +90,6 @@ class OFAConfig:
             raise ValueError(f"unknown resnet_type {self.resnet_type!r}; known: {sorted(RESNET_BLOCKS)}")
         if self.overlong_text not in ("truncate", "error"):
             raise ValueError(f"overlong_text must be 'truncate' or 'error', got {self.overlong_text!r}")
-        from .flex import check_kernel
-        from .resnet import checkpoint_mode, segment_blocks  # local: resnet imports this module
-
-        check_kernel(self.attention_kernel)
-        checkpoint_mode(self.checkpoint_resnet)  # fail at config time on an unknown mode
-        self.checkpoint_resnet_segments = list(segment_blocks(self.checkpoint_resnet_segments))  # plain ints
 
     # --- catalogue -------------------------------------------------------
     @classmethod
@@ -104,7 +103,6 @@ class OFAConfig:
     def from_dict(cls, data: dict[str, Any]) -> OFAConfig:
         """Build from a (Hydra/OmegaConf) mapping; ``size`` picks a catalogue base."""
         data = dict(data)
-        data.pop("_target_", None)
         base = data.pop("size", None)
         if data.get("vocab_size") is None:  # null in conf/model: OFA's vocabulary (or the tokenizer's, at run time)
             data.pop("vocab_size", None)
@@ -116,6 +114,16 @@ class OFAConfig:
             name = data.pop("name", base)
             return replace(cls.from_name(base, **data), name=name)
         return cls(**data)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> OFAConfig:
+        """Build from a config saved beside weights (checkpoint hyper-parameters, ``ofa-convert`` output): fields
+        this version does not know (e.g. options that moved out of the model config) are left out, with a log line."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            log.info("saved model config: ignoring fields that are not OFAConfig fields: %s", ", ".join(unknown))
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,9 +165,12 @@ CATALOGUE: dict[str, OFAConfig] = {
     "base": _size("base", 768, 6, 6, 12, "resnet101"),
     "large": _size("large", 1024, 12, 12, 16, "resnet152"),
     "huge": _size("huge", 1280, 24, 12, 16, "resnet152"),
+    # OFA-CN (OFA-Sys/OFA checkpoints_cn.md): Base and Large over the Chinese vocabulary
+    "cn_base": replace(_size("cn_base", 768, 6, 6, 12, "resnet101"), vocab_size=OFA_CN_VOCAB_SIZE),
+    "cn_large": replace(_size("cn_large", 1024, 12, 12, 16, "resnet152"), vocab_size=OFA_CN_VOCAB_SIZE),
 }
 
-# Parameter counts of ModelScope's port at the same settings (59,457-token vocabulary);
+# Parameter counts of ModelScope's port at the same settings (59,457-token vocabulary; OFA-CN's 30,325);
 # tests/test_model_sizes.py asserts ours lie within 0.5 %.
 REFERENCE_PARAM_COUNTS = {
     "tiny": 33_488_336,
@@ -167,4 +178,6 @@ REFERENCE_PARAM_COUNTS = {
     "base": 182_238_536,
     "large": 472_977_152,
     "huge": 929_486_848,
+    "cn_base": 159_865_160,  # OFA-CN-Base, "160M" in checkpoints_cn.md
+    "cn_large": 443_145_984,  # OFA-CN-Large, "443M"
 }

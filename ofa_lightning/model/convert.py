@@ -284,6 +284,6 @@ def from_fairseq_checkpoint(
 def load_converted(path: str | Path) -> OFAModel:
     """Load what ``ofa-convert`` wrote (weights_only=True: plain tensors and builtins only)."""
     data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    model = OFAModel(OFAConfig(**data["model_config"]))
+    model = OFAModel(OFAConfig.from_saved(data["model_config"]))
     model.load_state_dict(data["state_dict"])
     return model

@@ -14,9 +14,12 @@ Profiles:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # The on/off switches a profile decides (all True in "fast", all False in "plain").
 SWITCHES = (
@@ -41,6 +44,31 @@ CHECKPOINT_MODES = ("off", "blocks", "stages")
 # stage 3, is cut into several). Finer segments hold less during the trunk's backward pass but keep more segment
 # inputs for the whole backward pass; which wins depends on where the step's memory peak lies (docs/benchmarks.md).
 STAGE_SEGMENT_BLOCKS = (8, 8, 8)
+
+
+# Speed options a saved model config may hold at its own level (a run config or checkpoint written with them there):
+# name there -> SpeedConfig field.
+MODEL_LEVEL_OPTIONS = {
+    "activation_checkpointing": "activation_checkpointing",
+    "checkpoint_resnet": "checkpoint_resnet",
+    "checkpoint_resnet_segments": "checkpoint_resnet_segments",
+    "channels_last": "channels_last",
+    "fold_batchnorm_inference": "fold_batchnorm",
+    "attention_kernel": "attention_kernel",
+}
+
+
+def split_model_node(node: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``model`` config mapping -> (its ``OFAConfig`` part, its ``model.speed`` part). Speed options found at the
+    model level (:data:`MODEL_LEVEL_OPTIONS`) join the speed part, unless ``speed`` sets them itself."""
+    arch = dict(node)
+    speed = dict(arch.pop("speed", None) or {})
+    moved = [name for name in MODEL_LEVEL_OPTIONS if name in arch]
+    for name in moved:
+        speed.setdefault(MODEL_LEVEL_OPTIONS[name], arch.pop(name))
+    if moved:
+        log.info("model config: %s read as model.speed options", ", ".join(moved))
+    return arch, speed
 
 
 def checkpoint_mode(value) -> str:

@@ -224,7 +224,7 @@ def load_adapted_model(data: Mapping[str, Any], base: str | os.PathLike | None =
     from .warm_start import load_initial_weights
 
     info = data[ADAPTER_KEY]
-    model = OFAModel(OFAConfig(**data["hyper_parameters"]["model_config"]))
+    model = OFAModel(OFAConfig.from_saved(data["hyper_parameters"]["model_config"]))
     cfg = PEFTConfig.from_any(info["peft"])
     if info.get("adapter_only", True):
         try:

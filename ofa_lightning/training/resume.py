@@ -341,7 +341,7 @@ def _shapes(model_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     from ofa_lightning.model import OFAConfig, OFAModel
 
     with torch.device("meta"):
-        model = OFAModel(OFAConfig(**model_config))
+        model = OFAModel(OFAConfig.from_saved(model_config))
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -364,8 +364,9 @@ def check_shapes(
             )
             if d.split(":")[0] not in free
         ]
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("speed", None)  # the fast paths (ofa_lightning.speed) change no tensor
+    from ofa_lightning.speed.config import split_model_node
+
+    model = split_model_node(OmegaConf.to_container(cfg.model, resolve=True))[0]  # speed options change no tensor
     if model.get("vocab_size") is None:
         model["vocab_size"] = tokenizer.vocab_size if tokenizer is not None else trained.get("vocab_size")
     given = OFAConfig.from_dict(model).to_dict()

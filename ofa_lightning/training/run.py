@@ -108,13 +108,16 @@ def checkpoint_tokenizer(path: str | Path | None) -> OFATokenizer:
 
 def model_speed(cfg: DictConfig) -> dict[str, Any] | None:
     """``model.speed``: the model's fast paths (``ofa_lightning.speed.SpeedConfig``), None for the default."""
-    speed = cfg.model.get("speed")
-    return OmegaConf.to_container(speed, resolve=True) if OmegaConf.is_config(speed) else speed
+    from ofa_lightning.speed.config import split_model_node
+
+    return split_model_node(OmegaConf.to_container(cfg.model, resolve=True))[1] or None
 
 
 def build_model_config(cfg: DictConfig, tokenizer: OFATokenizer) -> OFAConfig:
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("speed", None)  # how fast it runs, not what it is: applied by OFALitModule (ofa_lightning.speed)
+    from ofa_lightning.speed.config import split_model_node
+
+    # how fast it runs (model.speed) is not what it is: OFALitModule applies it (ofa_lightning.speed)
+    model = split_model_node(OmegaConf.to_container(cfg.model, resolve=True))[0]
     if model.get("vocab_size") is None:
         model["vocab_size"] = tokenizer.vocab_size
     config = OFAConfig.from_dict(model)
