@@ -87,9 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--overwrite", action="store_true", help="rebuild shards that already exist")
+    parser.add_argument("--language", choices=("en", "zh"), default="en", help="language of the scenes' text")
     args = parser.parse_args(argv)
     manifests = build_shapes_shards(
-        args.root, args.num_images, args.seed, args.image_size, args.shard_size, quiet=False, overwrite=args.overwrite
+        args.root,
+        args.num_images,
+        args.seed,
+        args.image_size,
+        args.shard_size,
+        quiet=False,
+        overwrite=args.overwrite,
+        language=args.language,
     )
     counts = {
         name: {split: state["num_samples"] for split, state in m["splits"].items()} for name, m in manifests.items()

@@ -3,6 +3,7 @@
 A docs block marked ``<!-- docs-test: needs: NAME -->`` finds ``NAME``'s stand-in in its working directory:
 
     ofa_bpe         ./ofa_bpe/ with OFA's GPT-2 BPE files (copied from the shared folder beside the repository)
+    ofa_bert_cn     ./ofa_bert_cn/ with OFA-CN's Chinese vocabulary, vocab.txt + dict.txt (copied the same way)
     ofa_checkpoint  ./ofa_tiny.pt: OFA-Tiny with random weights, saved as OFA's fairseq checkpoints are
     photos          ./photos/*.jpg and ./cat.jpg: photographs shipped with scikit-image (skimage.data)
 """
@@ -19,6 +20,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFA_BPE_SOURCE = REPO_ROOT.parent / "shared" / "ofa_bpe"
 OFA_BPE_FILES = ("encoder.json", "vocab.bpe", "dict.txt")
+OFA_BERT_CN_SOURCE = REPO_ROOT.parent / "shared" / "ofa_bert_cn"
+OFA_BERT_CN_FILES = ("vocab.txt", "dict.txt")
 # skimage.data colour photographs that ship inside the package (no download).
 PHOTOS = ("astronaut", "coffee", "rocket", "chelsea")
 
@@ -70,6 +73,15 @@ def _make_ofa_bpe(dest: Path, cache: Path) -> None:
         shutil.copyfile(OFA_BPE_SOURCE / name, dest / "ofa_bpe" / name)
 
 
+def _make_ofa_bert_cn(dest: Path, cache: Path) -> None:
+    missing = [n for n in OFA_BERT_CN_FILES if not (OFA_BERT_CN_SOURCE / n).is_file()]
+    if missing:
+        raise StandInUnavailable(f"OFA-CN's vocabulary is absent ({', '.join(missing)} not in {OFA_BERT_CN_SOURCE})")
+    (dest / "ofa_bert_cn").mkdir()
+    for name in OFA_BERT_CN_FILES:
+        shutil.copyfile(OFA_BERT_CN_SOURCE / name, dest / "ofa_bert_cn" / name)
+
+
 def _make_ofa_checkpoint(dest: Path, cache: Path) -> None:
     cached = cache / "ofa_tiny.pt"
     if not cached.is_file():
@@ -97,6 +109,7 @@ def _make_photos(dest: Path, cache: Path) -> None:
 
 STAND_INS: dict[str, Callable[[Path, Path], None]] = {
     "ofa_bpe": _make_ofa_bpe,
+    "ofa_bert_cn": _make_ofa_bert_cn,
     "ofa_checkpoint": _make_ofa_checkpoint,
     "photos": _make_photos,
 }
