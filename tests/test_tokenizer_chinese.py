@@ -131,7 +131,7 @@ def test_ids_equal_ofa_bert_bpe(tok):
 def _modelscope_tokenizer(tmp_path: Path, with_literals: bool):
     pytest.importorskip("transformers")
     pytest.importorskip("modelscope")
-    from tests.modelscope_ref import load_ms_ofa
+    from modelscope_ref import load_ms_ofa
 
     load_ms_ofa()  # the minimal import path of ModelScope's OFA package
     module = importlib.import_module("modelscope.models.multi_modal.ofa.tokenization_ofa")
