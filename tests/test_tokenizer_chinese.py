@@ -190,6 +190,7 @@ def test_decode_writes_chinese_without_spaces(tok):
         "一只猫on the sofa, playing"
     )
     assert tok.decode(tok.encode("这段文字 <bin_12> <bin_40>")) == "这段文字 <bin_12> <bin_40>"
+    assert tok.decode(tok.encode("<bin_1><bin_2>圆形")) == "<bin_1> <bin_2> 圆形"  # literals stand apart
     assert tok.decode(tok.encode("unaffable")) == "unaffable"  # ## continuations glued
 
 

@@ -42,6 +42,7 @@ class ByteLevelBPE:
 
     kind = "byte_level_bpe"
     language = "en"
+    space_after_literal = False  # BPE text keeps its own leading space ("Ġperson")
 
     def __init__(
         self,

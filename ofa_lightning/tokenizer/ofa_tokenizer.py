@@ -270,7 +270,8 @@ class OFATokenizer(VocabularyLayout):
             if run:
                 text = self._text.decode_run(run)
                 if text:
-                    out.append(text)
+                    # WordPiece text carries no spaces of its own: one separates it from a literal before it
+                    out.append(" " + text if out and self._text.space_after_literal else text)
                 run.clear()
 
         for i in as_int_list(ids):

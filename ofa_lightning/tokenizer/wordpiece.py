@@ -39,6 +39,7 @@ class BertWordPiece:
 
     kind = "wordpiece"
     language = "zh"
+    space_after_literal = True
 
     def __init__(self, tokens: list[str], symbols: list[str], lowercase: bool = True) -> None:
         if WORDPIECE_UNK not in tokens:
