@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(project
         plan = prepare_resume(cfg, run)
     assert plan.ckpt_path == str(good)
     assert "last.ckpt is damaged: not a readable zip archive" in caplog.text  # refused, named
-    assert f"continuing from {good} (step 3) instead" in caplog.text
+    assert re.search(rf"continuing from {re.escape(str(good))} \(step \d+\) instead", caplog.text)
     good.unlink()
     with pytest.raises(UserError, match=r"last\.ckpt is damaged.*no other readable checkpoint"):
         prepare_resume(cfg, run)
