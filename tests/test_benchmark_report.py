@@ -33,12 +33,14 @@ def test_report_renders_the_results_found(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     (tmp_path / "details.json").write_text(json.dumps({"machine": machine}))
     text = report.render(tmp_path)
-    assert "2026-01-02 03:04 UTC; Test CPU, 2 cores" in text
+    prose = " ".join(text.split())  # paragraphs are wrapped
+    assert "2026-01-02 03:04 UTC; Test CPU, 2 cores" in prose
     assert "| training, fp32 default step: samples/s, peak RSS | tiny | 4.87 /s, 2,681 MB | 3.21 /s, 2,828 MB |" in text
     assert "| encoder forward (s/batch) | tiny | 0.300 | 0.552 | 1.84× | ≥ 1.3 — met |" in text
     assert "## GPU" not in text and "Soak" not in text  # no results for them: no section
     shutil.copy(REPO / "tests" / "data" / "benchmarks" / "gpu_results.json", tmp_path / "gpu_results.json")
     text = report.render(tmp_path)
-    assert "## GPU" in text and "185 samples/s" in text and "NVIDIA H100" in text
+    prose = " ".join(text.split())
+    assert "## GPU" in text and "185 samples/s" in prose and "NVIDIA H100" in prose
     out = tmp_path / "benchmarks.md"
     assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0 and out.read_text() == text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -264,7 +265,19 @@ def render(results_dir: Path) -> str:
     gpu = _load(results_dir / "gpu_results.json")
     if gpu and not gpu.get("dry_run"):
         lines += gpu_section(gpu) + [""]
-    return "\n".join(lines) + "\n" + STATIC_TAIL
+    return "\n".join(_wrap(lines)) + "\n" + STATIC_TAIL
+
+
+def _wrap(lines: list[str], width: int = 118) -> list[str]:
+    """Prose lines wrapped at ``width`` (tables, headings and comments as they are)."""
+    out = []
+    for line in lines:
+        if len(line) <= width or line.startswith(("|", "#", "<!--")):
+            out.append(line)
+        else:
+            indent = "  " if line.startswith("* ") else ""
+            out.extend(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False))
+    return out
 
 
 def main(argv=None) -> int:
