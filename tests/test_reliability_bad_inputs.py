@@ -169,3 +169,29 @@ def test_inspect_reports_bad_samples_and_damaged_shards(project):
     skips = report[str(project / "data" / "shapes" / "shards" / "coco_caption")]["train"]["read_skips"]
     assert skips == {"bad json": 2, "unreadable shard": 1}
     assert any("unreadable while inspecting" in line and "train-000902.tar" in line for line in lines)
+
+
+def test_baselines_and_scst_references_skip_bad_samples_by_name(project, caplog):
+    from types import SimpleNamespace
+
+    from ofa_lightning.analysis.baselines import _records
+    from ofa_lightning.training.scst import _training_references
+
+    folder = project / "data" / "shapes" / "shards" / "coco_caption"
+    with caplog.at_level(logging.WARNING):
+        rows = _records(str(folder), "train")
+    assert rows and "baselines" in caplog.text and "unreadable shard" in caplog.text
+    from ofa_lightning.analysis.baselines import caption_baseline, grounding_baseline, vqa_baseline
+
+    shards = project / "data" / "shapes" / "shards"
+    assert caption_baseline(str(shards / "coco_caption"), "train", "train") >= 0
+    assert vqa_baseline(str(shards / "vqav2"), "train", "train") >= 0
+    assert 0 <= grounding_baseline(str(shards / "refcoco"), "train") <= 1
+    assert "bad value: box" in caplog.text and "missing field: captions" in caplog.text
+    caplog.clear()
+    source = SimpleNamespace(name="caption", task="caption", shards=str(folder), split="train")
+    datamodule = SimpleNamespace(sources=[source], tasks={}, _rooted=lambda spec: spec)
+    module = SimpleNamespace(task_for=lambda name: SimpleNamespace(name="caption", cfg={}))
+    with caplog.at_level(logging.WARNING):
+        references = _training_references(datamodule, module, None)
+    assert references and "SCST df=train: skipped" in caplog.text and "bad json" in caplog.text

@@ -290,6 +290,9 @@ def _training_references(datamodule, module, max_samples: int | None) -> list[li
                 caps = fields.get(field, fields.get("caption") if field == "captions" else None)
                 if isinstance(caps, str):
                     caps = [caps]
+                if caps is not None and not isinstance(caps, list):
+                    stats.skip(f"caption: bad type: {field}", type(caps).__name__, str(fields.get("id", "")))
+                    continue
                 refs = [clean_caption(c, None, lowercase=lowercase) for c in caps or [] if isinstance(c, str)]
                 if refs:
                     sets.append(refs)
