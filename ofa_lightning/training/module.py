@@ -78,7 +78,8 @@ class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
         keep_predictions: keep evaluation predictions (``self.last_predictions``); ``predictions_dir`` writes them.
         candidate_chunk_size: candidates decoded together in all-candidate scoring.
         scst: SCST (caption stage 2, ``scst.py``): a mapping of ``SCSTConfig`` options (or True) makes the training
-            loss self-critical CIDEr-D optimisation instead of cross-entropy; None/False: cross-entropy.
+            loss self-critical CIDEr-D optimisation instead of cross-entropy; ``reward: clip`` the text-to-image
+            stage 2 (CLIP similarity of sampled images, ``clip_scst.py``); None/False: cross-entropy.
         init_from: start from these weights (our ``.ckpt``, an ``ofa-convert`` file or an OFA checkpoint;
             ``warm_start.py``); ``init_from_ema`` takes the checkpoint's EMA weights.
         nonfinite: ``{max_consecutive: 10, check_grads: true}`` (``guards.py``): steps with a non-finite loss (or,
@@ -165,7 +166,12 @@ class OFALitModule(EvaluationMixin, CheckpointStateMixin, pl.LightningModule):
         if scst and (scst is True or dict(scst).get("enabled", True)):
             from .scst import SCST
 
-            self.scst: Any = SCST(scst)
+            if scst is not True and dict(scst).get("reward", "cider") == "clip":  # text-to-image stage 2
+                from .clip_scst import CLIPSCST
+
+                self.scst: Any = CLIPSCST(scst)
+            else:
+                self.scst = SCST({k: v for k, v in dict(scst if scst is not True else {}).items() if k != "reward"})
         else:
             self.scst = None
 
