@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "suites"))
 import faults  # noqa: E402
 
 
-@pytest.mark.slow  # ~3 min on 2 cores: 8 launches of ofa-train
+@pytest.mark.slow  # ~1.5 min on 2 cores: 8 launches of ofa-train
 def test_fault_cycles_lose_nothing(tmp_path):
     result = faults.main(
         [
