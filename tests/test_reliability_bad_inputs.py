@@ -66,6 +66,20 @@ def _write(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
+def _bomb_png() -> bytes:
+    """A small PNG that declares 30,000 × 30,000 pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
+
+
 def _bad_variants(good: dict[str, bytes], text_field: str, typed_field: str) -> list[tuple[str, dict[str, bytes]]]:
     fields = json.loads(good["json"])
     image_ext = next(e for e in good if e != "json")
@@ -84,6 +98,7 @@ def _bad_variants(good: dict[str, bytes], text_field: str, typed_field: str) -> 
     variants = {
         "garbage-image": {"json": good["json"], image_ext: b"\x00garbage bytes"},
         "cut-jpeg": {"json": good["json"], image_ext: good[image_ext][: len(good[image_ext]) // 2]},
+        "bomb": {"json": good["json"], "png": _bomb_png()},
         "no-json": {image_ext: good[image_ext]},
         "bad-json": {"json": b"{not json", image_ext: good[image_ext]},
         "non-utf8": {"json": good["json"].replace(b'"split"', b'"\xff\xfesplit"'), image_ext: good[image_ext]},
