@@ -103,7 +103,7 @@ class OFA:
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        from ofa_lightning.model.convert import load_checkpoint_file
+        from ofa_lightning.weights.convert import load_checkpoint_file
 
         card = None
         safetensors = path.suffix == ".safetensors"  # ofa-export: tensors + JSON metadata, nothing to unpickle
@@ -131,11 +131,11 @@ class OFA:
             if tokenizer is None:
                 tokenizer = card.tokenizer()
         elif "model_config" in data:  # written by ofa-convert
-            from ofa_lightning.model.convert import load_converted
+            from ofa_lightning.weights.convert import load_converted
 
             model = load_converted(path)
         else:  # OFA fairseq checkpoint or HF/ModelScope state dict
-            from ofa_lightning.model.convert import fairseq_state_dict, from_state_dict
+            from ofa_lightning.weights.convert import fairseq_state_dict, from_state_dict
 
             model, _ = from_state_dict(fairseq_state_dict(data))
         if tokenizer is None:

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from ofa_lightning.errors import disk_full_message
-from ofa_lightning.model.checkpoint_integrity import (
+from ofa_lightning.training.checkpointing import AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save
+from ofa_lightning.weights.integrity import (
     DamagedCheckpointError,
     sidecar_path,
     verify_checkpoint,
 )
-from ofa_lightning.training.checkpointing import AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save
 
 
 def _checkpoint(step: int) -> dict:
@@ -162,8 +162,8 @@ def test_cli_says_the_disk_is_full_in_one_line():
 
 def test_every_checkpoint_reader_verifies_first(tmp_path):
     """The model card reader (ofa-eval, the API), load_checkpoint_file (init_from, ofa-predict, ofa-convert)."""
-    from ofa_lightning.model.convert import load_checkpoint_file
     from ofa_lightning.training.model_card import read_model_card
+    from ofa_lightning.weights.convert import load_checkpoint_file
 
     path = tmp_path / "last.ckpt"
     atomic_torch_save(_checkpoint(5), path)

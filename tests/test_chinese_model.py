@@ -18,7 +18,7 @@ from modelscope_ref import build_ms_model, ms_generate, ms_sequence_generator
 from ofa_lightning.generation import GenerationConfig, generate
 from ofa_lightning.model import CATALOGUE, OFAModel
 from ofa_lightning.model.config import OFA_CN_VOCAB_SIZE, REFERENCE_PARAM_COUNTS
-from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
+from ofa_lightning.weights.convert import from_modelscope_state_dict, infer_config
 
 TOL = 1e-4
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_ofa_convert_imports_an_ofa_cn_fairseq_checkpoint(tmp_path, capsys):
 
     from ofa_lightning.cli.convert import main as convert_main
     from ofa_lightning.model import OFAConfig
-    from ofa_lightning.model.convert import load_converted
+    from ofa_lightning.weights.convert import load_converted
 
     small = dict(d_model=96, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=192, decoder_ffn_dim=192)
     src = OFAModel(OFAConfig.from_name("cn_base", **small)).eval()
@@ -187,7 +187,7 @@ def test_ofa_convert_imports_an_ofa_cn_fairseq_checkpoint(tmp_path, capsys):
 @torch.no_grad()
 def test_ofa_convert_imports_a_modelscope_chinese_state_dict(pair, tmp_path, capsys):
     from ofa_lightning.cli.convert import main as convert_main
-    from ofa_lightning.model.convert import load_converted
+    from ofa_lightning.weights.convert import load_converted
 
     ms, _ = pair
     raw, out = tmp_path / "pytorch_model.bin", tmp_path / "converted.pt"

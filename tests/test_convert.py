@@ -10,7 +10,7 @@ from docs_standins import fairseq_layout as fairseq_style
 
 from ofa_lightning.cli.convert import main as convert_main
 from ofa_lightning.model import OFAConfig, OFAModel
-from ofa_lightning.model.convert import (
+from ofa_lightning.weights.convert import (
     from_fairseq_checkpoint,
     from_state_dict,
     load_converted,
@@ -131,7 +131,7 @@ def test_fairseq_arch_options_come_from_the_checkpoint_arguments():
     arguments fairseq records, as cfg['model'] (a dict) or args (a Namespace); nothing recorded, nothing set."""
     from argparse import Namespace
 
-    from ofa_lightning.model.convert import fairseq_arch_options
+    from ofa_lightning.weights.convert import fairseq_arch_options
 
     assert fairseq_arch_options({"model": {}, "cfg": {"model": {"entangle_position_embedding": True, "lr": 1}}}) == {
         "entangle_position_embedding": True

@@ -17,8 +17,8 @@ from ofa_lightning.cli.export import main as export_main
 from ofa_lightning.errors import UserError
 from ofa_lightning.export.hf import export_hf
 from ofa_lightning.export.safetensors_checkpoint import load_safetensors_checkpoint, save_safetensors_checkpoint
-from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
 from ofa_lightning.tokenizer import OFATokenizer
+from ofa_lightning.weights.convert import from_modelscope_state_dict, infer_config
 
 TOL = 1e-4
 SMALL = dict(encoder_layers=2, decoder_layers=2)

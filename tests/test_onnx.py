@@ -12,8 +12,8 @@ from ofa_lightning.errors import UserError
 from ofa_lightning.export.onnx_graphs import export_onnx
 from ofa_lightning.export.onnx_runner import OnnxOFA
 from ofa_lightning.generation import GenerationConfig, Trie, generate
-from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
 from ofa_lightning.model.outputs import DecoderCache
+from ofa_lightning.weights.convert import from_modelscope_state_dict, infer_config
 
 TOL = 1e-4
 SIZE = 96

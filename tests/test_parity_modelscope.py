@@ -11,7 +11,7 @@ import pytest
 import torch
 from modelscope_ref import build_ms_model
 
-from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
+from ofa_lightning.weights.convert import from_modelscope_state_dict, infer_config
 
 TOL = 1e-4
 

@@ -133,12 +133,12 @@ def evil(tmp_path):
 def test_checkpoint_options_refuse_a_code_running_pickle(evil, tmp_path):
     from ofa_lightning.api import OFA
     from ofa_lightning.errors import UserError
-    from ofa_lightning.model.convert import load_checkpoint_file
     from ofa_lightning.model.ofa import OFAModel
     from ofa_lightning.training.resume import prepare_resume
     from ofa_lightning.training.run import checkpoint_tokenizer
     from ofa_lightning.training.warm_start import load_initial_weights
     from ofa_lightning.vq.model import VQModel
+    from ofa_lightning.weights.convert import load_checkpoint_file
 
     ckpt, _, marker = evil
     refused = (UserError, RuntimeError, pickle.UnpicklingError)

@@ -154,8 +154,8 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(project
     import shutil
 
     from ofa_lightning.errors import UserError
-    from ofa_lightning.model.checkpoint_integrity import write_checksum
     from ofa_lightning.training.resume import prepare_resume
+    from ofa_lightning.weights.integrity import write_checksum
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

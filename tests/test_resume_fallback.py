@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 
 from data_recipes.shapes_pipeline import build_shapes_shards
-from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
 from ofa_lightning.training.run import compose_config, train
+from ofa_lightning.weights.integrity import verify_checkpoint
 
 TINY = [
     "experiment=demo",

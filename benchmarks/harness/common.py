@@ -129,8 +129,8 @@ def build_peer(size: str, train: bool, seed: int = 0):
 
 def ours_from_peer(peer):
     """Our model holding exactly the peer's weights (so generation does the same work and output)."""
-    from ofa_lightning.model.convert import from_modelscope_state_dict, infer_config
     from ofa_lightning.speed import apply_speed
+    from ofa_lightning.weights.convert import from_modelscope_state_dict, infer_config
 
     sd = peer.state_dict()
     return apply_speed(from_modelscope_state_dict(sd, infer_config(sd, **EVAL_DROPOUT))).eval()

@@ -85,7 +85,7 @@ def export_fairseq_layout(checkpoint: str | Path, out: str | Path) -> Path:
     state = {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
     if not state:
         raise ValueError(f"{checkpoint} holds no model.* weights (not an ofa-train checkpoint?)")
-    from ofa_lightning.model.convert import ARCH_OPTIONS
+    from ofa_lightning.weights.convert import ARCH_OPTIONS
 
     config = data.get("hyper_parameters", {}).get("model_config", {})
     out = Path(out)

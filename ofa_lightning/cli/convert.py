@@ -1,7 +1,7 @@
 """``ofa-convert``: an OFA fairseq checkpoint or HF/ModelScope state dict → an ofa-lightning checkpoint.
 
 The output is a ``torch.save`` of ``{"state_dict", "model_config", "conversion"}`` that
-``ofa_lightning.model.convert.load_converted`` (and the training/eval entry points) read
+``ofa_lightning.weights.convert.load_converted`` (and the training/eval entry points) read
 with ``weights_only=True``.
 """
 
@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from ofa_lightning.model.convert import checkpoint_config, fairseq_state_dict, from_state_dict, load_checkpoint_file
+    from ofa_lightning.weights.convert import (
+        checkpoint_config,
+        fairseq_state_dict,
+        from_state_dict,
+        load_checkpoint_file,
+    )
 
     try:
         raw = load_checkpoint_file(args.checkpoint, trust_checkpoint=args.trust_checkpoint)

@@ -25,9 +25,9 @@ def load_for_export(args: argparse.Namespace) -> tuple[Any, Any, dict | None]:
     """``(OFAModel, OFATokenizer or None, model card dict or None)`` of ``args.checkpoint``."""
     from ofa_lightning.errors import UserError
     from ofa_lightning.export.safetensors_checkpoint import is_safetensors_checkpoint, load_safetensors_checkpoint
-    from ofa_lightning.model.convert import fairseq_state_dict, from_state_dict, load_checkpoint_file, load_converted
     from ofa_lightning.training.model_card import CARD_KEY, read_model_card
     from ofa_lightning.training.peft import ADAPTER_KEY, load_adapted_model
+    from ofa_lightning.weights.convert import fairseq_state_dict, from_state_dict, load_checkpoint_file, load_converted
 
     path = Path(args.checkpoint)
     card = None

@@ -1,7 +1,7 @@
 """Export to the HF / ModelScope layout of OFA: ``config.json``, ``model.safetensors``, ``vocab.json`` +
 ``merges.txt``, loadable by ModelScope's ``OFAModel.from_pretrained`` (``modelscope/models/multi_modal/ofa``) and
 OFA's transformers port (OFA-Sys/OFA, ``feature/add_transformers``), and by our own importer
-(``ofa_lightning.model.convert``) bit for bit.
+(``ofa_lightning.weights.convert``) bit for bit.
 
 Names: ours are fairseq's; the port renamed the NormFormer norms and the cross-attention, so
 :data:`OURS_TO_PORT` is the inverse of the importer's renames (a test checks export → import is the identity). The

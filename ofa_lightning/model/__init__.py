@@ -1,4 +1,4 @@
-"""OFA model: config catalogue, timm trunk, position biases, layers, encoder/decoder, conversion.
+"""OFA model: config catalogue, timm trunk, position biases, layers, encoder/decoder (weights import: ofa_lightning.weights).
 
 The modules are plain PyTorch; the fast paths live in ``ofa_lightning.speed``. ``OFAConfig`` (``config.py``) needs
 no torch: the model classes load on first use, so that config-only users (Hydra's schema, ``--help``) stay light.

@@ -8,7 +8,7 @@
   checkpoint that stays usable. Temporary files of killed writes are removed by :func:`remove_stale_temporaries`
   (called when a run starts). Remote (fsspec) paths keep Lightning's own transactional write. Loading uses
   ``torch.load(weights_only=True)``: our checkpoints hold only tensors, containers and scalars.
-  Every checkpoint gets a sha256 sidecar (``<file>.sha256.json``, ``ofa_lightning.model.checkpoint_integrity``),
+  Every checkpoint gets a sha256 sidecar (``<file>.sha256.json``, ``ofa_lightning.weights.integrity``),
   verified before it is loaded; with ``keep_last`` = K (``checkpoint.keep_last``, 2) the file a write replaces is
   kept as ``last-step<N>.ckpt`` and the K - 1 newest of those stay, so a damaged ``last.ckpt`` has a fallback.
 * :class:`LastCheckpoint`: ``ModelCheckpoint`` whose ``last.ckpt`` also gets the final step of a run, and is
@@ -39,7 +39,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from ofa_lightning.model.checkpoint_integrity import (
+from ofa_lightning.weights.integrity import (
     DamagedCheckpointError,
     file_sha256,
     read_sidecar,
@@ -157,7 +157,7 @@ def _keep_previous(target: Path, keep_last: int) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_last: int = 1) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path`` and write its checksum
-    sidecar (``ofa_lightning.model.checkpoint_integrity``); on any failure the temporary file is removed, ``path``
+    sidecar (``ofa_lightning.weights.integrity``); on any failure the temporary file is removed, ``path``
     is left as it was and :class:`CheckpointWriteError` is raised.
 
     ``keep_last`` > 1: the file ``path`` held is kept as ``<stem>-step<N><suffix>`` (N: its global step) and the

@@ -198,7 +198,7 @@ def read_model_card(checkpoint: str | Path | Mapping[str, Any], path: str | Path
     else:
         import torch
 
-        from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+        from ofa_lightning.weights.integrity import verify_checkpoint
 
         path = Path(checkpoint)
         verify_checkpoint(path)

@@ -116,8 +116,8 @@ def _check_vocabulary(cfg: DictConfig) -> None:
         return
     from pathlib import Path
 
-    from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
     from ofa_lightning.tokenizer import OFATokenizer
+    from ofa_lightning.weights.integrity import verify_checkpoint
 
     if not Path(str(init_from)).is_file():
         raise UserError(f"module.init_from={init_from}: no such file")

@@ -152,7 +152,7 @@ def _checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
 def _read(path: Path, what: str) -> dict[str, Any]:
     import torch
 
-    from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+    from ofa_lightning.weights.integrity import verify_checkpoint
 
     verify_checkpoint(path)  # DamagedCheckpointError (a UserError) naming the file and the damaged member
     try:

@@ -86,8 +86,8 @@ def checkpoint_tokenizer(path: str | Path | None) -> OFATokenizer:
     """``tokenizer=checkpoint``: the tokenizer an ``ofa-train`` checkpoint carries (its model card, or its run dir's
     ``tokenizer/``); a converted or OFA checkpoint has none, and the message says to use ``tokenizer=ofa_bpe``."""
     from ofa_lightning.errors import UserError
-    from ofa_lightning.model.convert import load_checkpoint_file
     from ofa_lightning.training.model_card import read_model_card
+    from ofa_lightning.weights.convert import load_checkpoint_file
 
     if not path:
         raise UserError("tokenizer=checkpoint takes the tokenizer of module.init_from=<checkpoint>; none is given")
@@ -354,7 +354,7 @@ def evaluate(
         **OmegaConf.to_container(train_cfg.module, resolve=True),
     )
     module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
-    from ofa_lightning.model.checkpoint_integrity import verify_checkpoint
+    from ofa_lightning.weights.integrity import verify_checkpoint
 
     verify_checkpoint(ckpt_path)  # a damaged checkpoint is refused naming the file and the member
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)

@@ -24,7 +24,7 @@ def load_initial_weights(
     model, path: str | Path, use_ema: bool = False, strict: bool = True, trust_checkpoint: bool = False
 ):
     """Copy the weights of ``path`` into ``model`` (an ``OFAModel``); returns the conversion report."""
-    from ofa_lightning.model.convert import fairseq_state_dict, load_checkpoint_file, load_state_dict_into
+    from ofa_lightning.weights.convert import fairseq_state_dict, load_checkpoint_file, load_state_dict_into
 
     data = load_checkpoint_file(path, trust_checkpoint)
     if "state_dict" in data and "hyper_parameters" in data:  # our Lightning checkpoint

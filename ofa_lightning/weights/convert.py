@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RESNET_BLOCKS, OFAConfig
-from .ofa import OFAModel
+from ofa_lightning.model.config import RESNET_BLOCKS, OFAConfig
+from ofa_lightning.model.ofa import OFAModel
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    from .checkpoint_integrity import verify_checkpoint
+    from ofa_lightning.weights.integrity import verify_checkpoint
 
     verify_checkpoint(path)  # a damaged file is refused naming the file and the damaged member
     if trust_checkpoint:
