@@ -44,3 +44,33 @@ def test_report_renders_the_results_found(tmp_path):
     assert "## GPU" in text and "185 samples/s" in prose and "NVIDIA H100" in prose
     out = tmp_path / "benchmarks.md"
     assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0 and out.read_text() == text
+
+
+def test_report_renders_lora_and_onnx_results(tmp_path):
+    report = load_report()
+    lora = {
+        "settings": dict(date="2026-01-02", machine="Test CPU", threads=2, batch=4, image_size=256, steps=5),
+        "rows": [
+            dict(size="tiny", mode="full", trainable=1000, total=1000, peak_mib=2240.0, step_s=4.0),
+            dict(size="tiny", mode="lora", trainable=10, total=1010, peak_mib=1531.0, step_s=2.5),
+        ],
+    }
+    onnx = {
+        "settings": dict(date="2026-01-02", machine="Test CPU", threads=2, size="tiny", image_size=256),
+        "rows": [
+            dict(
+                batch=8,
+                eager_fast_s=3.1,
+                eager_plain_s=5.14,
+                onnx_s=1.447,
+                speedup_vs_fast=2.142,
+                speedup_vs_plain=3.551,
+                same_best_tokens=True,
+            )
+        ],
+    }
+    (tmp_path / "lora.json").write_text(json.dumps(lora))
+    (tmp_path / "onnx_runtime.json").write_text(json.dumps(onnx))
+    text = report.render(tmp_path)
+    assert "| tiny | lora | 10 (0.99 %) | 1,531 | 2.50 |" in text
+    assert "| 8 | 3.100 | 5.140 | 1.447 | 2.14× | 3.55× | yes |" in text

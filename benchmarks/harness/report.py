@@ -165,6 +165,44 @@ def serve_section(runs: list[dict]) -> list[str]:
     return lines
 
 
+def lora_section(r: dict) -> list[str]:
+    st = r["settings"]
+    lines = [
+        f"LoRA against full fine-tuning (`suites/lora.py`, {st.get('date', '')}, {st['machine']}, {st['threads']} "
+        f"threads, batch {st['batch']}, {st['image_size']} px, AdamW, median of {st['steps']} steps; both modes of "
+        "a size in the same run):",
+        "",
+        "| size | mode | trainable params | peak memory (MiB) | step (s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        share = 100 * row["trainable"] / row["total"]
+        lines.append(
+            f"| {row['size']} | {row['mode']} | {row['trainable']:,} ({share:.2f} %) | {row['peak_mib']:,.0f} | "
+            f"{row['step_s']:.2f} |"
+        )
+    return lines
+
+
+def onnx_section(r: dict) -> list[str]:
+    st = r["settings"]
+    lines = [
+        f"ONNX Runtime against eager PyTorch (`suites/onnx_runtime.py`, {st.get('date', '')}, {st['machine']}, "
+        f"OFA-{st['size'].capitalize()}, {st['image_size']} px, beam 5, {st['threads']} threads; seconds per caption, "
+        "same best tokens checked; goal ≥ 1.5× eager):",
+        "",
+        "| batch | eager, speed paths | eager, plain | ONNX Runtime | vs speed paths | vs plain | same tokens |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['batch']} | {row['eager_fast_s']:.3f} | {row['eager_plain_s']:.3f} | {row['onnx_s']:.3f} | "
+            f"{row['speedup_vs_fast']:.2f}× | {row['speedup_vs_plain']:.2f}× | "
+            f"{'yes' if row['same_best_tokens'] else '**no**'} |"
+        )
+    return lines
+
+
 def own_data_section(r: dict) -> list[str]:
     best = max(r["results"], key=lambda x: x["images_per_s_per_core"])
     return [
@@ -259,6 +297,12 @@ def render(results_dir: Path) -> str:
     serve = [r for p in sorted(results_dir.glob("serve_load*.json")) if (r := _load(p))]
     if serve:
         lines += serve_section(serve) + [""]
+    lora = _load(results_dir / "lora.json")
+    if lora:
+        lines += lora_section(lora) + [""]
+    onnx = _load(results_dir / "onnx_runtime.json")
+    if onnx:
+        lines += onnx_section(onnx) + [""]
     soak = _load(results_dir / "soak" / "soak.json")
     if soak:
         lines += soak_section(soak) + [""]

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
+from machine import cpu_model  # noqa: E402
 
 
 def one(size: str, mode: str, steps: int, batch: int, image_size: int, threads: int, device: str) -> dict:
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out:
         meta = {
-            "machine": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": cpu_model(),
             "threads": args.threads,
             "batch": args.batch,
             "image_size": args.image_size,

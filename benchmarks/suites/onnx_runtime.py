@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
+from machine import cpu_model  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime
 
         meta = {
-            "machine": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": cpu_model(),
             "threads": args.threads,
             "size": args.size,
             "image_size": args.image_size,

@@ -61,6 +61,7 @@ from common import (  # noqa: E402
     setup_threads,
 )
 from contention import CLEAN_OTHER_FRAC, timed, timed_interleaved  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 TARGETS = {  # name -> (minimum ratio, how the ratio is formed)
     "train_samples_per_s": 2.0,
@@ -197,12 +198,7 @@ def run_child(spec: dict) -> dict:
 
 # ====================================================================== parent
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     flags = ""
     try:
         with open("/proc/cpuinfo") as f:
