@@ -74,3 +74,10 @@ def test_report_renders_lora_and_onnx_results(tmp_path):
     text = report.render(tmp_path)
     assert "| tiny | lora | 10 (0.99 %) | 1,531 | 2.50 |" in text
     assert "| 8 | 3.100 | 5.140 | 1.447 | 2.14× | 3.55× | yes |" in text
+
+
+def test_report_includes_the_scaling_tables(tmp_path):
+    report = load_report()
+    (tmp_path / "scaling.md").write_text("## Scaling (OFA-Tiny)\n\n| px | step (s) |\n|---:|---:|\n| 256 | 1.49 |\n")
+    text = report.render(tmp_path)
+    assert "### Scaling (OFA-Tiny)" in text and "| 256 | 1.49 |" in text

@@ -288,6 +288,9 @@ def render(results_dir: Path) -> str:
     details = _load(results_dir / "details.json") or {}
     if results:
         lines += cpu_section(results, details.get("machine", {})) + [""]
+    scaling = results_dir / "scaling.md"  # suites/scaling.py writes its tables as markdown
+    if scaling.is_file():
+        lines += [line.replace("## Scaling", "### Scaling", 1) for line in scaling.read_text().splitlines()] + [""]
     rounds = _load(results_dir / "train_rounds.json")
     if rounds:
         lines += rounds_section(rounds) + [""]
