@@ -57,10 +57,15 @@ def test_rouge_mean_and_dedupe():
 
 
 def test_registry():
-    assert set(METRICS) == {"cider", "bleu", "rouge_l", "vqa_acc", "grounding", "accuracy", "rouge"}
+    assert set(METRICS) == {"cider", "bleu", "rouge_l", "vqa_acc", "grounding", "accuracy", "rouge"} | {
+        "cider_zh",
+        "bleu_zh",
+        "rouge_l_zh",
+        "ocr",
+    }
     m = build_metric("grounding", threshold=0.7)
     assert type(m).__name__ == "GroundingAccuracy" and m.threshold == 0.7
     for name, cls in METRICS.items():
         assert isinstance(build_metric(name), cls)
-    with pytest.raises(ValueError, match="known metrics: accuracy, bleu, cider"):
+    with pytest.raises(ValueError, match="known metrics: accuracy, bleu, bleu_zh, cider"):
         build_metric("meteor")

@@ -143,6 +143,8 @@ ALLOWED_SHELL = {
     ("benchmarks/harness/common.py", "proc = subprocess.run("),
     # the serving load test starts ofa-serve as a child: fixed argv list (checkpoint path and port as key=value), no shell
     ("benchmarks/suites/serve_load.py", "subprocess.Popen(command, stdout=subprocess.DEVNULL"),
+    # LoRA vs full fine-tuning measures each (size, mode) in a fresh child of itself: fixed argv list, no shell
+    ("benchmarks/suites/lora.py", "done = subprocess.run(cmd, capture_output=True"),
 }
 
 
