@@ -162,6 +162,9 @@ def serve_section(runs: list[dict]) -> list[str]:
                 f"| {run['task']} | {mode} | {row['throughput_rps']} | {row['p50_ms']} | {row['p95_ms']} | "
                 f"{row['mean_batch']} |"
             )
+    ratios = [f"{run['task']} {run['speedup']:.2f}×" for run in runs if "speedup" in run]
+    if ratios:
+        lines += ["", f"Batched / one-at-a-time throughput: {', '.join(ratios)} (goal ≥ 3× at concurrency 8)."]
     return lines
 
 

@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
+from machine import cpu_model  # noqa: E402
+
 MODES = {"batched (max_batch=8)": 8, "one at a time (max_batch=1)": 1}
 
 
@@ -124,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--wait-ms", type=float, default=10.0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("serve_load.json"))
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/serve_load_<task>.json")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(__file__).resolve().parents[1] / "results" / f"serve_load_{args.task}.json"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     args.ckpt = str(Path(args.ckpt).resolve())
     args.workdir = tempfile.mkdtemp(prefix="serve_load_")  # the servers' run dirs (logs) go here
     image = args.image.read_bytes() if args.image else _shapes_image()
@@ -152,7 +158,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['failures']} |"
         )
     print(f"batched / one-at-a-time throughput: {speedup:.2f}x")
-    args.out.write_text(json.dumps({"task": args.task, "rows": rows, "speedup": round(speedup, 2)}, indent=1))
+    result = {
+        "task": args.task,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
+        "checkpoint": Path(args.ckpt).name,
+        "rows": rows,
+        "speedup": round(speedup, 2),
+    }
+    args.out.write_text(json.dumps(result, indent=1))
     return 0
 
 
