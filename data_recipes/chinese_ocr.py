@@ -10,15 +10,13 @@ Fields: uniq_id, text, width, height. Train the ``ocr`` task with tokenizer=ofa_
 from __future__ import annotations
 
 import argparse
-import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_recipes.common import BadSample, Candidate, Sample, make_key
+from data_recipes.common import BadSample, Candidate, Sample
 from data_recipes.common.checks import check_image, decode_utf8, require_text
-from data_recipes.common.files import iter_raw_lines, parse_split_paths, require_file
 from data_recipes.common.splits import order_splits
-from data_recipes.ofa_tsv import _RowReader, decode_base64_image
+from data_recipes.ofa_tsv import _RowReader, decode_base64_image, row_candidates, split_files
 
 NAME = "chinese_ocr"
 DESCRIPTION = "Chinese OCR lines, OFA's OCR TSV (uniq_id, base64 image, text) -> ocr samples"
@@ -31,10 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
-    return {
-        split: require_file(path, f"the OCR TSV for split {split}")
-        for split, path in parse_split_paths(args.tsv, "train", "--tsv").items()
-    }
+    return split_files(args, "the OCR TSV")
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:
@@ -58,9 +53,4 @@ def _build(reader: _RowReader, offset: int, length: int, key: str, args: argpars
 
 
 def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
-    path = _files(args)[split]
-    reader = _RowReader(path)
-    for number, offset, raw in iter_raw_lines(path):
-        if raw.strip():
-            key = make_key("chinese_ocr", split, number)
-            yield Candidate(key, f"{path}:{number}", functools.partial(_build, reader, offset, len(raw), key, args))
+    return row_candidates(_files(args)[split], "chinese_ocr", split, _build, args)

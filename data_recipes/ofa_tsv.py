@@ -276,11 +276,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codebook-size", type=int, default=8192, help="for image_gen / pretrain_image codes")
 
 
-def _files(args: argparse.Namespace) -> dict[str, Path]:
+def split_files(args: argparse.Namespace, what: str) -> dict[str, Path]:
+    """``{split: file}`` of the ``--tsv [SPLIT=]FILE`` options (bare FILE = train), each checked to exist."""
     return {
-        split: require_file(path, f"the OFA {args.kind} TSV for split {split}")
+        split: require_file(path, f"{what} for split {split}")
         for split, path in parse_split_paths(args.tsv, "train", "--tsv").items()
     }
+
+
+def _files(args: argparse.Namespace) -> dict[str, Path]:
+    return split_files(args, f"the OFA {args.kind} TSV")
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:
@@ -320,11 +325,15 @@ def _build(reader: _RowReader, offset: int, length: int, key: str, args: argpars
     return Sample(key, fields, data, ext, warnings)
 
 
-def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
-    path = _files(args)[split]
+def row_candidates(path: Path, prefix: str, split: str, build, args: argparse.Namespace) -> Iterator[Candidate]:
+    """One candidate per non-empty line of a TSV, built in a worker by ``build(reader, offset, length, key, args)``
+    from the line's byte range (the file is read there, not here)."""
     reader = _RowReader(path)
     for number, offset, raw in iter_raw_lines(path):
-        if not raw.strip():
-            continue
-        key = make_key(f"ofa_{args.kind}", split, number)
-        yield Candidate(key, f"{path}:{number}", functools.partial(_build, reader, offset, len(raw), key, args))
+        if raw.strip():
+            key = make_key(prefix, split, number)
+            yield Candidate(key, f"{path}:{number}", functools.partial(build, reader, offset, len(raw), key, args))
+
+
+def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
+    return row_candidates(_files(args)[split], f"ofa_{args.kind}", split, _build, args)

@@ -11,15 +11,13 @@ the uniq_id (the file has none). Train with tokenizer=ofa_bert_cn: the grounding
 from __future__ import annotations
 
 import argparse
-import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_recipes.common import BadSample, Candidate, Sample, make_key
+from data_recipes.common import BadSample, Candidate, Sample
 from data_recipes.common.checks import check_image, clip_box, decode_utf8, require_number, require_text
-from data_recipes.common.files import iter_raw_lines, parse_split_paths, require_file
 from data_recipes.common.splits import order_splits
-from data_recipes.ofa_tsv import _RowReader, decode_base64_image
+from data_recipes.ofa_tsv import _RowReader, decode_base64_image, row_candidates, split_files
 
 NAME = "refcoco_cn"
 DESCRIPTION = "RefCOCO/+/g-CN, OFA-CN's TSV (uniq_id, expression, x0,y0,x1,y1, base64 image) -> refcoco samples"
@@ -32,10 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _files(args: argparse.Namespace) -> dict[str, Path]:
-    return {
-        split: require_file(path, f"the RefCOCO-CN TSV for split {split}")
-        for split, path in parse_split_paths(args.tsv, "train", "--tsv").items()
-    }
+    return split_files(args, "the RefCOCO-CN TSV")
 
 
 def available_splits(args: argparse.Namespace) -> list[str]:
@@ -66,9 +61,4 @@ def _build(reader: _RowReader, offset: int, length: int, key: str, args: argpars
 
 
 def candidates(args: argparse.Namespace, split: str) -> Iterator[Candidate]:
-    path = _files(args)[split]
-    reader = _RowReader(path)
-    for number, offset, raw in iter_raw_lines(path):
-        if raw.strip():
-            key = make_key("refcoco_cn", split, number)
-            yield Candidate(key, f"{path}:{number}", functools.partial(_build, reader, offset, len(raw), key, args))
+    return row_candidates(_files(args)[split], "refcoco_cn", split, _build, args)
