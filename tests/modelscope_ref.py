@@ -128,6 +128,22 @@ def build_ms_model(size_kwargs: dict[str, Any] | None = None, seed: int = 0):
     return model, config
 
 
+def perturbed_reference(size_kwargs: dict[str, Any] | None = None, seed: int = 0):
+    """``build_ms_model`` with every float tensor moved away from its init (running variances scaled up, the rest
+    shifted by N(0, 0.05)), so that parity tests cannot pass on symmetric or zero initial values. Eval mode."""
+    ms, _ = build_ms_model(size_kwargs, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, t in list(ms.named_parameters()) + list(ms.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            if "running_var" in name:
+                t.mul_(1 + 0.5 * torch.rand(t.shape, generator=gen))
+            else:
+                t.add_(0.05 * torch.randn(t.shape, generator=gen))
+    return ms.eval()
+
+
 class StandInTokenizer:
     """Just what ModelScope's SequenceGenerator / Search read from a tokenizer."""
 

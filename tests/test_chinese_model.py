@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from modelscope_ref import build_ms_model, ms_generate, ms_sequence_generator
+from modelscope_ref import build_ms_model, ms_generate, ms_sequence_generator, perturbed_reference
 
 from ofa_lightning.generation import GenerationConfig, generate
 from ofa_lightning.model import CATALOGUE, OFAModel
@@ -72,23 +72,9 @@ def test_cn_sizes_follow_checkpoints_cn_md(name, checkpoints_cn_md):
     assert abs(ours - params) / params < 0.005  # "160M" / "443M"
 
 
-def _perturbed_reference(seed: int = 0):
-    ms, _ = build_ms_model(SMALL_CN, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, t in list(ms.named_parameters()) + list(ms.named_buffers()):
-            if not t.is_floating_point():
-                continue
-            if "running_var" in name:
-                t.mul_(1 + 0.5 * torch.rand(t.shape, generator=gen))
-            else:
-                t.add_(0.05 * torch.randn(t.shape, generator=gen))
-    return ms.eval()
-
-
 @pytest.fixture(scope="module")
 def pair():
-    ms = _perturbed_reference()
+    ms = perturbed_reference(SMALL_CN)
     ours = from_modelscope_state_dict(ms.state_dict(), infer_config(ms.state_dict(), dropout=0.0)).eval()
     return ms, ours
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from modelscope_ref import perturbed_reference
 from safetensors.torch import load_file
-from test_parity_modelscope import batch, perturbed_reference
+from test_parity_modelscope import batch
 
 from ofa_lightning.cli.export import main as export_main
 from ofa_lightning.errors import UserError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_parity_modelscope import perturbed_reference
+from modelscope_ref import perturbed_reference
 
 from ofa_lightning.errors import UserError
 from ofa_lightning.export.onnx_graphs import export_onnx

@@ -9,25 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from modelscope_ref import build_ms_model
+from modelscope_ref import perturbed_reference
 
 from ofa_lightning.weights.convert import from_modelscope_state_dict, infer_config
 
 TOL = 1e-4
-
-
-def perturbed_reference(size_kwargs: dict, seed: int = 0):
-    ms, _ = build_ms_model(size_kwargs, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, t in list(ms.named_parameters()) + list(ms.named_buffers()):
-            if not t.is_floating_point():
-                continue
-            if "running_var" in name:
-                t.mul_(1 + 0.5 * torch.rand(t.shape, generator=gen))
-            else:
-                t.add_(0.05 * torch.randn(t.shape, generator=gen))
-    return ms.eval()
 
 
 def batch(seed: int = 3, size: int = 96):
