@@ -12,14 +12,11 @@ import torch
 
 pytest.importorskip("transformers")
 
-from test_text_to_image import TEXTS  # noqa: E402
+from test_text_to_image import tiny_parts  # noqa: E402
 
 from ofa_lightning.errors import UserError  # noqa: E402
 from ofa_lightning.generation.rerank import ClipReranker  # noqa: E402
-from ofa_lightning.model import OFAConfig, OFAModel  # noqa: E402
-from ofa_lightning.tokenizer import OFATokenizer  # noqa: E402
 from ofa_lightning.training.clip_scst import CLIPSCST  # noqa: E402
-from ofa_lightning.vq import VQConfig, VQModel  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = ["a red circle", "two blue squares on a dark background"]
@@ -27,24 +24,8 @@ HELD_OUT = ["a green star and a yellow triangle"]
 
 
 def setup(seed: int = 0):
-    torch.manual_seed(seed)
-    tok = OFATokenizer.train_bpe(TEXTS, bpe_vocab_size=300, num_codes=16, num_bins=8)
-    model = OFAModel(
-        OFAConfig.from_name(
-            "tiny",
-            vocab_size=tok.vocab_size,
-            d_model=32,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            code_image_size=32,
-            dropout=0.0,
-        )
-    )
-    vq = VQModel(VQConfig.preset("shapes_small", n_embed=12, ch=8, norm_groups=4, resolution=32)).eval()
+    tok, model, vq = tiny_parts(seed)
+    vq.eval()
     task = SimpleNamespace(name="text_to_image", tokenizer=tok, num_codes=16, vq=lambda: vq)
     module = SimpleNamespace(model=model, task_for=lambda name: task, _trainer=None)
     return tok, model, vq, task, module

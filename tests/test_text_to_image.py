@@ -20,9 +20,10 @@ from ofa_lightning.vq import VQConfig, VQModel  # noqa: E402
 TEXTS = ["a red circle", "two blue squares on a dark background", "a green star and a yellow triangle"] * 5
 
 
-@pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
+def tiny_parts(seed: int = 0):
+    """(tokenizer, model, VQ model): a BPE over TEXTS with 16 image codes, a 32-wide one-layer OFA and a small VQ
+    model, from ``torch.manual_seed(seed)``; the models in train mode."""
+    torch.manual_seed(seed)
     tok = OFATokenizer.train_bpe(TEXTS, bpe_vocab_size=300, num_codes=16, num_bins=8)
     model = OFAModel(
         OFAConfig.from_name(
@@ -38,9 +39,15 @@ def parts():
             code_image_size=32,
             dropout=0.0,
         )
-    ).eval()
-    vq = VQModel(VQConfig.preset("shapes_small", n_embed=12, ch=8, norm_groups=4, resolution=32)).eval()
+    )
+    vq = VQModel(VQConfig.preset("shapes_small", n_embed=12, ch=8, norm_groups=4, resolution=32))
     return tok, model, vq
+
+
+@pytest.fixture(scope="module")
+def parts():
+    tok, model, vq = tiny_parts()
+    return tok, model.eval(), vq.eval()
 
 
 @pytest.fixture(scope="module")
