@@ -178,7 +178,13 @@ def test_warm_start_loads_the_model_weights_of_a_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_stage2_from_a_stage1_shapes_checkpoint_raises_heldout_cider(tmp_path):
-    """Caption stage 1 (cross-entropy) on shapes, then SCST from its checkpoint: test CIDEr goes up."""
+    """Caption stage 1 (cross-entropy) on shapes, then SCST from its checkpoint: test CIDEr goes up.
+
+    Stage 2 freezes the ResNet's BatchNorm (``module.optim.freeze_resnet_bn``, OFA's ``--freeze-resnet``, which OFA
+    advises when stage 2 is unstable, OFA-Sys/OFA#267). In train mode the SCST forward pass re-estimates the running
+    statistics from 8 images (each repeated 5 times) per step: on this tiny model that alone moves held-out CIDEr by
+    about as much as SCST does, so the comparison would measure the statistics, not SCST. The rate is 5e-5 (OFA's
+    1e-5 is for 5,310 updates; this runs 60)."""
     from data_recipes.shapes_pipeline import build_shapes_shards
     from ofa_lightning.training.run import compose_config, train
 
@@ -226,7 +232,8 @@ def test_stage2_from_a_stage1_shapes_checkpoint_raises_heldout_cider(tmp_path):
             "experiment=caption_stage2_large",
             "data.micro_batch_size=8",
             "trainer.max_steps=60",
-            "module.optim.lr=1e-5",
+            "module.optim.lr=5e-5",
+            "module.optim.freeze_resnet_bn=true",
             "module.optim.warmup_ratio=0.0",
             "module.optim.freeze_embeddings=false",
             "trainer.accumulate_grad_batches=1",
