@@ -10,7 +10,7 @@ so the real recipes convert them exactly as they convert the public datasets:
   vqa/v2_mscoco_<split>_annotations.json            ... with 10 answers each, mostly agreeing
   refcoco/refs(unc).p + refcoco/instances.json      referring expressions (only unambiguous ones) -> boxes
   snli_ve/snli_ve_<train|dev|test>.jsonl            premise = a caption; one hypothesis per label
-  detection/instances_<split>.json                  COCO detection, category = shape (plus a "color" field)
+  detection/instances_<split>.json                  COCO detection, category = shape (plus a "color" field), named in the text's language
   corpus.txt                                        sentences about train scenes, paragraphs split by blank lines
   scenes.json                                       ground truth: every shape's colour, RGB, box and area
 
@@ -183,7 +183,7 @@ def generate_shapes(
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                     "area": shape.area,
                     "iscrowd": 0,
-                    "color": shape.colour,
+                    "color": words.COLOUR_WORDS[shape.colour],
                 }
             )
             objects.append(
@@ -242,7 +242,10 @@ def generate_shapes(
             }
         )
 
-    categories = [{"id": i, "name": shape, "supercategory": "shape"} for shape, i in CATEGORY_IDS.items()]
+    # in the text's language, so that detection's labels ("red diamond", "红色 菱形") use the words of the expressions
+    categories = [
+        {"id": i, "name": words.SHAPE_WORDS[shape], "supercategory": "shape"} for shape, i in CATEGORY_IDS.items()
+    ]
     _write_json(out / "dataset_coco.json", {"dataset": "shapes", "images": karpathy})
     for split in SPLITS:
         _write_json(

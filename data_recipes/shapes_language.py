@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from data_recipes.shapes_scene import COLOURS, SHAPES, DrawnShape, Scene
 
 NUMBER_WORDS = {0: "no", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+#: the detection / RefCOCO annotations' colour and category names (the scene's own names in English)
+COLOUR_WORDS = {c: c for c in COLOURS}
+SHAPE_WORDS = {s: s for s in SHAPES}
 #: a horizontal/vertical gap smaller than this share of the image does not count as "left of"/"above"
 CLEAR_GAP = 0.12
 

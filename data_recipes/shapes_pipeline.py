@@ -62,7 +62,7 @@ def build_shapes_shards(
     language: str = "en",
 ) -> dict[str, Any]:
     """Generates root/raw and writes root/shards/<recipe>; returns {recipe: manifest}. ``language="zh"``: the
-    captions, questions, expressions, hypotheses and corpus in Chinese (detection labels stay the English names)."""
+    captions, questions, expressions, hypotheses, corpus and detection labels in Chinese."""
     root = Path(root)
     raw, shards = root / "raw", root / "shards"
     generate_shapes(raw, num_images=num_images, seed=seed, image_size=image_size, language=language)
