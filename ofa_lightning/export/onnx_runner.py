@@ -49,7 +49,16 @@ def _np(t: Tensor) -> np.ndarray:
 class OnnxOFA:
     """The exported graphs of one model, with the ``OFAModel`` decoding interface (see the module docstring)."""
 
-    def __init__(self, folder: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        allow_spinning: bool = False,
+    ):
+        """``allow_spinning``: onnxruntime's threads busy-wait after each graph run by default. Between runs the
+        beam search does its own (torch) work on the same cores, and spinning threads take those cores from it:
+        with spinning, a caption's search work outside the graphs took several times longer on 2 cores."""
         import onnxruntime as ort
 
         self.folder = Path(folder)
@@ -66,6 +75,7 @@ class OnnxOFA:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = int(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         providers = providers or ["CPUExecutionProvider"]
 
         def session(name: str):
