@@ -8,9 +8,8 @@ import json
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.strategies import DDPStrategy
 from test_peft import write_base
-from test_training_ddp import PerRank
+from test_training_ddp import PerRank, ddp_trainer
 from test_training_module import EXAMPLES, PAD, WordTask, WordTokenizer, tiny_config
 from torch.utils.data import DataLoader
 
@@ -61,19 +60,7 @@ def test_lora_ddp_two_ranks_average_the_adapter_and_keep_the_base_frozen(tmp_pat
         peft={"r": 4, "alpha": 8, "dropout": 0.0},
         optim={"lr": 1e-2, "warmup_steps": 0, "max_steps": 4},
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(start_method="fork"),
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        callbacks=[AdapterRecorder(str(tmp_path))],
-    )
+    trainer = ddp_trainer([AdapterRecorder(str(tmp_path))])
     trainer.fit(module, train_dataloaders=DataLoader(train, batch_size=None))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["step"] == ranks[1]["step"] == 4

@@ -44,6 +44,23 @@ class Recorder(pl.Callback):
             json.dump({"skipped": pl_module.skipped_nonfinite, "digest": digest, "step": trainer.global_step}, f)
 
 
+def ddp_trainer(callbacks: list, find_unused_parameters: bool = False) -> pl.Trainer:
+    """Two forked CPU ranks (gloo), one epoch of the given loaders, nothing written but what the callbacks write."""
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(start_method="fork", find_unused_parameters=find_unused_parameters),
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+    )
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One intra-op thread (inherited by the forked ranks): fast on tiny tensors and no OpenMP pool across fork."""
@@ -70,19 +87,7 @@ def test_ddp_nonfinite_skip_is_collective_and_metrics_cover_all_ranks(tmp_path):
         optim={"lr": 3e-3, "warmup_steps": 1, "max_steps": 10},
         predictions_dir=str(tmp_path),
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(start_method="fork", find_unused_parameters=True),
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        callbacks=[Recorder(str(tmp_path))],
-    )
+    trainer = ddp_trainer([Recorder(str(tmp_path))], find_unused_parameters=True)
     trainer.fit(
         module, train_dataloaders=DataLoader(train, batch_size=None), val_dataloaders=DataLoader(val, batch_size=None)
     )
