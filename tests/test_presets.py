@@ -19,7 +19,7 @@ from data_recipes.shapes_pipeline import build_shapes_shards
 from ofa_lightning.paths import CONF_DIR
 from ofa_lightning.training.run import compose_config, train
 
-PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem != "demo")
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("demo"))
 OFA_FAMILIES = (
     "caption_stage1",
     "caption_stage2",

@@ -24,16 +24,10 @@ from pathlib import Path
 
 from ofa_lightning.cli._hydra import apply_smoke, report_errors, smoke_enabled
 
-# language=zh: the Chinese data, OFA-CN's vocabulary (no image codes; the demo's 32 bins) and the Chinese CIDEr-D.
-# 2,500 steps instead of 1,700: an expression is a token per character under OFA-CN's vocabulary, and grounding
-# learned more slowly in Chinese (Acc@0.5 0.19-0.25 after 1,500 steps, where English has 0.38 after 1,700).
-CHINESE_OVERRIDES = [
-    "tokenizer=ofa_bert_cn",
-    "tokenizer.num_codes=0",
-    "tokenizer.num_bins=32",
-    "trainer.max_steps=2500",
-    "trainer.val_check_interval=1250",
-]
+# language=zh: the Chinese data, OFA-CN's vocabulary (no image codes; the demo's 32 bins), the Chinese CIDEr-D and
+# the Chinese demo's schedule (conf/experiment/demo_zh.yaml)
+CHINESE_OVERRIDES = ["tokenizer=ofa_bert_cn", "tokenizer.num_codes=0", "tokenizer.num_bins=32"]
+EXPERIMENT = {"en": "demo", "zh": "demo_zh"}
 
 # (metric key in the run's test metrics, baseline function, margin rule)
 CHECKS = {
@@ -98,7 +92,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_name = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.root / "runs" / "demo" / run_name
-    cfg = compose_config(["experiment=demo", f"run_name={run_name}", *overrides], run_dir, args.root)
+    cfg = compose_config([f"experiment={EXPERIMENT[language]}", f"run_name={run_name}", *overrides], run_dir, args.root)
     if smoke:
         apply_smoke(cfg, "train")
     image_size = int(cfg.data.task_options.image_size)
