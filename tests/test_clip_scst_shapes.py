@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from test_text_to_image import CODE_SIZE, TOP_K, VQ_STEPS, dominant_colour  # noqa: E402
+from test_text_to_image import CODE_SIZE, SMALL_RUN, TOP_K, VQ_STEPS, dominant_colour  # noqa: E402
 
 from data_recipes.shapes_scene import COLOURS, SHAPES  # noqa: E402
 from ofa_lightning.generation.rerank import ClipReranker  # noqa: E402
@@ -106,15 +106,9 @@ def build_stage1(root: Path, num_images: int, vq_steps: int, t2i_steps: int):
     run_dir = root / "runs" / "t2i"
     overrides = [
         "experiment=text_to_image_shapes",
-        "logger=none",
         f"trainer.max_steps={t2i_steps}",
         f"trainer.val_check_interval={t2i_steps}",
-        "test_after_fit=false",
-        "data.num_workers=1",
-        "model.encoder_layers=2",
-        "model.decoder_layers=2",
-        "data.eval.max_samples=4",
-        "mixture.text_to_image.options.generation.beam_size=2",
+        *SMALL_RUN,
     ]
     train(compose_config(overrides, run_dir, root))
     return data, run_dir, vq.eval()
@@ -128,15 +122,9 @@ def run_stage2(root: Path, stage1: Path, clip_dir: Path, name: str, steps: int, 
     cfg = [
         "experiment=text_to_image_shapes_clip_scst",
         "tokenizer=checkpoint",
-        "logger=none",
         f"module.init_from={stage1 / 'checkpoints' / 'last.ckpt'}",
         f"module.scst.clip_path={clip_dir}",
-        "test_after_fit=false",
-        "data.num_workers=1",
-        "model.encoder_layers=2",
-        "model.decoder_layers=2",
-        "data.eval.max_samples=4",
-        "mixture.text_to_image.options.generation.beam_size=2",
+        *SMALL_RUN,
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps}",
         *overrides,

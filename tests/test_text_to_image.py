@@ -12,6 +12,7 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
+import ofa_lightning.tasks  # noqa: E402, F401  (the tasks register the generation presets)
 from ofa_lightning.generation.rerank import ClipReranker, generate_images  # noqa: E402
 from ofa_lightning.model import OFAConfig, OFAModel  # noqa: E402
 from ofa_lightning.tokenizer import OFATokenizer  # noqa: E402
@@ -179,6 +180,16 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 VQ_STEPS, T2I_STEPS = 2400, 3000
 # OFA samples from the top 256 of 8,192 codes (3 %); the same share of the small VQ model's 256 codes is 8
 TOP_K = 8
+# a brief shapes text-to-image run (2 + 2 layers, a small evaluation): stage 1 here, stage 1 and 2 of the CLIP-SCST test
+SMALL_RUN = [
+    "logger=none",
+    "test_after_fit=false",
+    "data.num_workers=1",
+    "model.encoder_layers=2",
+    "model.decoder_layers=2",
+    "data.eval.max_samples=4",
+    "mixture.text_to_image.options.generation.beam_size=2",
+]
 CODE_SIZE = 32  # images resized to 32 px -> 4x4 codes (conf/experiment/text_to_image_shapes.yaml says why)
 # held-out captions generated for: with 60 the test's power was low (a 30 % hit rate against a 17 % chance level gives
 # p ~ 0.02); 200 take about a minute
@@ -238,15 +249,9 @@ def test_shapes_text_to_image_matches_caption_colours(tmp_path):
     run_dir = root / "runs" / "t2i"
     overrides = [
         "experiment=text_to_image_shapes",
-        "logger=none",
         f"trainer.max_steps={T2I_STEPS}",
         f"trainer.val_check_interval={T2I_STEPS}",
-        "test_after_fit=false",
-        "data.num_workers=1",
-        "model.encoder_layers=2",
-        "model.decoder_layers=2",
-        "data.eval.max_samples=4",
-        "mixture.text_to_image.options.generation.beam_size=2",
+        *SMALL_RUN,
     ]
     train(compose_config(overrides, run_dir, root))
     preds = sorted((run_dir / "predictions").glob("val-step*-text_to_image.jsonl"))
